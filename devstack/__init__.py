@@ -1,0 +1,1 @@
+"""Local development stack: Entra ID and Microsoft Graph emulators plus Azurite."""

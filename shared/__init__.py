@@ -1,0 +1,1 @@
+"""Virtual-appointment join links: the app package behind function_app.py."""

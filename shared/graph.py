@@ -1,0 +1,227 @@
+"""Microsoft Graph through msgraph-sdk: one client per worker, organizer tokens per request."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from shared.credentials import SCOPE_JOIN_URL, SCOPE_MEETING_LOOKUP, DelegatedCredentials
+from shared.exceptions import (
+    AppOnlyTokenError,
+    ForbiddenError,
+    GraphRequestError,
+    GraphUnavailableError,
+    JoinLinkError,
+    MeetingNotFoundError,
+    OrganizerNotConnectedError,
+    ThrottledError,
+)
+from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from msgraph import GraphServiceClient
+
+log = logging.getLogger(__name__)
+_ORGANIZER_OPTION_KEY = "va_join_links.organizer"
+
+
+class OrganizerOption:
+    """A kiota request option naming whose delegated token authorizes the request."""
+
+    def __init__(self, organizer: str, scopes: tuple[str, ...]) -> None:
+        self.organizer = organizer
+        self.scopes = scopes
+
+    @staticmethod
+    def get_key() -> str:
+        """The option's key in kiota's request options."""
+        return _ORGANIZER_OPTION_KEY
+
+
+class OrganizerAuthProvider:
+    """Kiota authentication provider that signs each request with its organizer's delegated token.
+
+    Graph client and connection pool are shared by every organizer; only the bearer token differs,
+    and it is chosen per request from an OrganizerOption, so a token can never leak across users.
+    """
+
+    def __init__(self, credentials: DelegatedCredentials, graph_host: str) -> None:
+        self._credentials = credentials
+        self._graph_host = graph_host.lower()
+
+    async def authenticate_request(self, request: Any, additional_authentication_context: Any = None) -> None:
+        """Attach the organizer's bearer token; refuse to send it to any host but Graph's."""
+        option = request.request_options.get(_ORGANIZER_OPTION_KEY)
+        if option is None:
+            raise JoinLinkError("Graph request built without an OrganizerOption; refusing to send it")
+        host = (urlsplit(str(request.url)).hostname or "").lower()
+        if host != self._graph_host:
+            raise JoinLinkError(f"refusing to send a delegated token to {host!r}; Graph is {self._graph_host!r}")
+        token = await self._credentials.token_for(option.organizer, option.scopes)
+        request.headers.try_add("Authorization", f"Bearer {token}")
+
+
+def _ssl_context(settings: Settings) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    if settings.tls_ca_bundle is not None:
+        # Added to, not replacing, the system roots: SSL_CERT_FILE would drop real Graph's CA.
+        context.load_verify_locations(cafile=str(settings.tls_ca_bundle))
+    return context
+
+
+def build_graph_client(settings: Settings, credentials: DelegatedCredentials) -> GraphServiceClient:
+    """Build the worker's GraphServiceClient (imports msgraph, so call it on first use only)."""
+    import httpx
+    from kiota_http.middleware.options import RetryHandlerOption
+    from msgraph import GraphRequestAdapter, GraphServiceClient
+    from msgraph_core import GraphClientFactory
+
+    http_client = httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.graph_timeout_seconds),
+        verify=_ssl_context(settings),
+        http2=True,
+        limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+    )
+    # Throttling is ours to handle: kiota's RetryHandler would sleep inside the invocation for up to
+    # minutes. max_retries=0 turns it off client-wide; see shared/processor.py for the policy.
+    options: dict[str, Any] = {RetryHandlerOption.get_key(): RetryHandlerOption(max_retries=0)}
+    http_client = GraphClientFactory.create_with_default_middleware(client=http_client, options=options)
+    auth = OrganizerAuthProvider(credentials, urlsplit(settings.graph_base_url).hostname or "")
+    adapter = GraphRequestAdapter(auth, client=http_client)  # type: ignore[arg-type]
+    adapter.base_url = settings.graph_base_url
+    return GraphServiceClient(request_adapter=adapter)
+
+
+class GraphGateway:
+    """The two Graph calls the app makes, with every failure classified into the app's errors."""
+
+    def __init__(self, settings: Settings, credentials: DelegatedCredentials) -> None:
+        self._settings = settings
+        self._credentials = credentials
+        self._client: GraphServiceClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.calls = 0
+
+    @property
+    def client(self) -> GraphServiceClient:
+        """The worker's client; rebuilt only if the event loop changed (its pool is bound to one)."""
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            self._client = build_graph_client(self._settings, self._credentials)
+            self._loop = loop
+        return self._client
+
+    async def join_web_url(self, organizer: str, meeting_id: str) -> str:
+        """The virtual-appointment join URL of the organizer's meeting."""
+        from kiota_abstractions.base_request_configuration import RequestConfiguration
+
+        config: Any = RequestConfiguration(options=[OrganizerOption(organizer, SCOPE_JOIN_URL)])
+        builder = self.client.users.by_user_id(organizer).online_meetings.by_online_meeting_id(meeting_id)
+        response = await self._call(organizer, lambda: builder.get_virtual_appointment_join_web_url.get(config))
+        if response is None or not response.value:
+            raise GraphRequestError("Graph returned no join URL for the meeting")
+        return str(response.value)
+
+    async def find_meeting_id(self, organizer: str, join_web_url: str) -> str:
+        """Resolve a Teams joinWebUrl to the meeting id (needs OnlineMeetings.Read)."""
+        from kiota_abstractions.base_request_configuration import RequestConfiguration
+        from msgraph.generated.users.item.online_meetings.online_meetings_request_builder import (
+            OnlineMeetingsRequestBuilder,
+        )
+
+        escaped = join_web_url.replace("'", "''")  # OData string literal quoting
+        query = OnlineMeetingsRequestBuilder.OnlineMeetingsRequestBuilderGetQueryParameters(
+            filter=f"JoinWebUrl eq '{escaped}'")
+        config: Any = RequestConfiguration(
+            query_parameters=query, options=[OrganizerOption(organizer, SCOPE_MEETING_LOOKUP)])
+        builder = self.client.users.by_user_id(organizer).online_meetings
+        response = await self._call(organizer, lambda: builder.get(config))
+        meetings = (response.value if response is not None else None) or []
+        if not meetings or not meetings[0].id:
+            raise MeetingNotFoundError("no online meeting of the organizer has that joinWebUrl")
+        return str(meetings[0].id)
+
+    async def _call(self, organizer: str, request: Callable[[], Awaitable[Any]]) -> Any:
+        started = time.perf_counter()
+        for attempt in (1, 2):
+            self.calls += 1
+            try:
+                return await request()
+            except JoinLinkError:
+                raise
+            except Exception as exc:  # classification below decides; nothing escapes unclassified
+                error = classify_graph_error(exc)
+                if isinstance(error, (ForbiddenError, OrganizerNotConnectedError)):
+                    self._credentials.invalidate(organizer)
+                if attempt == 1 and graph_status(exc) == 401:
+                    continue  # a cached token revoked or expired early: one retry with a fresh one
+                log.info("Graph call failed: %s (%s)", error.reason, type(exc).__name__,
+                         extra={"graph_status": graph_status(exc), "reason": error.reason,
+                                "duration_ms": round((time.perf_counter() - started) * 1000, 1)})
+                raise error from exc
+        raise AssertionError("unreachable")
+
+
+def graph_status(exc: BaseException) -> int | None:
+    """The HTTP status of a Graph error, when it came from an answer."""
+    status = getattr(exc, "response_status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def retry_after_seconds(headers: Any, now: float | None = None) -> float | None:
+    """Parse Retry-After (delta seconds or an HTTP date) from response headers."""
+    value = headers.get("retry-after") if headers is not None else None
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def classify_graph_error(exc: BaseException) -> JoinLinkError:
+    """Map an SDK or transport exception to exactly one of the app's permanent or transient errors."""
+    import httpx
+
+    if isinstance(exc, httpx.TimeoutException):
+        return GraphUnavailableError(f"Graph timed out ({type(exc).__name__})", reason="graph_timeout")
+    if isinstance(exc, httpx.TransportError):
+        return GraphUnavailableError(f"Graph unreachable ({type(exc).__name__})", reason="graph_unreachable")
+    status = graph_status(exc)
+    headers = getattr(exc, "response_headers", None)
+    code, message = _odata_error(exc)
+    detail = f"Graph {status} {code}: {message}".strip()
+    if status == 404:
+        return MeetingNotFoundError(detail)
+    if status == 403:
+        if "application permission" in message.lower() or "app-only" in message.lower():
+            return AppOnlyTokenError(detail)
+        return ForbiddenError(detail)
+    if status == 401:
+        return OrganizerNotConnectedError(f"Graph refused the organizer's token: {detail}")
+    if status == 429:
+        return ThrottledError(detail, retry_after=retry_after_seconds(headers))
+    if status is not None and (status >= 500 or status == 408):
+        return GraphUnavailableError(detail, retry_after=retry_after_seconds(headers))
+    if status is not None and 400 <= status < 500:
+        return GraphRequestError(detail)
+    return GraphUnavailableError(f"unexpected Graph failure: {type(exc).__name__}: {exc}"[:300],
+                                 reason="graph_unexpected")
+
+
+def _odata_error(exc: BaseException) -> tuple[str, str]:
+    error = getattr(exc, "error", None)
+    code = getattr(error, "code", None) or ""
+    message = getattr(error, "message", None) or ""
+    return str(code), str(message)[:300]

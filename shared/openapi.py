@@ -1,0 +1,105 @@
+"""The HTTP twin's OpenAPI 3.1 document, served by the app."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any
+
+from shared.problems import PROBLEM_JSON
+
+JOIN_URL_ROUTE = "join-url"
+OPENAPI_ROUTE = "openapi.json"
+
+
+def _problem_response(description: str, retry_after: bool = False) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+    if retry_after:
+        response["headers"] = {"Retry-After": {"description": "Seconds to wait before retrying.",
+                                               "schema": {"type": "integer", "minimum": 1}}}
+    return response
+
+
+def _text(description: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "string", "description": description, **extra}
+
+
+@lru_cache(maxsize=1)
+def openapi_document() -> str:
+    """The document as JSON text (built once)."""
+    doc: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Virtual appointment join links",
+            "version": "1.0.0",
+            "description": "Ad-hoc lookup of a Microsoft Teams virtual appointment's join URL. Graph is called "
+                           "with the organizer's delegated credential (getVirtualAppointmentJoinWebUrl supports "
+                           "delegated permissions only).",
+        },
+        "servers": [{"url": "/api"}],
+        "security": [{"functionKeyHeader": []}, {"functionKeyQuery": []}],
+        "paths": {
+            f"/{JOIN_URL_ROUTE}": {
+                "get": {
+                    "operationId": "getJoinUrl",
+                    "summary": "Get the virtual-appointment join URL of a meeting",
+                    "parameters": [
+                        {"name": "organizer", "in": "query", "required": True,
+                         "schema": _text("Organizer's Entra object id or UPN.", minLength=1, maxLength=256)},
+                        {"name": "meetingId", "in": "query", "required": False,
+                         "schema": _text("Online meeting id. Give this or joinWebUrl.", minLength=1,
+                                         maxLength=2048)},
+                        {"name": "joinWebUrl", "in": "query", "required": False,
+                         "schema": _text("The meeting's Teams joinWebUrl. Give this or meetingId.",
+                                         format="uri", maxLength=2048)},
+                    ],
+                    "responses": {
+                        "200": {"description": "The join URL.", "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/JoinUrl"}}}},
+                        "400": _problem_response("The query is invalid."),
+                        "401": {"description": "Missing or wrong function key (answered by the host)."},
+                        "403": _problem_response("The organizer is not connected, or Graph refused access."),
+                        "404": _problem_response("No such meeting for this organizer."),
+                        "429": _problem_response("Graph is throttling; retry later.", retry_after=True),
+                        "500": _problem_response("Unexpected error."),
+                        "502": _problem_response("Graph failed or timed out."),
+                        "503": _problem_response("The identity platform is unavailable.", retry_after=True),
+                    },
+                }
+            }
+        },
+        "components": {
+            "securitySchemes": {
+                "functionKeyHeader": {"type": "apiKey", "in": "header", "name": "x-functions-key"},
+                "functionKeyQuery": {"type": "apiKey", "in": "query", "name": "code"},
+            },
+            "schemas": {
+                "JoinUrl": {
+                    "type": "object",
+                    "required": ["organizer", "onlineMeetingId", "joinUrl", "resolvedAt"],
+                    "properties": {
+                        "organizer": {"type": "string"},
+                        "onlineMeetingId": {"type": "string"},
+                        "joinUrl": {"type": "string", "format": "uri"},
+                        "resolvedAt": {"type": "string", "format": "date-time"},
+                    },
+                },
+                "Problem": {
+                    "type": "object",
+                    "required": ["type", "title", "status", "detail", "reason"],
+                    "properties": {
+                        "type": {"type": "string"},
+                        "title": {"type": "string"},
+                        "status": {"type": "integer"},
+                        "detail": {"type": "string"},
+                        "reason": {"type": "string", "description": "Stable reason code."},
+                        "instance": {"type": "string"},
+                    },
+                },
+            },
+        },
+    }
+    return json.dumps(doc, indent=2)

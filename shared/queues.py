@@ -1,0 +1,12 @@
+"""Names of the queues, and of the storage connection, that the functions bind to."""
+
+# The connection setting prefix the host and the app share: a connection string locally,
+# identity-based `AzureWebJobsStorage__*` settings in Azure.
+STORAGE_CONNECTION = "AzureWebJobsStorage"
+
+APPOINTMENTS = "appointments"
+APPOINTMENTS_POISON = "appointments-poison"
+APPOINTMENTS_REJECTED = "appointments-rejected"
+JOIN_URLS = "join-urls"
+
+ALL_QUEUES = (APPOINTMENTS, APPOINTMENTS_POISON, APPOINTMENTS_REJECTED, JOIN_URLS)
