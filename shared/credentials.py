@@ -162,7 +162,7 @@ def _token_from_msal(result: dict[str, Any], organizer: str) -> AccessToken:
     if "access_token" in result:
         return AccessToken(result["access_token"], time.time() + float(result.get("expires_in", 3600)))
     error = result.get("error", "unknown_error")
-    description = str(result.get("error_description", "")).splitlines()[0][:200]
+    description = (str(result.get("error_description") or "").splitlines() or [""])[0][:200]
     if error in ("invalid_grant", "interaction_required", "consent_required", "login_required"):
         raise OrganizerNotConnectedError(
             f"organizer {hash_user(organizer)} must reconnect: the identity platform answered {error}: "

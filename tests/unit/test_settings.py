@@ -1,0 +1,60 @@
+"""Settings: validated at start-up, every problem named, app-only modes refused."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from shared.exceptions import SettingsError
+from shared.settings import SETTINGS, load_settings
+
+pytestmark = pytest.mark.unit
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def sample_env():
+    values = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+    values["DEV_USERS_FILE"] = str(ROOT / values["DEV_USERS_FILE"])
+    values.pop("TLS_CA_BUNDLE")
+    return values
+
+
+def test_sample_settings_are_valid_and_typed():
+    settings = load_settings(sample_env())
+    assert settings.is_development and settings.graph_timeout_seconds == 10.0
+    assert settings.authority_url.endswith("/7d0c2e5a-1b3f-4c8e-9a6d-0e5f4b3c2a10")
+    assert settings.storage.connection_string == "UseDevelopmentStorage=true"
+
+
+def test_every_problem_is_named_at_once():
+    env = sample_env() | {"GRAPH_TIMEOUT_SECONDS": "soon", "THROTTLE_MAX_REQUEUES": "-1"}
+    del env["ENTRA_CLIENT_ID"]
+    with pytest.raises(SettingsError) as caught:
+        load_settings(env)
+    text = str(caught.value)
+    assert "GRAPH_TIMEOUT_SECONDS" in text and "THROTTLE_MAX_REQUEUES" in text and "ENTRA_CLIENT_ID" in text
+
+
+@pytest.mark.parametrize("mode", ["managed_identity", "client_credentials", "client_secret"])
+def test_app_only_credential_modes_are_refused_with_the_reason(mode):
+    with pytest.raises(SettingsError) as caught:
+        load_settings(sample_env() | {"CREDENTIAL_MODE": mode})
+    assert "delegated permissions only" in str(caught.value)
+
+
+def test_dev_credentials_are_refused_in_production():
+    with pytest.raises(SettingsError, match="APP_ENVIRONMENT=development"):
+        load_settings(sample_env() | {"APP_ENVIRONMENT": "production"})
+
+
+def test_identity_based_storage_connection_is_accepted():
+    env = sample_env()
+    del env["AzureWebJobsStorage"]
+    env |= {"AzureWebJobsStorage__accountName": "acct", "AzureWebJobsStorage__clientId": "cid"}
+    storage = load_settings(env).storage
+    assert storage.queue_service_uri == "https://acct.queue.core.windows.net" and storage.client_id == "cid"
+
+
+def test_sample_settings_cover_every_setting_the_code_reads():
+    sample = set(json.loads((ROOT / "local.settings.sample.json").read_text())["Values"])
+    assert {spec.name for spec in SETTINGS} <= sample
