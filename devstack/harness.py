@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import binascii
 import calendar
 import contextlib
 import datetime as dt
@@ -39,6 +38,7 @@ from aiohttp import web
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.functions import _abc as func_abc
 from azure.functions.queue import QueueMessage as TriggerQueueMessage
+from azure.functions.timer import TimerRequest as LocalTimerRequest
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
 log = logging.getLogger("devstack.harness")
@@ -62,7 +62,7 @@ def parse_timespan(value: str | int | float) -> float:
     text = value.strip()
     m = re.fullmatch(r"(?:(\d+)\.)?(\d{1,2}):(\d{1,2}):(\d{1,2}(?:\.\d+)?)", text)
     if not m:
-        raise ValueError("not a TimeSpan: %r" % value)
+        raise ValueError(f"not a TimeSpan: {value!r}")
     days, hours, minutes, seconds = m.groups()
     return int(days or 0) * 86400 + int(hours) * 3600 + int(minutes) * 60 + float(seconds)
 
@@ -94,7 +94,7 @@ class QueueSettings:
         threshold = _ci_get(queues, "newBatchThreshold")
         encoding = str(_ci_get(queues, "messageEncoding", "base64")).lower()
         if encoding not in ("base64", "none"):
-            raise ValueError("messageEncoding must be 'base64' or 'none', got %r" % encoding)
+            raise ValueError(f"messageEncoding must be 'base64' or 'none', got {encoding!r}")
         return cls(
             max_dequeue_count=int(_ci_get(queues, "maxDequeueCount", 5)),
             visibility_timeout=parse_timespan(_ci_get(queues, "visibilityTimeout", "00:00:00")),
@@ -113,7 +113,8 @@ def load_host_json(host_json: Path | str | Mapping[str, Any]) -> dict[str, Any]:
     if not path.exists():
         log.warning("host.json not found at %s; using the host's defaults", path)
         return {}
-    return json.loads(path.read_text(encoding="utf-8"))
+    loaded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return loaded
 
 
 # --------------------------------------------------------------------------- NCRONTAB
@@ -132,7 +133,7 @@ def _parse_cron_field(text: str, low: int, high: int, names: dict[str, int]) -> 
         number = names.get(token.upper()) if names else None
         number = int(token) if number is None else number
         if not low <= number <= high:
-            raise ValueError("%r is outside %d-%d" % (token, low, high))
+            raise ValueError(f"{token!r} is outside {low}-{high}")
         return number
 
     result: set[int] = set()
@@ -140,7 +141,7 @@ def _parse_cron_field(text: str, low: int, high: int, names: dict[str, int]) -> 
         base, _, step_text = part.partition("/")
         step = int(step_text) if step_text else 1
         if step < 1:
-            raise ValueError("bad step in %r" % part)
+            raise ValueError(f"bad step in {part!r}")
         if base == "*":
             start, end = low, high
         elif "-" in base:
@@ -162,7 +163,7 @@ class CronSchedule:
         if len(fields) == 5:
             fields.insert(0, "0")
         if len(fields) != 6:
-            raise ValueError("NCRONTAB needs 6 fields (second first): %r" % expression)
+            raise ValueError(f"NCRONTAB needs 6 fields (second first): {expression!r}")
         self.expression = expression
         parsed = [_parse_cron_field(f, *spec) for f, spec in zip(fields, _CRON_FIELDS, strict=True)]
         self.seconds, self.minutes, self.hours, self.days, self.months = (sorted(p) for p in parsed[:5])
@@ -170,7 +171,7 @@ class CronSchedule:
 
     def next_after(self, after: dt.datetime) -> dt.datetime:
         """Return the first occurrence strictly after ``after`` (an aware datetime)."""
-        start = after.astimezone(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(seconds=1)
+        start = after.astimezone(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=1)
         day = start.date()
         for _ in range(366 * 8):  # leap-day schedules can be four years apart
             if day.month in self.months and day.day in self.days and (day.isoweekday() % 7) in self.weekdays:
@@ -178,7 +179,7 @@ class CronSchedule:
                 if found is not None:
                     return found
             day += dt.timedelta(days=1)
-        raise ValueError("schedule %r never fires" % self.expression)
+        raise ValueError(f"schedule {self.expression!r} never fires")
 
     def _first_time_on(self, day: dt.date, start: dt.datetime) -> dt.datetime | None:
         today = day == start.date()
@@ -191,7 +192,7 @@ class CronSchedule:
                 for second in self.seconds:
                     if today and (hour, minute, second) < (start.hour, start.minute, start.second):
                         continue
-                    return dt.datetime(day.year, day.month, day.day, hour, minute, second, tzinfo=dt.timezone.utc)
+                    return dt.datetime(day.year, day.month, day.day, hour, minute, second, tzinfo=dt.UTC)
         return None
 
 
@@ -232,7 +233,7 @@ class LocalOut(func.Out[Any]):
 
 class _TraceContext(func_abc.TraceContext):
     def __init__(self) -> None:
-        self._parent = "00-%s-%s-01" % (secrets.token_hex(16), secrets.token_hex(8))
+        self._parent = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
 
     @property
     def trace_state(self) -> str:
@@ -307,7 +308,7 @@ def _resolve_settings(value: str) -> str:
 
     def lookup(m: re.Match[str]) -> str:
         if m.group(1) not in os.environ:
-            raise KeyError("binding refers to app setting %r, which is not set" % m.group(1))
+            raise KeyError(f"binding refers to app setting {m.group(1)!r}, which is not set")
         return os.environ[m.group(1)]
 
     return _SETTING_REF.sub(lookup, value)
@@ -337,7 +338,8 @@ class _Function:
         return inspect.iscoroutinefunction(self.user_function)
 
 
-def _index_functions(app: func.FunctionApp) -> list[Any]:
+def index_functions(app: func.FunctionApp) -> list[Any]:
+    """The app's indexed functions, computed once per app and shared by every caller."""
     # get_functions() re-validates and fails on a second call, so cache the result on the app.
     cached = getattr(app, "_devstack_indexed_functions", None)
     if cached is None:
@@ -401,14 +403,14 @@ def _compile_route(template: str) -> re.Pattern[str]:
         name = spec.lstrip("*").split(":", 1)[0].split("=", 1)[0]
         optional = name.endswith("?") or "=" in spec
         name = name.rstrip("?")
-        body = "(?P<%s>.*)" % name if catch_all else "(?P<%s>[^/]+)" % name
+        body = f"(?P<{name}>.*)" if catch_all else f"(?P<{name}>[^/]+)"
         if optional or catch_all:
             # Let the preceding slash go with an omitted optional segment.
             if out and out[-1].endswith("/"):
                 out[-1] = out[-1][:-1]
-                body = "(?:/%s)?" % body
+                body = f"(?:/{body})?"
             else:
-                body = "(?:%s)?" % body
+                body = f"(?:{body})?"
         out.append(body)
         pos = m.end()
     out.append(re.escape(template[pos:]))
@@ -447,13 +449,14 @@ class LocalHost:
         self.http_host = http_host
         self.poll_interval = poll_interval
         # The host backs off to maxPollingInterval (a minute by default); locally that only slows tests.
-        self.max_poll_interval = max(poll_interval, min(self.queue_settings.max_polling_interval, max_polling_cap))
+        capped = min(self.queue_settings.max_polling_interval, max_polling_cap)
+        self.max_poll_interval = max(poll_interval, capped)
         self.stop_timeout = stop_timeout
         self.http_base_url: str | None = None
         http_section = _ci_get(_ci_get(self.host_json, "extensions", {}) or {}, "http", {}) or {}
         self.route_prefix = str(_ci_get(http_section, "routePrefix", "api")).strip("/")
         self._api_version = api_version
-        self._functions = [_build_function(fn) for fn in _index_functions(app)]
+        self._functions = [_build_function(fn) for fn in index_functions(app)]
         self.functions: dict[str, _Function] = {f.name: f for f in self._functions}
         self.stats: dict[str, dict[str, int]] = {f.name: dict.fromkeys(STAT_KEYS, 0) for f in self._functions}
         self._service: QueueServiceClient | None = None
@@ -491,9 +494,9 @@ class LocalHost:
                 queue = self._trigger_queue(fn)
                 # The real host waits for a missing queue; creating it keeps local runs and drain() simple.
                 await self._ensure_queue(queue)
-                self._loops.append(asyncio.create_task(self._poll(fn), name="poll:%s" % fn.name))
+                self._loops.append(asyncio.create_task(self._poll(fn), name=f"poll:{fn.name}"))
             elif fn.trigger_type == "timerTrigger":
-                self._loops.append(asyncio.create_task(self._run_timer(fn), name="timer:%s" % fn.name))
+                self._loops.append(asyncio.create_task(self._run_timer(fn), name=f"timer:{fn.name}"))
             elif fn.trigger_type == "httpTrigger":
                 self._routes.append(self._route_for(fn))
             else:
@@ -522,7 +525,9 @@ class LocalHost:
         if self._invocations:
             _, pending = await asyncio.wait(set(self._invocations), timeout=self.stop_timeout)
             if pending:
-                log.warning("%d invocation(s) still running after %.0fs; cancelling", len(pending), self.stop_timeout)
+                log.warning(
+                    "%d invocation(s) still running after %.0fs; cancelling", len(pending), self.stop_timeout
+                )
                 for task in pending:
                     task.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
@@ -532,6 +537,8 @@ class LocalHost:
         if self._service is not None:
             await self._service.close()
             self._service = None
+        self._routes.clear()
+        self._created.clear()
         self._started = False
 
     async def drain(self, timeout: float = 30.0) -> None:
@@ -552,7 +559,7 @@ class LocalHost:
             else:
                 quiet = 0
             if time.monotonic() > deadline:
-                raise TimeoutError("queues not drained after %.1fs; stats %s" % (timeout, self.stats))
+                raise TimeoutError(f"queues not drained after {timeout:.1f}s; stats {self.stats}")
             await asyncio.sleep(min(0.05, self.poll_interval))
 
     def _idle(self) -> bool:
@@ -678,7 +685,7 @@ class LocalHost:
             )
 
     async def _poison(self, fn: _Function, client: QueueClient, message: Any) -> None:
-        poison = await self._ensure_queue("%s-poison" % client.queue_name)
+        poison = await self._ensure_queue(f"{client.queue_name}-poison")
         # The message text is copied as received, so it keeps its encoding.
         await poison.send_message(message.content or "")
         await client.delete_message(message.id, message.pop_receipt)
@@ -690,7 +697,7 @@ class LocalHost:
             return body.decode("utf-8")
         if fn.trigger_annotation is bytes:
             return body
-        return TriggerQueueMessage(
+        return TriggerQueueMessage(  # type: ignore[no-untyped-call]
             id=message.id,
             body=body,
             dequeue_count=message.dequeue_count,
@@ -727,7 +734,9 @@ class LocalHost:
     def _warn_once(self, function_name: str, binding_type: str) -> None:
         if (function_name, binding_type) not in self._warned:
             self._warned.add((function_name, binding_type))
-            log.warning("%s: %r output bindings are not supported locally; value dropped", function_name, binding_type)
+            log.warning(
+                "%s: %r output bindings are not supported locally; value dropped", function_name, binding_type
+            )
 
     async def _write_queue_output(self, fn: _Function, binding: Any, value: Any) -> None:
         if value is None:
@@ -745,9 +754,10 @@ class LocalHost:
         if isinstance(item, (bytes, bytearray)):
             return bytes(item)
         if isinstance(item, func_abc.QueueMessage):
-            return item.get_body()
+            body = item.get_body()
+            return body.encode("utf-8") if isinstance(body, str) else body
         # The worker's queue converter rejects other types, which fails the invocation.
-        raise TypeError("%s: output %r got unsupported %s" % (fn.name, binding.name, type(item).__name__))
+        raise TypeError(f"{fn.name}: output {binding.name!r} got unsupported {type(item).__name__}")
 
     # ----------------------------------------------------------------- timers
 
@@ -755,7 +765,7 @@ class LocalHost:
         """Invoke a timer-triggered function now (``past_due`` False), writing its outputs on success."""
         fn = self.functions.get(function_name)
         if fn is None or fn.trigger_type != "timerTrigger":
-            raise KeyError("no timer-triggered function named %r" % function_name)
+            raise KeyError(f"no timer-triggered function named {function_name!r}")
         await self._run_timer_once(fn, past_due=False)
 
     async def _run_timer_once(self, fn: _Function, *, past_due: bool) -> bool:
@@ -765,7 +775,7 @@ class LocalHost:
         invocation_id = str(uuid.uuid4())
         outcome = "succeeded"
         try:
-            await self._invoke(fn, func.TimerRequest(past_due=past_due), invocation_id)
+            await self._invoke(fn, LocalTimerRequest(past_due=past_due), invocation_id)
             stats["succeeded"] += 1
             return True
         except Exception:
@@ -784,7 +794,7 @@ class LocalHost:
         if getattr(fn.trigger, "run_on_startup", False):
             await self._timer_invocation(fn)
         while not self._stopping.is_set():
-            now = dt.datetime.now(dt.timezone.utc)
+            now = dt.datetime.now(dt.UTC)
             wait = (schedule.next_after(now) - now).total_seconds()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), max(wait, 0))
@@ -815,10 +825,10 @@ class LocalHost:
         site = web.TCPSite(self._runner, self.http_host, self.http_port or 0)
         await site.start()
         host, port = self._runner.addresses[0][:2]
-        self.http_base_url = "http://%s:%d" % (host, port)
+        self.http_base_url = f"http://{host}:{port}"
 
     def _match(self, method: str, path: str) -> tuple[_HttpRoute, dict[str, str]] | None:
-        prefix = "/%s/" % self.route_prefix if self.route_prefix else "/"
+        prefix = f"/{self.route_prefix}/" if self.route_prefix else "/"
         if not (path + "/").lower().startswith(prefix.lower()):
             return None
         sub = path[len(prefix):].strip("/")
@@ -844,7 +854,8 @@ class LocalHost:
         fn = route.function
         headers: dict[str, str] = {}
         for key, value in request.headers.items():
-            headers[key.lower()] = "%s, %s" % (headers[key.lower()], value) if key.lower() in headers else value
+            name = key.lower()
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
         http_request = func.HttpRequest(
             method=request.method,
             url=str(request.url),
@@ -881,11 +892,11 @@ class LocalHost:
         if isinstance(result, (str, bytes)):
             result = func.HttpResponse(result)
         if not isinstance(result, func_abc.HttpResponse):
-            raise TypeError("%s returned %s, not an HttpResponse" % (fn.name, type(result).__name__))
+            raise TypeError(f"{fn.name} returned {type(result).__name__}, not an HttpResponse")
         headers = {k: v for k, v in result.headers.items()}
         if not any(k.lower() == "content-type" for k in headers) and result.mimetype:
             headers["Content-Type"] = (
-                "%s; charset=%s" % (result.mimetype, result.charset) if result.charset else result.mimetype
+                f"{result.mimetype}; charset={result.charset}" if result.charset else result.mimetype
             )
         return web.Response(status=result.status_code, body=result.get_body(), headers=headers)
 
@@ -900,7 +911,7 @@ def _load_app(spec: str) -> tuple[func.FunctionApp, Path]:
     module = importlib.import_module(module_name)
     app = getattr(module, attr or "app")
     if not isinstance(app, func.FunctionApp):
-        raise TypeError("%s.%s is not a FunctionApp" % (module_name, attr or "app"))
+        raise TypeError(f"{module_name}.{attr or 'app'} is not a FunctionApp")
     return app, Path(module.__file__ or ".").resolve().parent / "host.json"
 
 
@@ -921,12 +932,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m devstack.harness", description=main.__doc__)
     parser.add_argument("--state-dir", type=Path, default=Path(".devstack"))
     parser.add_argument("--http-port", type=int, default=7071, help="0 picks a free port; -1 disables HTTP")
-    parser.add_argument("--function-app", default="function_app", help="module[:attribute], default attribute app")
+    parser.add_argument("--function-app", default="function_app", help="module[:attribute]; attribute app")
     parser.add_argument("--poll-interval", type=float, default=0.2)
     parser.add_argument("--max-polling-cap", type=float, default=1.0)
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     # The storage SDK logs every request at INFO.
     logging.getLogger("azure").setLevel(logging.WARNING)
 

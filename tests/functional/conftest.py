@@ -30,4 +30,6 @@ def function_app_module():
 @pytest.fixture(scope="session")
 def indexed(function_app_module):
     """The app's functions, indexed once (the library allows get_functions() once per app)."""
-    return {f.get_function_name(): f for f in function_app_module.app.get_functions()}
+    from devstack.harness import index_functions
+
+    return {f.get_function_name(): f for f in index_functions(function_app_module.app)}

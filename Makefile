@@ -1,0 +1,52 @@
+# Entry points: make run | demo | test | lint | bench | chaos. Each installs what it needs first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STATE ?= .devstack
+DEPS_STAMP := $(VENV)/.deps-stamp
+NODE_STAMP := node_modules/.package-lock.json
+
+.PHONY: install run demo test unit lint stack-up stack-down stack-status clean
+
+$(DEPS_STAMP): requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q --upgrade pip
+	$(PY) -m pip install --disable-pip-version-check -q -r requirements-dev.txt
+	@touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+
+install: $(DEPS_STAMP) $(NODE_STAMP)
+
+## The app on the local stack, processing events until Ctrl-C.
+run: install
+	$(PY) -m devstack.run --state-dir $(STATE)
+
+## Send sample appointments and print the join URLs that arrive.
+demo: install
+	$(PY) -m devstack.demo --state-dir $(STATE)
+
+## Everything: lint, type-check, unit, functional, end-to-end and infrastructure tests.
+test: install lint
+	$(PY) -m pytest
+
+unit: install
+	$(PY) -m pytest -m "unit or functional"
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+stack-up: install
+	$(PY) -m devstack up --state-dir $(STATE)
+
+stack-down:
+	@if [ -x $(PY) ]; then $(PY) -m devstack down --state-dir $(STATE); fi
+
+stack-status: install
+	$(PY) -m devstack status --state-dir $(STATE)
+
+clean: stack-down
+	rm -rf $(VENV) node_modules $(STATE) .pytest_cache .mypy_cache .ruff_cache
