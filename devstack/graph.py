@@ -13,9 +13,9 @@ import ssl
 import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -27,6 +27,7 @@ from jwt.algorithms import RSAAlgorithm
 
 log = logging.getLogger(__name__)
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 GRAPH_ROOT = "https://graph.microsoft.com/v1.0"
 AUDIENCES = ["https://graph.microsoft.com", "00000003-0000-0000-c000-000000000000"]
 JOIN_URL_SCOPES = frozenset({"VirtualAppointment.Read", "VirtualAppointment.ReadWrite",
@@ -50,7 +51,8 @@ FAULT_ERRORS: dict[int, tuple[str, str]] = {
 class GraphError(Exception):
     """An error rendered in Graph's `{"error": {...}}` shape."""
 
-    def __init__(self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(self, status: int, code: str, message: str,
+                 headers: Mapping[str, str] | None = None) -> None:
         super().__init__(f"{status} {code}")
         self.status, self.code, self.message = status, code, message
         self.headers = dict(headers or {})
@@ -116,8 +118,12 @@ class GraphEmulator:
             self.add_meeting(m)
         self.faults = FaultConfig()
         self.stats = GraphStats()
-        self._jwks_uri = jwks_uri if isinstance(jwks_uri, str) else None
-        self._keys: dict[str, Any] = {} if self._jwks_uri else _load_keys(jwks_uri)
+        self._jwks_uri: str | None = None
+        self._keys: dict[str, Any] = {}
+        if isinstance(jwks_uri, str):
+            self._jwks_uri = jwks_uri
+        else:
+            self._keys = _load_keys(jwks_uri)
         self._jwks_lock = asyncio.Lock()
         self._ca_pem = ca_pem
         self._session: aiohttp.ClientSession | None = None
@@ -164,7 +170,8 @@ class GraphEmulator:
             "creationDateTime": m.get("creationDateTime"), "startDateTime": m.get("startDateTime"),
             "endDateTime": m.get("endDateTime"), "isBroadcast": False,
             "allowedPresenters": "everyone", "allowMeetingChat": "enabled",
-            "chatInfo": {"threadId": thread, "messageId": "0", "replyChainMessageId": None} if thread else None,
+            "chatInfo": ({"threadId": thread, "messageId": "0", "replyChainMessageId": None}
+                         if thread else None),
             "participants": {"organizer": identity(m["organizer"], "presenter"),
                              "attendees": [identity(p, "attendee") for p in m["participants"]]},
         }
@@ -224,7 +231,8 @@ class GraphEmulator:
             self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx))
         async with self._session.get(self._jwks_uri, timeout=aiohttp.ClientTimeout(total=10)) as resp:
             resp.raise_for_status()
-            return await resp.json()
+            jwks: Mapping[str, Any] = await resp.json()
+            return jwks
 
     async def close(self) -> None:
         """Release the JWKS HTTP session."""
@@ -282,7 +290,7 @@ def _json(status: int, body: Any, headers: Mapping[str, str], content_type: str 
 
 def _error_body(err: GraphError, request_id: str, client_request_id: str) -> dict[str, Any]:
     return {"error": {"code": err.code, "message": err.message, "innerError": {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S"),
         "request-id": request_id, "client-request-id": client_request_id}}}
 
 
@@ -367,9 +375,9 @@ async def _serve(request: web.Request, emu: GraphEmulator, stats_key: dict[str, 
         raw_filter = request.query.get("$filter")
         match = FILTER_RE.match(raw_filter or "")
         if match is None:
+            expected = "Filter expression expected - /onlineMeetings?$filter=JoinWebUrl eq 'joinWebUrl'."
             raise GraphError(400, "BadRequest",
-                             "Filter expression expected - /onlineMeetings?$filter=JoinWebUrl eq 'joinWebUrl'."
-                             if raw_filter is None else f"Unsupported filter: {raw_filter}")
+                             expected if raw_filter is None else f"Unsupported filter: {raw_filter}")
         url = match.group(1).replace("''", "'")
         found = [emu.meeting_resource(m) for m in emu.meetings.values()
                  if m["joinWebUrl"] == url and _involved(m, oid)]
@@ -424,7 +432,7 @@ async def graph_handler(request: web.Request) -> web.Response:
 # --- admin -----------------------------------------------------------------------------------------
 
 @web.middleware
-async def loopback_admin(request: web.Request, handler: Any) -> web.StreamResponse:
+async def loopback_admin(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Admin endpoints have no auth, so only loopback callers may use them."""
     remote = request.remote or ""
     if request.path.startswith("/_admin") and not (remote == "::1" or remote.startswith("127.")):
@@ -462,7 +470,8 @@ async def admin_put_faults(request: web.Request) -> web.Response:
 async def admin_get_faults(request: web.Request) -> web.Response:
     """Current fault configuration, with remaining uses per rule."""
     f = request.app[GRAPH_KEY].faults
-    return web.json_response({"latency_ms": f.latency_ms, "seed": f.seed, "rules": [r.as_dict() for r in f.rules]})
+    return web.json_response({"latency_ms": f.latency_ms, "seed": f.seed,
+                              "rules": [r.as_dict() for r in f.rules]})
 
 
 async def admin_add_meetings(request: web.Request) -> web.Response:

@@ -108,8 +108,9 @@ def _start(state_dir: Path, ports: str) -> tuple[dict[str, Any], bool]:
             endpoints = _endpoints(state, certs.ca_pem, port_map, directory)
             pids: dict[str, int] = {}
             try:
-                pids["azurite"] = _spawn(_azurite_cmd(state, port_map), state / "azurite.log", state)
-                pids["emulators"] = _spawn(_emulators_cmd(state, port_map), state / "emulators.log", REPO_ROOT)
+                pids["azurite"] = _spawn(_azurite_cmd(port_map), state / "azurite.log", state)
+                pids["emulators"] = _spawn(_emulators_cmd(state, port_map), state / "emulators.log",
+                                           REPO_ROOT)
                 endpoints["pids"] = pids
                 _wait_ready(endpoints, state)
             except BaseException:
@@ -155,11 +156,9 @@ def _endpoints(state: Path, ca_pem: Path, p: dict[str, int], directory: dict[str
     }
 
 
-def _azurite_cmd(state: Path, p: dict[str, int]) -> list[str]:
-    location = state / "azurite"
-    location.mkdir(exist_ok=True)
+def _azurite_cmd(p: dict[str, int]) -> list[str]:
     return [str(AZURITE_BIN), "--silent", "--inMemoryPersistence", "--disableTelemetry",
-            "--skipApiVersionCheck", "--loose", "--location", str(location),
+            "--skipApiVersionCheck", "--loose",
             "--blobHost", HOST, "--queueHost", HOST, "--tableHost", HOST,
             "--blobPort", str(p["blob"]), "--queuePort", str(p["queue"]), "--tablePort", str(p["table"])]
 
@@ -198,7 +197,7 @@ def _free_ports() -> dict[str, int]:
             s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
             s.bind((HOST, 0))
             socks.append(s)
-        return {name: s.getsockname()[1] for name, s in zip(FIXED_PORTS, socks)}
+        return {name: s.getsockname()[1] for name, s in zip(FIXED_PORTS, socks, strict=True)}
 
 
 def _check_fixed_ports() -> dict[str, int]:
@@ -252,7 +251,7 @@ def _http_ok(url: str, ca: str) -> bool:
         return False
     ctx = ssl.create_default_context(cafile=ca) if url.startswith("https") else None
     try:
-        with urllib.request.urlopen(url, timeout=2, context=ctx):
+        with urllib.request.urlopen(url, timeout=2, context=ctx):  # noqa: S310 - our own http(s) URLs
             return True
     except urllib.error.HTTPError:
         return True
@@ -266,8 +265,9 @@ def _pid_alive(pid: int | None, name: str) -> bool:
     if not pid:
         return False
     child = _children.get(pid)
-    if child is not None and child.poll() is not None:
-        return False
+    if child is not None:
+        # Our own child: poll() is exact, and its cmdline is still ours until exec() has run.
+        return child.poll() is None
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
@@ -312,7 +312,8 @@ def _locked(state: Path) -> Iterator[None]:
 
 def _read_endpoints(state: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((state / ENDPOINTS_FILE).read_text())
+        endpoints: dict[str, Any] = json.loads((state / ENDPOINTS_FILE).read_text())
+        return endpoints
     except FileNotFoundError:
         return None
 
@@ -353,12 +354,12 @@ def main(argv: list[str] | None = None) -> int:
             stop_stack(state)
             print("devstack down")
         elif args.command == "status":
-            endpoints = _read_endpoints(state)
-            if endpoints is None:
+            recorded = _read_endpoints(state)
+            if recorded is None:
                 print(f"devstack is not up (no {state / ENDPOINTS_FILE})")
                 return 1
-            health = stack_health(endpoints)
-            _print_summary(endpoints, health)
+            health = stack_health(recorded)
+            _print_summary(recorded, health)
             return 0 if all(health.values()) else 1
         else:
             for key, value in load_endpoints(state)["settings"].items():
