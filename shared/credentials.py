@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from shared.exceptions import (
     AppOnlyTokenError,
@@ -135,7 +136,7 @@ class DevPasswordAcquirer(DelegatedTokenAcquirer):
                 client_credential=self._settings.client_secret,
                 authority=self._settings.authority_url,
                 instance_discovery=False,
-                verify=str(self._settings.tls_ca_bundle) if self._settings.tls_ca_bundle else True,
+                http_client=local_authority_session(self._settings),
             )
         return self._app
 
@@ -156,6 +157,30 @@ class DevPasswordAcquirer(DelegatedTokenAcquirer):
             # requests' ConnectionError is an OSError; MSAL raises ValueError for unreadable answers.
             raise TokenServiceUnavailableError(f"identity platform unreachable: {type(exc).__name__}") from exc
         return _token_from_msal(result, organizer)
+
+
+def local_authority_session(settings: Settings) -> Any:
+    """A requests session for MSAL against a local authority (None elsewhere: MSAL's default is right).
+
+    Two MSAL behaviours break against an emulator on a non-443 port: user-realm discovery is built
+    from the host name without its port, and REQUESTS_CA_BUNDLE silently overrides `verify=`.
+    """
+    if settings.tls_ca_bundle is None:
+        return None
+    import requests
+
+    ca_bundle = str(settings.tls_ca_bundle)
+    authority = urlsplit(settings.entra_authority)
+
+    class _LocalAuthoritySession(requests.Session):
+        def request(self, method: Any, url: Any, *args: Any, **kwargs: Any) -> Any:
+            parts = urlsplit(str(url))
+            if parts.netloc == authority.hostname and authority.port:
+                url = urlunsplit(parts._replace(netloc=authority.netloc))
+            kwargs["verify"] = ca_bundle
+            return super().request(method, url, *args, **kwargs)
+
+    return _LocalAuthoritySession()
 
 
 def _token_from_msal(result: dict[str, Any], organizer: str) -> AccessToken:

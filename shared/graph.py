@@ -80,6 +80,7 @@ def build_graph_client(settings: Settings, credentials: DelegatedCredentials) ->
     import httpx
     from kiota_http.middleware.options import RetryHandlerOption
     from msgraph import GraphRequestAdapter, GraphServiceClient
+    from msgraph.graph_request_adapter import options as sdk_options
     from msgraph_core import GraphClientFactory
 
     http_client = httpx.AsyncClient(
@@ -90,7 +91,8 @@ def build_graph_client(settings: Settings, credentials: DelegatedCredentials) ->
     )
     # Throttling is ours to handle: kiota's RetryHandler would sleep inside the invocation for up to
     # minutes. max_retries=0 turns it off client-wide; see shared/processor.py for the policy.
-    options: dict[str, Any] = {RetryHandlerOption.get_key(): RetryHandlerOption(max_retries=0)}
+    # The SDK's own options carry the /me rewrite, which it adds only to clients it builds itself.
+    options: dict[str, Any] = {**sdk_options, RetryHandlerOption.get_key(): RetryHandlerOption(max_retries=0)}
     http_client = GraphClientFactory.create_with_default_middleware(client=http_client, options=options)
     auth = OrganizerAuthProvider(credentials, urlsplit(settings.graph_base_url).hostname or "")
     adapter = GraphRequestAdapter(auth, client=http_client)  # type: ignore[arg-type]

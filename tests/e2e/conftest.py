@@ -1,0 +1,110 @@
+"""End-to-end fixtures: the local stack on free ports, the real function_app wired to it, the harness."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import ssl
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from azure.storage.queue import BinaryBase64DecodePolicy, TextBase64EncodePolicy
+from azure.storage.queue.aio import QueueServiceClient
+
+from devstack.harness import LocalHost
+from devstack.stack import start_stack, stop_stack
+from shared import queues
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Azurite and the emulators, started once for the session and always stopped."""
+    state_dir = tmp_path_factory.mktemp("devstack")
+    endpoints = start_stack(state_dir, "auto")
+    try:
+        yield endpoints
+    finally:
+        stop_stack(state_dir)
+
+
+@pytest.fixture(scope="session")
+def app_module(stack: dict[str, Any]) -> Any:
+    """The real function_app, its worker services rebuilt from the stack's settings over the sample's."""
+    sample = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+    settings = {**sample, "DEV_USERS_FILE": str(ROOT / sample["DEV_USERS_FILE"]), **stack["settings"]}
+    os.environ.update(settings)
+    import function_app
+    from shared.services import Services
+    from shared.settings import load_settings
+
+    function_app.services = Services(load_settings(settings))
+    return function_app
+
+
+def host_json(**overrides: Any) -> dict[str, Any]:
+    """The repo's host.json, with queue settings overridden where a test needs speed."""
+    doc = json.loads((ROOT / "host.json").read_text())
+    doc["extensions"]["queues"].update(overrides)
+    return doc
+
+
+@pytest.fixture
+async def host(stack: dict[str, Any], app_module: Any, queues_client: QueueServiceClient) -> AsyncIterator[LocalHost]:
+    """The harness running the app. Retries are immediate (visibilityTimeout 0) to keep tests fast;
+    maxDequeueCount and everything else come from host.json."""
+    async with LocalHost(app_module.app, connection_string=stack["azurite"]["connection_string"],
+                         host_json=host_json(visibilityTimeout="00:00:00"), http_port=0) as local_host:
+        yield local_host
+
+
+@pytest.fixture
+async def queues_client(stack: dict[str, Any]) -> AsyncIterator[QueueServiceClient]:
+    """A queue service client; every app queue is emptied before each test."""
+    async with QueueServiceClient.from_connection_string(stack["azurite"]["connection_string"]) as client:
+        for name in (*queues.ALL_QUEUES,):
+            queue = client.get_queue_client(name)
+            try:
+                await queue.create_queue()
+            except Exception:
+                await queue.clear_messages()
+        yield client
+
+
+async def send(client: QueueServiceClient, text: str, queue: str = queues.APPOINTMENTS) -> None:
+    """Enqueue as producers do with azure-storage-queue: base64 text."""
+    queue_client = client.get_queue_client(queue, message_encode_policy=TextBase64EncodePolicy())
+    await queue_client.send_message(text)
+
+
+async def read_all(client: QueueServiceClient, queue: str) -> list[str]:
+    """Every message on a queue (peeked, so the queue is left as it is)."""
+    queue_client = client.get_queue_client(queue, message_decode_policy=BinaryBase64DecodePolicy())
+    messages = await queue_client.peek_messages(max_messages=32)
+    return [m.content.decode() for m in messages]
+
+
+def decode(text: str) -> str:
+    """Base64 text as the host writes it."""
+    return base64.b64decode(text).decode()
+
+
+@pytest.fixture(scope="session")
+def graph_admin(stack: dict[str, Any]) -> Iterator[httpx.Client]:
+    """An HTTP client for the Graph emulator's admin API."""
+    verify = ssl.create_default_context(cafile=stack["ca_bundle"])
+    with httpx.Client(base_url=stack["graph"]["admin_url"] + "/", verify=verify, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture(autouse=True)
+def reset_graph_faults(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Faults configured by one test never leak into the next."""
+    yield
+    if "graph_admin" in request.fixturenames:
+        request.getfixturevalue("graph_admin").post("reset")
