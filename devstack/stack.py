@@ -141,6 +141,9 @@ def _endpoints(state: Path, ca_pem: Path, p: dict[str, int], directory: dict[str
         "graph": {"base_url": f"{graph_base}/v1.0", "admin_url": f"{graph_base}/_admin"},
         "client": {"client_id": client["client_id"], "client_secret": client["client_secret"]},
         "settings": {
+            # Every setting the app reads has its local value in the sample; the stack overrides
+            # only what depends on where it runs.
+            **_sample_settings(),
             "AzureWebJobsStorage": conn,
             "FUNCTIONS_WORKER_RUNTIME": "python",
             "APP_ENVIRONMENT": "development",
@@ -154,6 +157,11 @@ def _endpoints(state: Path, ca_pem: Path, p: dict[str, int], directory: dict[str
             "TLS_CA_BUNDLE": str(ca_pem),
         },
     }
+
+
+def _sample_settings() -> dict[str, str]:
+    values: dict[str, str] = json.loads((REPO_ROOT / "local.settings.sample.json").read_text())["Values"]
+    return {key: str(REPO_ROOT / value) if key.endswith("_FILE") else value for key, value in values.items()}
 
 
 def _azurite_cmd(p: dict[str, int]) -> list[str]:

@@ -35,9 +35,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 @pytest.fixture(scope="session")
 def app_module(stack: dict[str, Any]) -> Any:
-    """The real function_app, its worker services rebuilt from the stack's settings over the sample's."""
-    sample = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
-    settings = {**sample, "DEV_USERS_FILE": str(ROOT / sample["DEV_USERS_FILE"]), **stack["settings"]}
+    """The real function_app, its worker services rebuilt from the stack's settings."""
+    settings = stack["settings"]
     os.environ.update(settings)
     import function_app
     from shared.services import Services

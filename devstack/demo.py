@@ -1,0 +1,113 @@
+"""`make demo`: send sample appointments through the real queue and print the join URLs that arrive."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from devstack.stack import load_endpoints, stack_health, start_stack, stop_stack
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SEED = REPO_ROOT / "devstack" / "seed"
+
+
+def sample_events(run_id: str) -> list[tuple[str, str]]:
+    """One appointment per seeded meeting, in each envelope the app accepts: (event id, message text)."""
+    meetings = json.loads((SEED / "meetings.json").read_text())
+    users = {u["oid"]: u for u in json.loads((SEED / "directory.json").read_text())["users"]}
+    events: list[tuple[str, str]] = []
+    for n, meeting in enumerate(meetings):
+        event_id = f"demo-{run_id}-{n}"
+        data: dict[str, Any] = {"appointmentId": f"apt-{run_id}-{n}", "organizer": users[meeting["organizer"]]["upn"]}
+        if n == 0:
+            data["onlineMeetingId"] = meeting["id"]
+            text = json.dumps({"id": event_id, "type": "appointment.created", **data})
+        elif n == 1:
+            data["joinWebUrl"] = meeting["joinWebUrl"]  # resolved to the meeting id through Graph
+            text = json.dumps({"specversion": "1.0", "id": event_id, "source": "/scheduling/demo",
+                               "type": "appointment.created", "datacontenttype": "application/json", "data": data})
+        else:
+            data["onlineMeetingId"] = meeting["id"]
+            text = json.dumps({"id": event_id, "eventType": "appointment.created", "subject": data["appointmentId"],
+                               "dataVersion": "1.0", "eventTime": "2026-11-21T09:00:00Z", "data": data})
+        events.append((event_id, text))
+    return events
+
+
+async def run_demo(endpoints: dict[str, Any], timeout: float) -> int:
+    """Enqueue the samples, run the app until each has its answer, print them."""
+    from azure.storage.queue import BinaryBase64DecodePolicy, TextBase64EncodePolicy
+    from azure.storage.queue.aio import QueueServiceClient
+
+    from devstack.harness import LocalHost
+
+    for key, value in endpoints["settings"].items():
+        os.environ[key] = value
+    import function_app
+
+    conn = endpoints["azurite"]["connection_string"]
+    events = sample_events(uuid.uuid4().hex[:6])
+    wanted = {event_id for event_id, _ in events}
+    answers: dict[str, dict[str, Any]] = {}
+    async with QueueServiceClient.from_connection_string(conn) as service, \
+            LocalHost(function_app.app, connection_string=conn, host_json=REPO_ROOT / "host.json"):
+        inbox = service.get_queue_client("appointments", message_encode_policy=TextBase64EncodePolicy())
+        for _, text in events:
+            await inbox.send_message(text)
+        print(f"sent {len(events)} appointments (plain JSON, CloudEvents, Event Grid) to 'appointments'")
+        outputs = {name: service.get_queue_client(name, message_decode_policy=BinaryBase64DecodePolicy())
+                   for name in ("join-urls", "appointments-rejected")}
+        deadline = time.monotonic() + timeout
+        while wanted - answers.keys() and time.monotonic() < deadline:
+            for name, queue in outputs.items():
+                try:
+                    async for message in queue.receive_messages(max_messages=32, visibility_timeout=5):
+                        record = json.loads(message.content)
+                        if record.get("eventId") in wanted:
+                            answers[record["eventId"]] = {"queue": name, **record}
+                            await queue.delete_message(message)
+                except Exception:  # the queue appears with the first output written to it
+                    pass
+            await asyncio.sleep(0.2)
+    print()
+    for event_id, _ in events:
+        answer = answers.get(event_id)
+        if answer is None:
+            print(f"  {event_id}: no answer within {timeout:.0f}s")
+        elif answer["queue"] == "join-urls":
+            print(f"  {answer['appointmentId']}  organizer={answer['organizer']}\n    join URL: {answer['joinUrl']}")
+        else:
+            print(f"  {answer.get('appointmentId')}: rejected ({answer['reason']}): {answer['detail']}")
+    ok = all(a["queue"] == "join-urls" for a in answers.values()) and len(answers) == len(events)
+    print(f"\n{sum(a['queue'] == 'join-urls' for a in answers.values())}/{len(events)} join URLs arrived in 'join-urls'")
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Start the stack if needed, run the demo, stop what it started."""
+    parser = argparse.ArgumentParser(prog="python -m devstack.demo", description=__doc__)
+    parser.add_argument("--state-dir", default=".devstack", type=Path)
+    parser.add_argument("--timeout", default=60.0, type=float)
+    args = parser.parse_args(argv)
+    try:
+        started_here = not all(stack_health(load_endpoints(args.state_dir)).values())
+    except Exception:
+        started_here = True
+    endpoints = start_stack(args.state_dir)
+    try:
+        code = asyncio.run(run_demo(endpoints, args.timeout))
+    finally:
+        if started_here:
+            stop_stack(args.state_dir)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
