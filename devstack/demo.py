@@ -43,6 +43,7 @@ def sample_events(run_id: str) -> list[tuple[str, str]]:
 
 async def run_demo(endpoints: dict[str, Any], timeout: float) -> int:
     """Enqueue the samples, run the app until each has its answer, print them."""
+    from azure.core.exceptions import ResourceNotFoundError
     from azure.storage.queue import BinaryBase64DecodePolicy, TextBase64EncodePolicy
     from azure.storage.queue.aio import QueueServiceClient
 
@@ -73,8 +74,8 @@ async def run_demo(endpoints: dict[str, Any], timeout: float) -> int:
                         if record.get("eventId") in wanted:
                             answers[record["eventId"]] = {"queue": name, **record}
                             await queue.delete_message(message)
-                except Exception:  # the queue appears with the first output written to it
-                    pass
+                except ResourceNotFoundError:  # the queue appears with the first output written to it
+                    continue
             await asyncio.sleep(0.2)
     print()
     for event_id, _ in events:
@@ -86,7 +87,8 @@ async def run_demo(endpoints: dict[str, Any], timeout: float) -> int:
         else:
             print(f"  {answer.get('appointmentId')}: rejected ({answer['reason']}): {answer['detail']}")
     ok = all(a["queue"] == "join-urls" for a in answers.values()) and len(answers) == len(events)
-    print(f"\n{sum(a['queue'] == 'join-urls' for a in answers.values())}/{len(events)} join URLs arrived in 'join-urls'")
+    arrived = sum(a["queue"] == "join-urls" for a in answers.values())
+    print(f"\n{arrived}/{len(events)} join URLs arrived in 'join-urls'")
     return 0 if ok else 1
 
 

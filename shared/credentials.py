@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from shared.exceptions import (
@@ -49,6 +49,16 @@ class DelegatedTokenAcquirer(ABC):
     @abstractmethod
     def acquire(self, organizer: str, scopes: Sequence[str]) -> AccessToken:
         """Get a delegated token for the organizer; blocking, run off the event loop."""
+
+
+class TokenSource(Protocol):
+    """Anything that can hand out a delegated Graph token for an organizer (vault cache, On-Behalf-Of)."""
+
+    async def token_for(self, organizer: str, scopes: Sequence[str] = SCOPE_JOIN_URL) -> str:
+        """A valid delegated access token."""
+
+    def invalidate(self, organizer: str) -> None:
+        """Forget cached tokens after Graph refused one."""
 
 
 class DelegatedCredentials:

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 class JoinLinkError(Exception):
     """Base class of the app's own errors."""
 
+    reason = "error"
+
 
 class SettingsError(JoinLinkError):
     """One or more settings are missing or invalid; the message names each."""

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from shared.credentials import SCOPE_JOIN_URL, SCOPE_MEETING_LOOKUP, DelegatedCredentials
+from shared.credentials import SCOPE_JOIN_URL, SCOPE_MEETING_LOOKUP, TokenSource
 from shared.exceptions import (
     AppOnlyTokenError,
     ForbiddenError,
@@ -32,11 +32,12 @@ _ORGANIZER_OPTION_KEY = "va_join_links.organizer"
 
 
 class OrganizerOption:
-    """A kiota request option naming whose delegated token authorizes the request."""
+    """A kiota request option naming whose delegated token authorizes the request, and its source."""
 
-    def __init__(self, organizer: str, scopes: tuple[str, ...]) -> None:
+    def __init__(self, organizer: str, scopes: tuple[str, ...], tokens: TokenSource) -> None:
         self.organizer = organizer
         self.scopes = scopes
+        self.tokens = tokens
 
     @staticmethod
     def get_key() -> str:
@@ -51,8 +52,7 @@ class OrganizerAuthProvider:
     and it is chosen per request from an OrganizerOption, so a token can never leak across users.
     """
 
-    def __init__(self, credentials: DelegatedCredentials, graph_host: str) -> None:
-        self._credentials = credentials
+    def __init__(self, graph_host: str) -> None:
         self._graph_host = graph_host.lower()
 
     async def authenticate_request(self, request: Any, additional_authentication_context: Any = None) -> None:
@@ -63,7 +63,7 @@ class OrganizerAuthProvider:
         host = (urlsplit(str(request.url)).hostname or "").lower()
         if host != self._graph_host:
             raise JoinLinkError(f"refusing to send a delegated token to {host!r}; Graph is {self._graph_host!r}")
-        token = await self._credentials.token_for(option.organizer, option.scopes)
+        token = await option.tokens.token_for(option.organizer, option.scopes)
         request.headers.try_add("Authorization", f"Bearer {token}")
 
 
@@ -75,7 +75,7 @@ def _ssl_context(settings: Settings) -> ssl.SSLContext:
     return context
 
 
-def build_graph_client(settings: Settings, credentials: DelegatedCredentials) -> GraphServiceClient:
+def build_graph_client(settings: Settings) -> GraphServiceClient:
     """Build the worker's GraphServiceClient (imports msgraph, so call it on first use only)."""
     import httpx
     from kiota_http.middleware.options import RetryHandlerOption
@@ -94,7 +94,7 @@ def build_graph_client(settings: Settings, credentials: DelegatedCredentials) ->
     # The SDK's own options carry the /me rewrite, which it adds only to clients it builds itself.
     options: dict[str, Any] = {**sdk_options, RetryHandlerOption.get_key(): RetryHandlerOption(max_retries=0)}
     http_client = GraphClientFactory.create_with_default_middleware(client=http_client, options=options)
-    auth = OrganizerAuthProvider(credentials, urlsplit(settings.graph_base_url).hostname or "")
+    auth = OrganizerAuthProvider(urlsplit(settings.graph_base_url).hostname or "")
     adapter = GraphRequestAdapter(auth, client=http_client)  # type: ignore[arg-type]
     adapter.base_url = settings.graph_base_url
     return GraphServiceClient(request_adapter=adapter)
@@ -103,7 +103,7 @@ def build_graph_client(settings: Settings, credentials: DelegatedCredentials) ->
 class GraphGateway:
     """The two Graph calls the app makes, with every failure classified into the app's errors."""
 
-    def __init__(self, settings: Settings, credentials: DelegatedCredentials) -> None:
+    def __init__(self, settings: Settings, credentials: TokenSource) -> None:
         self._settings = settings
         self._credentials = credentials
         self._client: GraphServiceClient | None = None
@@ -115,22 +115,24 @@ class GraphGateway:
         """The worker's client; rebuilt only if the event loop changed (its pool is bound to one)."""
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
-            self._client = build_graph_client(self._settings, self._credentials)
+            self._client = build_graph_client(self._settings)
             self._loop = loop
         return self._client
 
-    async def join_web_url(self, organizer: str, meeting_id: str) -> str:
+    async def join_web_url(self, organizer: str, meeting_id: str, tokens: TokenSource | None = None) -> str:
         """The virtual-appointment join URL of the organizer's meeting."""
         from kiota_abstractions.base_request_configuration import RequestConfiguration
 
-        config: Any = RequestConfiguration(options=[OrganizerOption(organizer, SCOPE_JOIN_URL)])
+        source = tokens or self._credentials
+        config: Any = RequestConfiguration(options=[OrganizerOption(organizer, SCOPE_JOIN_URL, source)])
         builder = self.client.users.by_user_id(organizer).online_meetings.by_online_meeting_id(meeting_id)
-        response = await self._call(organizer, lambda: builder.get_virtual_appointment_join_web_url.get(config))
+        response = await self._call(organizer, source,
+                                    lambda: builder.get_virtual_appointment_join_web_url.get(config))
         if response is None or not response.value:
             raise GraphRequestError("Graph returned no join URL for the meeting")
         return str(response.value)
 
-    async def find_meeting_id(self, organizer: str, join_web_url: str) -> str:
+    async def find_meeting_id(self, organizer: str, join_web_url: str, tokens: TokenSource | None = None) -> str:
         """Resolve a Teams joinWebUrl to the meeting id (needs OnlineMeetings.Read)."""
         from kiota_abstractions.base_request_configuration import RequestConfiguration
         from msgraph.generated.users.item.online_meetings.online_meetings_request_builder import (
@@ -140,16 +142,17 @@ class GraphGateway:
         escaped = join_web_url.replace("'", "''")  # OData string literal quoting
         query = OnlineMeetingsRequestBuilder.OnlineMeetingsRequestBuilderGetQueryParameters(
             filter=f"JoinWebUrl eq '{escaped}'")
+        source = tokens or self._credentials
         config: Any = RequestConfiguration(
-            query_parameters=query, options=[OrganizerOption(organizer, SCOPE_MEETING_LOOKUP)])
+            query_parameters=query, options=[OrganizerOption(organizer, SCOPE_MEETING_LOOKUP, source)])
         builder = self.client.users.by_user_id(organizer).online_meetings
-        response = await self._call(organizer, lambda: builder.get(config))
+        response = await self._call(organizer, source, lambda: builder.get(config))
         meetings = (response.value if response is not None else None) or []
         if not meetings or not meetings[0].id:
             raise MeetingNotFoundError("no online meeting of the organizer has that joinWebUrl")
         return str(meetings[0].id)
 
-    async def _call(self, organizer: str, request: Callable[[], Awaitable[Any]]) -> Any:
+    async def _call(self, organizer: str, tokens: TokenSource, request: Callable[[], Awaitable[Any]]) -> Any:
         started = time.perf_counter()
         for attempt in (1, 2):
             self.calls += 1
@@ -160,7 +163,7 @@ class GraphGateway:
             except Exception as exc:  # classification below decides; nothing escapes unclassified
                 error = classify_graph_error(exc)
                 if isinstance(error, (ForbiddenError, OrganizerNotConnectedError)):
-                    self._credentials.invalidate(organizer)
+                    tokens.invalidate(organizer)
                 if attempt == 1 and graph_status(exc) == 401:
                     continue  # a cached token revoked or expired early: one retry with a fresh one
                 log.info("Graph call failed: %s (%s)", error.reason, type(exc).__name__,

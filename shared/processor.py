@@ -90,7 +90,7 @@ def _best_effort_ids(text: str) -> tuple[str | None, str | None, str | None]:
         return None, None, None
     if not isinstance(doc, dict):
         return None, None, None
-    data = doc.get("data") if isinstance(doc.get("data"), dict) else doc
+    data: dict[str, object] = doc["data"] if isinstance(doc.get("data"), dict) else doc
 
     def text_or_none(value: object) -> str | None:
         return value[:256] if isinstance(value, str) else None

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
+from shared.credentials import TokenSource
 from shared.exceptions import ThrottledError
 
 T = TypeVar("T")
@@ -16,10 +17,10 @@ _DEFAULT_THROTTLE_WAIT = 1.0
 class JoinUrlLookup(Protocol):
     """The Graph calls the resolver needs (GraphGateway in production, a fake in unit tests)."""
 
-    async def join_web_url(self, organizer: str, meeting_id: str) -> str:
-        """The join URL of the organizer's meeting."""
+    async def join_web_url(self, organizer: str, meeting_id: str, tokens: TokenSource | None = None) -> str:
+        """The join URL of the organizer's meeting (tokens: where the delegated token comes from)."""
 
-    async def find_meeting_id(self, organizer: str, join_web_url: str) -> str:
+    async def find_meeting_id(self, organizer: str, join_web_url: str, tokens: TokenSource | None = None) -> str:
         """The meeting id behind a Teams joinWebUrl."""
 
 
@@ -33,16 +34,20 @@ class JoinUrlResolver:
         self._sleep = sleep
 
     async def resolve(self, organizer: str, meeting_id: str | None, join_web_url: str | None,
-                      *, inline_throttle_budget: float | None = None) -> tuple[str, str]:
-        """Return (meeting id, join URL); raise the app's classified errors."""
+                      *, inline_throttle_budget: float | None = None,
+                      tokens: TokenSource | None = None) -> tuple[str, str]:
+        """Return (meeting id, join URL); raise the app's classified errors.
+
+        `tokens` overrides the worker's organizer credentials (the HTTP twin's On-Behalf-Of path).
+        """
         budget = [self._budget if inline_throttle_budget is None else inline_throttle_budget]
         if meeting_id is None:
             if join_web_url is None:
                 raise ValueError("a meeting id or a joinWebUrl is required")
             url = join_web_url
-            meeting_id = await self._throttled(budget, lambda: self._graph.find_meeting_id(organizer, url))
+            meeting_id = await self._throttled(budget, lambda: self._graph.find_meeting_id(organizer, url, tokens))
         mid = meeting_id
-        return mid, await self._throttled(budget, lambda: self._graph.join_web_url(organizer, mid))
+        return mid, await self._throttled(budget, lambda: self._graph.join_web_url(organizer, mid, tokens))
 
     async def _throttled(self, budget: list[float], call: Callable[[], Awaitable[T]]) -> T:
         # The budget is shared by both calls of one resolution: an invocation never sleeps longer.

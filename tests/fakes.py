@@ -24,7 +24,7 @@ class FakeGraph:
         if self.failures:
             raise self.failures.pop(0)
 
-    async def join_web_url(self, organizer: str, meeting_id: str) -> str:
+    async def join_web_url(self, organizer: str, meeting_id: str, tokens: Any = None) -> str:
         from shared.exceptions import MeetingNotFoundError
 
         self.calls.append(("join", organizer, meeting_id))
@@ -34,7 +34,7 @@ class FakeGraph:
         except KeyError:
             raise MeetingNotFoundError("Graph 404 NotFound: no such meeting") from None
 
-    async def find_meeting_id(self, organizer: str, join_web_url: str) -> str:
+    async def find_meeting_id(self, organizer: str, join_web_url: str, tokens: Any = None) -> str:
         from shared.exceptions import MeetingNotFoundError
 
         self.calls.append(("find", organizer, join_web_url))

@@ -94,7 +94,7 @@ async def test_http_twin_errors_are_problem_json(indexed, graph, params, status,
 
 async def test_http_twin_passes_throttling_back_with_retry_after(indexed, graph):
     graph.failures.append(ThrottledError("Graph 429", retry_after=1.2))
-    response, body = await call_http(indexed, organizer=ORG, meetingId="m1")
+    response, _ = await call_http(indexed, organizer=ORG, meetingId="m1")
     assert response.status_code == 429 and response.headers["Retry-After"] == "2"
 
 
