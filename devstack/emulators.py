@@ -16,6 +16,7 @@ from aiohttp import web
 from devstack.certs import ensure_certs
 from devstack.entra import ENTRA_KEY, create_entra_app
 from devstack.graph import create_graph_app
+from devstack.receiver import create_receiver_app, default_secrets
 
 log = logging.getLogger("devstack.emulators")
 
@@ -38,8 +39,9 @@ def build_apps(directory: dict[str, Any], meetings: list[dict[str, Any]], host: 
     return entra_app, graph_app
 
 
-async def serve(state_dir: Path, host: str, entra_port: int, graph_port: int, seed_dir: Path) -> None:
-    """Serve both emulators until SIGTERM or SIGINT."""
+async def serve(state_dir: Path, host: str, entra_port: int, graph_port: int, seed_dir: Path,
+                receiver_port: int = 5445) -> None:
+    """Serve both emulators and the webhook receiver until SIGTERM or SIGINT."""
     certs = ensure_certs(state_dir)
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(certs.server_cert_pem, certs.server_key_pem)
@@ -53,13 +55,15 @@ async def serve(state_dir: Path, host: str, entra_port: int, graph_port: int, se
 
     runners = []
     try:
-        for app, port in ((entra_app, entra_port), (graph_app, graph_port)):
+        receiver_app = create_receiver_app(default_secrets())
+        for app, port in ((entra_app, entra_port), (graph_app, graph_port), (receiver_app, receiver_port)):
             # handler_cancellation: a client that gives up on a "hang" fault frees its handler at once.
             runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0)
             await runner.setup()
             runners.append(runner)
             await web.TCPSite(runner, host, port, ssl_context=ctx, backlog=1024).start()
-        log.info("entra on https://%s:%d, graph on https://%s:%d/v1.0", host, entra_port, host, graph_port)
+        log.info("entra on https://%s:%d, graph on https://%s:%d/v1.0, webhook receiver on https://%s:%d/webhooks",
+                 host, entra_port, host, graph_port, host, receiver_port)
         await stop.wait()
         log.info("shutting down")
     finally:
@@ -73,11 +77,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument("--entra-port", type=int, default=5443)
     parser.add_argument("--graph-port", type=int, default=5444)
+    parser.add_argument("--receiver-port", type=int, default=5445)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--seed-dir", type=Path, default=SEED_DIR)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(serve(args.state_dir, args.host, args.entra_port, args.graph_port, args.seed_dir))
+    asyncio.run(serve(args.state_dir, args.host, args.entra_port, args.graph_port, args.seed_dir,
+                      args.receiver_port))
 
 
 if __name__ == "__main__":

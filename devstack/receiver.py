@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import random
 import ssl
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +23,7 @@ log = logging.getLogger("devstack.receiver")
 
 WEBHOOK_PATH = "/webhooks"
 DEFAULT_PORT = 5445
+SAMPLE_SETTINGS = Path(__file__).resolve().parents[1] / "local.settings.sample.json"
 
 
 @dataclass
@@ -51,6 +54,8 @@ class Delivery:
     timestamp: str | None = None
     user_agent: str | None = None
     body: Any = None
+    raw_body: str = ""
+    signature: str | None = None
 
 
 @dataclass
@@ -99,7 +104,8 @@ async def receive(request: web.Request) -> web.Response:
     state.deliveries.append(Delivery(
         webhook_id=headers.get("webhook-id"), type=event_type, verified=verified, received_at=_now(),
         status=status, error=error, timestamp=headers.get("webhook-timestamp"),
-        user_agent=headers.get("user-agent"), body=parsed))
+        user_agent=headers.get("user-agent"), body=parsed, raw_body=body.decode("utf-8", "replace"),
+        signature=headers.get("webhook-signature")))
     log.info("delivery %s type=%s verified=%s answered=%d", headers.get("webhook-id"), event_type, verified, status)
     if delay:
         await asyncio.sleep(delay / 1000)
@@ -170,6 +176,15 @@ def secrets_from_env(value: str | None) -> list[str]:
     return [part.strip() for part in (value or "").split(",") if part.strip()]
 
 
+def default_secrets(env: Mapping[str, str] | None = None) -> list[str]:
+    """WEBHOOK_SECRET from the environment, else the sample settings' value (what the local app signs with)."""
+    found = secrets_from_env((os.environ if env is None else env).get("WEBHOOK_SECRET"))
+    if found:
+        return found
+    values = json.loads(SAMPLE_SETTINGS.read_text())["Values"]
+    return secrets_from_env(values.get("WEBHOOK_SECRET"))
+
+
 async def _serve(secrets: list[str], host: str, port: int, cert: Path | None, key: Path | None) -> None:
     ctx: ssl.SSLContext | None = None
     if cert is not None:
@@ -187,16 +202,15 @@ async def _serve(secrets: list[str], host: str, port: int, cert: Path | None, ke
 
 def main(argv: list[str] | None = None) -> None:
     """Run the receiver alone (the local stack normally mounts it next to the emulators)."""
-    import os
-
     parser = argparse.ArgumentParser(prog="python -m devstack.receiver", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--cert", type=Path, help="server certificate chain (PEM); plain http without it")
     parser.add_argument("--key", type=Path)
-    parser.add_argument("--secret", action="append", help="whsec_ secret (repeatable); default WEBHOOK_SECRET")
+    parser.add_argument("--secret", action="append",
+                        help="whsec_ secret (repeatable); default WEBHOOK_SECRET, else the sample settings' value")
     args = parser.parse_args(argv)
-    secrets = args.secret or secrets_from_env(os.environ.get("WEBHOOK_SECRET"))
+    secrets = args.secret or default_secrets()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(_serve(secrets, args.host, args.port, args.cert, args.key))
 

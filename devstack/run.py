@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from devstack import harness
-from devstack.stack import start_stack, stack_health, stop_stack
+from devstack.stack import stack_health, start_stack, stop_stack
 
 
 def _already_up(state_dir: Path) -> bool:

@@ -26,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SEED_DIR = REPO_ROOT / "devstack" / "seed"
 AZURITE_BIN = REPO_ROOT / "node_modules" / ".bin" / "azurite"
 HOST = "127.0.0.1"
-FIXED_PORTS = {"blob": 10000, "queue": 10001, "table": 10002, "entra": 5443, "graph": 5444}
+FIXED_PORTS = {"blob": 10000, "queue": 10001, "table": 10002, "entra": 5443, "graph": 5444, "receiver": 5445}
 # Azurite's well-known development account; public by design.
 ACCOUNT_NAME = "devstoreaccount1"
 ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -80,6 +80,7 @@ def stack_health(endpoints: dict[str, Any]) -> dict[str, bool]:
         "azurite": azurite_ok,
         "entra": emulators_alive and _http_ok(_entra_probe(endpoints["entra"]), ca),
         "graph": emulators_alive and _http_ok(endpoints["graph"]["admin_url"] + "/stats", ca),
+        "receiver": emulators_alive and _http_ok(endpoints["receiver"]["admin_url"] + "/deliveries", ca),
     }
 
 
@@ -131,6 +132,7 @@ def _endpoints(state: Path, ca_pem: Path, p: dict[str, int], directory: dict[str
             f"BlobEndpoint={blob};QueueEndpoint={queue};TableEndpoint={table};")
     entra_base = f"https://{HOST}:{p['entra']}"
     graph_base = f"https://{HOST}:{p['graph']}"
+    receiver_base = f"https://{HOST}:{p['receiver']}"
     return {
         "state_dir": str(state),
         "ca_bundle": str(ca_pem),
@@ -139,6 +141,7 @@ def _endpoints(state: Path, ca_pem: Path, p: dict[str, int], directory: dict[str
         "entra": {"base_url": entra_base, "authority": f"{entra_base}/{tenant}", "tenant_id": tenant,
                   "issuer": f"{entra_base}/{tenant}/v2.0", "admin_url": f"{entra_base}/_admin"},
         "graph": {"base_url": f"{graph_base}/v1.0", "admin_url": f"{graph_base}/_admin"},
+        "receiver": {"url": f"{receiver_base}/webhooks", "admin_url": f"{receiver_base}/_admin"},
         "client": {"client_id": client["client_id"], "client_secret": client["client_secret"]},
         "settings": {
             # Every setting the app reads has its local value in the sample; the stack overrides
@@ -155,6 +158,7 @@ def _endpoints(state: Path, ca_pem: Path, p: dict[str, int], directory: dict[str
             "CREDENTIAL_MODE": "dev_password",
             "DEV_USERS_FILE": str(SEED_DIR / "directory.json"),
             "TLS_CA_BUNDLE": str(ca_pem),
+            "WEBHOOK_URL": f"{receiver_base}/webhooks",
         },
     }
 
@@ -173,7 +177,7 @@ def _azurite_cmd(p: dict[str, int]) -> list[str]:
 
 def _emulators_cmd(state: Path, p: dict[str, int]) -> list[str]:
     return [sys.executable, "-m", "devstack.emulators", "--state-dir", str(state), "--host", HOST,
-            "--entra-port", str(p["entra"]), "--graph-port", str(p["graph"])]
+            "--entra-port", str(p["entra"]), "--graph-port", str(p["graph"]), "--receiver-port", str(p["receiver"])]
 
 
 def _spawn(cmd: list[str], log_path: Path, cwd: Path) -> int:

@@ -10,13 +10,18 @@ from typing import Protocol
 
 from shared.events import AppointmentEvent, Delivery, parse_event, unwrap_requeued, wrap_requeued
 from shared.exceptions import PermanentError, ThrottledError, TransientError
+from shared.idempotency import Claim, ClaimKind, IdempotencyStore, KeyInProgressError
 from shared.records import JoinUrlResult, Rejection
 from shared.redaction import hash_user
 from shared.resolver import JoinUrlResolver
+from shared.webhook_events import WebhookEvent, failed_event, ready_event
 
 log = logging.getLogger(__name__)
 # Azure Storage queues hide a message for at most 7 days.
 _MAX_VISIBILITY_DELAY = 7 * 24 * 3600 - 60
+# An invocation is bounded well below this (Graph timeout plus the throttle budget), so an older
+# in-progress claim belongs to a worker that died: take it over.
+STALE_CLAIM_SECONDS = 300.0
 
 
 class Requeuer(Protocol):
@@ -33,14 +38,23 @@ class Outcome:
     kind: str
     result: JoinUrlResult | None = None
     rejection: Rejection | None = None
+    webhook: WebhookEvent | None = None
 
 
 class AppointmentProcessor:
-    """Turns an appointment message into a result, a rejection or a delayed copy; raises if transient."""
+    """Turns an appointment message into a result, a rejection or a delayed copy; raises if transient.
 
-    def __init__(self, resolver: JoinUrlResolver, requeuer: Requeuer, *, max_requeues: int) -> None:
+    Each event id is claimed in the idempotency store first: a duplicate within the window gets the
+    stored result back without a Graph call, and its webhook keeps the same webhook-id, so
+    deliver_webhook sends it once. Outputs are re-emitted for a duplicate because the first attempt
+    may have died after recording the result but before the host wrote its outputs.
+    """
+
+    def __init__(self, resolver: JoinUrlResolver, requeuer: Requeuer, idempotency: IdempotencyStore, *,
+                 max_requeues: int) -> None:
         self._resolver = resolver
         self._requeuer = requeuer
+        self._idempotency = idempotency
         self._max_requeues = max_requeues
 
     async def process(self, text: str, dequeue_count: int = 1) -> Outcome:
@@ -49,30 +63,55 @@ class AppointmentProcessor:
         unwrapped = unwrap_requeued(text)
         delivery = Delivery(unwrapped.text, dequeue_count, unwrapped.requeue_attempt)
         event: AppointmentEvent | None = None
+        claim: Claim | None = None
+        finished = False
         try:
             event = parse_event(delivery.text)
+            claim = await self._idempotency.begin(_key(event), stale_after_seconds=STALE_CLAIM_SECONDS)
+            if claim.kind is ClaimKind.COMPLETED and claim.result:
+                finished = True
+                result = JoinUrlResult.from_json(claim.result)
+                _log_outcome("ready", "duplicate", event, delivery, started)
+                return Outcome("ready", result=result, webhook=ready_event(result, event.callback_url))
             meeting_id, join_url = await self._resolver.resolve(
                 event.organizer, event.online_meeting_id, event.join_web_url)
+            result = JoinUrlResult.for_event(event, meeting_id, join_url)
+            await self._idempotency.complete(_key(event), result.to_json(), claim)
+            finished = True
         except PermanentError as exc:
             rejection = _rejection(exc, delivery, event)
             _log_outcome("rejected", rejection.reason, event, delivery, started, detail=exc.detail)
-            return Outcome("rejected", rejection=rejection)
+            return Outcome("rejected", rejection=rejection,
+                           webhook=failed_event(rejection, event.callback_url if event else None))
+        except KeyInProgressError as exc:
+            # Another worker holds this event right now: look again shortly instead of burning retries.
+            return await self._requeue(delivery, event, exc, started, max(exc.retry_after or 5.0, 5.0))
         except ThrottledError as exc:
-            if delivery.requeue_attempt >= self._max_requeues:
-                _log_outcome("failed", "throttled_too_often", event, delivery, started)
-                raise TransientError(f"still throttled after {delivery.requeue_attempt} requeues",
-                                     reason="throttled_too_often") from exc
-            delay = int(min(max(exc.retry_after or 1.0, 1.0), _MAX_VISIBILITY_DELAY) + 0.999)
-            await self._requeuer.requeue(
-                wrap_requeued(delivery.text, delivery.requeue_attempt + 1, exc.reason), delay)
-            _log_outcome("requeued", exc.reason, event, delivery, started, retry_after=delay)
-            return Outcome("requeued")
+            return await self._requeue(delivery, event, exc, started, exc.retry_after or 1.0)
         except TransientError as exc:
             _log_outcome("failed", exc.reason, event, delivery, started, detail=exc.detail)
             raise
-        result = JoinUrlResult.for_event(event, meeting_id, join_url)
+        finally:
+            # Rejections, requeues and transient failures give the claim back: a retry or replay starts fresh.
+            if claim is not None and claim.owned and not finished and event is not None:
+                await self._idempotency.release(_key(event), claim)
         _log_outcome("ready", None, event, delivery, started)
-        return Outcome("ready", result=result)
+        return Outcome("ready", result=result, webhook=ready_event(result, event.callback_url))
+
+    async def _requeue(self, delivery: Delivery, event: AppointmentEvent | None, exc: TransientError,
+                       started: float, wait: float) -> Outcome:
+        if delivery.requeue_attempt >= self._max_requeues:
+            _log_outcome("failed", f"{exc.reason}_too_often", event, delivery, started)
+            raise TransientError(f"still {exc.reason} after {delivery.requeue_attempt} requeues",
+                                 reason=f"{exc.reason}_too_often") from exc
+        delay = int(min(max(wait, 1.0), _MAX_VISIBILITY_DELAY) + 0.999)
+        await self._requeuer.requeue(wrap_requeued(delivery.text, delivery.requeue_attempt + 1, exc.reason), delay)
+        _log_outcome("requeued", exc.reason, event, delivery, started, retry_after=delay)
+        return Outcome("requeued")
+
+
+def _key(event: AppointmentEvent) -> str:
+    return f"evt:{event.event_id}"
 
 
 def _rejection(exc: PermanentError, delivery: Delivery, event: AppointmentEvent | None) -> Rejection:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from shared.events import AppointmentEvent
 
 
 def utc_now() -> str:
     """The current time as an ISO 8601 UTC timestamp."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,13 @@ class JoinUrlResult:
     def to_json(self) -> str:
         """The queue message text."""
         return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str) -> JoinUrlResult:
+        """Read back a stored result (the idempotency record of a completed event)."""
+        doc = json.loads(text)
+        return cls(doc["appointmentId"], doc["organizer"], doc["onlineMeetingId"], doc["joinUrl"], doc["eventId"],
+                   doc["resolvedAt"])
 
 
 @dataclass(frozen=True)

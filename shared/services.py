@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from shared.credentials import DelegatedCredentials, build_acquirer
 from shared.graph import GraphGateway
+from shared.idempotency import TableIdempotencyStore
 from shared.processor import AppointmentProcessor
-from shared.queues import APPOINTMENTS
+from shared.queues import APPOINTMENTS, WEBHOOK_OUTBOX
 from shared.resolver import JoinUrlResolver
 from shared.settings import Settings
 from shared.storage import QueueRequeuer
+
+if TYPE_CHECKING:
+    from shared.webhook_dispatch import WebhookDispatcher
 
 
 class Services:
@@ -35,7 +40,25 @@ class Services:
         return JoinUrlResolver(self.graph, inline_throttle_budget=self.settings.throttle_inline_max_seconds)
 
     @cached_property
+    def idempotency(self) -> TableIdempotencyStore:
+        """One record per event id and per webhook id, in the app's storage account."""
+        return TableIdempotencyStore(self.settings.storage, self.settings.idempotency_table,
+                                     self.settings.idempotency_window_hours * 3600)
+
+    @cached_property
     def processor(self) -> AppointmentProcessor:
         """The queue function's logic."""
         return AppointmentProcessor(self.resolver, QueueRequeuer(self.settings.storage, APPOINTMENTS),
-                                    max_requeues=self.settings.throttle_max_requeues)
+                                    self.idempotency, max_requeues=self.settings.throttle_max_requeues)
+
+    @cached_property
+    def webhooks(self) -> WebhookDispatcher:
+        """deliver_webhook's logic (imports the HTTP stack on first use, not at start-up)."""
+        from shared.webhook_dispatch import WebhookDispatcher
+        from shared.webhooks import WebhookSender
+
+        return WebhookDispatcher(
+            WebhookSender.from_settings(self.settings), self.idempotency,
+            QueueRequeuer(self.settings.storage, WEBHOOK_OUTBOX),
+            max_attempts=self.settings.webhook_max_attempts,
+            base_delay_seconds=self.settings.webhook_retry_base_seconds)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -42,20 +43,57 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("ENTRA_CLIENT_ID", "Application (client) id of the app registration.", required=True),
     SettingSpec("ENTRA_CLIENT_SECRET", "Client secret of the app registration (a Key Vault reference in "
                 "Azure).", required=True, secret=True),
-    SettingSpec("CREDENTIAL_MODE", "How the app obtains a delegated token for an organizer: `dev_password` "
-                "(local stack test users only). App-only modes are refused: this Graph API is delegated-only.",
-                default="dev_password"),
+    SettingSpec("CREDENTIAL_MODE", "How the app obtains a delegated token for an organizer: `vault` (each "
+                "organizer connects once; refresh tokens live in the token vault) or `dev_password` (local stack "
+                "test users only). App-only modes are refused: this Graph API is delegated-only.",
+                default="vault"),
     SettingSpec("DEV_USERS_FILE", "`dev_password` mode: JSON file with the local test users.", dev_only=True),
+    SettingSpec("TOKEN_VAULT_CONTAINER", "Private blob container (in the AzureWebJobsStorage account) holding one "
+                "MSAL token cache per connected organizer, and the one-time sign-in flows of the connect page.",
+                default="token-vault"),
+    SettingSpec("AUTH_REDIRECT_URI", "Redirect URI of the connect page's sign-in, registered on the app "
+                "registration: `https://<host>/api/auth/callback`. Defaults to the app's own host name "
+                "(`WEBSITE_HOSTNAME`, set by the platform); set it for a custom domain. http only to loopback in "
+                "development.", default="https://{WEBSITE_HOSTNAME}/api/auth/callback"),
+    SettingSpec("AUTH_CONNECT_LOOKUP_SCOPE", "`true`: the connect page and device-code command also ask for "
+                "OnlineMeetings.Read, needed only for events that carry a joinWebUrl instead of a meeting id. "
+                "`false`: VirtualAppointment.Read alone (least privilege).", default="true"),
+    SettingSpec("API_AUDIENCE", "Audience of bearer tokens for the HTTP twin (the app's Application ID URI). "
+                "The bare client id is accepted too (v2.0 tokens carry it).", default="api://{ENTRA_CLIENT_ID}"),
+    SettingSpec("API_REQUIRED_SCOPE", "Delegated scope a bearer token must carry in `scp` to call the HTTP twin.",
+                default="access_as_user"),
+    SettingSpec("KEEPALIVE_IDLE_HOURS", "The keep-alive timer refreshes every organizer whose refresh token has "
+                "not been used for this long, so an idle connection never reaches its 90-day inactivity limit.",
+                default="72"),
+    SettingSpec("KEEPALIVE_SCHEDULE", "NCRONTAB schedule of the keep-alive timer (six fields, seconds first).",
+                default="0 0 */6 * * *"),
     SettingSpec("TLS_CA_BUNDLE", "Extra CA certificate (PEM) to trust, for the local emulators' HTTPS.",
                 dev_only=True),
     SettingSpec("THROTTLE_INLINE_MAX_SECONDS", "A Graph 429 whose Retry-After is at most this many seconds "
                 "is retried inside the invocation; a longer one re-enqueues the event.", default="2"),
     SettingSpec("THROTTLE_MAX_REQUEUES", "How often one event may be re-enqueued for throttling before "
                 "it is treated as a transient failure (and so ends in the poison queue).", default="5"),
+    SettingSpec("WEBHOOK_URL", "Default webhook destination (https; plain http only to loopback in development). "
+                "Optional: without it, only events with an allow-listed callbackUrl can be delivered and the rest "
+                "are dead-lettered with reason `no_destination`, ready to replay once it is set."),
+    SettingSpec("WEBHOOK_SECRET", "Standard Webhooks signing secret `whsec_<base64>` (24-64 bytes); two, "
+                "comma-separated, during rotation (every delivery is signed with both).",
+                required=True, secret=True),
+    SettingSpec("WEBHOOK_ALLOWED_HOSTS", "Hosts an event's callbackUrl may name: comma-separated exact host "
+                "names or `*.suffix` wildcards. Empty: callbackUrl is never used."),
+    SettingSpec("WEBHOOK_CONNECT_TIMEOUT_SECONDS", "Webhook connect timeout; a timeout is transient.", default="5"),
+    SettingSpec("WEBHOOK_READ_TIMEOUT_SECONDS", "Webhook response timeout; a timeout is transient.", default="10"),
+    SettingSpec("WEBHOOK_MAX_ATTEMPTS", "Backed-off delivery attempts before the host's own retries and then "
+                "`webhook-outbox-poison` take over.", default="8"),
+    SettingSpec("WEBHOOK_RETRY_BASE_SECONDS", "First retry delay; each later one is three times longer, at most "
+                "an hour (10 s base: 10 s, 30 s, 1.5 min, 4.5 min, 13.5 min, 40 min, 1 h).", default="10"),
+    SettingSpec("IDEMPOTENCY_TABLE", "Table (in the AzureWebJobsStorage account) holding one record per "
+                "processed event id, so a redelivered event never calls Graph twice.", default="idempotency"),
+    SettingSpec("IDEMPOTENCY_WINDOW_HOURS", "How long a processed event id is remembered.", default="24"),
 )
 
 _SPECS = {spec.name: spec for spec in SETTINGS}
-_DELEGATED_MODES = ("dev_password",)
+_DELEGATED_MODES = ("vault", "dev_password")
 _APP_ONLY_MODES = ("managed_identity", "client_credentials", "client_secret", "app_only", "certificate")
 
 
@@ -102,6 +140,22 @@ class Settings:
     tls_ca_bundle: Path | None
     throttle_inline_max_seconds: float
     throttle_max_requeues: int
+    token_vault_container: str = "token-vault"
+    auth_redirect_uri: str | None = None
+    auth_connect_lookup_scope: bool = True
+    api_audience: str = ""
+    api_required_scope: str = "access_as_user"
+    keepalive_idle_hours: float = 72.0
+    keepalive_schedule: str = "0 0 */6 * * *"
+    webhook_url: str | None = None
+    webhook_secrets: tuple[str, ...] = ()
+    webhook_allowed_hosts: tuple[str, ...] = ()
+    webhook_connect_timeout_seconds: float = 5.0
+    webhook_read_timeout_seconds: float = 10.0
+    idempotency_table: str = "idempotency"
+    idempotency_window_hours: float = 24.0
+    webhook_max_attempts: int = 8
+    webhook_retry_base_seconds: float = 10.0
 
     @property
     def is_development(self) -> bool:
@@ -141,7 +195,9 @@ class _Reader:
         try:
             return convert(value)
         except (ValueError, TypeError):
-            self.problems.append(f"{name}={value!r} is invalid: {rule}")
+            # A secret's value must not reach start-up errors and logs, even when it is malformed.
+            shown = "<redacted>" if _SPECS[name].secret else repr(value)
+            self.problems.append(f"{name}={shown} is invalid: {rule}")
             return None
 
 
@@ -166,11 +222,113 @@ def _https_url(value: str) -> str:
     return value.rstrip("/")
 
 
+def _is_loopback_host(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _webhook_url(read: _Reader, environment: str) -> str | None:
+    value = read.raw("WEBHOOK_URL")
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme == "https" and parts.hostname:
+        return value
+    if parts.scheme == "http" and environment == "development" and _is_loopback_host(parts.hostname or ""):
+        return value
+    read.problems.append(f"WEBHOOK_URL={value!r} is invalid: must be an https URL "
+                         "(plain http only to a loopback address with APP_ENVIRONMENT=development)")
+    return None
+
+
+def _container_name(value: str) -> str:
+    # Blob container rules: 3-63 lowercase letters, digits and single hyphens, starting and ending alphanumeric.
+    if not (3 <= len(value) <= 63 and value.isascii() and value.replace("-", "").isalnum() and value == value.lower()
+            and value[0] != "-" and value[-1] != "-" and "--" not in value):
+        raise ValueError(value)
+    return value
+
+
+def _boolean(value: str) -> bool:
+    lowered = value.lower()
+    if lowered not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError(value)
+    return lowered in ("true", "1", "yes")
+
+
+def _ncrontab(value: str) -> str:
+    # Six fields (seconds first) as the Functions host expects; the host itself checks the field values.
+    if len(value.split()) != 6:
+        raise ValueError(value)
+    return value
+
+
+def _template(read: _Reader, name: str, env: Mapping[str, str]) -> str | None:
+    """A setting whose default names other settings in braces; None when one of them is unset."""
+    value = read.raw(name)
+    try:
+        return value.format_map({key: env[key] for key in ("WEBSITE_HOSTNAME", "ENTRA_CLIENT_ID") if env.get(key)})
+    except (KeyError, ValueError, IndexError):
+        return None
+
+
+def _redirect_uri(read: _Reader, env: Mapping[str, str], environment: str, mode: str) -> str | None:
+    value = _template(read, "AUTH_REDIRECT_URI", env)
+    if value is None:
+        if mode == "vault":
+            read.problems.append("AUTH_REDIRECT_URI is missing: CREDENTIAL_MODE=vault needs the connect page's "
+                                 "redirect URI (https://<host>/api/auth/callback); WEBSITE_HOSTNAME is not set "
+                                 "either, so it cannot be derived")
+        return None
+    parts = urlsplit(value)
+    if parts.scheme == "https" and parts.hostname:
+        return value
+    if parts.scheme == "http" and environment == "development" and _is_loopback_host(parts.hostname or ""):
+        return value
+    read.problems.append(f"AUTH_REDIRECT_URI={value!r} is invalid: must be an https URL "
+                         "(plain http only to a loopback address with APP_ENVIRONMENT=development)")
+    return None
+
+
 def _existing_file(value: str) -> Path:
     path = Path(value)
     if not path.is_file():
         raise ValueError(value)
     return path
+
+
+def _webhook_secrets(value: str) -> tuple[str, ...]:
+    from shared.webhook_signing import WebhookSignatureError, decode_secret
+
+    secrets = tuple(part.strip() for part in value.split(",") if part.strip())
+    if not 1 <= len(secrets) <= 2:
+        raise ValueError(value)
+    try:
+        for secret in secrets:
+            decode_secret(secret)
+    except WebhookSignatureError as exc:
+        raise ValueError(str(exc)) from None
+    return secrets
+
+
+def _host_patterns(value: str) -> tuple[str, ...]:
+    patterns = tuple(part.strip().lower().rstrip(".") for part in value.split(",") if part.strip())
+    for pattern in patterns:
+        name = pattern[2:] if pattern.startswith("*.") else pattern
+        # A bare "*" or a wildcard in the middle would allow far more than anyone means to.
+        if not name or "*" in name or "/" in name or ":" in name or " " in name:
+            raise ValueError(pattern)
+    return patterns
+
+
+def _table_name(value: str) -> str:
+    if not (3 <= len(value) <= 63 and value[0].isalpha() and value.isalnum() and value.isascii()):
+        raise ValueError(value)
+    return value
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -211,6 +369,31 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         throttle_inline_max_seconds=read.parse(
             "THROTTLE_INLINE_MAX_SECONDS", float, "must be a number of seconds") or 0.0,
         throttle_max_requeues=read.parse("THROTTLE_MAX_REQUEUES", _non_negative_int, "must be a whole number >= 0"),
+        token_vault_container=read.parse("TOKEN_VAULT_CONTAINER", _container_name,
+                                         "must be a blob container name (3-63 lowercase letters, digits, hyphens)")
+        or "",
+        auth_redirect_uri=_redirect_uri(read, env_map, environment, mode),
+        auth_connect_lookup_scope=bool(read.parse("AUTH_CONNECT_LOOKUP_SCOPE", _boolean, "must be true or false")),
+        api_audience=_template(read, "API_AUDIENCE", env_map) or "",
+        api_required_scope=read.raw("API_REQUIRED_SCOPE"),
+        keepalive_idle_hours=read.parse("KEEPALIVE_IDLE_HOURS", _positive_float, "must be a positive number"),
+        keepalive_schedule=read.parse("KEEPALIVE_SCHEDULE", _ncrontab,
+                                      "must be an NCRONTAB expression with six fields, e.g. '0 0 */6 * * *'") or "",
+        webhook_url=_webhook_url(read, environment),
+        webhook_secrets=read.parse("WEBHOOK_SECRET", _webhook_secrets,
+                                   "must be one or two comma-separated whsec_<base64> secrets of 24-64 bytes") or (),
+        webhook_allowed_hosts=read.parse("WEBHOOK_ALLOWED_HOSTS", _host_patterns,
+                                         "must be comma-separated host names or *.suffix wildcards") or (),
+        webhook_connect_timeout_seconds=read.parse(
+            "WEBHOOK_CONNECT_TIMEOUT_SECONDS", _positive_float, "must be a positive number"),
+        webhook_read_timeout_seconds=read.parse(
+            "WEBHOOK_READ_TIMEOUT_SECONDS", _positive_float, "must be a positive number"),
+        idempotency_table=read.parse("IDEMPOTENCY_TABLE", _table_name,
+                                     "must be 3-63 letters and digits, starting with a letter") or "",
+        idempotency_window_hours=read.parse("IDEMPOTENCY_WINDOW_HOURS", _positive_float, "must be a positive number"),
+        webhook_max_attempts=read.parse("WEBHOOK_MAX_ATTEMPTS", _non_negative_int, "must be a whole number >= 0"),
+        webhook_retry_base_seconds=read.parse("WEBHOOK_RETRY_BASE_SECONDS", _positive_float,
+                                              "must be a positive number"),
     )
     if read.problems:
         raise SettingsError(read.problems)

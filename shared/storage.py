@@ -10,7 +10,8 @@ if TYPE_CHECKING:
     from azure.storage.queue.aio import QueueClient
 
 
-def _credential(conn: StorageConnection) -> Any:
+def storage_credential(conn: StorageConnection) -> Any:
+    """The async Entra credential for an identity-based storage connection."""
     from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
 
     # In Azure the connection names the user-assigned identity; elsewhere (a developer pointing at a
@@ -33,7 +34,7 @@ def queue_client(conn: StorageConnection, queue_name: str) -> QueueClient:
         return QueueClient.from_connection_string(conn.connection_string, queue_name, **policies)
     if not conn.queue_service_uri:
         raise ValueError("AzureWebJobsStorage has neither a connection string nor a queue service URI")
-    return QueueClient(conn.queue_service_uri, queue_name, credential=_credential(conn), **policies)
+    return QueueClient(conn.queue_service_uri, queue_name, credential=storage_credential(conn), **policies)
 
 
 class QueueRequeuer:

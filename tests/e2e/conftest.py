@@ -35,8 +35,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 @pytest.fixture(scope="session")
 def app_module(stack: dict[str, Any]) -> Any:
-    """The real function_app, its worker services rebuilt from the stack's settings."""
-    settings = stack["settings"]
+    """The real function_app, its worker services rebuilt from the stack's settings.
+
+    Webhook retries back off from 1 s instead of 10 s, so an outage test takes seconds.
+    """
+    settings = {**stack["settings"], "WEBHOOK_RETRY_BASE_SECONDS": "1"}
     os.environ.update(settings)
     import function_app
     from shared.services import Services
@@ -101,9 +104,21 @@ def graph_admin(stack: dict[str, Any]) -> Iterator[httpx.Client]:
         yield client
 
 
+@pytest.fixture(scope="session")
+def receiver_admin(stack: dict[str, Any]) -> Iterator[httpx.Client]:
+    """An HTTP client for the webhook receiver's admin API."""
+    verify = ssl.create_default_context(cafile=stack["ca_bundle"])
+    with httpx.Client(base_url=stack["receiver"]["admin_url"] + "/", verify=verify, timeout=10) as client:
+        yield client
+
+
 @pytest.fixture(autouse=True)
-def reset_graph_faults(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Faults configured by one test never leak into the next."""
+def reset_faults(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Faults configured by one test, and deliveries it caused, never leak into the next."""
+    for name in ("graph_admin", "receiver_admin"):
+        if name in request.fixturenames:
+            request.getfixturevalue(name).post("reset")
     yield
-    if "graph_admin" in request.fixturenames:
-        request.getfixturevalue("graph_admin").post("reset")
+    for name in ("graph_admin", "receiver_admin"):
+        if name in request.fixturenames:
+            request.getfixturevalue(name).post("reset")

@@ -7,6 +7,7 @@ import pytest
 from azure.functions.queue import QueueMessage
 
 from shared.exceptions import GraphUnavailableError, ThrottledError
+from shared.idempotency import InMemoryIdempotencyStore
 from shared.processor import AppointmentProcessor
 from shared.resolver import JoinUrlResolver
 from shared.storage import InMemoryRequeuer
@@ -25,7 +26,8 @@ def graph(function_app_module, monkeypatch):
     services = function_app_module.services
     monkeypatch.setitem(services.__dict__, "resolver", resolver)
     monkeypatch.setitem(services.__dict__, "processor",
-                        AppointmentProcessor(resolver, InMemoryRequeuer(), max_requeues=3))
+                        AppointmentProcessor(resolver, InMemoryRequeuer(), InMemoryIdempotencyStore(),
+                                             max_requeues=3))
     return fake
 
 
@@ -39,14 +41,16 @@ def event(**fields) -> str:
 
 
 async def call_queue(indexed, body, dequeue_count=1):
-    results, rejected = CapturingOut(), CapturingOut()
+    results, rejected, outbox = CapturingOut(), CapturingOut(), CapturingOut()
     await indexed["process_appointment"].get_user_function()(
-        msg=queue_message(body, dequeue_count), results=results, rejected=rejected)
+        msg=queue_message(body, dequeue_count), results=results, rejected=rejected, outbox=outbox)
+    if results.get():  # a rejection without an appointment id has no one to notify
+        assert json.loads(outbox.get())["type"] == "appointment.joinurl.ready"
     return results.get(), rejected.get()
 
 
 async def test_event_becomes_a_result_on_join_urls(indexed, graph):
-    result, rejected = await call_queue(indexed, event())
+    result, rejected = await call_queue(indexed, event(id="evt-ok"))
     assert rejected is None and json.loads(result)["joinUrl"] == URL
 
 
@@ -59,7 +63,7 @@ async def test_bad_event_becomes_a_rejection_with_the_original(indexed, graph):
 async def test_transient_failure_raises_and_writes_nothing(indexed, graph):
     graph.failures.append(GraphUnavailableError("Graph 503"))
     with pytest.raises(GraphUnavailableError):
-        await call_queue(indexed, event())
+        await call_queue(indexed, event(id="evt-transient"))
 
 
 def http_request(**params) -> func.HttpRequest:

@@ -22,7 +22,7 @@ def test_exactly_one_function_app_at_module_top_level():
 
 
 def test_expected_functions_are_indexed(indexed):
-    assert {"process_appointment", "get_join_url", "openapi"} <= set(indexed)
+    assert {"process_appointment", "deliver_webhook", "get_join_url", "openapi"} <= set(indexed)
 
 
 def test_parameter_names_equal_binding_names_and_outputs_are_out(indexed):
@@ -49,4 +49,10 @@ def test_process_appointment_is_async_and_outputs_on_the_contract_queues(indexed
     function = indexed["process_appointment"]
     assert inspect.iscoroutinefunction(function.get_user_function())
     queues = {b.name: getattr(b, "queue_name", None) for b in function.get_bindings()}
-    assert queues == {"msg": "appointments", "results": "join-urls", "rejected": "appointments-rejected"}
+    assert queues == {"msg": "appointments", "results": "join-urls", "rejected": "appointments-rejected",
+                      "outbox": "webhook-outbox"}
+
+
+def test_deliver_webhook_reads_the_outbox_and_dead_letters(indexed):
+    queues = {b.name: getattr(b, "queue_name", None) for b in indexed["deliver_webhook"].get_bindings()}
+    assert queues == {"msg": "webhook-outbox", "dead_letter": "webhook-dead-letter"}

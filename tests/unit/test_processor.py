@@ -13,6 +13,7 @@ from shared.exceptions import (
     ThrottledError,
     TransientError,
 )
+from shared.idempotency import InMemoryIdempotencyStore
 from shared.processor import AppointmentProcessor
 from shared.resolver import JoinUrlResolver
 from shared.storage import InMemoryRequeuer
@@ -37,7 +38,7 @@ def make(graph=None, budget=2.0, max_requeues=3):
     graph = graph or FakeGraph({(ORG, "m1"): URL})
     requeuer = InMemoryRequeuer()
     processor = AppointmentProcessor(JoinUrlResolver(graph, inline_throttle_budget=budget, sleep=sleep),
-                                     requeuer, max_requeues=max_requeues)
+                                     requeuer, InMemoryIdempotencyStore(), max_requeues=max_requeues)
     return processor, graph, requeuer, slept
 
 
@@ -117,3 +118,29 @@ async def test_requeue_cap_turns_throttling_into_a_transient_failure():
     with pytest.raises(TransientError) as caught:
         await processor.process(requeued)
     assert caught.value.reason == "throttled_too_often" and not requeuer.sent
+
+
+async def test_duplicate_event_makes_no_second_graph_call_and_keeps_its_webhook_id():
+    processor, graph, _, _ = make()
+    first = await processor.process(event())
+    second = await processor.process(event())
+    assert len(graph.calls) == 1
+    assert second.kind == "ready" and second.result == first.result
+    assert second.webhook.webhook_id == first.webhook.webhook_id == "evt-1_ready"
+
+
+async def test_rejection_and_success_each_carry_a_webhook():
+    processor, _, _, _ = make()
+    failed = await processor.process(event(onlineMeetingId="nope"))
+    assert json.loads(failed.webhook.body)["type"] == "appointment.joinurl.failed"
+    assert json.loads(failed.webhook.body)["data"]["reason"] == "meeting_not_found"
+    ready = await processor.process(event(id="evt-2"))
+    assert json.loads(ready.webhook.body)["data"]["joinUrl"] == URL
+
+
+async def test_transient_failure_releases_the_claim_so_the_retry_calls_graph_again():
+    processor, graph, _, _ = make()
+    graph.failures.append(GraphUnavailableError("Graph 503"))
+    with pytest.raises(TransientError):
+        await processor.process(event())
+    assert (await processor.process(event())).kind == "ready" and len(graph.calls) == 2

@@ -1,0 +1,77 @@
+"""Webhooks end to end: signed delivery, outages, dead letters, duplicates (local stack)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from shared import queues
+from tests.e2e.conftest import read_all, send
+from tests.e2e.test_pipeline import CARDIOLOGY, plain
+
+pytestmark = pytest.mark.e2e
+
+
+def deliveries(receiver_admin) -> list[dict]:
+    return receiver_admin.get("deliveries").json()["deliveries"]
+
+
+async def test_ready_webhook_arrives_signed_per_standard_webhooks(host, queues_client, receiver_admin, stack):
+    # GIVEN an appointment WHEN it is processed
+    await send(queues_client, plain("wh-1", appointment_id="apt-wh-1"))
+    await host.drain(timeout=30)
+    # THEN exactly one delivery arrived, verifiable with the reference implementation
+    (delivery,) = deliveries(receiver_admin)
+    assert delivery["webhook_id"] == "wh-1_ready" and delivery["verified"] and delivery["status"] == 200
+    headers = {"webhook-id": delivery["webhook_id"], "webhook-timestamp": delivery["timestamp"],
+               "webhook-signature": delivery["signature"]}
+    payload = Webhook(stack["settings"]["WEBHOOK_SECRET"]).verify(delivery["raw_body"], headers)
+    assert payload["type"] == "appointment.joinurl.ready" and payload["data"]["appointmentId"] == "apt-wh-1"
+    assert "meeting_cardiology" in payload["data"]["joinUrl"]
+
+
+async def test_rejection_sends_a_failed_webhook_with_the_reason(host, queues_client, receiver_admin):
+    await send(queues_client, plain("wh-2", appointment_id="apt-wh-2", meeting_id="MSpub3RoZXJl"))
+    await host.drain(timeout=30)
+    (delivery,) = deliveries(receiver_admin)
+    assert delivery["type"] == "appointment.joinurl.failed"
+    assert delivery["body"]["data"]["reason"] == "meeting_not_found" and delivery["body"]["data"]["detail"]
+
+
+async def test_receiver_down_then_up_is_delivered_exactly_once(host, queues_client, receiver_admin, graph_admin):
+    # GIVEN the receiver answers 503 to the next three attempts (an outage)
+    receiver_admin.put("fail", json={"status": 503, "times": 3})
+    await send(queues_client, plain("wh-3", appointment_id="apt-wh-3"))
+    # WHEN the host works through the backed-off retries
+    await host.drain(timeout=90)
+    # THEN the fourth attempt got through, once; Graph was called once; nothing is in poison
+    answered = [d["status"] for d in deliveries(receiver_admin)]
+    assert answered == [503, 503, 503, 200]
+    assert {d["webhook_id"] for d in deliveries(receiver_admin)} == {"wh-3_ready"}
+    assert graph_admin.get("stats").json()["requests"] == 1
+    assert await read_all(queues_client, queues.WEBHOOK_OUTBOX_POISON) == []
+
+
+async def test_gone_receiver_dead_letters_with_status_and_excerpt(host, queues_client, receiver_admin):
+    receiver_admin.put("fail", json={"status": 410, "times": 1})
+    await send(queues_client, plain("wh-4", appointment_id="apt-wh-4"))
+    await host.drain(timeout=30)
+    (record,) = [json.loads(t) for t in await read_all(queues_client, queues.WEBHOOK_DEAD_LETTER)]
+    assert record["status"] == 410 and record["webhookId"] == "wh-4_ready" and "injected_failure" in \
+        record["responseExcerpt"]
+    assert len(deliveries(receiver_admin)) == 1
+
+
+async def test_duplicate_event_makes_one_graph_call_and_one_delivery(host, queues_client, receiver_admin,
+                                                                     graph_admin):
+    message = plain("wh-5", appointment_id="apt-wh-5", meeting_id=CARDIOLOGY)
+    await send(queues_client, message)
+    await host.drain(timeout=30)
+    await send(queues_client, message)  # the scheduler sends it again
+    await host.drain(timeout=30)
+    await asyncio.sleep(0.2)
+    assert graph_admin.get("stats").json()["requests"] == 1
+    assert [d["webhook_id"] for d in deliveries(receiver_admin)] == ["wh-5_ready"]
