@@ -6,8 +6,10 @@ PY := $(VENV)/bin/python
 STATE ?= .devstack
 DEPS_STAMP := $(VENV)/.deps-stamp
 NODE_STAMP := node_modules/.package-lock.json
+INFRA_VENV ?= .venv-infra
+INFRA_STAMP := $(INFRA_VENV)/.deps-stamp
 
-.PHONY: install run demo test unit lint stack-up stack-down stack-status clean
+.PHONY: install infra-tools run demo test unit lint stack-up stack-down stack-status clean
 
 $(DEPS_STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,7 +20,14 @@ $(DEPS_STAMP): requirements.txt requirements-dev.txt
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 
+$(INFRA_STAMP): requirements-infra.txt
+	@test -x $(INFRA_VENV)/bin/python || $(PYTHON) -m venv $(INFRA_VENV)
+	$(INFRA_VENV)/bin/python -m pip install --disable-pip-version-check -q -r requirements-infra.txt
+	@touch $@
+
 install: $(DEPS_STAMP) $(NODE_STAMP)
+
+infra-tools: $(INFRA_STAMP)
 
 ## The app on the local stack, processing events until Ctrl-C.
 run: install
@@ -29,8 +38,9 @@ demo: install
 	$(PY) -m devstack.demo --state-dir $(STATE)
 
 ## Everything: lint, type-check, unit, functional, end-to-end and infrastructure tests.
-test: install lint
-	$(PY) -m pytest
+## The infrastructure checks fail (rather than skip) when a tool is missing.
+test: install infra-tools lint
+	CHECKOV=$(INFRA_VENV)/bin/checkov INFRA_TOOLS_REQUIRED=1 $(PY) -m pytest
 
 unit: install
 	$(PY) -m pytest -m "unit or functional"
@@ -49,4 +59,4 @@ stack-status: install
 	$(PY) -m devstack status --state-dir $(STATE)
 
 clean: stack-down
-	rm -rf $(VENV) node_modules $(STATE) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(INFRA_VENV) node_modules $(STATE) .pytest_cache .mypy_cache .ruff_cache

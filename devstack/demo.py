@@ -66,7 +66,9 @@ async def run_demo(endpoints: dict[str, Any], timeout: float) -> int:
         outputs = {name: service.get_queue_client(name, message_decode_policy=BinaryBase64DecodePolicy())
                    for name in ("join-urls", "appointments-rejected")}
         deadline = time.monotonic() + timeout
-        while wanted - answers.keys() and time.monotonic() < deadline:
+        webhooks: dict[str, dict[str, Any]] = {}
+        while (wanted - answers.keys() or wanted - webhooks.keys()) and time.monotonic() < deadline:
+            webhooks.update(await _webhooks_received(endpoints, wanted))
             for name, queue in outputs.items():
                 try:
                     async for message in queue.receive_messages(max_messages=32, visibility_timeout=5):
@@ -77,6 +79,7 @@ async def run_demo(endpoints: dict[str, Any], timeout: float) -> int:
                 except ResourceNotFoundError:  # the queue appears with the first output written to it
                     continue
             await asyncio.sleep(0.2)
+    await function_app.services.aclose()
     print()
     for event_id, _ in events:
         answer = answers.get(event_id)
@@ -86,10 +89,45 @@ async def run_demo(endpoints: dict[str, Any], timeout: float) -> int:
             print(f"  {answer['appointmentId']}  organizer={answer['organizer']}\n    join URL: {answer['joinUrl']}")
         else:
             print(f"  {answer.get('appointmentId')}: rejected ({answer['reason']}): {answer['detail']}")
-    ok = all(a["queue"] == "join-urls" for a in answers.values()) and len(answers) == len(events)
+    print("\nwebhooks received by the local scheduling system (signatures checked with the standardwebhooks package):")
+    for event_id, _ in events:
+        hook = webhooks.get(event_id)
+        if hook is None:
+            print(f"  {event_id}: no webhook within {timeout:.0f}s")
+        else:
+            print(f"  {hook['webhook_id']}  {hook['type']}  signature {'valid' if hook['valid'] else 'INVALID'}")
+    ok = (all(a["queue"] == "join-urls" for a in answers.values()) and len(answers) == len(events)
+          and len(webhooks) == len(events) and all(h["valid"] for h in webhooks.values()))
     arrived = sum(a["queue"] == "join-urls" for a in answers.values())
     print(f"\n{arrived}/{len(events)} join URLs arrived in 'join-urls'")
     return 0 if ok else 1
+
+
+async def _webhooks_received(endpoints: dict[str, Any], event_ids: set[str]) -> dict[str, dict[str, Any]]:
+    """Deliveries the local receiver recorded for these events, each verified independently."""
+    import ssl
+
+    import httpx
+    from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+    verify = ssl.create_default_context(cafile=endpoints["ca_bundle"])
+    async with httpx.AsyncClient(verify=verify, timeout=10) as client:
+        answer = await client.get(endpoints["receiver"]["admin_url"] + "/deliveries")
+    secret = endpoints["settings"]["WEBHOOK_SECRET"].split(",")[0]
+    found: dict[str, dict[str, Any]] = {}
+    for delivery in answer.json()["deliveries"]:
+        event_id = (delivery.get("webhook_id") or "").rsplit("_", 1)[0]
+        if event_id not in event_ids or delivery["status"] != 200:
+            continue
+        headers = {"webhook-id": delivery["webhook_id"], "webhook-timestamp": delivery["timestamp"],
+                   "webhook-signature": delivery["signature"]}
+        try:
+            Webhook(secret).verify(delivery["raw_body"], headers)
+            valid = True
+        except WebhookVerificationError:
+            valid = False
+        found[event_id] = {"webhook_id": delivery["webhook_id"], "type": delivery["type"], "valid": valid}
+    return found
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,6 +25,7 @@ from shared.exceptions import (
 from shared.settings import Settings
 
 if TYPE_CHECKING:
+    import httpx
     from msgraph import GraphServiceClient
 
 log = logging.getLogger(__name__)
@@ -75,8 +76,8 @@ def _ssl_context(settings: Settings) -> ssl.SSLContext:
     return context
 
 
-def build_graph_client(settings: Settings) -> GraphServiceClient:
-    """Build the worker's GraphServiceClient (imports msgraph, so call it on first use only)."""
+def build_graph_client(settings: Settings) -> tuple[GraphServiceClient, httpx.AsyncClient]:
+    """Build the worker's GraphServiceClient and its pool (imports msgraph: call on first use only)."""
     import httpx
     from kiota_http.middleware.options import RetryHandlerOption
     from msgraph import GraphRequestAdapter, GraphServiceClient
@@ -97,7 +98,7 @@ def build_graph_client(settings: Settings) -> GraphServiceClient:
     auth = OrganizerAuthProvider(urlsplit(settings.graph_base_url).hostname or "")
     adapter = GraphRequestAdapter(auth, client=http_client)  # type: ignore[arg-type]
     adapter.base_url = settings.graph_base_url
-    return GraphServiceClient(request_adapter=adapter)
+    return GraphServiceClient(request_adapter=adapter), http_client
 
 
 class GraphGateway:
@@ -107,6 +108,7 @@ class GraphGateway:
         self._settings = settings
         self._credentials = credentials
         self._client: GraphServiceClient | None = None
+        self._http: httpx.AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.calls = 0
 
@@ -115,9 +117,15 @@ class GraphGateway:
         """The worker's client; rebuilt only if the event loop changed (its pool is bound to one)."""
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
-            self._client = build_graph_client(self._settings)
+            self._client, self._http = build_graph_client(self._settings)
             self._loop = loop
         return self._client
+
+    async def aclose(self) -> None:
+        """Close the Graph client's connection pool."""
+        if self._http is not None:
+            await self._http.aclose()
+        self._client = self._http = None
 
     async def join_web_url(self, organizer: str, meeting_id: str, tokens: TokenSource | None = None) -> str:
         """The virtual-appointment join URL of the organizer's meeting."""

@@ -30,6 +30,9 @@ class Requeuer(Protocol):
     async def requeue(self, text: str, delay_seconds: int) -> None:
         """Enqueue text, invisible for delay_seconds."""
 
+    async def aclose(self) -> None:
+        """Release connections."""
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -56,6 +59,10 @@ class AppointmentProcessor:
         self._requeuer = requeuer
         self._idempotency = idempotency
         self._max_requeues = max_requeues
+
+    async def aclose(self) -> None:
+        """Release the requeuer's connections."""
+        await self._requeuer.aclose()
 
     async def process(self, text: str, dequeue_count: int = 1) -> Outcome:
         """Process one message; TransientError (and unexpected errors) propagate for the host to retry."""

@@ -62,3 +62,10 @@ class Services:
             QueueRequeuer(self.settings.storage, WEBHOOK_OUTBOX),
             max_attempts=self.settings.webhook_max_attempts,
             base_delay_seconds=self.settings.webhook_retry_base_seconds)
+
+    async def aclose(self) -> None:
+        """Close every client that was built (tests and local tools; the host never stops a worker this way)."""
+        for name in ("processor", "webhooks", "idempotency", "graph"):
+            built = self.__dict__.pop(name, None)
+            if built is not None:
+                await built.aclose()

@@ -51,6 +51,12 @@ class QueueRequeuer:
             self._client = queue_client(self._conn, self._queue_name)
         await self._client.send_message(text, visibility_timeout=delay_seconds)
 
+    async def aclose(self) -> None:
+        """Close the queue client."""
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
 
 class InMemoryRequeuer:
     """The requeuer for unit tests: remembers what would have been enqueued."""
@@ -61,3 +67,6 @@ class InMemoryRequeuer:
     async def requeue(self, text: str, delay_seconds: int) -> None:
         """Remember text and its delay."""
         self.sent.append((text, delay_seconds))
+
+    async def aclose(self) -> None:
+        """Nothing to release."""

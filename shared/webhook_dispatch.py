@@ -24,6 +24,9 @@ class Sender(Protocol):
     async def deliver(self, outbox_message_text: str) -> DeliveryResult:
         """POST one outbox message; return the result or raise a transient error."""
 
+    async def aclose(self) -> None:
+        """Release connections."""
+
 
 def backoff_seconds(attempt: int, base: float, retry_after: float | None) -> int:
     """Delay before retry number `attempt` (1-based): exponential from base, never below Retry-After."""
@@ -41,6 +44,11 @@ class WebhookDispatcher:
         self._requeuer = requeuer
         self._max_attempts = max_attempts
         self._base_delay = base_delay_seconds
+
+    async def aclose(self) -> None:
+        """Release the sender's and requeuer's connections."""
+        await self._sender.aclose()
+        await self._requeuer.aclose()
 
     async def dispatch(self, text: str) -> DeadLetter | None:
         """Deliver; return a dead-letter record for a permanent failure; raise when retries are used up."""

@@ -34,7 +34,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 
 @pytest.fixture(scope="session")
-def app_module(stack: dict[str, Any]) -> Any:
+async def app_module(stack: dict[str, Any]) -> AsyncIterator[Any]:
     """The real function_app, its worker services rebuilt from the stack's settings.
 
     Webhook retries back off from 1 s instead of 10 s, so an outage test takes seconds.
@@ -46,7 +46,8 @@ def app_module(stack: dict[str, Any]) -> Any:
     from shared.settings import load_settings
 
     function_app.services = Services(load_settings(settings))
-    return function_app
+    yield function_app
+    await function_app.services.aclose()
 
 
 def host_json(**overrides: Any) -> dict[str, Any]:

@@ -1,0 +1,177 @@
+// Alerts on the app's telemetry, e-mailed through one action group. All rules are log-search alerts scoped
+// to the Application Insights component, so the queries use its tables (requests, traces, customEvents,
+// customMetrics, dependencies). The app logs the custom dimensions event_id, appointment_id, organizer_hash,
+// outcome, reason, graph_status, duration_ms and dequeue_count, and its queue_metrics timer emits the
+// custom metric queue_depth with the dimension queue. docs/deploy.md explains what to do for each alert.
+param namePrefix string
+param actionGroupName string
+param location string
+param tags object = {}
+param applicationInsightsId string
+param alertEmail string
+
+@description('Alert when more than this percentage of one function\'s invocations fail in the window.')
+param failureRatePercent int = 5
+
+@description('Minimum invocations of a function in the window before its failure rate is judged.')
+param failureRateMinimumCount int = 10
+
+@description('Alert when Graph throttling (429) shows up more than this many times in the window.')
+param throttledThreshold int = 10
+
+@description('Queues that should stay empty: a message there needs a person.')
+param deadLetterQueues array = [
+  'appointments-poison'
+  'webhook-outbox-poison'
+  'webhook-dead-letter'
+]
+
+resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
+  name: actionGroupName
+  location: 'global'
+  tags: tags
+  properties: {
+    groupShortName: 'va-joinurl'
+    enabled: true
+    emailReceivers: [
+      {
+        name: 'operators'
+        emailAddress: alertEmail
+        useCommonAlertSchema: true
+      }
+    ]
+  }
+}
+
+var failureRateQuery = format('requests | summarize total = count(), failed = countif(success == false) by operation_Name | where total >= {0} | extend failurePercent = 100.0 * failed / total | project operation_Name, failurePercent', failureRateMinimumCount)
+
+var queueDepthQuery = format('customMetrics | where name == \'queue_depth\' | extend queue = tostring(customDimensions.queue) | where queue in (dynamic({0})) | summarize arg_max(timestamp, valueMax) by queue | project queue, depth = valueMax', string(deadLetterQueues))
+
+var queueMetricsMissingQuery = 'customMetrics | where name == \'queue_depth\' | summarize samples = count()'
+
+var organizerQuery = 'union traces, customEvents | where tostring(customDimensions.reason) == \'organizer_not_connected\' | extend organizer_hash = tostring(customDimensions.organizer_hash) | summarize failures = count() by organizer_hash'
+
+var throttledQuery = 'union traces, customEvents, dependencies | where tostring(customDimensions.reason) == \'throttled\' or tostring(customDimensions.graph_status) == \'429\' or (itemType == \'dependency\' and resultCode == \'429\') | summarize throttled = count()'
+
+var rules = [
+  {
+    key: 'function-failures'
+    displayName: 'Function failure rate above ${failureRatePercent}%'
+    description: 'More than ${failureRatePercent}% of the invocations of one function failed in 15 minutes (at least ${failureRateMinimumCount} invocations). Transient Graph or storage errors are retried by the host; persistent ones end in appointments-poison.'
+    severity: 2
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+    query: failureRateQuery
+    timeAggregation: 'Maximum'
+    metricMeasureColumn: 'failurePercent'
+    dimension: 'operation_Name'
+    operator: 'GreaterThan'
+    threshold: failureRatePercent
+  }
+  {
+    key: 'dead-letter-depth'
+    displayName: 'Messages waiting in a poison or dead-letter queue'
+    description: 'A poison or dead-letter queue is not empty (queue_depth > 0): the messages were given up on and nothing will happen to them until an operator fixes the cause and replays them.'
+    severity: 1
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+    query: queueDepthQuery
+    timeAggregation: 'Maximum'
+    metricMeasureColumn: 'depth'
+    dimension: 'queue'
+    operator: 'GreaterThan'
+    threshold: 0
+  }
+  {
+    key: 'queue-metrics-missing'
+    displayName: 'Queue depth metrics stopped arriving'
+    description: 'The queue_metrics timer sent no queue_depth sample for 30 minutes, so the dead-letter alert is blind. The app may be stopped, failing to start, or unable to reach storage or Application Insights.'
+    severity: 3
+    evaluationFrequency: 'PT15M'
+    windowSize: 'PT30M'
+    query: queueMetricsMissingQuery
+    timeAggregation: 'Total'
+    metricMeasureColumn: 'samples'
+    dimension: ''
+    operator: 'LessThan'
+    threshold: 1
+  }
+  {
+    key: 'organizer-not-connected'
+    displayName: 'Organizer not connected'
+    description: 'Events were rejected with reason organizer_not_connected: the stored refresh token of an organizer is missing, expired, revoked or blocked by Conditional Access. The organizer must connect again.'
+    severity: 2
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+    query: organizerQuery
+    timeAggregation: 'Total'
+    metricMeasureColumn: 'failures'
+    dimension: 'organizer_hash'
+    operator: 'GreaterThan'
+    threshold: 0
+  }
+  {
+    key: 'graph-throttling'
+    displayName: 'Microsoft Graph throttling'
+    description: 'Graph answered 429 more than ${throttledThreshold} times in 15 minutes. The app obeys Retry-After and re-enqueues events, so results are delayed; sustained throttling means the load is too high for the tenant or app.'
+    severity: 3
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+    query: throttledQuery
+    timeAggregation: 'Total'
+    metricMeasureColumn: 'throttled'
+    dimension: ''
+    operator: 'GreaterThan'
+    threshold: throttledThreshold
+  }
+]
+
+resource logAlerts 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [for rule in rules: {
+  name: '${namePrefix}-${rule.key}'
+  location: location
+  tags: tags
+  kind: 'LogAlert'
+  properties: {
+    displayName: rule.displayName
+    description: rule.description
+    severity: rule.severity
+    enabled: true
+    evaluationFrequency: rule.evaluationFrequency
+    windowSize: rule.windowSize
+    scopes: [
+      applicationInsightsId
+    ]
+    autoMitigate: true
+    criteria: {
+      allOf: [
+        {
+          query: rule.query
+          timeAggregation: rule.timeAggregation
+          metricMeasureColumn: rule.metricMeasureColumn
+          dimensions: empty(rule.dimension) ? [] : [
+            {
+              name: rule.dimension
+              operator: 'Include'
+              values: [
+                '*'
+              ]
+            }
+          ]
+          operator: rule.operator
+          threshold: rule.threshold
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    actions: {
+      actionGroups: [
+        actionGroup.id
+      ]
+    }
+  }
+}]
+
+output actionGroupId string = actionGroup.id

@@ -1,0 +1,258 @@
+// Entry point for `azd provision` / `azd up`: one resource group holding the Flex Consumption function app,
+// its storage account (queues, blob containers, table), a user-assigned identity, Key Vault, monitoring,
+// alerts and a workbook. Modules are plain Bicep (no registry modules) so that checkov and the offline
+// tests in tests/infra can read every resource.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('Name of the azd environment; it seeds a short unique token used in every resource name.')
+param environmentName string
+
+@minLength(1)
+@description('Region for every resource. Pick one where the Flex Consumption plan is available.')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@minLength(36)
+@maxLength(36)
+@description('Directory (tenant) id of the Entra app registration the function app signs in with.')
+param entraTenantId string
+
+@minLength(36)
+@maxLength(36)
+@description('Application (client) id of the Entra app registration (delegated permission VirtualAppointment.Read).')
+param entraClientId string
+
+@secure()
+@minLength(1)
+@description('Client secret of the Entra app registration. Stored in Key Vault as entra-client-secret; never in app settings.')
+param entraClientSecret string
+
+@minLength(1)
+@description('HTTPS endpoint of the scheduling system that receives appointment.joinurl.ready / .failed webhooks.')
+param webhookUrl string
+
+@secure()
+@minLength(24)
+@description('Standard Webhooks signing secret (for example whsec_<base64>). Stored in Key Vault as webhook-secret.')
+param webhookSecret string
+
+@description('Comma-separated host names that a per-event callbackUrl may point to (the allow-list the app enforces).')
+param webhookAllowedHosts string = ''
+
+@description('Events may carry a joinWebUrl instead of an onlineMeetingId: organizers then also consent to OnlineMeetings.Read (add it to the app registration). false: VirtualAppointment.Read only.')
+param joinWebUrlLookups bool = true
+
+@minLength(3)
+@description('E-mail address that receives alert notifications.')
+param alertEmail string
+
+@description('Optional object id of a person or group that operates the app (replay command, device-code connect). Gets queue access and write access to the token vault container only. Leave empty for none.')
+param operatorPrincipalId string = ''
+
+@allowed([
+  'User'
+  'Group'
+  'ServicePrincipal'
+])
+@description('Principal type of operatorPrincipalId.')
+param operatorPrincipalType string = 'User'
+
+@allowed([
+  512
+  2048
+  4096
+])
+@description('Memory per Flex Consumption instance, in MB.')
+param instanceMemoryMB int = 2048
+
+@minValue(1)
+@maxValue(1000)
+@description('Upper bound on Flex Consumption instances. It also bounds the load put on Microsoft Graph.')
+param maximumInstanceCount int = 40
+
+@allowed([
+  'Standard_LRS'
+  'Standard_ZRS'
+  'Standard_GRS'
+  'Standard_RAGRS'
+  'Standard_GZRS'
+  'Standard_RAGZRS'
+])
+@description('Storage replication. Geo-redundant by default; use Standard_ZRS or Standard_LRS in a region without a paired region.')
+param storageSkuName string = 'Standard_GRS'
+
+@description('Zone-redundant Flex Consumption plan (only in regions that support it).')
+param zoneRedundant bool = false
+
+@description('Optional: resource group name (default rg-<environmentName>).')
+param resourceGroupName string = ''
+
+var abbrs = loadJsonContent('./abbreviations.json')
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+var functionAppName = '${abbrs.webSitesFunctions}api-${resourceToken}'
+var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(toLower(uniqueString(functionAppName, resourceToken)), 7)}'
+
+// Every queue, container and table the app uses lives in ONE storage account, reached through the
+// AzureWebJobsStorage connection. Names must match the code (queue names: 3-63 lowercase chars and hyphens).
+var queueNames = [
+  'appointments'
+  'appointments-poison'
+  'appointments-rejected'
+  'join-urls'
+  'webhook-outbox'
+  'webhook-outbox-poison'
+  'webhook-dead-letter'
+]
+var tokenVaultContainerName = 'token-vault'
+var idempotencyTableName = 'idempotency'
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: !empty(resourceGroupName) ? resourceGroupName : '${abbrs.resourcesResourceGroups}${environmentName}'
+  location: location
+  tags: tags
+}
+
+module identity './app/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: '${abbrs.managedIdentityUserAssignedIdentities}api-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module monitoring './app/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: '${abbrs.operationalInsightsWorkspaces}${resourceToken}'
+    applicationInsightsName: '${abbrs.insightsComponents}${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage './app/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: '${abbrs.storageStorageAccounts}${resourceToken}'
+    location: location
+    tags: tags
+    skuName: storageSkuName
+    queueNames: queueNames
+    containerNames: [
+      deploymentContainerName
+      tokenVaultContainerName
+    ]
+    tableNames: [
+      idempotencyTableName
+    ]
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
+  }
+}
+
+module keyVault './app/keyvault.bicep' = {
+  name: 'keyvault'
+  scope: rg
+  params: {
+    name: '${abbrs.keyVaultVaults}${resourceToken}'
+    location: location
+    tags: tags
+    entraClientSecret: entraClientSecret
+    webhookSecret: webhookSecret
+    readerPrincipalId: identity.outputs.principalId
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
+  }
+}
+
+module rbac './app/rbac.bicep' = {
+  name: 'rbac'
+  scope: rg
+  params: {
+    storageAccountName: storage.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    managedIdentityPrincipalId: identity.outputs.principalId
+    tokenVaultContainerName: tokenVaultContainerName
+    operatorPrincipalId: operatorPrincipalId
+    operatorPrincipalType: operatorPrincipalType
+  }
+}
+
+module functionApp './app/function-app.bicep' = {
+  name: 'function-app'
+  scope: rg
+  params: {
+    name: functionAppName
+    planName: '${abbrs.webServerFarms}${resourceToken}'
+    location: location
+    tags: tags
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    storageAccountName: storage.outputs.name
+    deploymentContainerName: deploymentContainerName
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    instanceMemoryMB: instanceMemoryMB
+    maximumInstanceCount: maximumInstanceCount
+    zoneRedundant: zoneRedundant
+    entraTenantId: entraTenantId
+    entraClientId: entraClientId
+    entraClientSecretUri: keyVault.outputs.entraClientSecretUri
+    webhookUrl: webhookUrl
+    webhookSecretUri: keyVault.outputs.webhookSecretUri
+    webhookAllowedHosts: webhookAllowedHosts
+    joinWebUrlLookups: joinWebUrlLookups
+    tokenVaultContainerName: tokenVaultContainerName
+    idempotencyTableName: idempotencyTableName
+  }
+  // The host must be able to reach storage, App Insights and the Key Vault references on first start.
+  dependsOn: [
+    rbac
+  ]
+}
+
+module alerts './app/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    namePrefix: '${abbrs.insightsScheduledQueryRules}${resourceToken}'
+    actionGroupName: '${abbrs.insightsActionGroups}${resourceToken}'
+    location: location
+    tags: tags
+    applicationInsightsId: monitoring.outputs.applicationInsightsId
+    alertEmail: alertEmail
+  }
+}
+
+module workbook './app/workbook.bicep' = {
+  name: 'workbook'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    applicationInsightsId: monitoring.outputs.applicationInsightsId
+    displayName: 'Virtual appointment join links (${environmentName})'
+  }
+}
+
+// Outputs become azd environment values (.azure/<env>/.env).
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output SERVICE_API_NAME string = functionApp.outputs.name
+output AZURE_FUNCTION_NAME string = functionApp.outputs.name
+output SERVICE_API_URI string = functionApp.outputs.uri
+output ENTRA_REDIRECT_URI string = '${functionApp.outputs.uri}/api/auth/callback'
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
