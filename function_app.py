@@ -1,9 +1,11 @@
 """Composition root: triggers and bindings wired to the `shared` package; no business logic here."""
 
+import os
+
 import azure.functions as func
 
-from shared import http_api, queues
-from shared.openapi import JOIN_URL_ROUTE, OPENAPI_ROUTE, openapi_document
+from shared import auth_flow, http_api, keepalive, queue_metrics, queues, telemetry
+from shared.openapi import JOIN_URL_ROUTE, ME_JOIN_URL_ROUTE, OPENAPI_ROUTE, openapi_document
 from shared.services import Services
 from shared.settings import load_settings
 
@@ -11,6 +13,8 @@ from shared.settings import load_settings
 services = Services(load_settings())
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+# Application Insights is set up on the first invocation, and only when a connection string is set.
+instrumented = telemetry.instrumented(os.environ)
 
 
 @app.function_name("process_appointment")
@@ -19,6 +23,7 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 @app.queue_output(arg_name="rejected", queue_name=queues.APPOINTMENTS_REJECTED,
                   connection=queues.STORAGE_CONNECTION)
 @app.queue_output(arg_name="outbox", queue_name=queues.WEBHOOK_OUTBOX, connection=queues.STORAGE_CONNECTION)
+@instrumented
 async def process_appointment(msg: func.QueueMessage, results: func.Out[str], rejected: func.Out[str],
                               outbox: func.Out[str]) -> None:
     """Appointment event → join URL on `join-urls`, or a rejection; each with its webhook on the outbox.
@@ -38,6 +43,7 @@ async def process_appointment(msg: func.QueueMessage, results: func.Out[str], re
 @app.queue_trigger(arg_name="msg", queue_name=queues.WEBHOOK_OUTBOX, connection=queues.STORAGE_CONNECTION)
 @app.queue_output(arg_name="dead_letter", queue_name=queues.WEBHOOK_DEAD_LETTER,
                   connection=queues.STORAGE_CONNECTION)
+@instrumented
 async def deliver_webhook(msg: func.QueueMessage, dead_letter: func.Out[str]) -> None:
     """Outbox event → signed POST to the scheduler; never calls Graph. Permanent failures dead-letter."""
     record = await services.webhooks.dispatch(msg.get_body().decode("utf-8", "replace"))
@@ -47,6 +53,7 @@ async def deliver_webhook(msg: func.QueueMessage, dead_letter: func.Out[str]) ->
 
 @app.function_name("get_join_url")
 @app.route(route=JOIN_URL_ROUTE, methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@instrumented
 async def get_join_url(req: func.HttpRequest) -> func.HttpResponse:
     """The HTTP twin: ad-hoc join-URL lookup."""
     return await http_api.get_join_url(req, services.resolver)
@@ -54,6 +61,50 @@ async def get_join_url(req: func.HttpRequest) -> func.HttpResponse:
 
 @app.function_name("openapi")
 @app.route(route=OPENAPI_ROUTE, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@instrumented
 def openapi(req: func.HttpRequest) -> func.HttpResponse:
     """The HTTP twin's OpenAPI document."""
     return func.HttpResponse(openapi_document(), mimetype="application/json")
+
+
+@app.function_name("get_my_join_url")
+@app.route(route=ME_JOIN_URL_ROUTE, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@instrumented
+async def get_my_join_url(req: func.HttpRequest) -> func.HttpResponse:
+    """The HTTP twin for Entra bearer callers (no function key): Graph is called On-Behalf-Of the caller."""
+    return await http_api.get_join_url(req, services.resolver, services.bearer, require_bearer=True)
+
+
+@app.function_name("connect")
+@app.route(route=auth_flow.CONNECT_ROUTE, methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@instrumented
+async def connect(req: func.HttpRequest) -> func.HttpResponse:
+    """An organizer's one-time consent: redirect to Entra sign-in (authorization code + PKCE)."""
+    return await auth_flow.connect(req, services.settings, services.vault, services.msal_clients)
+
+
+# Anonymous: Entra redirects the browser here, and its `code` parameter would clash with a function key's.
+@app.function_name("callback")
+@app.route(route=auth_flow.CALLBACK_ROUTE, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@instrumented
+async def callback(req: func.HttpRequest) -> func.HttpResponse:
+    """Entra's redirect after sign-in: the organizer's token cache goes into the token vault."""
+    return await auth_flow.callback(req, services.settings, services.vault, services.msal_clients)
+
+
+# The schedule is read at indexing time from the validated settings, so an unset KEEPALIVE_SCHEDULE
+# falls back to its default instead of failing the host's %SETTING% resolution.
+@app.function_name("keep_alive")
+@app.timer_trigger(arg_name="timer", schedule=services.settings.keepalive_schedule)
+@instrumented
+async def keep_alive(timer: func.TimerRequest) -> None:
+    """Refresh idle organizer connections before they lapse; log each organizer's health."""
+    await keepalive.keep_alive(services.vault, services.vault_acquirer, services.settings.keepalive_idle_hours)
+
+
+@app.function_name("queue_metrics")
+@app.timer_trigger(arg_name="timer", schedule=services.settings.queue_metrics_schedule)
+@instrumented
+async def queue_metrics_timer(timer: func.TimerRequest) -> None:
+    """Every queue's depth (poison, rejected and dead-letter included) as the `queue_depth` metric."""
+    await queue_metrics.report_queue_depths(services.settings.storage)

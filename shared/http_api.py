@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
 import azure.functions as func
 
 from shared.events import check_https_url, check_organizer
-from shared.exceptions import InvalidEventError, JoinLinkError
+from shared.exceptions import ForbiddenError, InvalidEventError, JoinLinkError
+from shared.obo import BearerError, BearerValidator, Caller, OboTokenSource, bearer_token
 from shared.problems import problem, problem_for
 from shared.records import utc_now
 from shared.redaction import hash_user
@@ -18,7 +20,7 @@ log = logging.getLogger(__name__)
 _MAX_PARAM = 2048
 
 
-def _lookup_params(req: func.HttpRequest) -> tuple[str, str | None, str | None]:
+def _lookup_params(req: func.HttpRequest, caller: Caller | None = None) -> tuple[str, str | None, str | None]:
     def param(name: str) -> str | None:
         value = (req.params.get(name) or "").strip()
         if len(value) > _MAX_PARAM or any(ch in value for ch in "\r\n\x00"):
@@ -27,6 +29,12 @@ def _lookup_params(req: func.HttpRequest) -> tuple[str, str | None, str | None]:
 
     organizer = param("organizer")
     meeting_id, join_web_url = param("meetingId"), param("joinWebUrl")
+    if caller is not None:
+        # A bearer caller acts as themselves: Graph would refuse any other organizer's meeting anyway.
+        if organizer is not None and not caller.is_(organizer):
+            raise ForbiddenError("with a bearer token, 'organizer' must be the signed-in user (or left out)",
+                                 reason="organizer_mismatch")
+        organizer = organizer or caller.oid
     if organizer is None:
         raise InvalidEventError("query parameter 'organizer' (object id or UPN) is required")
     check_organizer(organizer)
@@ -37,13 +45,29 @@ def _lookup_params(req: func.HttpRequest) -> tuple[str, str | None, str | None]:
     return organizer, meeting_id, join_web_url
 
 
-async def get_join_url(req: func.HttpRequest, resolver: JoinUrlResolver) -> func.HttpResponse:
-    """GET ?organizer=…&meetingId=… or ?organizer=…&joinWebUrl=… → the meeting's join URL as JSON."""
+async def get_join_url(req: func.HttpRequest, resolver: JoinUrlResolver, bearer: BearerValidator | None = None,
+                       *, require_bearer: bool = False) -> func.HttpResponse:
+    """GET ?organizer=…&meetingId=… or ?organizer=…&joinWebUrl=… → the meeting's join URL as JSON.
+
+    With `bearer` and an `Authorization: Bearer` header, Graph is called On-Behalf-Of the caller;
+    otherwise with the organizer's vault credential (the function-key path).
+    """
+    tokens: OboTokenSource | None = None
+    caller: Caller | None = None
     try:
-        organizer, meeting_id, join_web_url = _lookup_params(req)
+        assertion = bearer_token(req) if bearer is not None else None
+        if assertion is None and require_bearer:
+            raise BearerError(401, "missing_token", "this endpoint needs an Entra bearer token "
+                              "(Authorization: Bearer …) for this API")
+        if assertion is not None and bearer is not None:
+            caller, tokens = await _bearer_path(bearer, assertion)
+        organizer, meeting_id, join_web_url = _lookup_params(req, caller)
         # No sleeping on a caller's connection: a 429 goes straight back with its Retry-After.
         meeting_id, join_url = await resolver.resolve(organizer, meeting_id, join_web_url,
-                                                      inline_throttle_budget=0.0)
+                                                      inline_throttle_budget=0.0, tokens=tokens)
+    except BearerError as exc:
+        log.info("join-url lookup refused: %s", exc.error, extra={"reason": exc.error, "outcome": "unauthorized"})
+        return exc.response()
     except JoinLinkError as exc:
         log.info("join-url lookup failed: %s", getattr(exc, "reason", type(exc).__name__),
                  extra={"reason": getattr(exc, "reason", None), "outcome": "rejected"})
@@ -51,7 +75,14 @@ async def get_join_url(req: func.HttpRequest, resolver: JoinUrlResolver) -> func
     except Exception:
         log.exception("join-url lookup crashed")
         return problem(500, "internal_error", "the lookup failed unexpectedly; it has been logged")
-    log.info("join-url lookup ok", extra={"organizer_hash": hash_user(organizer), "outcome": "ready"})
+    log.info("join-url lookup ok", extra={"organizer_hash": hash_user(organizer), "outcome": "ready",
+                                          "auth": "bearer" if caller is not None else "key"})
     body = {"organizer": organizer, "onlineMeetingId": meeting_id, "joinUrl": join_url, "resolvedAt": utc_now()}
     return func.HttpResponse(json.dumps(body), status_code=200, mimetype="application/json",
                              headers={"Cache-Control": "no-store"})
+
+
+async def _bearer_path(bearer: BearerValidator, assertion: str) -> tuple[Caller, OboTokenSource]:
+    """Validate the caller's token, and a token source that exchanges it On-Behalf-Of (for this request only)."""
+    caller = await asyncio.to_thread(bearer.validate, assertion)
+    return caller, OboTokenSource(bearer.settings, assertion, caller)

@@ -9,6 +9,8 @@ from typing import Any
 from shared.problems import PROBLEM_JSON
 
 JOIN_URL_ROUTE = "join-url"
+# The bearer-only twin: anonymous at the host (no function key), the function itself demands the token.
+ME_JOIN_URL_ROUTE = "me/join-url"
 OPENAPI_ROUTE = "openapi.json"
 
 
@@ -27,6 +29,42 @@ def _text(description: str, **extra: Any) -> dict[str, Any]:
     return {"type": "string", "description": description, **extra}
 
 
+def _lookup_operation(*, bearer: bool) -> dict[str, Any]:
+    organizer = ("The signed-in user's object id or UPN; defaults to the signed-in user, and may name no one "
+                 "else." if bearer else "Organizer's Entra object id or UPN.")
+    operation: dict[str, Any] = {
+        "operationId": "getMyJoinUrl" if bearer else "getJoinUrl",
+        "summary": ("Get the join URL of a meeting of the signed-in user (On-Behalf-Of)" if bearer
+                    else "Get the virtual-appointment join URL of a meeting"),
+        "parameters": [
+            {"name": "organizer", "in": "query", "required": not bearer,
+             "schema": _text(organizer, minLength=1, maxLength=256)},
+            {"name": "meetingId", "in": "query", "required": False,
+             "schema": _text("Online meeting id. Give this or joinWebUrl.", minLength=1, maxLength=2048)},
+            {"name": "joinWebUrl", "in": "query", "required": False,
+             "schema": _text("The meeting's Teams joinWebUrl. Give this or meetingId.", format="uri",
+                             maxLength=2048)},
+        ],
+        "responses": {
+            "200": {"description": "The join URL.", "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/JoinUrl"}}}},
+            "400": _problem_response("The query is invalid."),
+            "401": (_problem_response("Missing, expired or invalid bearer token (see WWW-Authenticate).")
+                    if bearer else {"description": "Missing or wrong function key (answered by the host)."}),
+            "403": _problem_response("The token lacks the scope, names another organizer, or Graph refused access."
+                                     if bearer else "The organizer is not connected, or Graph refused access."),
+            "404": _problem_response("No such meeting for this organizer."),
+            "429": _problem_response("Graph is throttling; retry later.", retry_after=True),
+            "500": _problem_response("Unexpected error."),
+            "502": _problem_response("Graph failed or timed out."),
+            "503": _problem_response("The identity platform is unavailable.", retry_after=True),
+        },
+    }
+    if bearer:
+        operation["security"] = [{"entraBearer": []}]
+    return operation
+
+
 @lru_cache(maxsize=1)
 def openapi_document() -> str:
     """The document as JSON text (built once)."""
@@ -42,39 +80,16 @@ def openapi_document() -> str:
         "servers": [{"url": "/api"}],
         "security": [{"functionKeyHeader": []}, {"functionKeyQuery": []}],
         "paths": {
-            f"/{JOIN_URL_ROUTE}": {
-                "get": {
-                    "operationId": "getJoinUrl",
-                    "summary": "Get the virtual-appointment join URL of a meeting",
-                    "parameters": [
-                        {"name": "organizer", "in": "query", "required": True,
-                         "schema": _text("Organizer's Entra object id or UPN.", minLength=1, maxLength=256)},
-                        {"name": "meetingId", "in": "query", "required": False,
-                         "schema": _text("Online meeting id. Give this or joinWebUrl.", minLength=1,
-                                         maxLength=2048)},
-                        {"name": "joinWebUrl", "in": "query", "required": False,
-                         "schema": _text("The meeting's Teams joinWebUrl. Give this or meetingId.",
-                                         format="uri", maxLength=2048)},
-                    ],
-                    "responses": {
-                        "200": {"description": "The join URL.", "content": {
-                            "application/json": {"schema": {"$ref": "#/components/schemas/JoinUrl"}}}},
-                        "400": _problem_response("The query is invalid."),
-                        "401": {"description": "Missing or wrong function key (answered by the host)."},
-                        "403": _problem_response("The organizer is not connected, or Graph refused access."),
-                        "404": _problem_response("No such meeting for this organizer."),
-                        "429": _problem_response("Graph is throttling; retry later.", retry_after=True),
-                        "500": _problem_response("Unexpected error."),
-                        "502": _problem_response("Graph failed or timed out."),
-                        "503": _problem_response("The identity platform is unavailable.", retry_after=True),
-                    },
-                }
-            }
+            f"/{JOIN_URL_ROUTE}": {"get": _lookup_operation(bearer=False)},
+            f"/{ME_JOIN_URL_ROUTE}": {"get": _lookup_operation(bearer=True)},
         },
         "components": {
             "securitySchemes": {
                 "functionKeyHeader": {"type": "apiKey", "in": "header", "name": "x-functions-key"},
                 "functionKeyQuery": {"type": "apiKey", "in": "query", "name": "code"},
+                "entraBearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                                "description": "Microsoft Entra access token for this API (audience: the app's "
+                                               "Application ID URI, scope access_as_user)."},
             },
             "schemas": {
                 "JoinUrl": {

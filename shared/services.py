@@ -8,11 +8,14 @@ from typing import TYPE_CHECKING
 from shared.credentials import DelegatedCredentials, build_acquirer
 from shared.graph import GraphGateway
 from shared.idempotency import TableIdempotencyStore
+from shared.obo import BearerValidator
 from shared.processor import AppointmentProcessor
 from shared.queues import APPOINTMENTS, WEBHOOK_OUTBOX
 from shared.resolver import JoinUrlResolver
 from shared.settings import Settings
 from shared.storage import QueueRequeuer
+from shared.vault import BlobTokenVault, TokenVault
+from shared.vault_credentials import MsalClients, VaultTokenAcquirer
 
 if TYPE_CHECKING:
     from shared.webhook_dispatch import WebhookDispatcher
@@ -27,7 +30,27 @@ class Services:
     @cached_property
     def credentials(self) -> DelegatedCredentials:
         """Delegated tokens per organizer, cached in memory."""
-        return DelegatedCredentials(build_acquirer(self.settings))
+        return DelegatedCredentials(build_acquirer(self.settings, vault=self.vault, msal_clients=self.msal_clients))
+
+    @cached_property
+    def vault(self) -> TokenVault:
+        """The token vault: organizer token caches and sign-in flows in a private blob container."""
+        return BlobTokenVault(self.settings.storage, self.settings.token_vault_container)
+
+    @cached_property
+    def msal_clients(self) -> MsalClients:
+        """The worker's MSAL applications (built on first use)."""
+        return MsalClients(self.settings)
+
+    @cached_property
+    def vault_acquirer(self) -> VaultTokenAcquirer:
+        """Refreshes vault entries (keep-alive), whatever CREDENTIAL_MODE the queue path uses."""
+        return VaultTokenAcquirer(self.settings, self.vault, self.msal_clients)
+
+    @cached_property
+    def bearer(self) -> BearerValidator:
+        """Validates the HTTP twin's bearer tokens (keys fetched on first use)."""
+        return BearerValidator(self.settings)
 
     @cached_property
     def graph(self) -> GraphGateway:

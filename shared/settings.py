@@ -87,6 +87,14 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "`webhook-outbox-poison` take over.", default="8"),
     SettingSpec("WEBHOOK_RETRY_BASE_SECONDS", "First retry delay; each later one is three times longer, at most "
                 "an hour (10 s base: 10 s, 30 s, 1.5 min, 4.5 min, 13.5 min, 40 min, 1 h).", default="10"),
+    SettingSpec("APPLICATIONINSIGHTS_CONNECTION_STRING", "Application Insights connection string. Set: traces, "
+                "logs with custom dimensions and metrics are exported (from the first invocation on). Unset: "
+                "nothing is attempted."),
+    SettingSpec("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", "`Authorization=AAD;ClientId=<identity client id>`: "
+                "send telemetry with the managed identity (the resource has local authentication off)."),
+    SettingSpec("QUEUE_METRICS_SCHEDULE", "NCRONTAB schedule of the queue_metrics timer, which reports every "
+                "queue's depth (poison, rejected and dead-letter included) as the `queue_depth` metric.",
+                default="0 */5 * * * *"),
     SettingSpec("IDEMPOTENCY_TABLE", "Table (in the AzureWebJobsStorage account) holding one record per "
                 "processed event id, so a redelivered event never calls Graph twice.", default="idempotency"),
     SettingSpec("IDEMPOTENCY_WINDOW_HOURS", "How long a processed event id is remembered.", default="24"),
@@ -140,13 +148,14 @@ class Settings:
     tls_ca_bundle: Path | None
     throttle_inline_max_seconds: float
     throttle_max_requeues: int
-    token_vault_container: str = "token-vault"
+    token_vault_container: str = "token-vault"  # noqa: S105 - a container name, not a token
     auth_redirect_uri: str | None = None
     auth_connect_lookup_scope: bool = True
     api_audience: str = ""
     api_required_scope: str = "access_as_user"
     keepalive_idle_hours: float = 72.0
     keepalive_schedule: str = "0 0 */6 * * *"
+    queue_metrics_schedule: str = "0 */5 * * * *"
     webhook_url: str | None = None
     webhook_secrets: tuple[str, ...] = ()
     webhook_allowed_hosts: tuple[str, ...] = ()
@@ -379,6 +388,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         keepalive_idle_hours=read.parse("KEEPALIVE_IDLE_HOURS", _positive_float, "must be a positive number"),
         keepalive_schedule=read.parse("KEEPALIVE_SCHEDULE", _ncrontab,
                                       "must be an NCRONTAB expression with six fields, e.g. '0 0 */6 * * *'") or "",
+        queue_metrics_schedule=read.parse("QUEUE_METRICS_SCHEDULE", _ncrontab,
+                                          "must be an NCRONTAB expression with six fields, e.g. '0 */5 * * * *'")
+        or "",
         webhook_url=_webhook_url(read, environment),
         webhook_secrets=read.parse("WEBHOOK_SECRET", _webhook_secrets,
                                    "must be one or two comma-separated whsec_<base64> secrets of 24-64 bytes") or (),

@@ -1,0 +1,127 @@
+"""Operator commands for organizer connections: `python -m shared.organizers list|revoke|connect-device`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from shared.exceptions import JoinLinkError, SettingsError
+from shared.settings import Settings, load_settings
+from shared.vault import CONNECTED, PUBLIC, BlobTokenVault, TokenVault, VaultEntry
+from shared.vault_credentials import MsalClients, MsalFailure, connect_scopes
+
+_PATH_SETTINGS = ("DEV_USERS_FILE", "TLS_CA_BUNDLE")
+
+
+def settings_from(path: Path | None, environ: Mapping[str, str] = os.environ) -> Settings:
+    """Settings from the environment, overridden by a local.settings.json-style file's `Values` if given."""
+    values: dict[str, str] = {}
+    if path is not None:
+        doc = json.loads(path.read_text())
+        values = {k: str(v) for k, v in doc.get("Values", doc).items()}
+        for key in _PATH_SETTINGS:
+            # Relative paths in the file mean relative to the file, wherever the command runs.
+            if values.get(key) and not Path(values[key]).is_absolute():
+                values[key] = str((path.parent / values[key]).resolve())
+    # The file is named on the command line: it wins over whatever the shell happens to export.
+    return load_settings({**environ, **values})
+
+
+def list_organizers(vault: TokenVault, out: TextIO, *, as_json: bool = False) -> int:
+    """Print every organizer's connection health; exit status 0, or 3 if any needs attention."""
+    entries = sorted(vault.entries(), key=lambda e: e.upn.lower())
+    if as_json:
+        json.dump([e.health() for e in entries], out, indent=2)
+        out.write("\n")
+    elif not entries:
+        out.write("No organizer is connected. Connect one with the connect page or `connect-device`.\n")
+    else:
+        out.write(f"{'ORGANIZER':<36} {'STATUS':<16} {'LAST SUCCESS':<25} {'FAILS':>5}  LAST ERROR\n")
+        for e in entries:
+            out.write(f"{e.upn:<36} {e.status:<16} {e.last_success_at or '-':<25} {e.consecutive_failures:>5}  "
+                      f"{(e.last_error or '-')[:100]}\n")
+    return 3 if any(e.status != CONNECTED or e.consecutive_failures for e in entries) else 0
+
+
+def revoke(vault: TokenVault, organizer: str, out: TextIO) -> int:
+    """Delete the organizer's entry (the refresh token is forgotten); say what is left for an admin to do."""
+    entry = vault.delete(organizer)
+    if entry is None:
+        out.write(f"{organizer} has no entry in the token vault; nothing to revoke.\n")
+        return 1
+    out.write(
+        f"Removed {entry.upn} ({entry.oid}) from the token vault: the app has forgotten the refresh token and "
+        "cannot act for them any more. Their events are now rejected with reason organizer_not_connected.\n"
+        "Access tokens already cached in running workers stay valid until they expire (at most about an hour).\n"
+        "This does NOT revoke anything at Microsoft Entra ID. To end the grant there, an admin revokes the user's "
+        "sessions (Entra admin center > Users > Revoke sessions, or Revoke-MgUserSignInSession) and, if wanted, "
+        "removes the user's consent to the app (Enterprise applications > Permissions).\n")
+    return 0
+
+
+def connect_device(settings: Settings, vault: TokenVault, clients: MsalClients, expected: str | None,
+                   out: TextIO, on_flow: Callable[[dict[str, Any]], None] | None = None) -> int:
+    """Device-code sign-in (no browser on this machine needed); the organizer's cache goes into the vault."""
+    def initiate(app: Any) -> dict[str, Any]:
+        started: dict[str, Any] = app.initiate_device_flow(scopes=connect_scopes(settings))
+        return started
+
+    flow, _ = clients.run(PUBLIC, None, initiate)
+    if "user_code" not in flow:
+        out.write(f"Could not start the device-code sign-in: {MsalFailure.from_result(flow).summary()}\n"
+                  "The app registration must allow public client flows (Authentication > Advanced settings).\n")
+        return 1
+    out.write(f"{flow['message']}\nSign in as the organizer{f' ({expected})' if expected else ''}.\n")
+    out.flush()
+    if on_flow is not None:
+        on_flow(flow)
+    result, cache = clients.run(PUBLIC, None, lambda app: app.acquire_token_by_device_flow(flow))
+    claims = result.get("id_token_claims") or {}
+    if "access_token" not in result or not cache or not claims.get("oid"):
+        out.write(f"Sign-in failed: {MsalFailure.from_result(result).summary()}\n")
+        return 1
+    entry = VaultEntry.connected(claims, cache, PUBLIC)
+    if expected and expected.strip().lower() not in (entry.oid, entry.upn.lower()):
+        out.write(f"Signed in as {entry.upn}, not {expected}: nothing stored. Run the command again and sign in "
+                  "as the organizer.\n")
+        return 1
+    vault.store_connection(entry)
+    out.write(f"Connected {entry.display_name} ({entry.upn}). Their appointments can now get join links.\n")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="python -m shared.organizers", description=__doc__)
+    parser.add_argument("--settings", type=Path, help="local.settings.json-style file (default: environment)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    listing = commands.add_parser("list", help="each organizer's connection health")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    revoking = commands.add_parser("revoke", help="forget an organizer's refresh token")
+    revoking.add_argument("organizer", help="object id or UPN")
+    device = commands.add_parser("connect-device", help="connect an organizer by device-code sign-in")
+    device.add_argument("organizer", nargs="?", help="the UPN or object id expected to sign in")
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from(args.settings)
+        vault = BlobTokenVault(settings.storage, settings.token_vault_container)
+        if args.command == "list":
+            return list_organizers(vault, out, as_json=args.json)
+        if args.command == "revoke":
+            return revoke(vault, args.organizer, out)
+        return connect_device(settings, vault, MsalClients(settings), args.organizer, out)
+    except SettingsError as exc:
+        out.write(f"{exc}\n")
+        return 2
+    except JoinLinkError as exc:
+        out.write(f"error: {exc}\n")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
