@@ -41,6 +41,39 @@ def sample_events(run_id: str) -> list[tuple[str, str]]:
     return events
 
 
+def connect_organizers(endpoints: dict[str, Any], services: Any) -> None:
+    """Connect each seeded organizer not yet in the token vault, by device code, as an admin would once.
+
+    The organizer's part (opening the verification page and signing in) is played by the Entra emulator's
+    admin API; with `make run`, a person does it in the browser at /api/auth/connect instead.
+    """
+    import ssl
+
+    import httpx
+
+    from shared.organizers import connect_device
+    from shared.vault_credentials import MsalClients
+
+    organizers = {u["oid"]: u["upn"] for u in json.loads((SEED / "directory.json").read_text())["users"]}
+    needed = sorted({organizers[m["organizer"]] for m in json.loads((SEED / "meetings.json").read_text())})
+    verify = ssl.create_default_context(cafile=endpoints["ca_bundle"])
+    with httpx.Client(base_url=endpoints["entra"]["admin_url"] + "/", verify=verify, timeout=10) as entra:
+        for upn in needed:
+            entry = services.vault.get(upn)
+            if entry is not None and entry.status == "connected":
+                continue
+
+            def approve(flow: dict[str, Any], upn: str = upn) -> None:
+                entra.post("device/approve", json={"user_code": flow["user_code"], "user": upn}).raise_for_status()
+
+            print(f"connecting organizer {upn} by device code (the emulator approves it as {upn} would):")
+            code = connect_device(services.settings, services.vault, MsalClients(services.settings), upn,
+                                  sys.stdout, approve)
+            if code != 0:
+                raise SystemExit(f"could not connect {upn}")
+    print()
+
+
 async def run_demo(endpoints: dict[str, Any], timeout: float) -> int:
     """Enqueue the samples, run the app until each has its answer, print them."""
     from azure.core.exceptions import ResourceNotFoundError
@@ -54,6 +87,8 @@ async def run_demo(endpoints: dict[str, Any], timeout: float) -> int:
     import function_app
 
     conn = endpoints["azurite"]["connection_string"]
+    if function_app.services.settings.credential_mode == "vault":
+        await asyncio.to_thread(connect_organizers, endpoints, function_app.services)
     events = sample_events(uuid.uuid4().hex[:6])
     wanted = {event_id for event_id, _ in events}
     answers: dict[str, dict[str, Any]] = {}

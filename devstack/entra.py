@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import unquote_plus, urlencode
+from urllib.parse import unquote_plus, urlencode, urlsplit, urlunsplit
 
 import jwt
 from aiohttp import web
@@ -925,11 +925,20 @@ async def token(request: web.Request) -> web.Response:
 
 # --- authorization code: the sign-in page ----------------------------------------------------------
 
+def _without_loopback_port(uri: str) -> str:
+    # Entra ignores the port of http loopback redirect URIs (http://localhost:<any>/path matches
+    # http://localhost/path), so native and local apps can listen on whatever port is free.
+    parts = urlsplit(uri)
+    if parts.scheme == "http" and parts.hostname in ("localhost", "127.0.0.1", "::1"):
+        return urlunsplit(parts._replace(netloc=parts.hostname))
+    return uri
+
+
 def _registered_redirect_uri(client: Mapping[str, Any], requested: str | None) -> str:
     registered = [str(uri) for uri in client.get("redirect_uris", [])]
     if requested is None and len(registered) == 1:
         return registered[0]
-    if requested not in registered:
+    if requested is None or _without_loopback_port(requested) not in {_without_loopback_port(u) for u in registered}:
         raise EntraError(400, "invalid_request", 50011,
                          f"The redirect URI '{requested}' specified in the request does not match the redirect "
                          f"URIs configured for the application '{client['client_id']}'. Make sure the redirect "

@@ -28,6 +28,8 @@ def main(argv: list[str] | None = None) -> None:
     started_here = not _already_up(args.state_dir)
     endpoints = start_stack(args.state_dir)
     print(f"local stack up (state in {endpoints['state_dir']}); HTTP twin on http://127.0.0.1:{args.http_port}/api/")
+    print(f"connect an organizer (CREDENTIAL_MODE=vault): open http://localhost:{args.http_port}/api/auth/connect"
+          "?code=local-dev-function-key and sign in as scheduler@contoso.test / Local-Dev-Passw0rd!")
     print("send appointments with `make demo` in another terminal; Ctrl-C stops the app")
     try:
         harness.main(["--state-dir", str(args.state_dir), "--http-port", args.http_port])

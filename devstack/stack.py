@@ -155,7 +155,6 @@ def _endpoints(state: Path, ca_pem: Path, p: dict[str, int], directory: dict[str
             "ENTRA_TENANT_ID": tenant,
             "ENTRA_CLIENT_ID": client["client_id"],
             "ENTRA_CLIENT_SECRET": client["client_secret"],
-            "CREDENTIAL_MODE": "dev_password",
             "DEV_USERS_FILE": str(SEED_DIR / "directory.json"),
             "TLS_CA_BUNDLE": str(ca_pem),
             "WEBHOOK_URL": f"{receiver_base}/webhooks",
@@ -216,6 +215,8 @@ def _check_fixed_ports() -> dict[str, int]:
     busy = []
     for name, port in FIXED_PORTS.items():
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            # As the servers themselves do: a port in TIME_WAIT after the last stack stopped is free.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind((HOST, port))
             except OSError:

@@ -37,9 +37,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 async def app_module(stack: dict[str, Any]) -> AsyncIterator[Any]:
     """The real function_app, its worker services rebuilt from the stack's settings.
 
-    Webhook retries back off from 1 s instead of 10 s, so an outage test takes seconds.
+    The pipeline tests sign in the seeded test users directly (`dev_password`); the vault path, with
+    organizers connected through the connect page or a device code, has its own tests (test_auth_flow,
+    test_browser_connect). Webhook retries back off from 1 s instead of 10 s, so an outage test takes seconds.
     """
-    settings = {**stack["settings"], "WEBHOOK_RETRY_BASE_SECONDS": "1"}
+    settings = {**stack["settings"], "CREDENTIAL_MODE": "dev_password", "WEBHOOK_RETRY_BASE_SECONDS": "1"}
     os.environ.update(settings)
     import function_app
     from shared.services import Services
