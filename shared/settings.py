@@ -240,18 +240,21 @@ def _is_loopback_host(host: str) -> bool:
         return False
 
 
-def _webhook_url(read: _Reader, environment: str) -> str | None:
-    value = read.raw("WEBHOOK_URL")
-    if not value:
-        return None
+def _public_url(read: _Reader, name: str, value: str, environment: str) -> str | None:
+    """An https URL, or plain http to loopback in development; otherwise a problem naming the setting."""
     parts = urlsplit(value)
     if parts.scheme == "https" and parts.hostname:
         return value
     if parts.scheme == "http" and environment == "development" and _is_loopback_host(parts.hostname or ""):
         return value
-    read.problems.append(f"WEBHOOK_URL={value!r} is invalid: must be an https URL "
+    read.problems.append(f"{name}={value!r} is invalid: must be an https URL "
                          "(plain http only to a loopback address with APP_ENVIRONMENT=development)")
     return None
+
+
+def _webhook_url(read: _Reader, environment: str) -> str | None:
+    value = read.raw("WEBHOOK_URL")
+    return _public_url(read, "WEBHOOK_URL", value, environment) if value else None
 
 
 def _container_name(value: str) -> str:
@@ -293,14 +296,7 @@ def _redirect_uri(read: _Reader, env: Mapping[str, str], environment: str, mode:
                                  "redirect URI (https://<host>/api/auth/callback); WEBSITE_HOSTNAME is not set "
                                  "either, so it cannot be derived")
         return None
-    parts = urlsplit(value)
-    if parts.scheme == "https" and parts.hostname:
-        return value
-    if parts.scheme == "http" and environment == "development" and _is_loopback_host(parts.hostname or ""):
-        return value
-    read.problems.append(f"AUTH_REDIRECT_URI={value!r} is invalid: must be an https URL "
-                         "(plain http only to a loopback address with APP_ENVIRONMENT=development)")
-    return None
+    return _public_url(read, "AUTH_REDIRECT_URI", value, environment)
 
 
 def _existing_file(value: str) -> Path:

@@ -35,7 +35,7 @@ from msgraph.generated.users.item.online_meetings.online_meetings_request_builde
 from msgraph.graph_request_adapter import options as graph_adapter_options
 from msgraph_core import GraphClientFactory
 
-from devstack.stack import start_stack, stop_stack
+from devstack.stack import start_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -48,16 +48,6 @@ SCHEDULER, ADAMS, OUTSIDER = USERS["scheduler"], USERS["dr.adams"], USERS["outsi
 CARDIOLOGY, DERMATOLOGY = MEETINGS[0], MEETINGS[1]
 VA_READ = "https://graph.microsoft.com/VirtualAppointment.Read"
 GRAPH_DEFAULT = "https://graph.microsoft.com/.default"
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    state = tmp_path_factory.mktemp("devstack")
-    endpoints = start_stack(state, "auto")
-    try:
-        yield endpoints
-    finally:
-        stop_stack(state)
 
 
 @pytest.fixture()

@@ -25,7 +25,6 @@ from azure.core.exceptions import ClientAuthenticationError
 from azure.identity import OnBehalfOfCredential
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from devstack.stack import start_stack, stop_stack
 from tests.devstack.test_emulators import DevHttpClient
 
 pytestmark = [
@@ -46,16 +45,6 @@ GRAPH_DEFAULT = "https://graph.microsoft.com/.default"
 ACCESS_AS_USER = f"{API['app_id_uri']}/access_as_user"
 API_CALLBACK = API["redirect_uris"][0]
 FRONT_END_CALLBACK = FRONT_END["redirect_uris"][0]
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    state = tmp_path_factory.mktemp("devstack")
-    endpoints = start_stack(state, "auto")
-    try:
-        yield endpoints
-    finally:
-        stop_stack(state)
 
 
 @pytest.fixture()
