@@ -75,3 +75,44 @@ async def test_duplicate_event_makes_one_graph_call_and_one_delivery(host, queue
     await asyncio.sleep(0.2)
     assert graph_admin.get("stats").json()["requests"] == 1
     assert [d["webhook_id"] for d in deliveries(receiver_admin)] == ["wh-5_ready"]
+
+
+async def test_receiver_not_running_then_started_gets_the_webhook_once(app_module, host, queues_client, stack,
+                                                                       monkeypatch):
+    """A real outage: nothing listens on the webhook port (connection refused) until the receiver starts."""
+    import socket
+    import ssl
+
+    from aiohttp import web
+
+    from devstack.certs import ensure_certs
+    from devstack.receiver import STATE_KEY, create_receiver_app
+    from shared.services import Services
+    from shared.settings import load_settings
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = {**stack["settings"], "CREDENTIAL_MODE": "dev_password", "WEBHOOK_RETRY_BASE_SECONDS": "1",
+                "WEBHOOK_URL": f"https://127.0.0.1:{port}/webhooks"}
+    services = Services(load_settings(settings))
+    monkeypatch.setattr(app_module, "services", services)
+    # GIVEN the scheduling system is down WHEN an appointment is processed
+    await send(queues_client, plain("wh-down-1", appointment_id="apt-down"))
+    await asyncio.sleep(3)  # the first attempts are refused and backed off
+    # THEN once it comes up, the backed-off retry delivers it, once
+    certs = ensure_certs(stack["state_dir"])
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(certs.server_cert_pem, certs.server_key_pem)
+    receiver = create_receiver_app([stack["settings"]["WEBHOOK_SECRET"]])
+    runner = web.AppRunner(receiver, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=tls).start()
+    try:
+        await host.drain(timeout=60)
+        received = receiver[STATE_KEY].deliveries
+        assert [(d.webhook_id, d.status, d.verified) for d in received] == [("wh-down-1_ready", 200, True)]
+        assert await read_all(queues_client, queues.WEBHOOK_OUTBOX_POISON) == []
+    finally:
+        await runner.cleanup()
+        await services.aclose()
