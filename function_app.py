@@ -1,5 +1,6 @@
 """Composition root: triggers and bindings wired to the `shared` package; no business logic here."""
 
+import logging
 import os
 
 import azure.functions as func
@@ -11,6 +12,10 @@ from shared.settings import load_settings
 
 # Validated at start-up: a missing or bad setting stops indexing with a message naming it.
 services = Services(load_settings())
+
+# The Azure SDKs log every storage request and response (URL and headers) at INFO, which the worker
+# forwards: 4 lines and ~4% of the worker's CPU per event (docs/performance.md). Warnings still pass.
+logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 # Application Insights is set up on the first invocation, and only when a connection string is set.

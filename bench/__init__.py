@@ -1,0 +1,1 @@
+"""`make bench`: performance figures (docs/performance.md); not part of `make test`."""
