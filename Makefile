@@ -9,7 +9,7 @@ NODE_STAMP := node_modules/.package-lock.json
 INFRA_VENV ?= .venv-infra
 INFRA_STAMP := $(INFRA_VENV)/.deps-stamp
 
-.PHONY: install infra-tools browser run demo test unit lint stack-up stack-down stack-status clean
+.PHONY: install infra-tools browser run demo test unit lint security chaos stack-up stack-down stack-status clean
 
 $(DEPS_STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,7 +47,7 @@ demo: install
 ## Everything: lint, type-check, unit, functional, end-to-end and infrastructure tests.
 ## The infrastructure checks fail (rather than skip) when a tool is missing.
 ## In CI (CI=true) the browser test must run rather than skip.
-test: install infra-tools browser lint
+test: install infra-tools browser lint security
 	CHECKOV=$(INFRA_VENV)/bin/checkov INFRA_TOOLS_REQUIRED=1 BROWSER_REQUIRED=$(if $(filter true,$(CI)),1,0) \
 	  $(PY) -m pytest
 
@@ -57,6 +57,20 @@ unit: install
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m mypy
+
+## Performance figures and their baselines (docs/performance.md); a few minutes, separate from the tests.
+bench: install
+	$(PY) -m bench
+
+## Security checks (also part of `make test`): bandit finds no high-severity issue in the app code, and
+## pip-audit no known vulnerability in requirements.txt (required in CI; skipped with a warning offline).
+security: install
+	$(PY) tools/security.py
+
+## Conservation run: 2,000 events under Graph and webhook faults, duplicates and malformed events; prints
+## the ledger and fails unless lost=0. `make chaos CHAOS_ARGS="--events 10000 --crash"` for more.
+chaos: install
+	$(PY) -m chaos $(CHAOS_ARGS)
 
 stack-up: install
 	$(PY) -m devstack up --state-dir $(STATE)

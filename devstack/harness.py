@@ -439,6 +439,7 @@ class LocalHost:
         http_host: str = "127.0.0.1",
         stop_timeout: float = 30.0,
         api_version: str | None = None,
+        lease_seconds: int = RECEIVE_VISIBILITY_SECONDS,
     ) -> None:
         self.app = app
         self.connection_string = connection_string
@@ -452,6 +453,9 @@ class LocalHost:
         capped = min(self.queue_settings.max_polling_interval, max_polling_cap)
         self.max_poll_interval = max(poll_interval, capped)
         self.stop_timeout = stop_timeout
+        # How long a received message stays hidden while it runs: after a crash, that is how long its
+        # in-flight messages stay invisible before another worker sees them again.
+        self.lease_seconds = lease_seconds
         self.http_base_url: str | None = None
         http_section = _ci_get(_ci_get(self.host_json, "extensions", {}) or {}, "http", {}) or {}
         self.route_prefix = str(_ci_get(http_section, "routePrefix", "api")).strip("/")
@@ -614,7 +618,7 @@ class LocalHost:
                     m async for m in client.receive_messages(
                         max_messages=settings.batch_size,
                         messages_per_page=settings.batch_size,
-                        visibility_timeout=RECEIVE_VISIBILITY_SECONDS,
+                        visibility_timeout=self.lease_seconds,
                     )
                 ]
             except ResourceNotFoundError:
@@ -936,6 +940,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--poll-interval", type=float, default=0.2)
     parser.add_argument("--max-polling-cap", type=float, default=1.0)
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--host-json", type=Path, help="host.json to read instead of the app's own")
+    parser.add_argument("--lease-seconds", type=int, default=RECEIVE_VISIBILITY_SECONDS,
+                        help="visibility lease taken on each received message: how long a crashed harness's "
+                             "in-flight messages stay hidden (default %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -951,10 +959,11 @@ def main(argv: list[str] | None = None) -> None:
     host = LocalHost(
         app,
         connection_string=connection_string,
-        host_json=host_json,
+        host_json=args.host_json or host_json,
         http_port=None if args.http_port < 0 else args.http_port,
         poll_interval=args.poll_interval,
         max_polling_cap=args.max_polling_cap,
+        lease_seconds=args.lease_seconds,
     )
     asyncio.run(_serve(host))
 

@@ -28,13 +28,22 @@ SAMPLE_SETTINGS = Path(__file__).resolve().parents[1] / "local.settings.sample.j
 
 @dataclass
 class FailurePlan:
-    """Answers the next deliveries with `status`: `times` more (None: until reset), after `delay_ms`."""
+    """Answers the next deliveries with `status`: `times` more (None: until reset), after `delay_ms`.
+
+    `statuses` (optional) spreads failures over several codes, picked at random. Independently of
+    failures, `slow_probability` of deliveries are answered only after `slow_ms` (a slow receiver).
+    `seed` makes the random choices repeatable.
+    """
 
     status: int = 200
     times: int | None = 0
     delay_ms: int = 0
     probability: float = 1.0
     retry_after: str | None = None
+    statuses: list[int] = field(default_factory=list)
+    slow_probability: float = 0.0
+    slow_ms: int = 0
+    seed: int | None = None
 
     def armed(self) -> bool:
         """Whether the plan still applies to the next delivery."""
@@ -56,6 +65,7 @@ class Delivery:
     body: Any = None
     raw_body: str = ""
     signature: str | None = None
+    delay_ms: int = 0
 
 
 @dataclass
@@ -65,6 +75,7 @@ class ReceiverState:
     secrets: list[str]
     deliveries: list[Delivery] = field(default_factory=list)
     plan: FailurePlan = field(default_factory=FailurePlan)
+    rng: random.Random = field(default_factory=random.Random)
 
 
 STATE_KEY = web.AppKey("receiver_state", ReceiverState)
@@ -95,17 +106,21 @@ async def receive(request: web.Request) -> web.Response:
     status = 200 if verified else 401
     extra_headers: dict[str, str] = {}
     # A bad signature always gets 401: injected faults must not mask a signing bug.
-    if verified and plan.armed() and random.random() < plan.probability:
+    if verified and plan.armed() and state.rng.random() < plan.probability:
         status, delay = plan.status, plan.delay_ms
+        if plan.statuses:
+            status = state.rng.choice(plan.statuses)
         if plan.times is not None:
             plan.times -= 1
         if plan.retry_after is not None:
             extra_headers["Retry-After"] = plan.retry_after
+    if verified and plan.slow_probability and state.rng.random() < plan.slow_probability:
+        delay = max(delay, plan.slow_ms)
     state.deliveries.append(Delivery(
         webhook_id=headers.get("webhook-id"), type=event_type, verified=verified, received_at=_now(),
         status=status, error=error, timestamp=headers.get("webhook-timestamp"),
         user_agent=headers.get("user-agent"), body=parsed, raw_body=body.decode("utf-8", "replace"),
-        signature=headers.get("webhook-signature")))
+        signature=headers.get("webhook-signature"), delay_ms=delay))
     log.info("delivery %s type=%s verified=%s answered=%d", headers.get("webhook-id"), event_type, verified, status)
     if delay:
         await asyncio.sleep(delay / 1000)
@@ -124,19 +139,31 @@ async def admin_deliveries(request: web.Request) -> web.Response:
 
 
 async def admin_fail(request: web.Request) -> web.Response:
-    """PUT /_admin/fail: arm a failure plan (`{"status": 503, "times": 2, "delay_ms": 0, "probability": 1}`)."""
+    """PUT /_admin/fail: arm a failure plan.
+
+    `{"status": 503, "times": 2, "delay_ms": 0, "probability": 1}`; optional `statuses` (a list to pick
+    from), `slow_probability` + `slow_ms` (slow answers, independent of failures) and `seed`.
+    """
     try:
         doc = await request.json()
         status = int(doc.get("status", 503))
         times = doc.get("times")
+        seed = doc.get("seed")
         plan = FailurePlan(status=status, times=None if times is None else int(times),
                            delay_ms=int(doc.get("delay_ms", 0)), probability=float(doc.get("probability", 1.0)),
-                           retry_after=None if doc.get("retry_after") is None else str(doc["retry_after"]))
+                           retry_after=None if doc.get("retry_after") is None else str(doc["retry_after"]),
+                           statuses=[int(code) for code in doc.get("statuses") or []],
+                           slow_probability=float(doc.get("slow_probability", 0.0)),
+                           slow_ms=int(doc.get("slow_ms", 0)), seed=None if seed is None else int(seed))
     except (ValueError, TypeError, AttributeError) as exc:
         return web.json_response({"error": f"bad failure plan: {exc}"}, status=400)
-    if not 100 <= plan.status <= 599 or not 0.0 <= plan.probability <= 1.0 or plan.delay_ms < 0:
+    codes = [plan.status, *plan.statuses]
+    if (not all(100 <= code <= 599 for code in codes) or not 0.0 <= plan.probability <= 1.0 or plan.delay_ms < 0
+            or not 0.0 <= plan.slow_probability <= 1.0 or plan.slow_ms < 0):
         return web.json_response({"error": "status 100-599, probability 0..1, delay_ms >= 0"}, status=400)
-    request.app[STATE_KEY].plan = plan
+    state = request.app[STATE_KEY]
+    state.plan = plan
+    state.rng = random.Random(plan.seed)
     return web.json_response(asdict(plan))
 
 

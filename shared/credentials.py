@@ -216,19 +216,3 @@ def _load_users(path: Path) -> dict[str, dict[str, str]]:
             if key:
                 users[key.lower()] = user
     return users
-
-
-def build_acquirer(settings: Settings, *, vault: Any = None, msal_clients: Any = None) -> DelegatedTokenAcquirer:
-    """The acquirer CREDENTIAL_MODE asks for (settings validation already refused app-only modes).
-
-    `vault` and `msal_clients` let the worker share its token vault and MSAL applications (vault mode).
-    """
-    if settings.credential_mode == "vault":
-        from shared.vault import BlobTokenVault
-        from shared.vault_credentials import VaultTokenAcquirer
-
-        return VaultTokenAcquirer(settings, vault or BlobTokenVault(settings.storage, settings.token_vault_container),
-                                  msal_clients)
-    if settings.credential_mode == "dev_password":
-        return DevPasswordAcquirer(settings)
-    raise SettingsError([f"CREDENTIAL_MODE={settings.credential_mode!r} has no implementation"])

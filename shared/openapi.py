@@ -25,6 +25,18 @@ def _problem_response(description: str, retry_after: bool = False) -> dict[str, 
     return response
 
 
+# What the twin accepts, stated in the document so that clients (and schemathesis) see the same rules:
+# an organizer is a GUID or a UPN; a meeting id has a visible character and no CR, LF or NUL. Surrounding
+# whitespace is ignored, as the twin strips it. Whitespace is spelled out (Python's str.isspace(), which
+# strip() and the twin's checks use) because `\s` differs between regex dialects (ECMA vs Python).
+_WS = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_UPN_CHAR = rf"[^@/\\\x00{_WS}]"
+_GUID = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+ORGANIZER_PATTERN = rf"^[{_WS}]*(?:{_GUID}|{_UPN_CHAR}+@{_UPN_CHAR}+\.{_UPN_CHAR}+)[{_WS}]*$"
+TEXT_PATTERN = rf"^[{_WS}]*[^\r\n\x00]*[^\x00{_WS}][^\r\n\x00]*[{_WS}]*$"
+ONE_OF_RULE = "Give exactly one of meetingId or joinWebUrl (400 otherwise)."
+
+
 def _text(description: str, **extra: Any) -> dict[str, Any]:
     return {"type": "string", "description": description, **extra}
 
@@ -38,11 +50,13 @@ def _lookup_operation(*, bearer: bool) -> dict[str, Any]:
                     else "Get the virtual-appointment join URL of a meeting"),
         "parameters": [
             {"name": "organizer", "in": "query", "required": not bearer,
-             "schema": _text(organizer, minLength=1, maxLength=256)},
+             "schema": _text(organizer, minLength=1, maxLength=256, pattern=ORGANIZER_PATTERN)},
             {"name": "meetingId", "in": "query", "required": False,
-             "schema": _text("Online meeting id. Give this or joinWebUrl.", minLength=1, maxLength=2048)},
+             "schema": _text(f"Online meeting id. {ONE_OF_RULE}", minLength=1, maxLength=2048,
+                             pattern=TEXT_PATTERN)},
             {"name": "joinWebUrl", "in": "query", "required": False,
-             "schema": _text("The meeting's Teams joinWebUrl. Give this or meetingId.", format="uri",
+             "schema": _text(f"The meeting's Teams joinWebUrl (https). {ONE_OF_RULE}", format="uri",
+                             pattern=TEXT_PATTERN,
                              maxLength=2048)},
         ],
         "responses": {

@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 # Azure Storage queues hide a message for at most 7 days.
 _MAX_VISIBILITY_DELAY = 7 * 24 * 3600 - 60
 # An invocation is bounded well below this (Graph timeout plus the throttle budget), so an older
-# in-progress claim belongs to a worker that died: take it over.
+# in-progress claim belongs to a worker that died: take it over. IDEMPOTENCY_STALE_CLAIM_SECONDS.
 STALE_CLAIM_SECONDS = 300.0
 
 
@@ -54,11 +54,12 @@ class AppointmentProcessor:
     """
 
     def __init__(self, resolver: JoinUrlResolver, requeuer: Requeuer, idempotency: IdempotencyStore, *,
-                 max_requeues: int) -> None:
+                 max_requeues: int, stale_claim_seconds: float = STALE_CLAIM_SECONDS) -> None:
         self._resolver = resolver
         self._requeuer = requeuer
         self._idempotency = idempotency
         self._max_requeues = max_requeues
+        self._stale_claim_seconds = stale_claim_seconds
 
     async def aclose(self) -> None:
         """Release the requeuer's connections."""
@@ -74,7 +75,7 @@ class AppointmentProcessor:
         finished = False
         try:
             event = parse_event(delivery.text)
-            claim = await self._idempotency.begin(_key(event), stale_after_seconds=STALE_CLAIM_SECONDS)
+            claim = await self._idempotency.begin(_key(event), stale_after_seconds=self._stale_claim_seconds)
             if claim.kind is ClaimKind.COMPLETED and claim.result:
                 finished = True
                 result = JoinUrlResult.from_json(claim.result)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from shared.credentials import DelegatedCredentials, build_acquirer
+from shared.credentials import DelegatedCredentials, DelegatedTokenAcquirer, DevPasswordAcquirer
+from shared.exceptions import SettingsError
 from shared.graph import GraphGateway
 from shared.idempotency import TableIdempotencyStore
 from shared.obo import BearerValidator
@@ -19,6 +20,20 @@ from shared.vault_credentials import MsalClients, VaultTokenAcquirer
 
 if TYPE_CHECKING:
     from shared.webhook_dispatch import WebhookDispatcher
+
+
+def build_acquirer(settings: Settings, *, vault: TokenVault | None = None,
+                   msal_clients: MsalClients | None = None) -> DelegatedTokenAcquirer:
+    """The acquirer CREDENTIAL_MODE asks for (settings validation already refused app-only modes).
+
+    `vault` and `msal_clients` let the worker share its token vault and MSAL applications (vault mode).
+    """
+    if settings.credential_mode == "vault":
+        return VaultTokenAcquirer(settings, vault or BlobTokenVault(settings.storage, settings.token_vault_container),
+                                  msal_clients)
+    if settings.credential_mode == "dev_password":
+        return DevPasswordAcquirer(settings)
+    raise SettingsError([f"CREDENTIAL_MODE={settings.credential_mode!r} has no implementation"])
 
 
 class Services:
@@ -72,7 +87,8 @@ class Services:
     def processor(self) -> AppointmentProcessor:
         """The queue function's logic."""
         return AppointmentProcessor(self.resolver, QueueRequeuer(self.settings.storage, APPOINTMENTS),
-                                    self.idempotency, max_requeues=self.settings.throttle_max_requeues)
+                                    self.idempotency, max_requeues=self.settings.throttle_max_requeues,
+                                    stale_claim_seconds=self.settings.idempotency_stale_claim_seconds)
 
     @cached_property
     def webhooks(self) -> WebhookDispatcher:
@@ -84,7 +100,8 @@ class Services:
             WebhookSender.from_settings(self.settings), self.idempotency,
             QueueRequeuer(self.settings.storage, WEBHOOK_OUTBOX),
             max_attempts=self.settings.webhook_max_attempts,
-            base_delay_seconds=self.settings.webhook_retry_base_seconds)
+            base_delay_seconds=self.settings.webhook_retry_base_seconds,
+            stale_claim_seconds=self.settings.webhook_stale_claim_seconds)
 
     async def aclose(self) -> None:
         """Close every client that was built (tests and local tools; the host never stops a worker this way)."""

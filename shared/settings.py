@@ -98,6 +98,13 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("IDEMPOTENCY_TABLE", "Table (in the AzureWebJobsStorage account) holding one record per "
                 "processed event id, so a redelivered event never calls Graph twice.", default="idempotency"),
     SettingSpec("IDEMPOTENCY_WINDOW_HOURS", "How long a processed event id is remembered.", default="24"),
+    SettingSpec("IDEMPOTENCY_STALE_CLAIM_SECONDS", "An event claimed this long ago and never finished belongs to "
+                "a worker that died (crash, scale-in, timeout): another worker takes it over. Must stay above the "
+                "longest invocation (Graph timeout plus throttle budget); a lower value only speeds up recovery "
+                "after a crash.", default="300"),
+    SettingSpec("WEBHOOK_STALE_CLAIM_SECONDS", "A webhook delivery claimed this long ago and never finished "
+                "belongs to a worker that died mid-POST: another worker delivers it again (same webhook-id). Must "
+                "stay above the webhook connect plus read timeouts.", default="120"),
 )
 
 _SPECS = {spec.name: spec for spec in SETTINGS}
@@ -165,6 +172,8 @@ class Settings:
     idempotency_window_hours: float = 24.0
     webhook_max_attempts: int = 8
     webhook_retry_base_seconds: float = 10.0
+    idempotency_stale_claim_seconds: float = 300.0
+    webhook_stale_claim_seconds: float = 120.0
 
     @property
     def is_development(self) -> bool:
@@ -336,6 +345,21 @@ def _table_name(value: str) -> str:
     return value
 
 
+def _check_stale_claims(read: _Reader, settings: Settings) -> None:
+    """A claim must outlive any live invocation, or a second worker would redo work still in progress."""
+    stale, graph = settings.idempotency_stale_claim_seconds, settings.graph_timeout_seconds
+    if stale and graph and stale <= 2 * graph + settings.throttle_inline_max_seconds:
+        read.problems.append(f"IDEMPOTENCY_STALE_CLAIM_SECONDS={stale:g} is invalid: must exceed the longest "
+                             f"invocation (2 x GRAPH_TIMEOUT_SECONDS + THROTTLE_INLINE_MAX_SECONDS = "
+                             f"{2 * graph + settings.throttle_inline_max_seconds:g} s)")
+    hook = settings.webhook_stale_claim_seconds
+    timeouts = settings.webhook_connect_timeout_seconds + settings.webhook_read_timeout_seconds
+    if hook and settings.webhook_connect_timeout_seconds and settings.webhook_read_timeout_seconds \
+            and hook <= timeouts:
+        read.problems.append(f"WEBHOOK_STALE_CLAIM_SECONDS={hook:g} is invalid: must exceed "
+                             f"WEBHOOK_CONNECT_TIMEOUT_SECONDS + WEBHOOK_READ_TIMEOUT_SECONDS ({timeouts:g} s)")
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build and validate the settings; raise SettingsError naming every missing or bad one."""
     env_map = os.environ if env is None else env
@@ -402,7 +426,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         webhook_max_attempts=read.parse("WEBHOOK_MAX_ATTEMPTS", _non_negative_int, "must be a whole number >= 0"),
         webhook_retry_base_seconds=read.parse("WEBHOOK_RETRY_BASE_SECONDS", _positive_float,
                                               "must be a positive number"),
+        idempotency_stale_claim_seconds=read.parse("IDEMPOTENCY_STALE_CLAIM_SECONDS", _positive_float,
+                                                   "must be a positive number"),
+        webhook_stale_claim_seconds=read.parse("WEBHOOK_STALE_CLAIM_SECONDS", _positive_float,
+                                               "must be a positive number"),
     )
+    _check_stale_claims(read, settings)
     if read.problems:
         raise SettingsError(read.problems)
     return settings

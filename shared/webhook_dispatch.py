@@ -13,8 +13,9 @@ from shared.webhook_events import WebhookEvent
 from shared.webhooks import DeadLetter, DeliveryResult
 
 log = logging.getLogger(__name__)
-# A delivery that crashed mid-POST holds its claim this long before another worker takes over.
-_STALE_DELIVERY_SECONDS = 120.0
+# A delivery that crashed mid-POST holds its claim this long before another worker takes over
+# (WEBHOOK_STALE_CLAIM_SECONDS).
+STALE_DELIVERY_SECONDS = 120.0
 _MAX_BACKOFF_SECONDS = 3600
 
 
@@ -38,12 +39,14 @@ class WebhookDispatcher:
     """One outbox message in: delivered, dead-lettered, skipped as a duplicate, or re-enqueued for later."""
 
     def __init__(self, sender: Sender, idempotency: IdempotencyStore, requeuer: Requeuer, *,
-                 max_attempts: int, base_delay_seconds: float) -> None:
+                 max_attempts: int, base_delay_seconds: float,
+                 stale_claim_seconds: float = STALE_DELIVERY_SECONDS) -> None:
         self._sender = sender
         self._idempotency = idempotency
         self._requeuer = requeuer
         self._max_attempts = max_attempts
         self._base_delay = base_delay_seconds
+        self._stale_claim_seconds = stale_claim_seconds
 
     async def aclose(self) -> None:
         """Release the sender's and requeuer's connections."""
@@ -61,7 +64,7 @@ class WebhookDispatcher:
         claim = None
         if key is not None:
             try:
-                claim = await self._idempotency.begin(key, stale_after_seconds=_STALE_DELIVERY_SECONDS)
+                claim = await self._idempotency.begin(key, stale_after_seconds=self._stale_claim_seconds)
             except KeyInProgressError as exc:
                 # A copy of this webhook is being delivered right now; look again once it is done.
                 await self._retry_later(delivery.text, delivery.requeue_attempt, exc)

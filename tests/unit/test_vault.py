@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from shared.credentials import SCOPE_JOIN_URL, SCOPE_MEETING_LOOKUP, DelegatedCredentials, build_acquirer
+from shared.credentials import SCOPE_JOIN_URL, SCOPE_MEETING_LOOKUP, DelegatedCredentials
 from shared.exceptions import OrganizerNotConnectedError, PermanentError, TokenServiceUnavailableError
 from shared.keepalive import FAILED, FRESH, NEEDS_RECONNECT, REFRESHED, run_keepalive
 from shared.redaction import hash_user
+from shared.services import build_acquirer
 from shared.settings import load_settings
 from shared.vault import (
     CONNECTED,
@@ -336,7 +337,7 @@ def test_keepalive_refreshes_idle_entries_and_reports_each(settings, vault, idp,
     assert report.unhealthy == 1
     text = caplog.text
     assert "contoso.test" not in text and "at-" not in text
-    per_organizer = [r for r in caplog.records if getattr(r, "organizer_hash", None)]
+    per_organizer = [r for r in caplog.records if r.name == "shared.keepalive" and getattr(r, "organizer_hash", None)]
     assert len(per_organizer) == 3 and all(hasattr(r, "consecutive_failures") for r in per_organizer)
 
 

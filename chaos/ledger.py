@@ -1,0 +1,249 @@
+"""The conservation ledger: where every planned event ended, computed from the queues and the receiver only.
+
+Nothing here reads the app's own counters. Each message found on a terminal queue is mapped back to the
+event it came from (by its exact original text, else its event id, else its webhook id), so an event that
+ends nowhere, or in two different places, or in the wrong place, shows up, and so does a message that maps
+to no planned event at all.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from chaos.workload import POISON, READY, REJECTED, PlannedEvent, text_key
+from shared.events import unwrap_requeued
+
+WEBHOOK_DELIVERED, WEBHOOK_DEAD_LETTER, WEBHOOK_POISON = "delivered", "dead_letter", "outbox_poison"
+
+
+def decode_queue_text(content: str) -> str:
+    """Base64 queue content as the host writes it; content that is not base64 is returned as it is."""
+    try:
+        return base64.b64decode(content.encode("ascii"), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeError, ValueError):
+        return content
+
+
+@dataclass
+class QueueSnapshot:
+    """Every message on the terminal queues (raw queue content), and the receiver's deliveries."""
+
+    join_urls: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+    poison: list[str] = field(default_factory=list)
+    dead_letter: list[str] = field(default_factory=list)
+    outbox_poison: list[str] = field(default_factory=list)
+    deliveries: list[Mapping[str, Any]] = field(default_factory=list)
+    in_flight: int = 0  # messages still on appointments / webhook-outbox when the snapshot was taken
+
+
+@dataclass
+class Ledger:
+    """The verdict of a run."""
+
+    events: int
+    places: dict[str, set[str]]  # event key -> terminal places it reached
+    ready: int
+    rejected: int
+    poison: int
+    lost: list[str]
+    conflicts: list[str]  # events in two different terminal places
+    misplaced: list[str]  # events in a place they may not end in
+    late_rejections: list[str]  # malformed events not rejected on their first attempt / with the wrong reason
+    unknown: list[str]  # terminal messages that map to no planned event
+    webhooks_delivered: int
+    webhook_dead_letter: int
+    webhook_poison: int
+    webhook_lost: list[str]  # events owed a webhook that reached no terminal webhook place
+    two_webhook_ids: list[str]  # events delivered under two different webhook ids
+    unexpected_webhooks: list[str]  # webhooks for events that should produce none
+    duplicate_deliveries: int  # 2xx deliveries of a webhook id beyond its first
+    unverified_deliveries: int  # deliveries whose signature the receiver could not verify
+    result_copies: int  # join-urls records beyond one per event (duplicates re-emit their result)
+    in_flight: int
+
+    @property
+    def ok(self) -> bool:
+        """Nothing lost, one place each, the right place, one webhook id each, nothing unexplained."""
+        return not (self.lost or self.conflicts or self.misplaced or self.late_rejections or self.unknown
+                    or self.webhook_lost or self.two_webhook_ids or self.unexpected_webhooks
+                    or self.unverified_deliveries or self.in_flight)
+
+    def line(self) -> str:
+        """The one-line ledger."""
+        return (f"events={self.events} ready={self.ready} rejected={self.rejected} poison={self.poison} "
+                f"webhooks_delivered={self.webhooks_delivered} webhook_dead_letter={self.webhook_dead_letter} "
+                f"lost={len(self.lost)}")
+
+    def details(self) -> str:
+        """The other checks, one line."""
+        return (f"conflicts={len(self.conflicts)} misplaced={len(self.misplaced)} "
+                f"late_rejections={len(self.late_rejections)} unknown={len(self.unknown)} "
+                f"webhook_poison={self.webhook_poison} webhook_lost={len(self.webhook_lost)} "
+                f"two_webhook_ids={len(self.two_webhook_ids)} unexpected_webhooks={len(self.unexpected_webhooks)} "
+                f"duplicate_deliveries={self.duplicate_deliveries} unverified={self.unverified_deliveries} "
+                f"result_copies={self.result_copies} in_flight={self.in_flight}")
+
+    def problems(self, limit: int = 5) -> list[str]:
+        """Examples of whatever went wrong, for the report."""
+        out = []
+        for name in ("lost", "conflicts", "misplaced", "late_rejections", "unknown", "webhook_lost",
+                     "two_webhook_ids", "unexpected_webhooks"):
+            items = getattr(self, name)
+            if items:
+                out.append(f"{name}: {', '.join(items[:limit])}{' …' if len(items) > limit else ''}")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """Counts only (for --json)."""
+        return {"events": self.events, "ready": self.ready, "rejected": self.rejected, "poison": self.poison,
+                "webhooks_delivered": self.webhooks_delivered, "webhook_dead_letter": self.webhook_dead_letter,
+                "webhook_poison": self.webhook_poison, "lost": len(self.lost), "conflicts": len(self.conflicts),
+                "misplaced": len(self.misplaced), "late_rejections": len(self.late_rejections),
+                "unknown": len(self.unknown), "webhook_lost": len(self.webhook_lost),
+                "two_webhook_ids": len(self.two_webhook_ids), "unexpected_webhooks": len(self.unexpected_webhooks),
+                "duplicate_deliveries": self.duplicate_deliveries, "unverified": self.unverified_deliveries,
+                "result_copies": self.result_copies, "in_flight": self.in_flight, "ok": self.ok}
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _event_id_of_webhook(webhook_id: str | None) -> str | None:
+    if not webhook_id:
+        return None
+    for suffix in ("_ready", "_failed"):
+        if webhook_id.endswith(suffix):
+            return webhook_id[: -len(suffix)]
+    return None
+
+
+def compute_ledger(planned: Iterable[PlannedEvent], snapshot: QueueSnapshot, *,
+                   first_attempt: bool = True) -> Ledger:
+    """Map every terminal message back to its event and judge each event.
+
+    `first_attempt`: a malformed event must be rejected on its first delivery (dequeueCount 1). Off for
+    crash runs, where a message in flight when the process died is legitimately delivered again.
+    """
+    events = {e.key: e for e in planned}
+    by_text = {e.text: e.key for e in events.values()}
+    by_event_id = {e.event_id: e.key for e in events.values() if e.event_id}
+    places: dict[str, set[str]] = defaultdict(set)
+    unknown: list[str] = []
+    late_rejections: list[str] = []
+
+    def identify(text: str | None, event_id: str | None) -> str | None:
+        if text is not None and text in by_text:
+            return by_text[text]
+        if event_id and event_id in by_event_id:
+            return by_event_id[event_id]
+        return None
+
+    result_counts: Counter[str] = Counter()
+    for content in snapshot.join_urls:
+        record = _json(decode_queue_text(content)) or {}
+        key = identify(None, record.get("eventId"))
+        if key is None:
+            unknown.append(f"join-urls:{record.get('eventId')}")
+            continue
+        places[key].add(READY)
+        result_counts[key] += 1
+
+    for content in snapshot.rejected:
+        record = _json(decode_queue_text(content)) or {}
+        key = identify(record.get("originalMessage"), record.get("eventId"))
+        if key is None:
+            unknown.append(f"rejected:{record.get('eventId') or text_key(str(record.get('originalMessage')))}")
+            continue
+        places[key].add(REJECTED)
+        event = events[key]
+        late = first_attempt and record.get("dequeueCount") != 1
+        if event.reason is not None and (late or record.get("reason") != event.reason):
+            late_rejections.append(f"{key}(reason={record.get('reason')},dequeueCount={record.get('dequeueCount')})")
+
+    for content in snapshot.poison:
+        text = decode_queue_text(content)
+        if text == content and content in by_text:
+            key: str | None = by_text[content]  # a raw (non-base64) message, poisoned as received
+        else:
+            original = unwrap_requeued(text).text
+            doc = _json(original)
+            key = identify(original, doc.get("id") if isinstance(doc, dict) else None)
+        if key is None:
+            unknown.append(f"poison:{text_key(text)}")
+            continue
+        places[key].add(POISON)
+
+    # Webhooks: which webhook ids reached which terminal place.
+    webhook_places: dict[str, set[str]] = defaultdict(set)
+    delivered_2xx: Counter[str] = Counter()
+    unverified = 0
+    for delivery in snapshot.deliveries:
+        if not delivery.get("verified"):
+            unverified += 1
+            continue
+        status = int(delivery.get("status") or 0)
+        if 200 <= status < 300 and delivery.get("webhook_id"):
+            delivered_2xx[delivery["webhook_id"]] += 1
+            webhook_places[delivery["webhook_id"]].add(WEBHOOK_DELIVERED)
+    for content in snapshot.dead_letter:
+        record = _json(decode_queue_text(content)) or {}
+        webhook_places[str(record.get("webhookId"))].add(WEBHOOK_DEAD_LETTER)
+    for content in snapshot.outbox_poison:
+        outbox = _json(unwrap_requeued(decode_queue_text(content)).text) or {}
+        webhook_places[str(outbox.get("webhookId"))].add(WEBHOOK_POISON)
+
+    webhooks_of_event: dict[str, set[str]] = defaultdict(set)
+    unexpected: list[str] = []
+    for webhook_id in webhook_places:
+        key = identify(None, _event_id_of_webhook(webhook_id))
+        if key is None:
+            unknown.append(f"webhook:{webhook_id}")
+            continue
+        webhooks_of_event[key].add(webhook_id)
+
+    lost, conflicts, misplaced, webhook_lost, two_ids = [], [], [], [], []
+    for key, event in events.items():
+        reached = places.get(key, set())
+        if not reached:
+            lost.append(key)
+        elif len(reached) > 1:
+            conflicts.append(f"{key}({'+'.join(sorted(reached))})")
+        elif not reached <= event.allowed:
+            misplaced.append(f"{key}({next(iter(reached))})")
+        ids = webhooks_of_event.get(key, set())
+        delivered_ids = {w for w in ids if WEBHOOK_DELIVERED in webhook_places[w]}
+        if len(delivered_ids) > 1:
+            two_ids.append(f"{key}({','.join(sorted(delivered_ids))})")
+        owed = event.webhook_id is not None and (READY in reached or REJECTED in reached)
+        if owed and event.webhook_id not in ids:
+            webhook_lost.append(key)
+        for webhook_id in ids:
+            if webhook_id != event.webhook_id or not owed:
+                unexpected.append(webhook_id)
+            elif len(webhook_places[webhook_id]) > 1:
+                conflicts.append(f"{webhook_id}({'+'.join(sorted(webhook_places[webhook_id]))})")
+
+    def count(place: str) -> int:
+        return sum(1 for reached in places.values() if place in reached)
+
+    return Ledger(
+        events=len(events), places=dict(places), ready=count(READY), rejected=count(REJECTED),
+        poison=count(POISON), lost=lost, conflicts=conflicts, misplaced=misplaced, late_rejections=late_rejections,
+        unknown=unknown,
+        webhooks_delivered=sum(1 for places_ in webhook_places.values() if WEBHOOK_DELIVERED in places_),
+        webhook_dead_letter=sum(1 for places_ in webhook_places.values() if WEBHOOK_DEAD_LETTER in places_),
+        webhook_poison=sum(1 for places_ in webhook_places.values() if WEBHOOK_POISON in places_),
+        webhook_lost=webhook_lost, two_webhook_ids=two_ids, unexpected_webhooks=unexpected,
+        duplicate_deliveries=sum(n - 1 for n in delivered_2xx.values()), unverified_deliveries=unverified,
+        result_copies=sum(n - 1 for n in result_counts.values()), in_flight=snapshot.in_flight)
