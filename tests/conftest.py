@@ -92,3 +92,23 @@ def twin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         stop_stack(state_dir)
     findings = scan_text_file(log_path)
     assert not findings, "the harness serving the HTTP twin logged credentials:\n" + "\n".join(map(str, findings))
+
+
+# The seeded front end (devstack/seed/directory.json) that calls the app's API with a user's token.
+FRONT_END = {"client_id": "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d",
+             "client_secret": "local-dev-frontend-secret-not-for-production"}
+
+
+@pytest.fixture(scope="session")
+def api_token(twin: dict[str, Any]) -> str:
+    """A genuine user token for the app's API from the Entra emulator, as the front end holds it."""
+    import ssl
+
+    stack = twin["stack"]
+    answer = httpx.post(stack["entra"]["authority"] + "/oauth2/v2.0/token",
+                        verify=ssl.create_default_context(cafile=stack["ca_bundle"]),
+                        data={"grant_type": "password", **FRONT_END, "username": "scheduler@contoso.test",
+                              "password": "Local-Dev-Passw0rd!",
+                              "scope": "api://5b1f0c2e-8d4a-4f6b-9c3e-2a7d6e5f4c3b/access_as_user"})
+    answer.raise_for_status()
+    return str(answer.json()["access_token"])

@@ -7,8 +7,6 @@ must get an answer the document describes: no 5xx, documented status codes, cont
 from __future__ import annotations
 
 import json
-import ssl
-from typing import Any
 from urllib.parse import urlencode
 
 import httpx
@@ -22,21 +20,10 @@ from shared.openapi import openapi_document
 pytestmark = [pytest.mark.e2e, pytest.mark.fuzz]
 KEY = "local-dev-function-key"
 MAX_QUERY_BYTES = 7_500
-FRONT_END = {"client_id": "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d",
-             "client_secret": "local-dev-frontend-secret-not-for-production"}
-
-
 @pytest.fixture(scope="session")
-def auth_headers(twin: dict[str, Any]) -> dict[str, str]:
+def auth_headers(api_token: str) -> dict[str, str]:
     """The function key and a genuine user token, so generated requests get past authentication."""
-    stack = twin["stack"]
-    answer = httpx.post(stack["entra"]["authority"] + "/oauth2/v2.0/token",
-                        verify=ssl.create_default_context(cafile=stack["ca_bundle"]),
-                        data={"grant_type": "password", **FRONT_END, "username": "scheduler@contoso.test",
-                              "password": "Local-Dev-Passw0rd!",
-                              "scope": "api://5b1f0c2e-8d4a-4f6b-9c3e-2a7d6e5f4c3b/access_as_user"})
-    answer.raise_for_status()
-    return {"x-functions-key": KEY, "Authorization": f"Bearer {answer.json()['access_token']}"}
+    return {"x-functions-key": KEY, "Authorization": f"Bearer {api_token}"}
 
 
 # The document the app serves (checked below to be byte for byte what /api/openapi.json answers). Loaded

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import ssl
 import time
 from typing import Any
 
@@ -19,21 +18,6 @@ KEY = "local-dev-function-key"
 SCHEDULER = "4c7e1d2a-9b3f-4e5d-8a6c-1f2e3d4c5b6a"
 CARDIOLOGY = "MSo0YzdlMWQyYS05YjNmLTRlNWQtOGE2Yy0xZjJlM2Q0YzViNmEqMCoqMTk6bWVldGluZ19jYXJkaW9sb2d5QHRocmVhZC52Mg=="
 LOOKUP = {"organizer": SCHEDULER, "meetingId": CARDIOLOGY}
-FRONT_END = {"client_id": "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d",
-             "client_secret": "local-dev-frontend-secret-not-for-production"}
-
-
-@pytest.fixture(scope="module")
-def api_token(twin: dict[str, Any]) -> str:
-    """A genuine user token for the app's API, from the Entra emulator (as the front end holds it)."""
-    stack = twin["stack"]
-    answer = httpx.post(stack["entra"]["authority"] + "/oauth2/v2.0/token",
-                        verify=ssl.create_default_context(cafile=stack["ca_bundle"]),
-                        data={"grant_type": "password", **FRONT_END, "username": "scheduler@contoso.test",
-                              "password": "Local-Dev-Passw0rd!",
-                              "scope": "api://5b1f0c2e-8d4a-4f6b-9c3e-2a7d6e5f4c3b/access_as_user"})
-    assert answer.status_code == 200
-    return str(answer.json()["access_token"])
 
 
 def _b64(data: bytes) -> str:
