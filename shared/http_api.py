@@ -69,8 +69,7 @@ async def get_join_url(req: func.HttpRequest, resolver: JoinUrlResolver, bearer:
         log.info("join-url lookup refused: %s", exc.error, extra={"reason": exc.error, "outcome": "unauthorized"})
         return exc.response()
     except JoinLinkError as exc:
-        log.info("join-url lookup failed: %s", getattr(exc, "reason", type(exc).__name__),
-                 extra={"reason": getattr(exc, "reason", None), "outcome": "rejected"})
+        log.info("join-url lookup failed: %s", exc.reason, extra={"reason": exc.reason, "outcome": "rejected"})
         return problem_for(exc)
     except Exception:
         log.exception("join-url lookup crashed")
