@@ -94,6 +94,12 @@ class TransientError(JoinLinkError):
             self.reason = reason
 
 
+class TableStoreUnavailableError(TransientError):
+    """The idempotency table could not be reached or answered with a server error."""
+
+    reason = "idempotency_store_unavailable"
+
+
 class GraphUnavailableError(TransientError):
     """Graph answered 5xx, timed out, or could not be reached."""
 

@@ -9,13 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from shared.exceptions import TransientError
 from shared.settings import StorageConnection
-
-if TYPE_CHECKING:
-    from azure.data.tables.aio import TableClient
+from shared.table_rest import TableRestClient
 
 log = logging.getLogger(__name__)
 
@@ -150,34 +148,21 @@ class InMemoryIdempotencyStore:
             del self._records[key]
 
 
-def table_client(conn: StorageConnection, table_name: str) -> TableClient:
-    """An async TableClient on the app's storage connection (connection string or identity-based URI)."""
-    from azure.data.tables.aio import TableClient
-
-    from shared.storage import storage_credential
-
-    if conn.connection_string:
-        return TableClient.from_connection_string(conn.connection_string, table_name)
-    if not conn.table_service_uri:
-        raise ValueError("AzureWebJobsStorage has neither a connection string nor a table service URI")
-    return TableClient(endpoint=conn.table_service_uri, table_name=table_name, credential=storage_credential(conn))
-
-
 class TableIdempotencyStore:
     """Azure Table store: create-if-absent and ETag-conditioned replace make ownership exclusive."""
 
     def __init__(self, conn: StorageConnection, table_name: str, window_seconds: float, *,
-                 clock: Callable[[], datetime] = _utc_now, client: TableClient | None = None) -> None:
+                 clock: Callable[[], datetime] = _utc_now) -> None:
         self._conn = conn
         self._table_name = table_name
         self._window = timedelta(seconds=window_seconds)
         self._clock = clock
-        self._client = client
+        self._client: TableRestClient | None = None
 
-    def _table(self) -> TableClient:
+    def _table(self) -> TableRestClient:
         # Made on first use, inside the worker's event loop.
         if self._client is None:
-            self._client = table_client(self._conn, self._table_name)
+            self._client = TableRestClient(self._conn, self._table_name)
         return self._client
 
     async def aclose(self) -> None:
@@ -205,9 +190,7 @@ class TableIdempotencyStore:
 
     async def begin(self, key: str, stale_after_seconds: float) -> Claim:
         """Claim key; raise KeyInProgressError while another worker holds a fresh claim."""
-        from azure.core import MatchConditions
         from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-        from azure.data.tables import UpdateMode
 
         table = self._table()
         rk = row_key(key)
@@ -216,7 +199,7 @@ class TableIdempotencyStore:
         for _ in range(_MAX_RACE_ROUNDS):
             now = self._clock()
             try:
-                meta = await table.create_entity(self._entity(key, IN_PROGRESS, now, now))
+                etag = await table.insert(self._entity(key, IN_PROGRESS, now, now))
             except ResourceExistsError:
                 pass
             except ResourceNotFoundError:
@@ -225,36 +208,32 @@ class TableIdempotencyStore:
                 continue
             else:
                 _log_claim("new", key)
-                return Claim(ClaimKind.NEW, key, meta.get("etag"))
+                return Claim(ClaimKind.NEW, key, etag)
             try:
-                existing = await table.get_entity(PARTITION_KEY, rk)
+                existing = await table.get(PARTITION_KEY, rk)
             except ResourceNotFoundError:
                 continue  # released between our insert and read: insert again
             kind = ClaimKind.NEW
             if _as_utc(existing.get("ExpiresAt")) > now:
                 if existing.get("State") == COMPLETED:
                     _log_claim("completed", key)
-                    return Claim(ClaimKind.COMPLETED, key, existing.metadata.get("etag"), existing.get("Result"))
+                    return Claim(ClaimKind.COMPLETED, key, existing.etag, existing.get("Result"))
                 age = (now - _as_utc(existing.get("StartedAt"))).total_seconds()
                 if age < stale_after_seconds:
                     raise _in_progress_error(key, age, stale_after_seconds)
                 kind = ClaimKind.TAKEN_OVER
             try:
-                meta = await table.update_entity(self._entity(key, IN_PROGRESS, now, now), mode=UpdateMode.REPLACE,
-                                                 etag=existing.metadata["etag"],
-                                                 match_condition=MatchConditions.IfNotModified)
+                etag = await table.replace(self._entity(key, IN_PROGRESS, now, now), existing.etag)
             except (ResourceModifiedError, ResourceNotFoundError):
                 continue  # someone else changed it first: look again
             _log_claim(kind.value, key, previous_state=existing.get("State"))
-            return Claim(kind, key, meta.get("etag"))
+            return Claim(kind, key, etag)
         raise TransientError(f"idempotency record {rk} kept changing under contention",
                              reason="idempotency_contention", retry_after=1.0)
 
     async def complete(self, key: str, result_json: str, claim: Claim) -> None:
         """Record the finished result; if the claim was lost meanwhile, the result is still recorded."""
-        from azure.core import MatchConditions
         from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
-        from azure.data.tables import UpdateMode
 
         if not claim.owned:
             return
@@ -268,25 +247,22 @@ class TableIdempotencyStore:
         entity = self._entity(key, COMPLETED, now, now, result_json)
         table = self._table()
         try:
-            await table.update_entity(entity, mode=UpdateMode.REPLACE, etag=claim.etag,
-                                      match_condition=MatchConditions.IfNotModified)
+            await table.replace(entity, claim.etag)
         except (ResourceModifiedError, ResourceNotFoundError):
             # A worker took over a claim it thought stale; our answer is as good as theirs, and
             # recording it spares the next duplicate a Graph call.
             log.warning("idempotency %s: claim lost before completion; recording the result anyway",
                         row_key(key), extra={"idempotency_key": row_key(key)})
-            await table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+            await table.replace(entity, None)
 
     async def release(self, key: str, claim: Claim) -> None:
         """Delete an owned claim so a retry starts fresh; a claim someone else took over is left alone."""
-        from azure.core import MatchConditions
         from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
-        if not claim.owned:
+        if not claim.owned or claim.etag is None:
             return
         try:
-            await self._table().delete_entity(PARTITION_KEY, row_key(key), etag=claim.etag,
-                                              match_condition=MatchConditions.IfNotModified)
+            await self._table().delete(PARTITION_KEY, row_key(key), claim.etag)
         except (ResourceModifiedError, ResourceNotFoundError):
             pass
 
