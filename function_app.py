@@ -13,9 +13,11 @@ from shared.settings import load_settings
 # Validated at start-up: a missing or bad setting stops indexing with a message naming it.
 services = Services(load_settings())
 
-# The Azure SDKs log every storage request and response (URL and headers) at INFO, which the worker
-# forwards: 4 lines and ~4% of the worker's CPU per event (docs/performance.md). Warnings still pass.
+# The Azure SDKs log every storage request and response (URL and headers) at INFO, and httpx every Graph
+# request's full URL (the organizer's UPN is in it), which the worker would forward: CPU on every event
+# (docs/performance.md) and personal data in the logs. Warnings still pass.
 logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 # Application Insights is set up on the first invocation, and only when a connection string is set.

@@ -28,6 +28,21 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._max_connections = max_connections
         self._keepalive_seconds = keepalive_seconds
         self._session: aiohttp.ClientSession | None = None
+        self._proxies: dict[tuple[str, str], str | None] = {}
+
+    def _proxy(self, url: httpx.URL) -> str | None:
+        """HTTPS_PROXY/HTTP_PROXY unless NO_PROXY exempts the host, as httpx's own transport would.
+
+        Looked up once per scheme and host: aiohttp's trust_env does it in a thread on every request.
+        """
+        origin = (url.scheme, url.host)
+        if origin not in self._proxies:
+            from urllib.request import getproxies_environment, proxy_bypass_environment  # type: ignore[attr-defined]
+
+            proxies = getproxies_environment()
+            proxy = proxies.get(url.scheme) or proxies.get("all")
+            self._proxies[origin] = None if not proxy or proxy_bypass_environment(url.host, proxies) else proxy
+        return self._proxies[origin]
 
     def _client(self) -> aiohttp.ClientSession:
         import aiohttp
@@ -36,8 +51,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             connector = aiohttp.TCPConnector(ssl=self._ssl_context, limit=self._max_connections,
                                              keepalive_timeout=self._keepalive_seconds)
             # auto_decompress off: httpx decodes Content-Encoding itself, as with its own transport.
-            # trust_env on: HTTPS_PROXY/NO_PROXY apply as they did with httpx's default transport.
-            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False, trust_env=True,
+            # Cookies stay httpx's business too.
+            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
                                                   cookie_jar=aiohttp.DummyCookieJar())
         return self._session
 
@@ -54,7 +69,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         try:
             async with self._client().request(
                     request.method, URL(str(request.url), encoded=True), headers=headers, data=body or None,
-                    allow_redirects=False, timeout=timeout, skip_auto_headers=("Content-Type",)) as response:
+                    allow_redirects=False, timeout=timeout, skip_auto_headers=("Content-Type",),
+                    proxy=self._proxy(request.url)) as response:
                 content = await response.read()
         except Exception as exc:
             raise _httpx_error(exc, request) from exc
