@@ -17,7 +17,10 @@ from shared.table_rest import TableRestClient
 
 log = logging.getLogger(__name__)
 
-PARTITION_KEY = "evt"
+# Records are spread over 256 partitions by a hash of the key. One partition would cap the whole app at
+# Azure Table's per-partition target (about 2,000 entities/s, so 1,000 events/s across all instances),
+# and Azurite's cost per write grows with the size of a partition (docs/performance.md).
+PARTITION_PREFIX = "evt-"
 IN_PROGRESS = "in_progress"
 COMPLETED = "completed"
 # Table keys forbid / \ # ? and control characters and are capped at 1 KiB; short safe keys are kept
@@ -68,6 +71,11 @@ class IdempotencyStore(Protocol):
 
     async def release(self, key: str, claim: Claim) -> None:
         """Give up an owned claim (transient failure) so a retry starts fresh."""
+
+
+def partition_key(key: str) -> str:
+    """The Table PartitionKey for an idempotency key: the prefix and two hex digits of its SHA-256."""
+    return PARTITION_PREFIX + hashlib.sha256(key.encode()).hexdigest()[:2]
 
 
 def row_key(key: str) -> str:
@@ -183,7 +191,7 @@ class TableIdempotencyStore:
 
     def _entity(self, key: str, state: str, started_at: datetime, now: datetime,
                 result: str | None = None) -> dict[str, Any]:
-        entity: dict[str, Any] = {"PartitionKey": PARTITION_KEY, "RowKey": row_key(key), "Key": key[:512],
+        entity: dict[str, Any] = {"PartitionKey": partition_key(key), "RowKey": row_key(key), "Key": key[:512],
                                   "State": state, "StartedAt": started_at, "ExpiresAt": now + self._window}
         if result is not None:
             entity["Result"] = result
@@ -212,7 +220,7 @@ class TableIdempotencyStore:
                 _log_claim("new", key)
                 return Claim(ClaimKind.NEW, key, etag)
             try:
-                existing = await table.get(PARTITION_KEY, rk)
+                existing = await table.get(partition_key(key), rk)
             except ResourceNotFoundError:
                 continue  # released between our insert and read: insert again
             kind = ClaimKind.NEW
@@ -264,7 +272,7 @@ class TableIdempotencyStore:
         if not claim.owned or claim.etag is None:
             return
         try:
-            await self._table().delete(PARTITION_KEY, row_key(key), claim.etag)
+            await self._table().delete(partition_key(key), row_key(key), claim.etag)
         except (ResourceModifiedError, ResourceNotFoundError):
             pass
 

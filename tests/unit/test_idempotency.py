@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared.exceptions import TransientError
-from shared.idempotency import ClaimKind, InMemoryIdempotencyStore, KeyInProgressError, row_key
+from shared.idempotency import ClaimKind, InMemoryIdempotencyStore, KeyInProgressError, partition_key, row_key
 
 pytestmark = pytest.mark.unit
 
@@ -82,3 +82,12 @@ def test_row_keys_are_table_safe_and_distinct():
     unsafe = row_key("a/b#c?d\\e\x01")
     assert unsafe.startswith("h_") and not any(ch in unsafe for ch in "/\\#?\x01")
     assert row_key("x" * 300).startswith("h_") and row_key("a/b") != row_key("a\\b")
+
+
+def test_partition_keys_are_stable_and_spread_over_256_partitions():
+    # GIVEN many event keys
+    keys = [f"evt:bench-{i}" for i in range(5000)]
+    partitions = {partition_key(key) for key in keys}
+    # THEN each key always lands in the same partition, and the records spread over all 256
+    assert partition_key("evt:a") == partition_key("evt:a")
+    assert len(partitions) == 256 and all(p.startswith("evt-") and len(p) == 6 for p in partitions)
