@@ -123,3 +123,20 @@ async def test_untrusted_certificate_is_a_connect_error(client):
             await client.get(f"https://127.0.0.1:{port}/")
     finally:
         await runner.cleanup()
+
+
+def test_environment_proxy_applies_unless_no_proxy_exempts_the_host(monkeypatch):
+    # GIVEN HTTPS_PROXY with a NO_PROXY exemption, as httpx's own transport would honour them
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "localhost,.contoso.test")
+    transport = AiohttpTransport(ssl_context=ssl.create_default_context())
+    # THEN Graph goes through the proxy and the exempt host does not
+    assert transport._proxy(httpx.URL("https://graph.microsoft.com/v1.0/users")) == "http://proxy.internal:3128"
+    assert transport._proxy(httpx.URL("https://graph.contoso.test/v1.0/users")) is None
+
+
+def test_no_proxy_in_the_environment_means_a_direct_connection(monkeypatch):
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    transport = AiohttpTransport(ssl_context=ssl.create_default_context())
+    assert transport._proxy(httpx.URL("https://graph.microsoft.com/v1.0/users")) is None
