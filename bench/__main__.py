@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -70,28 +71,40 @@ def throughput_figures(report: Report, data: dict[str, Any]) -> None:
     _check(data)
     concurrency, latency = data["concurrency"], data["latency_ms"] / 1000
     ideal = concurrency / latency
-    run = data["latency_run"]
-    rate = run["ok"] / run["seconds"]
-    report.add(Figure("throughput_efficiency", rate / ideal, ">= 0.9",
-                      detail=f"{rate:.1f} events/s in-process (queue function called directly, {concurrency} at a "
-                             f"time, Graph latency {data['latency_ms']:.0f} ms, {run['ok']} events; excludes the "
-                             "queue round trip)",
+    latency_run = data["latency_run"]
+    events_per_second = latency_run["ok"] / latency_run["seconds"]
+    report.add(Figure("throughput_efficiency", events_per_second / ideal, ">= 0.9",
+                      detail=f"{events_per_second:.1f} events/s in-process (queue function called directly, "
+                             f"{concurrency} at a time, Graph latency {data['latency_ms']:.0f} ms, {latency_run['ok']} "
+                             "events; excludes the queue round trip)",
                       baseline=f"concurrency / latency = {ideal:.0f} events/s"))
-    zero = data["zero_latency_run2"]
-    pipeline_rate = zero["ok"] / zero["seconds"]
-    raw = data["raw_httpx_run"]
-    raw_rate = raw["ok"] / raw["seconds"]
+    rounds = data["overhead_rounds"]
+    _check({f"{side}[{i}]": run for side, runs in rounds.items() for i, run in enumerate(runs)})
+
+    def rate(run: dict[str, Any]) -> float:
+        return float(run["ok"] / run["seconds"])
+
+    pipeline_rates = [rate(run) for run in rounds["pipeline"]]
+    pipeline_rate = statistics.median(pipeline_rates)
+    raw_rate = statistics.median(rate(run) for run in rounds["raw"])
+    wire_rate = statistics.median(rate(run) for run in rounds["raw_app_transport"])
     memory = data["in_memory_idempotency_run"]
     memory_rate = memory["ok"] / memory["seconds"]
-    first = data["zero_latency_run"]
-    report.add(Figure("overhead_ratio", raw_rate / pipeline_rate, "<= 1.7",
-                      detail=f"pipeline {pipeline_rate:.0f} events/s at zero latency, {concurrency} at a time "
-                             f"(first run {first['ok'] / first['seconds']:.0f}); "
+    ratios = sorted(rate(raw) / rate(run) for raw, run in zip(rounds["raw"], rounds["pipeline"], strict=True))
+    report.add(Figure("overhead_ratio", statistics.median(ratios), "<= 1.7",
+                      detail=f"median of {len(ratios)} rounds ({ratios[0]:.2f}-{ratios[-1]:.2f}), each "
+                             f"{rounds['pipeline'][0]['events']} events then as many raw calls; pipeline "
+                             f"{pipeline_rate:.0f} events/s at zero latency, {concurrency} at a time (median); "
                              f"{data['zero_latency_cpu_ms_per_event']:.1f} ms worker CPU per event; 3 requests "
                              "per event (Graph + 2 idempotency-table writes)",
-                      baseline=f"raw httpx {raw_rate:.0f} Graph calls/s, same client settings and concurrency"))
+                      baseline=f"raw httpx {raw_rate:.0f} Graph calls/s (its own transport, HTTP/2 offered), same "
+                               "concurrency"))
     report.add(Figure("overhead_ratio_per_request", raw_rate / (3 * pipeline_rate), "info",
                       detail="the same, counting the pipeline's 3 requests per event"))
+    report.add(Figure("overhead_ratio_same_transport", wire_rate / pipeline_rate, "info",
+                      detail=f"diagnostic: raw httpx over the app's aiohttp transport, {wire_rate:.0f} calls/s, "
+                             "against the pipeline: what msgraph-sdk, the two table writes and the app add "
+                             "per event above the wire"))
     report.add(Figure("overhead_ratio_without_table", raw_rate / memory_rate, "info",
                       detail=f"diagnostic: {memory_rate:.0f} events/s with idempotency records in memory; the "
                              "table store's share of the pipeline's cost is "
