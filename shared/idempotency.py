@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -162,12 +163,12 @@ class TableIdempotencyStore:
     """Azure Table store: create-if-absent and ETag-conditioned replace make ownership exclusive."""
 
     def __init__(self, conn: StorageConnection, table_name: str, window_seconds: float, *,
-                 clock: Callable[[], datetime] = _utc_now) -> None:
+                 clock: Callable[[], datetime] = _utc_now, client: TableRestClient | None = None) -> None:
         self._conn = conn
         self._table_name = table_name
         self._window = timedelta(seconds=window_seconds)
         self._clock = clock
-        self._client: TableRestClient | None = None
+        self._client = client
 
     def _table(self) -> TableRestClient:
         # Made on first use, inside the worker's event loop.
@@ -190,9 +191,10 @@ class TableIdempotencyStore:
             pass
 
     def _entity(self, key: str, state: str, started_at: datetime, now: datetime,
-                result: str | None = None) -> dict[str, Any]:
+                result: str | None = None, owner: str = "") -> dict[str, Any]:
         entity: dict[str, Any] = {"PartitionKey": partition_key(key), "RowKey": row_key(key), "Key": key[:512],
-                                  "State": state, "StartedAt": started_at, "ExpiresAt": now + self._window}
+                                  "State": state, "StartedAt": started_at, "ExpiresAt": now + self._window,
+                                  "Owner": owner}
         if result is not None:
             entity["Result"] = result
             entity["CompletedAt"] = now
@@ -204,12 +206,16 @@ class TableIdempotencyStore:
 
         table = self._table()
         rk = row_key(key)
+        # Names this attempt in the record: a write whose answer was lost and retried by the client
+        # (409 or 412 the second time) is then recognised as ours rather than as another worker's.
+        owner = uuid.uuid4().hex
+        attempted = ClaimKind.NEW
         # Each round either wins a conditional write or learns the state that beat it; losing a race
         # only costs another round, and a handful of rounds means contention worth retrying later.
         for _ in range(_MAX_RACE_ROUNDS):
             now = self._clock()
             try:
-                etag = await table.insert(self._entity(key, IN_PROGRESS, now, now))
+                etag = await table.insert(self._entity(key, IN_PROGRESS, now, now, owner=owner))
             except ResourceExistsError:
                 pass
             except ResourceNotFoundError:
@@ -223,6 +229,9 @@ class TableIdempotencyStore:
                 existing = await table.get(partition_key(key), rk)
             except ResourceNotFoundError:
                 continue  # released between our insert and read: insert again
+            if existing.get("Owner") == owner and existing.get("State") == IN_PROGRESS:
+                _log_claim(attempted.value, key, recovered=True)
+                return Claim(attempted, key, existing.etag)
             kind = ClaimKind.NEW
             if _as_utc(existing.get("ExpiresAt")) > now:
                 if existing.get("State") == COMPLETED:
@@ -232,10 +241,11 @@ class TableIdempotencyStore:
                 if age < stale_after_seconds:
                     raise _in_progress_error(key, age, stale_after_seconds)
                 kind = ClaimKind.TAKEN_OVER
+            attempted = kind
             try:
-                etag = await table.replace(self._entity(key, IN_PROGRESS, now, now), existing.etag)
+                etag = await table.replace(self._entity(key, IN_PROGRESS, now, now, owner=owner), existing.etag)
             except (ResourceModifiedError, ResourceNotFoundError):
-                continue  # someone else changed it first: look again
+                continue  # someone else changed it first (or our retried write did): look again
             _log_claim(kind.value, key, previous_state=existing.get("State"))
             return Claim(kind, key, etag)
         raise TransientError(f"idempotency record {rk} kept changing under contention",

@@ -16,6 +16,7 @@ import base64
 import hashlib
 import hmac
 import json
+import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,6 +37,11 @@ STORAGE_SCOPE = "https://storage.azure.com/.default"
 _DEV_ACCOUNT = "devstoreaccount1"
 _DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 _TOKEN_REFRESH_MARGIN = 300.0
+# Transient failures (network, timeout, 408/429/5xx) are retried, like azure-core's default policy does
+# for the SDK: a stalled or briefly failing store must not turn a finished delivery into a repeated one.
+RETRY_ATTEMPTS = 3
+RETRY_BASE_SECONDS = 0.25
+RETRY_MAX_SECONDS = 5.0
 _EDM_DATETIME = "Edm.DateTime"
 
 
@@ -127,7 +133,7 @@ def _key_literal(value: str) -> str:
 class TableRestClient:
     """One table of one account; make it inside the event loop that uses it."""
 
-    def __init__(self, conn: StorageConnection, table_name: str, *, timeout_seconds: float = 10.0) -> None:
+    def __init__(self, conn: StorageConnection, table_name: str, *, timeout_seconds: float = 20.0) -> None:
         self.table_name = table_name
         self._timeout_seconds = timeout_seconds
         self._session: aiohttp.ClientSession | None = None
@@ -216,6 +222,21 @@ class TableRestClient:
     async def _request(self, method: str, path: str, *, body: bytes | None = None,
                        headers: Mapping[str, str] | None = None,
                        expect: tuple[int, ...]) -> tuple[dict[str, Any] | None, str]:
+        """One call, retried on a network failure or a busy/failing service (as azure-core's policy would)."""
+        for attempt in range(1, RETRY_ATTEMPTS + 1):
+            try:
+                return await self._send(method, path, body=body, headers=headers, expect=expect)
+            except TableStoreUnavailableError as exc:
+                if attempt == RETRY_ATTEMPTS:
+                    raise
+                # A retried write may already have been applied: the store's conditional writes and
+                # claim owner tokens make its answer (exists / ETag changed) come out right.
+                delay = RETRY_BASE_SECONDS * 2 ** (attempt - 1) * (0.5 + random.random())  # noqa: S311
+                await asyncio.sleep(min(max(delay, exc.retry_after or 0.0), RETRY_MAX_SECONDS))
+        raise AssertionError("unreachable")
+
+    async def _send(self, method: str, path: str, *, body: bytes | None, headers: Mapping[str, str] | None,
+                    expect: tuple[int, ...]) -> tuple[dict[str, Any] | None, str]:
         import aiohttp
         from yarl import URL
 
@@ -234,11 +255,15 @@ class TableRestClient:
                                               headers=all_headers) as response:
                 payload = await response.read()
                 status, etag = response.status, response.headers.get("ETag", "")
+                retry_after = response.headers.get("Retry-After")
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise TableStoreUnavailableError(f"table {method} failed: {type(exc).__name__}") from exc
         if status in expect:
             return (json.loads(payload) if payload else None), etag
-        raise _error(status, payload, method)
+        error = _error(status, payload, method)
+        if isinstance(error, TableStoreUnavailableError) and retry_after and retry_after.isdigit():
+            error.retry_after = float(retry_after)
+        raise error
 
 
 def _error(status: int, payload: bytes, method: str) -> Exception:

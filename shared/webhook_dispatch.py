@@ -82,7 +82,14 @@ class WebhookDispatcher:
             return None
         if key is not None and claim is not None:
             if result.delivered:
-                await self._idempotency.complete(key, "delivered", claim)
+                try:
+                    await self._idempotency.complete(key, "delivered", claim)
+                except TransientError as exc:
+                    # Delivered already: raising would have the host retry this message, which would
+                    # send it again once the claim went stale. Left in progress, the record still
+                    # stops copies for the stale window.
+                    log.warning("webhook %s delivered but not recorded (%s)", webhook_id, exc.reason,
+                                extra={"webhook_id": webhook_id, "reason": exc.reason, "outcome": "delivered"})
             else:
                 # Released, not completed: a replay of the dead letter must be able to deliver it.
                 await self._idempotency.release(key, claim)

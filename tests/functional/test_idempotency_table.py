@@ -8,6 +8,7 @@ import pytest
 
 from shared.idempotency import ClaimKind, KeyInProgressError, TableIdempotencyStore
 from shared.settings import StorageConnection
+from shared.table_rest import TableRestClient
 from tests.functional.azurite import running_azurite
 
 pytestmark = pytest.mark.e2e
@@ -94,3 +95,39 @@ async def test_release_and_expiry_make_the_key_new_again(stores):
     await second.complete("evt-released", "{}", claim)
     clock.offset = timedelta(hours=2)
     assert (await first.begin("evt-released", 60)).kind is ClaimKind.NEW
+
+
+class AnswerLostOnInsert(TableRestClient):
+    """The first insert reaches the table but its answer is lost, so the client's retry meets a 409."""
+
+    lost = False
+
+    async def insert(self, entity):
+        from azure.core.exceptions import ResourceExistsError
+
+        await super().insert(entity)
+        if not self.lost:
+            self.lost = True
+            raise ResourceExistsError(message="the retried insert found the entity the first one wrote")
+        return ""
+
+
+async def test_a_claim_whose_answer_was_lost_is_still_ours(conn):
+    # GIVEN an insert that lands while its answer is lost (the client then retries into a 409)
+    table = "idem" + uuid.uuid4().hex[:12]
+    warm = TableIdempotencyStore(conn, table, window_seconds=3600)
+    await warm.begin("warm-up", 60)
+    await warm.aclose()
+    store = TableIdempotencyStore(conn, table, window_seconds=3600, client=AnswerLostOnInsert(conn, table))
+    other = TableIdempotencyStore(conn, table, window_seconds=3600)
+    try:
+        # WHEN the worker claims the event
+        claim = await store.begin("evt-lost-answer", stale_after_seconds=60)
+        # THEN it owns the claim (not "another worker is on it"), and its ETag completes the record
+        assert claim.kind is ClaimKind.NEW and claim.owned
+        await store.complete("evt-lost-answer", '{"joinWebUrl": "x"}', claim)
+        duplicate = await other.begin("evt-lost-answer", stale_after_seconds=60)
+        assert duplicate.kind is ClaimKind.COMPLETED and duplicate.result == '{"joinWebUrl": "x"}'
+    finally:
+        await store.aclose()
+        await other.aclose()

@@ -119,3 +119,56 @@ async def test_unreachable_store_is_a_transient_error():
             await table.insert(entity("k_x"))
     finally:
         await table.close()
+
+
+@pytest.fixture
+async def flaky_service():
+    """A stand-in table endpoint answering 503 a given number of times before it accepts an insert."""
+    from aiohttp import web
+
+    state = {"fail": 0, "calls": 0, "status": 503}
+
+    async def insert(_: web.Request) -> web.Response:
+        state["calls"] += 1
+        if state["calls"] <= state["fail"]:
+            return web.json_response({"odata.error": {"code": "ServerBusy", "message": {"value": "busy"}}},
+                                     status=state["status"], headers={"Retry-After": "0"})
+        return web.Response(status=204, headers={"ETag": 'W/"datetime\'1\'"'})
+
+    app = web.Application()
+    app.router.add_post("/devstoreaccount1/idem", insert)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+    client = TableRestClient(StorageConnection(connection_string=(
+        f"AccountName=devstoreaccount1;AccountKey={key};TableEndpoint=http://127.0.0.1:{port}/devstoreaccount1")),
+        "idem")
+    yield client, state
+    await client.close()
+    await runner.cleanup()
+
+
+async def test_a_busy_store_is_retried_until_it_answers(flaky_service):
+    client, state = flaky_service
+    state["fail"] = 2
+    assert await client.insert(entity("k_a")) == 'W/"datetime\'1\'"'
+    assert state["calls"] == 3
+
+
+async def test_a_store_that_stays_busy_is_a_transient_error_after_three_attempts(flaky_service):
+    client, state = flaky_service
+    state["fail"] = 10
+    with pytest.raises(TableStoreUnavailableError):
+        await client.insert(entity("k_a"))
+    assert state["calls"] == 3
+
+
+async def test_a_refusal_is_not_retried(flaky_service):
+    client, state = flaky_service
+    state["fail"], state["status"] = 10, 409
+    with pytest.raises(ResourceExistsError):
+        await client.insert(entity("k_a"))
+    assert state["calls"] == 1
