@@ -11,6 +11,7 @@ from aiohttp import web
 
 from shared.aiohttp_transport import AiohttpTransport
 from shared.graph import classify_graph_error
+from tests.functional.local_app import serving
 
 pytestmark = pytest.mark.e2e
 
@@ -41,13 +42,8 @@ async def server():
     app.router.add_get("/gzip", compressed)
     app.router.add_get("/slow", slow)
     app.router.add_get("/moved", moved)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}", seen
-    await runner.cleanup()
+    async with serving(app) as port:
+        yield f"http://127.0.0.1:{port}", seen
 
 
 @pytest.fixture
@@ -112,17 +108,10 @@ async def test_untrusted_certificate_is_a_connect_error(client):
 
     app = web.Application()
     app.router.add_get("/", hello)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    try:
+    async with serving(app, server_context) as port:
         # THEN the request fails to connect rather than trusting it
         with pytest.raises(httpx.ConnectError):
             await client.get(f"https://127.0.0.1:{port}/")
-    finally:
-        await runner.cleanup()
 
 
 def test_environment_proxy_applies_unless_no_proxy_exempts_the_host(monkeypatch):

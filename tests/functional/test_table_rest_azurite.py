@@ -10,7 +10,8 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from shared.exceptions import TableStoreUnavailableError
 from shared.settings import StorageConnection
 from shared.table_rest import TableRestClient
-from tests.functional.azurite import running_azurite
+from tests.functional.azurite import ACCOUNT_KEY, running_azurite
+from tests.functional.local_app import serving
 
 pytestmark = pytest.mark.e2e
 
@@ -110,9 +111,8 @@ async def test_unreachable_store_is_a_transient_error():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
     table = TableRestClient(StorageConnection(connection_string=(
-        f"AccountName=devstoreaccount1;AccountKey={key};TableEndpoint=http://127.0.0.1:{port}/devstoreaccount1")),
+        f"AccountName=devstoreaccount1;AccountKey={ACCOUNT_KEY};TableEndpoint=http://127.0.0.1:{port}/devstoreaccount1")),
         "idem", timeout_seconds=2)
     try:
         with pytest.raises(TableStoreUnavailableError):
@@ -137,18 +137,12 @@ async def flaky_service():
 
     app = web.Application()
     app.router.add_post("/devstoreaccount1/idem", insert)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-    client = TableRestClient(StorageConnection(connection_string=(
-        f"AccountName=devstoreaccount1;AccountKey={key};TableEndpoint=http://127.0.0.1:{port}/devstoreaccount1")),
-        "idem")
-    yield client, state
-    await client.close()
-    await runner.cleanup()
+    async with serving(app) as port:
+        client = TableRestClient(StorageConnection(connection_string=(
+            f"AccountName=devstoreaccount1;AccountKey={ACCOUNT_KEY};"
+            f"TableEndpoint=http://127.0.0.1:{port}/devstoreaccount1")), "idem")
+        yield client, state
+        await client.close()
 
 
 async def test_a_busy_store_is_retried_until_it_answers(flaky_service):
