@@ -107,6 +107,9 @@ def encode_entity(entity: Mapping[str, Any]) -> bytes:
         if isinstance(value, datetime):
             body[f"{name}@odata.type"] = _EDM_DATETIME
             body[name] = _format_datetime(value)
+        elif isinstance(value, int) and not isinstance(value, bool) and not -2**31 <= value < 2**31:
+            body[f"{name}@odata.type"] = "Edm.Int64"  # a bare JSON number is read as Int32
+            body[name] = str(value)
         elif isinstance(value, (str, bool, int, float)) or value is None:
             body[name] = value
         else:

@@ -70,6 +70,12 @@ def test_entity_round_trips_with_datetimes_annotated():
     assert "odata.etag" not in properties and "At@odata.type" not in properties
 
 
+def test_large_integers_are_sent_as_int64():
+    body = json.loads(encode_entity({"PartitionKey": "p", "RowKey": "r", "Small": 7, "Big": 2**40, "Flag": True}))
+    assert body["Small"] == 7 and "Small@odata.type" not in body and body["Flag"] is True
+    assert body["Big"] == str(2**40) and body["Big@odata.type"] == "Edm.Int64"
+
+
 def test_unsupported_property_types_are_refused():
     with pytest.raises(TypeError, match="Blob"):
         encode_entity({"PartitionKey": "p", "RowKey": "r", "Blob": b"bytes"})
