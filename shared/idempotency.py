@@ -97,8 +97,8 @@ def _in_progress_error(key: str, age: float, stale_after: float) -> KeyInProgres
 
 
 def _log_claim(kind: str, key: str, **fields: object) -> None:
-    # A new claim is every event's normal path (its outcome line follows); the others are worth seeing.
-    level = logging.DEBUG if kind == ClaimKind.NEW else logging.INFO
+    # A plain new claim is every event's normal path (its outcome line follows); the others are worth seeing.
+    level = logging.DEBUG if kind == ClaimKind.NEW and not fields else logging.INFO
     log.log(level, "idempotency %s: %s", row_key(key), kind,
             extra={"idempotency_key": row_key(key), "claim": kind, **fields})
 
