@@ -5,10 +5,14 @@ import os
 
 import azure.functions as func
 
-from shared import auth_flow, http_api, keepalive, queue_metrics, queues, telemetry
-from shared.openapi import JOIN_URL_ROUTE, ME_JOIN_URL_ROUTE, OPENAPI_ROUTE, openapi_document
+from shared import queues, telemetry
+from shared.http_twin import join_url
+from shared.http_twin.openapi import JOIN_URL_ROUTE, ME_JOIN_URL_ROUTE, OPENAPI_ROUTE, openapi_document
+from shared.identity import connect as connect_flow
+from shared.identity import keepalive
 from shared.services import Services
 from shared.settings import load_settings
+from shared.storage import queue_metrics
 
 # Validated at start-up: a missing or bad setting stops indexing with a message naming it.
 services = Services(load_settings())
@@ -63,7 +67,7 @@ async def deliver_webhook(msg: func.QueueMessage, dead_letter: func.Out[str]) ->
 @instrumented
 async def get_join_url(req: func.HttpRequest) -> func.HttpResponse:
     """The HTTP twin: ad-hoc join-URL lookup."""
-    return await http_api.get_join_url(req, services.resolver)
+    return await join_url.get_join_url(req, services.resolver)
 
 
 @app.function_name("openapi")
@@ -79,24 +83,24 @@ def openapi(req: func.HttpRequest) -> func.HttpResponse:
 @instrumented
 async def get_my_join_url(req: func.HttpRequest) -> func.HttpResponse:
     """The HTTP twin for Entra bearer callers (no function key): Graph is called On-Behalf-Of the caller."""
-    return await http_api.get_join_url(req, services.resolver, services.bearer, require_bearer=True)
+    return await join_url.get_join_url(req, services.resolver, services.bearer, require_bearer=True)
 
 
 @app.function_name("connect")
-@app.route(route=auth_flow.CONNECT_ROUTE, methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@app.route(route=connect_flow.CONNECT_ROUTE, methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @instrumented
 async def connect(req: func.HttpRequest) -> func.HttpResponse:
     """An organizer's one-time consent: redirect to Entra sign-in (authorization code + PKCE)."""
-    return await auth_flow.connect(req, services.settings, services.vault, services.msal_clients)
+    return await connect_flow.connect(req, services.settings, services.vault, services.msal_clients)
 
 
 # Anonymous: Entra redirects the browser here, and its `code` parameter would clash with a function key's.
 @app.function_name("callback")
-@app.route(route=auth_flow.CALLBACK_ROUTE, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@app.route(route=connect_flow.CALLBACK_ROUTE, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @instrumented
 async def callback(req: func.HttpRequest) -> func.HttpResponse:
     """Entra's redirect after sign-in: the organizer's token cache goes into the token vault."""
-    return await auth_flow.callback(req, services.settings, services.vault, services.msal_clients)
+    return await connect_flow.callback(req, services.settings, services.vault, services.msal_clients)
 
 
 # The schedule is read at indexing time from the validated settings, so an unset KEEPALIVE_SCHEDULE

@@ -76,9 +76,9 @@ class Worker:
 
     def fresh_services(self, *, in_memory_idempotency: bool = False) -> Any:
         """New worker services (empty token cache, new clients), as after a worker restart."""
-        from shared.idempotency import InMemoryIdempotencyStore
         from shared.services import Services
         from shared.settings import load_settings
+        from shared.storage.idempotency import InMemoryIdempotencyStore
 
         # A new, empty idempotency table per run: Azurite's in-memory table gets slower as it fills
         # (its cost per insert grows with the row count), which Azure Table storage does not.
@@ -110,7 +110,7 @@ async def raw_httpx(endpoints: dict[str, Any], token: str, n: int, concurrency: 
     """
     import httpx
 
-    from shared.aiohttp_transport import AiohttpTransport
+    from shared.graph.transport import AiohttpTransport
 
     context = ssl.create_default_context()
     context.load_verify_locations(cafile=endpoints["ca_bundle"])

@@ -152,10 +152,10 @@ def connect_organizers(endpoints: dict[str, Any], settings: dict[str, str]) -> N
 
     The organizer's part, approving the code, is played by the Entra emulator's admin API.
     """
+    from shared.identity.vault_acquirer import MsalClients
     from shared.organizers import connect_device
     from shared.services import Services
     from shared.settings import load_settings
-    from shared.vault_credentials import MsalClients
 
     services = Services(load_settings(settings))
     verify = ssl.create_default_context(cafile=endpoints["ca_bundle"])

@@ -51,8 +51,8 @@ def connect_organizers(endpoints: dict[str, Any], services: Any) -> None:
 
     import httpx
 
+    from shared.identity.vault_acquirer import MsalClients
     from shared.organizers import connect_device
-    from shared.vault_credentials import MsalClients
 
     organizers = {u["oid"]: u["upn"] for u in json.loads((SEED / "directory.json").read_text())["users"]}
     needed = sorted({organizers[m["organizer"]] for m in json.loads((SEED / "meetings.json").read_text())})

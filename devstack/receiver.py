@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from shared.webhook_signing import WebhookSignatureError, verify
+from shared.webhooks.signing import WebhookSignatureError, verify
 
 log = logging.getLogger("devstack.receiver")
 

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from shared.exceptions import JoinLinkError, SettingsError
+from shared.identity.vault import CONNECTED, PUBLIC, BlobTokenVault, TokenVault, VaultEntry
+from shared.identity.vault_acquirer import MsalClients, MsalFailure, connect_scopes
 from shared.settings import Settings, load_settings
-from shared.vault import CONNECTED, PUBLIC, BlobTokenVault, TokenVault, VaultEntry
-from shared.vault_credentials import MsalClients, MsalFailure, connect_scopes
 
 _PATH_SETTINGS = ("DEV_USERS_FILE", "TLS_CA_BUNDLE")
 

@@ -26,7 +26,7 @@ from typing import IO, TYPE_CHECKING
 from shared import queues
 from shared.queues import WEBHOOK_DEAD_LETTER, WEBHOOK_OUTBOX, WEBHOOK_OUTBOX_POISON
 from shared.settings import StorageConnection
-from shared.storage import queue_client
+from shared.storage.queue_client import queue_client
 
 if TYPE_CHECKING:
     from azure.storage.queue import QueueMessage

@@ -5,21 +5,21 @@ from __future__ import annotations
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from shared.credentials import DelegatedCredentials, DelegatedTokenAcquirer, DevPasswordAcquirer
 from shared.exceptions import SettingsError
-from shared.graph import GraphGateway
-from shared.idempotency import TableIdempotencyStore
-from shared.obo import BearerValidator
-from shared.processor import AppointmentProcessor
+from shared.graph.gateway import GraphGateway
+from shared.identity.obo import BearerValidator
+from shared.identity.tokens import DelegatedCredentials, DelegatedTokenAcquirer, DevPasswordAcquirer
+from shared.identity.vault import BlobTokenVault, TokenVault
+from shared.identity.vault_acquirer import MsalClients, VaultTokenAcquirer
+from shared.pipeline.join_url_resolver import JoinUrlResolver
+from shared.pipeline.processor import AppointmentProcessor
 from shared.queues import APPOINTMENTS, WEBHOOK_OUTBOX
-from shared.resolver import JoinUrlResolver
 from shared.settings import Settings
-from shared.storage import QueueRequeuer
-from shared.vault import BlobTokenVault, TokenVault
-from shared.vault_credentials import MsalClients, VaultTokenAcquirer
+from shared.storage.idempotency import TableIdempotencyStore
+from shared.storage.queue_client import QueueRequeuer
 
 if TYPE_CHECKING:
-    from shared.webhook_dispatch import WebhookDispatcher
+    from shared.webhooks.dispatcher import WebhookDispatcher
 
 
 def build_acquirer(settings: Settings, *, vault: TokenVault | None = None,
@@ -93,8 +93,8 @@ class Services:
     @cached_property
     def webhooks(self) -> WebhookDispatcher:
         """deliver_webhook's logic (imports the HTTP stack on first use, not at start-up)."""
-        from shared.webhook_dispatch import WebhookDispatcher
-        from shared.webhooks import WebhookSender
+        from shared.webhooks.dispatcher import WebhookDispatcher
+        from shared.webhooks.sender import WebhookSender
 
         return WebhookDispatcher(
             WebhookSender.from_settings(self.settings), self.idempotency,

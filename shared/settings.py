@@ -316,7 +316,7 @@ def _existing_file(value: str) -> Path:
 
 
 def _webhook_secrets(value: str) -> tuple[str, ...]:
-    from shared.webhook_signing import WebhookSignatureError, decode_secret
+    from shared.webhooks.signing import WebhookSignatureError, decode_secret
 
     secrets = tuple(part.strip() for part in value.split(",") if part.strip())
     if not 1 <= len(secrets) <= 2:

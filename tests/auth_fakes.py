@@ -125,7 +125,7 @@ CODES: dict[str, dict[str, str]] = {
 
 
 class FakeMsalClients:
-    """Duck-types shared.vault_credentials.MsalClients over the fake platform (one per simulated worker)."""
+    """Duck-types shared.identity.vault_acquirer.MsalClients over the fake platform (one per simulated worker)."""
 
     def __init__(self, idp: FakeIdentityPlatform) -> None:
         self.idp = idp
@@ -142,7 +142,7 @@ class FakeMsalClients:
 
 def connected_entry(idp: FakeIdentityPlatform, user: dict[str, str] = SCHEDULER, **fields: Any) -> Any:
     """A vault entry as the connect page leaves it."""
-    from shared.vault import VaultEntry
+    from shared.identity.vault import VaultEntry
 
     state = idp.sign_in(user)
     claims = {"oid": user["oid"], "preferred_username": user["upn"], "name": user["name"]}

@@ -7,7 +7,7 @@ from typing import Any
 
 import azure.functions as func
 
-from shared.credentials import AccessToken, DelegatedTokenAcquirer
+from shared.identity.tokens import AccessToken, DelegatedTokenAcquirer
 
 
 class FakeGraph:

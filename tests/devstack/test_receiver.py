@@ -9,9 +9,9 @@ from aiohttp import web
 
 from devstack.certs import ensure_certs
 from devstack.receiver import create_receiver_app
-from shared.records import JoinUrlResult
-from shared.webhook_events import ready_event
-from shared.webhooks import WebhookSender, WebhookTransientError
+from shared.pipeline.records import JoinUrlResult
+from shared.webhooks.outbound import ready_event
+from shared.webhooks.sender import WebhookSender, WebhookTransientError
 
 pytestmark = pytest.mark.unit
 

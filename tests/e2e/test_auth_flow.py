@@ -26,11 +26,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from shared import organizers, queues
-from shared.keepalive import REFRESHED, run_keepalive
+from shared.identity.keepalive import REFRESHED, run_keepalive
+from shared.identity.vault import CONNECTED, NEEDS_RECONNECT, PUBLIC, BlobTokenVault
+from shared.identity.vault_acquirer import MsalClients, VaultTokenAcquirer
 from shared.services import Services
 from shared.settings import load_settings
-from shared.vault import CONNECTED, NEEDS_RECONNECT, PUBLIC, BlobTokenVault
-from shared.vault_credentials import MsalClients, VaultTokenAcquirer
 from tests.auth_fakes import SCHEDULER as SCHEDULER_CLAIMS
 from tests.e2e.conftest import read_all, send
 from tests.e2e.test_pipeline import CARDIOLOGY, plain
@@ -285,7 +285,7 @@ async def test_bearer_caller_gets_the_join_url_on_behalf_of_themselves(host, vau
                                  headers={"Authorization": f"Bearer {token}"})
         assert other.status_code == 403
         # Expired, with a genuine signature (no clock leeway for this check)
-        monkeypatch.setattr("shared.obo.LEEWAY_SECONDS", 0)
+        monkeypatch.setattr("shared.identity.obo.LEEWAY_SECONDS", 0)
         entra.put("config", json={"access_token_lifetime": 1})
         short_lived = api_token(stack, SCHEDULER)
         await asyncio.sleep(2.1)

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from shared import organizers, queues
+from shared.identity.vault import CONNECTED
 from shared.services import Services
 from shared.settings import load_settings
-from shared.vault import CONNECTED
 from tests.e2e.conftest import read_all, send
 from tests.e2e.test_pipeline import plain
 

@@ -7,10 +7,10 @@ import pytest
 from azure.functions.queue import QueueMessage
 
 from shared.exceptions import GraphUnavailableError, ThrottledError
-from shared.idempotency import InMemoryIdempotencyStore
-from shared.processor import AppointmentProcessor
-from shared.resolver import JoinUrlResolver
-from shared.storage import InMemoryRequeuer
+from shared.pipeline.join_url_resolver import JoinUrlResolver
+from shared.pipeline.processor import AppointmentProcessor
+from shared.storage.idempotency import InMemoryIdempotencyStore
+from shared.storage.queue_client import InMemoryRequeuer
 from tests.fakes import CapturingOut, FakeGraph, no_sleep
 
 pytestmark = pytest.mark.functional

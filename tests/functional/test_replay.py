@@ -8,12 +8,12 @@ import pytest
 from azure.storage.queue.aio import QueueServiceClient
 
 from shared import queues
+from shared.pipeline.records import Rejection
 from shared.queues import WEBHOOK_DEAD_LETTER, WEBHOOK_OUTBOX, WEBHOOK_OUTBOX_POISON
-from shared.records import Rejection
 from shared.replay import main, parse_age, replay
 from shared.settings import StorageConnection
-from shared.storage import queue_client
-from shared.webhooks import DeadLetter
+from shared.storage.queue_client import queue_client
+from shared.webhooks.sender import DeadLetter
 from tests.functional.azurite import running_azurite
 
 pytestmark = pytest.mark.e2e

@@ -28,7 +28,7 @@ from opentelemetry.metrics import get_meter_provider
 from shared import telemetry
 
 assert telemetry.configure(os.environ)
-logging.getLogger("shared.processor").warning(
+logging.getLogger("shared.pipeline.processor").warning(
     "appointment %s: outcome=%s", "apt-1", "rejected",
     extra={"event_id": "evt-1", "appointment_id": "apt-1", "organizer_hash": "0123456789abcdef",
            "outcome": "rejected", "reason": "forbidden", "graph_status": 403, "duration_ms": 12.5,

@@ -8,12 +8,12 @@ import re
 import pytest
 from hypothesis import event, given, note
 
-from shared.events import AppointmentEvent, parse_event, unwrap_requeued
 from shared.exceptions import PermanentError, TransientError
-from shared.idempotency import InMemoryIdempotencyStore
-from shared.processor import AppointmentProcessor
-from shared.resolver import JoinUrlResolver
-from shared.storage import InMemoryRequeuer
+from shared.pipeline.inbound import AppointmentEvent, parse_event, unwrap_requeued
+from shared.pipeline.join_url_resolver import JoinUrlResolver
+from shared.pipeline.processor import AppointmentProcessor
+from shared.storage.idempotency import InMemoryIdempotencyStore
+from shared.storage.queue_client import InMemoryRequeuer
 from tests.fakes import FakeGraph, no_sleep
 from tests.fuzz.strategies import ORG, messages
 

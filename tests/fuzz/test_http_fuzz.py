@@ -17,9 +17,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from shared.obo import BearerValidator
-from shared.openapi import openapi_document
-from shared.resolver import JoinUrlResolver
+from shared.http_twin.openapi import openapi_document
+from shared.identity.obo import BearerValidator
+from shared.pipeline.join_url_resolver import JoinUrlResolver
 from shared.settings import load_settings
 from tests.fakes import FakeGraph, no_sleep
 

@@ -15,7 +15,7 @@ import schemathesis
 from hypothesis import HealthCheck, reject, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance, unsupported_method
 
-from shared.openapi import openapi_document
+from shared.http_twin.openapi import openapi_document
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fuzz]
 KEY = "local-dev-function-key"

@@ -14,7 +14,7 @@ JOIN_URL = "https://visit.teams.microsoft.com/webrtc-svc/api/route?tid=7d0c&conv
 JOIN_WEB_URL = "https://teams.microsoft.com/l/meetup-join/19%3ameeting_cardiology%40thread.v2/0"
 
 
-def record(message, *args, name="shared.processor", **extra):
+def record(message, *args, name="shared.pipeline.processor", **extra):
     rec = logging.LogRecord(name, logging.INFO, __file__, 1, message, args, None)
     for key, value in extra.items():
         setattr(rec, key, value)
@@ -59,5 +59,5 @@ def test_extra_fields_and_tracebacks_are_scanned_but_only_for_app_loggers():
     third_party = record("Authorization: Bearer %s", JWT, name="msal.token_cache")
     findings = scan_records([failing, in_extra, third_party])
     assert {(f.kind, f.where.split()[0]) for f in findings} == {("join_url", "devstack.harness"),
-                                                               ("join_url", "shared.processor")}
+                                                               ("join_url", "shared.pipeline.processor")}
     assert all(JOIN_URL not in f.excerpt for f in findings), "the report itself must not repeat the secret"

@@ -1,0 +1,1 @@
+"""graph: see the map in shared/__init__.py."""

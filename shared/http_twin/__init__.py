@@ -1,0 +1,1 @@
+"""http_twin: see the map in shared/__init__.py."""

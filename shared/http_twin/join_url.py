@@ -1,0 +1,87 @@
+"""The HTTP twin: ad-hoc join-URL lookups with the same resolver and error classes as the queue path."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import azure.functions as func
+
+from shared.exceptions import ForbiddenError, InvalidEventError, JoinLinkError
+from shared.identity.obo import BearerError, BearerValidator, Caller, OboTokenSource, bearer_token
+from shared.pipeline.inbound import check_https_url, check_organizer
+from shared.pipeline.join_url_resolver import JoinUrlResolver
+from shared.pipeline.records import utc_now
+from shared.problems import problem, problem_for
+from shared.redaction import hash_user
+
+log = logging.getLogger(__name__)
+_MAX_PARAM = 2048
+
+
+def _lookup_params(req: func.HttpRequest, caller: Caller | None = None) -> tuple[str, str | None, str | None]:
+    def param(name: str) -> str | None:
+        value = (req.params.get(name) or "").strip()
+        if len(value) > _MAX_PARAM or any(ch in value for ch in "\r\n\x00"):
+            raise InvalidEventError(f"query parameter {name!r} is too long or has control characters")
+        return value or None
+
+    organizer = param("organizer")
+    meeting_id, join_web_url = param("meetingId"), param("joinWebUrl")
+    if caller is not None:
+        # A bearer caller acts as themselves: Graph would refuse any other organizer's meeting anyway.
+        if organizer is not None and not caller.is_(organizer):
+            raise ForbiddenError("with a bearer token, 'organizer' must be the signed-in user (or left out)",
+                                 reason="organizer_mismatch")
+        organizer = organizer or caller.oid
+    if organizer is None:
+        raise InvalidEventError("query parameter 'organizer' (object id or UPN) is required")
+    check_organizer(organizer)
+    if (meeting_id is None) == (join_web_url is None):
+        raise InvalidEventError("give exactly one of the query parameters 'meetingId' or 'joinWebUrl'")
+    if join_web_url is not None:
+        check_https_url("joinWebUrl", join_web_url)
+    return organizer, meeting_id, join_web_url
+
+
+async def get_join_url(req: func.HttpRequest, resolver: JoinUrlResolver, bearer: BearerValidator | None = None,
+                       *, require_bearer: bool = False) -> func.HttpResponse:
+    """GET ?organizer=…&meetingId=… or ?organizer=…&joinWebUrl=… → the meeting's join URL as JSON.
+
+    With `bearer` and an `Authorization: Bearer` header, Graph is called On-Behalf-Of the caller;
+    otherwise with the organizer's vault credential (the function-key path).
+    """
+    tokens: OboTokenSource | None = None
+    caller: Caller | None = None
+    try:
+        assertion = bearer_token(req) if bearer is not None else None
+        if assertion is None and require_bearer:
+            raise BearerError(401, "missing_token", "this endpoint needs an Entra bearer token "
+                              "(Authorization: Bearer …) for this API")
+        if assertion is not None and bearer is not None:
+            caller, tokens = await _bearer_path(bearer, assertion)
+        organizer, meeting_id, join_web_url = _lookup_params(req, caller)
+        # No sleeping on a caller's connection: a 429 goes straight back with its Retry-After.
+        meeting_id, join_url = await resolver.resolve(organizer, meeting_id, join_web_url,
+                                                      inline_throttle_budget=0.0, tokens=tokens)
+    except BearerError as exc:
+        log.info("join-url lookup refused: %s", exc.error, extra={"reason": exc.error, "outcome": "unauthorized"})
+        return exc.response()
+    except JoinLinkError as exc:
+        log.info("join-url lookup failed: %s", exc.reason, extra={"reason": exc.reason, "outcome": "rejected"})
+        return problem_for(exc)
+    except Exception:
+        log.exception("join-url lookup crashed")
+        return problem(500, "internal_error", "the lookup failed unexpectedly; it has been logged")
+    log.info("join-url lookup ok", extra={"organizer_hash": hash_user(organizer), "outcome": "ready",
+                                          "auth": "bearer" if caller is not None else "key"})
+    body = {"organizer": organizer, "onlineMeetingId": meeting_id, "joinUrl": join_url, "resolvedAt": utc_now()}
+    return func.HttpResponse(json.dumps(body), status_code=200, mimetype="application/json",
+                             headers={"Cache-Control": "no-store"})
+
+
+async def _bearer_path(bearer: BearerValidator, assertion: str) -> tuple[Caller, OboTokenSource]:
+    """Validate the caller's token, and a token source that exchanges it On-Behalf-Of (for this request only)."""
+    caller = await asyncio.to_thread(bearer.validate, assertion)
+    return caller, OboTokenSource(bearer.settings, assertion, caller)

@@ -1,0 +1,1 @@
+"""identity: see the map in shared/__init__.py."""

@@ -1,0 +1,123 @@
+"""Keep-alive: redeem idle organizers' refresh tokens before Entra's 90-day inactivity limit ends them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from shared.exceptions import OrganizerNotConnectedError, PermanentError, TransientError
+from shared.identity.vault import CONNECTED, TokenVault, VaultConflictError, VaultEntry
+from shared.identity.vault_acquirer import VaultTokenAcquirer, record_failure
+from shared.redaction import hash_user
+
+log = logging.getLogger(__name__)
+REFRESHED, FRESH, FAILED, NEEDS_RECONNECT = "refreshed", "fresh", "failed", "needs_reconnect"
+
+
+@dataclass(frozen=True)
+class OrganizerHealth:
+    """One organizer's outcome in a keep-alive run (hash only: no UPNs in telemetry)."""
+
+    organizer_hash: str
+    outcome: str
+    status: str
+    consecutive_failures: int
+    last_success_at: str | None
+
+
+@dataclass
+class KeepAliveReport:
+    """What a keep-alive run did, per organizer and in total."""
+
+    organizers: list[OrganizerHealth] = field(default_factory=list)
+    flows_purged: int = 0
+
+    def count(self, outcome: str) -> int:
+        """How many organizers ended with this outcome."""
+        return sum(1 for o in self.organizers if o.outcome == outcome)
+
+    @property
+    def unhealthy(self) -> int:
+        """Organizers that need a person (reconnect) or failed transiently this run."""
+        return self.count(FAILED) + self.count(NEEDS_RECONNECT)
+
+
+def _parse(timestamp: str | None) -> datetime | None:
+    if not timestamp:
+        return None
+    try:
+        return datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def is_idle(entry: VaultEntry, idle: timedelta, now: datetime) -> bool:
+    """True when the entry's refresh token has not been redeemed for `idle` or longer."""
+    last = _parse(entry.last_refreshed_at) or _parse(entry.connected_at)
+    return last is None or now - last >= idle
+
+
+def run_keepalive(vault: TokenVault, acquirer: VaultTokenAcquirer, idle_hours: float,
+                  now: datetime | None = None) -> KeepAliveReport:
+    """Refresh every connected organizer idle for idle_hours; record and log each outcome. Blocking."""
+    now = now or datetime.now(UTC)
+    idle = timedelta(hours=idle_hours)
+    report = KeepAliveReport()
+    for entry in vault.entries():
+        outcome = _keep_alive_one(vault, acquirer, entry, idle, now)
+        latest = vault.get(entry.oid) or entry
+        health = OrganizerHealth(hash_user(entry.oid), outcome, latest.status, latest.consecutive_failures,
+                                 latest.last_success_at)
+        report.organizers.append(health)
+        log.log(logging.INFO if outcome in (REFRESHED, FRESH) else logging.WARNING,
+                "keep-alive organizer %s: %s", health.organizer_hash, outcome,
+                extra={"organizer_hash": health.organizer_hash, "outcome": outcome, "status": health.status,
+                       "consecutive_failures": health.consecutive_failures})
+    report.flows_purged = vault.purge_flows()
+    log.log(logging.WARNING if report.unhealthy else logging.INFO,
+            "keep-alive: %d organizer(s), %d refreshed, %d fresh, %d failed, %d need reconnecting",
+            len(report.organizers), report.count(REFRESHED), report.count(FRESH), report.count(FAILED),
+            report.count(NEEDS_RECONNECT),
+            extra={"organizers": len(report.organizers), "refreshed": report.count(REFRESHED),
+                   "fresh": report.count(FRESH), "failed": report.count(FAILED),
+                   "needs_reconnect": report.count(NEEDS_RECONNECT), "flows_purged": report.flows_purged})
+    return report
+
+
+def _keep_alive_one(vault: TokenVault, acquirer: VaultTokenAcquirer, entry: VaultEntry, idle: timedelta,
+                    now: datetime) -> str:
+    if entry.status != CONNECTED:
+        return NEEDS_RECONNECT  # refreshing a refused token again would only fail again
+    if not is_idle(entry, idle, now):
+        return FRESH
+    try:
+        acquirer.refresh(entry.oid)
+    except OrganizerNotConnectedError:
+        return NEEDS_RECONNECT  # the acquirer has marked the entry already
+    except (TransientError, PermanentError) as exc:
+        # Transient, or the app registration itself refused (app_misconfigured): the token is not at fault.
+        _record_failure(vault, entry.oid, f"{exc.reason}: {exc.detail}")
+        return FAILED
+    return REFRESHED
+
+
+def _record_failure(vault: TokenVault, oid: str, text: str) -> None:
+    """Count a failed keep-alive on the entry; its status stays: the refresh token itself may be good."""
+    for _ in range(3):
+        latest = vault.get(oid)
+        if latest is None:
+            return
+        try:
+            vault.save(record_failure(latest, text))
+            return
+        except VaultConflictError:
+            continue
+        except TransientError:
+            return  # the vault itself is down: the log line is all that can be kept
+
+
+async def keep_alive(vault: TokenVault, acquirer: VaultTokenAcquirer, idle_hours: float) -> KeepAliveReport:
+    """run_keepalive off the event loop (MSAL and the vault's blob client block)."""
+    return await asyncio.to_thread(run_keepalive, vault, acquirer, idle_hours)

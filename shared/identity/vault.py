@@ -1,0 +1,439 @@
+"""The token vault: one MSAL token cache per connected organizer, written with ETag concurrency.
+
+Layout of the private container (TOKEN_VAULT_CONTAINER):
+  organizers/<oid>.json     the organizer's entry: MSAL serialized cache + connection health
+  aliases/<sha256(upn)>     the oid a (lower-cased) UPN belongs to, so either finds the entry
+  flows/<sha256(state)>     a connect page's one-time sign-in flow, taken (read and deleted) by the callback
+
+The blob client is the synchronous one: every caller is already on a worker thread (the acquirer runs
+under asyncio.to_thread because MSAL is blocking), so an async client would only add a second event loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from shared.exceptions import JoinLinkError, TransientError
+from shared.pipeline.records import utc_now
+from shared.settings import StorageConnection
+
+if TYPE_CHECKING:
+    from azure.storage.blob import ContainerClient
+
+CONNECTED = "connected"
+NEEDS_RECONNECT = "needs_reconnect"
+REVOKED = "revoked"
+STATUSES = (CONNECTED, NEEDS_RECONNECT, REVOKED)
+CONFIDENTIAL = "confidential"  # connected through the connect page (authorization code)
+PUBLIC = "public"  # connected with the device-code command: refresh without the client secret
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+_ENTRY_VERSION = 1
+# A flow is useless after this long anyway (Entra's authorization codes live ~10 minutes).
+FLOW_MAX_SECONDS = 600
+
+
+class VaultConflictError(JoinLinkError):
+    """The entry changed (or appeared) since it was read: reload and decide again."""
+
+    reason = "token_vault_conflict"
+
+
+class VaultUnavailableError(TransientError):
+    """The vault's storage could not be reached or answered 5xx."""
+
+    reason = "token_vault_unavailable"
+
+
+@dataclass
+class VaultEntry:
+    """One organizer's connection: the MSAL token cache and its health."""
+
+    oid: str
+    upn: str
+    display_name: str
+    cache: str
+    client_type: str = CONFIDENTIAL
+    status: str = CONNECTED
+    connected_at: str = field(default_factory=utc_now)
+    last_refreshed_at: str | None = None
+    last_success_at: str | None = None
+    consecutive_failures: int = 0
+    last_error: str | None = None
+    # The blob's ETag when read; None for an entry not yet stored. Never serialized.
+    etag: str | None = field(default=None, compare=False, repr=False)
+
+    def to_json(self) -> str:
+        """The stored form (without the ETag)."""
+        doc = asdict(self)
+        del doc["etag"]
+        return json.dumps({"version": _ENTRY_VERSION, **doc}, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes, etag: str | None) -> VaultEntry:
+        """Parse a stored entry; unknown fields from newer versions are ignored."""
+        doc = json.loads(text)
+        known = {name for name in cls.__dataclass_fields__ if name != "etag"}
+        return cls(**{k: v for k, v in doc.items() if k in known}, etag=etag)
+
+    @classmethod
+    def connected(cls, claims: dict[str, Any], cache: str, client_type: str) -> VaultEntry:
+        """A fresh connection from the signed-in user's id token claims and MSAL's cache."""
+        now = utc_now()
+        upn = str(claims.get("preferred_username") or claims.get("upn") or claims["oid"])
+        return cls(oid=str(claims["oid"]).lower(), upn=upn, display_name=str(claims.get("name") or upn), cache=cache,
+                   client_type=client_type, connected_at=now, last_refreshed_at=now, last_success_at=now)
+
+    def health(self) -> dict[str, Any]:
+        """Everything but the token cache: what `list` and the logs may show."""
+        doc = asdict(self)
+        for secret_or_internal in ("cache", "etag"):
+            del doc[secret_or_internal]
+        return doc
+
+
+def organizer_key(organizer: str) -> tuple[str, str]:
+    """('oid', id) for an object id, ('upn', lower-cased UPN) otherwise."""
+    value = organizer.strip().lower()
+    return ("oid", value) if _GUID.match(value) else ("upn", value)
+
+
+def upn_hash(upn: str) -> str:
+    """Blob name part for a UPN: hashed, so storage listings and logs carry no addresses."""
+    return hashlib.sha256(upn.strip().lower().encode()).hexdigest()
+
+
+def flow_key(state: str) -> str:
+    """Where a sign-in flow is kept, and what the browser's cookie holds: a hash of its state."""
+    return hashlib.sha256(state.encode()).hexdigest()
+
+
+class TokenVault(ABC):
+    """Organizer entries (ETag-guarded) and one-time sign-in flows."""
+
+    @abstractmethod
+    def get(self, organizer: str) -> VaultEntry | None:
+        """The organizer's entry by object id or UPN, with its ETag; None if not connected."""
+
+    @abstractmethod
+    def save(self, entry: VaultEntry) -> VaultEntry:
+        """Create (entry.etag None) or update (If-Match entry.etag); raise VaultConflictError otherwise."""
+
+    @abstractmethod
+    def delete(self, organizer: str) -> VaultEntry | None:
+        """Remove the organizer's entry and alias; the removed entry, or None."""
+
+    @abstractmethod
+    def entries(self) -> Iterator[VaultEntry]:
+        """Every organizer's entry."""
+
+    @abstractmethod
+    def put_flow(self, key: str, flow: dict[str, Any], ttl_seconds: float = FLOW_MAX_SECONDS) -> None:
+        """Keep a sign-in flow until the callback takes it, at most ttl_seconds."""
+
+    @abstractmethod
+    def take_flow(self, key: str) -> dict[str, Any] | None:
+        """Read and delete a flow in one step: only one caller ever gets it; None if absent or expired."""
+
+    @abstractmethod
+    def purge_flows(self) -> int:
+        """Delete abandoned expired flows; how many."""
+
+    def store_connection(self, entry: VaultEntry) -> VaultEntry:
+        """Store a fresh connection, replacing any earlier one of the same organizer."""
+        for _ in range(5):
+            current = self.get(entry.oid)
+            try:
+                return self.save(replace(entry, etag=current.etag if current else None))
+            except VaultConflictError:
+                continue  # someone refreshed the old entry meanwhile; ours replaces it anyway
+        raise VaultUnavailableError("the organizer's vault entry kept changing while it was being replaced")
+
+
+def _wrap_flow(flow: dict[str, Any], ttl_seconds: float) -> str:
+    return json.dumps({"expires_at": time.time() + min(ttl_seconds, FLOW_MAX_SECONDS), "flow": flow})
+
+
+def _unwrap_flow(text: str | bytes) -> dict[str, Any] | None:
+    doc = json.loads(text)
+    if float(doc.get("expires_at", 0)) < time.time():
+        return None
+    flow: dict[str, Any] = doc["flow"]
+    return flow
+
+
+class InMemoryTokenVault(TokenVault):
+    """The vault for unit tests: same semantics as the blob vault, ETags included."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._blobs: dict[str, tuple[str, str]] = {}  # name -> (text, etag)
+        self.writes = 0
+
+    def _put(self, name: str, text: str, etag: str | None, *, create: bool) -> str:
+        with self._lock:
+            current = self._blobs.get(name)
+            if create and current is not None:
+                raise VaultConflictError(f"{name} already exists")
+            if not create and etag is not None and (current is None or current[1] != etag):
+                raise VaultConflictError(f"{name} changed since it was read")
+            new_etag = f'"{uuid.uuid4().hex}"'
+            self._blobs[name] = (text, new_etag)
+            self.writes += 1
+            return new_etag
+
+    def _read(self, name: str) -> tuple[str, str] | None:
+        with self._lock:
+            return self._blobs.get(name)
+
+    def _oid_for(self, organizer: str) -> str | None:
+        kind, value = organizer_key(organizer)
+        if kind == "oid":
+            return value
+        alias = self._read(f"aliases/{upn_hash(value)}")
+        return alias[0] if alias else None
+
+    def get(self, organizer: str) -> VaultEntry | None:
+        """The organizer's entry by object id or UPN."""
+        oid = self._oid_for(organizer)
+        found = self._read(f"organizers/{oid}.json") if oid else None
+        if found is None:
+            return None
+        entry = VaultEntry.from_json(found[0], found[1])
+        return _matching(entry, organizer)
+
+    def save(self, entry: VaultEntry) -> VaultEntry:
+        """Create or update under the entry's ETag."""
+        name = f"organizers/{entry.oid.lower()}.json"
+        etag = self._put(name, entry.to_json(), entry.etag, create=entry.etag is None)
+        self._put(f"aliases/{upn_hash(entry.upn)}", entry.oid.lower(), None, create=False)
+        return replace(entry, etag=etag)
+
+    def delete(self, organizer: str) -> VaultEntry | None:
+        """Remove the entry and its alias."""
+        entry = self.get(organizer)
+        if entry is None:
+            return None
+        with self._lock:
+            self._blobs.pop(f"organizers/{entry.oid.lower()}.json", None)
+            self._blobs.pop(f"aliases/{upn_hash(entry.upn)}", None)
+        return entry
+
+    def entries(self) -> Iterator[VaultEntry]:
+        """Every entry."""
+        with self._lock:
+            found = [(n, v) for n, v in self._blobs.items() if n.startswith("organizers/")]
+        for _, (text, etag) in sorted(found):
+            yield VaultEntry.from_json(text, etag)
+
+    def put_flow(self, key: str, flow: dict[str, Any], ttl_seconds: float = FLOW_MAX_SECONDS) -> None:
+        """Keep a flow."""
+        self._put(f"flows/{key}", _wrap_flow(flow, ttl_seconds), None, create=True)
+
+    def take_flow(self, key: str) -> dict[str, Any] | None:
+        """Read and delete a flow."""
+        with self._lock:
+            found = self._blobs.pop(f"flows/{key}", None)
+        return _unwrap_flow(found[0]) if found else None
+
+    def purge_flows(self) -> int:
+        """Delete expired flows."""
+        with self._lock:
+            doomed = [n for n, (text, _) in self._blobs.items() if n.startswith("flows/") and not _unwrap_flow(text)]
+            for name in doomed:
+                del self._blobs[name]
+        return len(doomed)
+
+    def raw(self, name: str) -> str | None:
+        """A stored blob's text (tests look at what is at rest)."""
+        found = self._read(name)
+        return found[0] if found else None
+
+
+def _matching(entry: VaultEntry, organizer: str) -> VaultEntry | None:
+    # An alias outlives a UPN that moved to another person; the entry must still name the organizer.
+    kind, value = organizer_key(organizer)
+    if kind == "upn" and entry.upn.lower() != value:
+        return None
+    return entry
+
+
+def _container_client(conn: StorageConnection, container: str) -> ContainerClient:
+    from azure.storage.blob import ContainerClient
+
+    if conn.connection_string:
+        return ContainerClient.from_connection_string(conn.connection_string, container)
+    if not conn.blob_service_uri:
+        raise ValueError("AzureWebJobsStorage has neither a connection string nor a blob service URI")
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+    # Same identity as the host's connection (shared/storage/queue_client.py), in its synchronous flavour.
+    credential: Any = (ManagedIdentityCredential(client_id=conn.client_id) if conn.client_id
+                       else DefaultAzureCredential())
+    return ContainerClient(conn.blob_service_uri, container, credential=credential)
+
+
+class BlobTokenVault(TokenVault):
+    """The vault in a private blob container of the AzureWebJobsStorage account."""
+
+    def __init__(self, conn: StorageConnection, container: str) -> None:
+        self._conn = conn
+        self._container_name = container
+        self._client: ContainerClient | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def container(self) -> ContainerClient:
+        """The container client, made (and the container created, private) on first use."""
+        with self._lock:
+            if self._client is None:
+                from azure.core.exceptions import HttpResponseError, ResourceExistsError
+
+                client = _container_client(self._conn, self._container_name)
+                try:
+                    # No public_access argument: the container is private, as refresh tokens demand.
+                    _guarded(client.create_container)
+                except ResourceExistsError:
+                    pass
+                except VaultUnavailableError as exc:
+                    # An operator may hold a role on this container only, not the right to create one;
+                    # Bicep creates it in Azure, so carry on and let the first real call speak.
+                    cause = exc.__cause__
+                    if not (isinstance(cause, HttpResponseError) and cause.status_code == 403):
+                        raise
+                self._client = client
+            return self._client
+
+    def _download(self, name: str) -> tuple[bytes, str] | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            downloader = _guarded(self.container.download_blob, name)
+        except ResourceNotFoundError:
+            return None
+        return downloader.readall(), str(downloader.properties.etag)
+
+    def get(self, organizer: str) -> VaultEntry | None:
+        """The organizer's entry by object id or UPN."""
+        kind, value = organizer_key(organizer)
+        oid: str | None = value
+        if kind == "upn":
+            alias = self._download(f"aliases/{upn_hash(value)}")
+            oid = alias[0].decode().strip() if alias else None
+        found = self._download(f"organizers/{oid}.json") if oid else None
+        if found is None:
+            return None
+        return _matching(VaultEntry.from_json(found[0], found[1]), organizer)
+
+    def save(self, entry: VaultEntry) -> VaultEntry:
+        """Create (If-None-Match: *) or update (If-Match) the entry, then point its alias at it."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+        from azure.storage.blob import ContentSettings
+
+        blob = self.container.get_blob_client(f"organizers/{entry.oid.lower()}.json")
+        settings = ContentSettings(content_type="application/json")
+        try:
+            if entry.etag is None:
+                result = _guarded(blob.upload_blob, entry.to_json(), overwrite=False, content_settings=settings)
+            else:
+                result = _guarded(blob.upload_blob, entry.to_json(), overwrite=True, content_settings=settings,
+                                  etag=entry.etag, match_condition=MatchConditions.IfNotModified)
+        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as exc:
+            raise VaultConflictError(f"vault entry changed since it was read ({type(exc).__name__})") from None
+        # Last writer wins for the alias: it only ever maps a UPN to the oid that most recently connected.
+        _guarded(self.container.upload_blob, f"aliases/{upn_hash(entry.upn)}", entry.oid.lower(), overwrite=True)
+        return replace(entry, etag=str(result["etag"]))
+
+    def delete(self, organizer: str) -> VaultEntry | None:
+        """Remove the entry and its alias."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        entry = self.get(organizer)
+        if entry is None:
+            return None
+        for name in (f"organizers/{entry.oid.lower()}.json", f"aliases/{upn_hash(entry.upn)}"):
+            try:
+                _guarded(self.container.delete_blob, name)
+            except ResourceNotFoundError:
+                pass
+        return entry
+
+    def entries(self) -> Iterator[VaultEntry]:
+        """Every entry (read one by one, each with its ETag)."""
+        names = [b.name for b in _guarded(lambda: list(self.container.list_blobs(name_starts_with="organizers/")))]
+        for name in names:
+            found = self._download(name)
+            if found is not None:
+                yield VaultEntry.from_json(found[0], found[1])
+
+    def put_flow(self, key: str, flow: dict[str, Any], ttl_seconds: float = FLOW_MAX_SECONDS) -> None:
+        """Keep a flow (create-only: a state is never reused)."""
+        from azure.core.exceptions import ResourceExistsError
+
+        try:
+            _guarded(self.container.upload_blob, f"flows/{key}", _wrap_flow(flow, ttl_seconds), overwrite=False)
+        except ResourceExistsError:
+            raise VaultConflictError("a sign-in flow with this state already exists") from None
+
+    def take_flow(self, key: str) -> dict[str, Any] | None:
+        """Read, then delete under the read's ETag: of two concurrent callbacks only one wins."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+
+        found = self._download(f"flows/{key}")
+        if found is None:
+            return None
+        try:
+            _guarded(self.container.delete_blob, f"flows/{key}", etag=found[1],
+                     match_condition=MatchConditions.IfNotModified)
+        except (ResourceNotFoundError, ResourceModifiedError):
+            return None
+        return _unwrap_flow(found[0])
+
+    def purge_flows(self) -> int:
+        """Delete abandoned flows older than the longest flow lifetime."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        cutoff = time.time() - FLOW_MAX_SECONDS
+        blobs = _guarded(lambda: list(self.container.list_blobs(name_starts_with="flows/")))
+        purged = 0
+        for blob in blobs:
+            if blob.last_modified is not None and blob.last_modified.timestamp() < cutoff:
+                try:
+                    _guarded(self.container.delete_blob, blob.name)
+                    purged += 1
+                except ResourceNotFoundError:
+                    pass
+        return purged
+
+
+def _guarded(call: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a storage call; outages become VaultUnavailableError, answers the caller handles pass through."""
+    from azure.core.exceptions import (
+        HttpResponseError,
+        ResourceExistsError,
+        ResourceModifiedError,
+        ResourceNotFoundError,
+        ServiceRequestError,
+        ServiceResponseError,
+    )
+
+    try:
+        return call(*args, **kwargs)
+    except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+        raise
+    except (ServiceRequestError, ServiceResponseError) as exc:
+        raise VaultUnavailableError(f"token vault unreachable ({type(exc).__name__})") from exc
+    except HttpResponseError as exc:
+        if exc.status_code == 412:
+            raise ResourceModifiedError(message=str(exc), response=exc.response) from exc
+        raise VaultUnavailableError(f"token vault answered {exc.status_code}") from exc

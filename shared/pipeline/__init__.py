@@ -1,0 +1,1 @@
+"""pipeline: see the map in shared/__init__.py."""

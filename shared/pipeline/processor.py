@@ -1,0 +1,164 @@
+"""The queue function's logic: one message in, exactly one outcome out (or a raise for the host to retry)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from shared.exceptions import PermanentError, ThrottledError, TransientError
+from shared.pipeline.inbound import AppointmentEvent, Delivery, parse_event, unwrap_requeued, wrap_requeued
+from shared.pipeline.join_url_resolver import JoinUrlResolver
+from shared.pipeline.records import JoinUrlResult, Rejection
+from shared.redaction import hash_user
+from shared.storage.idempotency import Claim, ClaimKind, IdempotencyStore, KeyInProgressError
+from shared.webhooks.outbound import WebhookEvent, failed_event, ready_event
+
+log = logging.getLogger(__name__)
+# Azure Storage queues hide a message for at most 7 days.
+_MAX_VISIBILITY_DELAY = 7 * 24 * 3600 - 60
+# An invocation is bounded well below this (Graph timeout plus the throttle budget), so an older
+# in-progress claim belongs to a worker that died: take it over. IDEMPOTENCY_STALE_CLAIM_SECONDS.
+STALE_CLAIM_SECONDS = 300.0
+
+
+class Requeuer(Protocol):
+    """Puts a message back on the appointments queue, hidden for a while."""
+
+    async def requeue(self, text: str, delay_seconds: int) -> None:
+        """Enqueue text, invisible for delay_seconds."""
+
+    async def aclose(self) -> None:
+        """Release connections."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one message: `ready` (a result), `rejected` (a rejection) or `requeued`."""
+
+    kind: str
+    result: JoinUrlResult | None = None
+    rejection: Rejection | None = None
+    webhook: WebhookEvent | None = None
+
+
+class AppointmentProcessor:
+    """Turns an appointment message into a result, a rejection or a delayed copy; raises if transient.
+
+    Each event id is claimed in the idempotency store first: a duplicate within the window gets the
+    stored result back without a Graph call, and its webhook keeps the same webhook-id, so
+    deliver_webhook sends it once. Outputs are re-emitted for a duplicate because the first attempt
+    may have died after recording the result but before the host wrote its outputs.
+    """
+
+    def __init__(self, resolver: JoinUrlResolver, requeuer: Requeuer, idempotency: IdempotencyStore, *,
+                 max_requeues: int, stale_claim_seconds: float = STALE_CLAIM_SECONDS) -> None:
+        self._resolver = resolver
+        self._requeuer = requeuer
+        self._idempotency = idempotency
+        self._max_requeues = max_requeues
+        self._stale_claim_seconds = stale_claim_seconds
+
+    async def aclose(self) -> None:
+        """Release the requeuer's connections."""
+        await self._requeuer.aclose()
+
+    async def process(self, text: str, dequeue_count: int = 1) -> Outcome:
+        """Process one message; TransientError (and unexpected errors) propagate for the host to retry."""
+        started = time.perf_counter()
+        unwrapped = unwrap_requeued(text)
+        delivery = Delivery(unwrapped.text, dequeue_count, unwrapped.requeue_attempt)
+        event: AppointmentEvent | None = None
+        claim: Claim | None = None
+        finished = False
+        try:
+            event = parse_event(delivery.text)
+            claim = await self._idempotency.begin(_key(event), stale_after_seconds=self._stale_claim_seconds)
+            if claim.kind is ClaimKind.COMPLETED and claim.result:
+                finished = True
+                result = JoinUrlResult.from_json(claim.result)
+                _log_outcome("ready", "duplicate", event, delivery, started)
+                return Outcome("ready", result=result, webhook=ready_event(result, event.callback_url))
+            meeting_id, join_url = await self._resolver.resolve(
+                event.organizer, event.online_meeting_id, event.join_web_url)
+            result = JoinUrlResult.for_event(event, meeting_id, join_url)
+            await self._idempotency.complete(_key(event), result.to_json(), claim)
+            finished = True
+        except PermanentError as exc:
+            rejection = _rejection(exc, delivery, event)
+            _log_outcome("rejected", rejection.reason, event, delivery, started, detail=exc.detail)
+            return Outcome("rejected", rejection=rejection,
+                           webhook=failed_event(rejection, event.callback_url if event else None))
+        except KeyInProgressError as exc:
+            # Another worker holds this event right now: look again shortly instead of burning retries.
+            return await self._requeue(delivery, event, exc, started, max(exc.retry_after or 5.0, 5.0))
+        except ThrottledError as exc:
+            return await self._requeue(delivery, event, exc, started, exc.retry_after or 1.0)
+        except TransientError as exc:
+            _log_outcome("failed", exc.reason, event, delivery, started, detail=exc.detail)
+            raise
+        finally:
+            # Rejections, requeues and transient failures give the claim back: a retry or replay starts fresh.
+            if claim is not None and claim.owned and not finished and event is not None:
+                await self._idempotency.release(_key(event), claim)
+        _log_outcome("ready", None, event, delivery, started)
+        return Outcome("ready", result=result, webhook=ready_event(result, event.callback_url))
+
+    async def _requeue(self, delivery: Delivery, event: AppointmentEvent | None, exc: TransientError,
+                       started: float, wait: float) -> Outcome:
+        if delivery.requeue_attempt >= self._max_requeues:
+            _log_outcome("failed", f"{exc.reason}_too_often", event, delivery, started)
+            raise TransientError(f"still {exc.reason} after {delivery.requeue_attempt} requeues",
+                                 reason=f"{exc.reason}_too_often") from exc
+        delay = int(min(max(wait, 1.0), _MAX_VISIBILITY_DELAY) + 0.999)
+        await self._requeuer.requeue(wrap_requeued(delivery.text, delivery.requeue_attempt + 1, exc.reason), delay)
+        _log_outcome("requeued", exc.reason, event, delivery, started, retry_after=delay)
+        return Outcome("requeued")
+
+
+def _key(event: AppointmentEvent) -> str:
+    return f"evt:{event.event_id}"
+
+
+def _rejection(exc: PermanentError, delivery: Delivery, event: AppointmentEvent | None) -> Rejection:
+    event_id, appointment_id, organizer = (
+        (event.event_id, event.appointment_id, event.organizer) if event else _best_effort_ids(delivery.text))
+    return Rejection(reason=exc.reason, detail=exc.detail, original_message=delivery.text, event_id=event_id,
+                     appointment_id=appointment_id, organizer=organizer, dequeue_count=delivery.dequeue_count)
+
+
+def _best_effort_ids(text: str) -> tuple[str | None, str | None, str | None]:
+    """Pull ids out of an invalid message so a person can find what it was about."""
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return None, None, None
+    if not isinstance(doc, dict):
+        return None, None, None
+    data: dict[str, object] = doc["data"] if isinstance(doc.get("data"), dict) else doc
+
+    def text_or_none(value: object) -> str | None:
+        return value[:256] if isinstance(value, str) else None
+
+    return text_or_none(doc.get("id")), text_or_none(data.get("appointmentId")), text_or_none(data.get("organizer"))
+
+
+def _log_outcome(outcome: str, reason: str | None, event: AppointmentEvent | None, delivery: Delivery,
+                 started: float, **fields: object) -> None:
+    duration_ms = round((time.perf_counter() - started) * 1000, 1)
+    level = logging.WARNING if outcome in ("rejected", "failed") else logging.INFO
+    log.log(level, "appointment %s: outcome=%s reason=%s dequeue_count=%d duration_ms=%.1f",
+            event.appointment_id if event else "-", outcome, reason or "-", delivery.dequeue_count, duration_ms,
+            extra={
+                "event_id": event.event_id if event else None,
+                "appointment_id": event.appointment_id if event else None,
+                "organizer_hash": hash_user(event.organizer) if event else None,
+                "outcome": outcome,
+                "reason": reason,
+                "duration_ms": duration_ms,
+                "dequeue_count": delivery.dequeue_count,
+                "requeue_attempt": delivery.requeue_attempt,
+                **fields,
+            })

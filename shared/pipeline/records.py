@@ -1,0 +1,84 @@
+"""The records the app writes: join-URL results and rejections (contract version 1)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from shared.pipeline.inbound import AppointmentEvent
+
+
+def utc_now() -> str:
+    """The current time as an ISO 8601 UTC timestamp."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class JoinUrlResult:
+    """A resolved join URL: the durable answer written to `join-urls`."""
+
+    appointment_id: str
+    organizer: str
+    online_meeting_id: str
+    join_url: str
+    event_id: str
+    resolved_at: str
+
+    @classmethod
+    def for_event(cls, event: AppointmentEvent, meeting_id: str, join_url: str) -> JoinUrlResult:
+        """Build the result for an event."""
+        return cls(event.appointment_id, event.organizer, meeting_id, join_url, event.event_id, utc_now())
+
+    def to_dict(self) -> dict[str, str]:
+        """The wire form (camelCase, as in the contract)."""
+        return {
+            "appointmentId": self.appointment_id,
+            "organizer": self.organizer,
+            "onlineMeetingId": self.online_meeting_id,
+            "joinUrl": self.join_url,
+            "eventId": self.event_id,
+            "resolvedAt": self.resolved_at,
+        }
+
+    def to_json(self) -> str:
+        """The queue message text."""
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str) -> JoinUrlResult:
+        """Read back a stored result (the idempotency record of a completed event)."""
+        doc = json.loads(text)
+        return cls(doc["appointmentId"], doc["organizer"], doc["onlineMeetingId"], doc["joinUrl"], doc["eventId"],
+                   doc["resolvedAt"])
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why an event can never succeed, with the original message so it can be replayed."""
+
+    reason: str
+    detail: str
+    original_message: str
+    event_id: str | None = None
+    appointment_id: str | None = None
+    organizer: str | None = None
+    dequeue_count: int = 1
+    rejected_at: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        """The wire form written to `appointments-rejected`."""
+        return {
+            "reason": self.reason,
+            "detail": self.detail,
+            "eventId": self.event_id,
+            "appointmentId": self.appointment_id,
+            "organizer": self.organizer,
+            "dequeueCount": self.dequeue_count,
+            "rejectedAt": self.rejected_at or utc_now(),
+            "originalMessage": self.original_message,
+        }
+
+    def to_json(self) -> str:
+        """The queue message text."""
+        return json.dumps(self.to_dict())

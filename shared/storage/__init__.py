@@ -1,0 +1,1 @@
+"""storage: see the map in shared/__init__.py."""

@@ -1,0 +1,298 @@
+"""The handful of Azure Table REST calls the idempotency store makes, over one aiohttp session.
+
+Every event costs two table writes (claim, completion), so their cost is the pipeline's: azure-data-tables
+spends ~1 ms of worker CPU on each (eleven pipeline policies, its serializer), and under a burst of claims
+that CPU queues up in the worker's one thread. The same request built here costs ~0.23 ms
+(docs/performance.md). Only what the store needs is here: insert, read, conditional replace, upsert,
+conditional delete and create-table, with Shared Key (connection string) or Entra (managed identity)
+authorization. Failures surface as the azure-core exceptions the SDK raises for the same answers, so
+the store's logic does not depend on which client made the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import formatdate
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit
+
+from shared.exceptions import TableStoreUnavailableError
+from shared.settings import StorageConnection
+
+if TYPE_CHECKING:
+    import aiohttp
+
+API_VERSION = "2019-02-02"
+STORAGE_SCOPE = "https://storage.azure.com/.default"
+# Azurite's well-known development account (UseDevelopmentStorage=true).
+_DEV_ACCOUNT = "devstoreaccount1"
+_DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+_TOKEN_REFRESH_MARGIN = 300.0
+# Transient failures (network, timeout, 408/429/5xx) are retried, like azure-core's default policy does
+# for the SDK: a stalled or briefly failing store must not turn a finished delivery into a repeated one.
+RETRY_ATTEMPTS = 3
+RETRY_BASE_SECONDS = 0.25
+RETRY_MAX_SECONDS = 5.0
+_EDM_DATETIME = "Edm.DateTime"
+
+
+@dataclass(frozen=True)
+class Entity:
+    """A stored entity's properties (DateTime values as aware datetimes) and its ETag."""
+
+    properties: dict[str, Any]
+    etag: str
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """One property."""
+        return self.properties.get(name, default)
+
+
+@dataclass(frozen=True)
+class _Account:
+    endpoint: str  # the table service URL, without a trailing slash
+    name: str
+    key: bytes | None = None
+    sas: str | None = None
+
+
+def parse_connection_string(value: str) -> _Account:
+    """The table endpoint and credentials of a storage connection string."""
+    parts = {}
+    for segment in value.split(";"):
+        name, sep, item = segment.strip().partition("=")
+        if sep:
+            parts[name.strip().lower()] = item.strip()
+    if parts.get("usedevelopmentstorage", "").lower() == "true":
+        return _Account(f"http://127.0.0.1:10002/{_DEV_ACCOUNT}", _DEV_ACCOUNT, base64.b64decode(_DEV_KEY))
+    name = parts.get("accountname", "")
+    protocol, suffix = parts.get("defaultendpointsprotocol", "https"), parts.get("endpointsuffix", "core.windows.net")
+    endpoint = parts.get("tableendpoint") or (f"{protocol}://{name}.table.{suffix}" if name else "")
+    if not endpoint:
+        raise ValueError("the storage connection string names neither TableEndpoint nor AccountName")
+    if not name:  # a SAS connection string may omit it; the host's first label is the account
+        name = (urlsplit(endpoint).hostname or "").split(".")[0]
+    if parts.get("accountkey"):
+        return _Account(endpoint.rstrip("/"), name, key=base64.b64decode(parts["accountkey"]))
+    if parts.get("sharedaccesssignature"):
+        return _Account(endpoint.rstrip("/"), name, sas=parts["sharedaccesssignature"].lstrip("?"))
+    raise ValueError("the storage connection string has neither AccountKey nor SharedAccessSignature")
+
+
+def _format_datetime(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse_datetime(value: str) -> datetime:
+    # The service writes 7 fractional digits; Python reads at most 6.
+    text = value.rstrip("Z")
+    whole, _, fraction = text.partition(".")
+    parsed = datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    return parsed.replace(microsecond=int((fraction + "000000")[:6])) if fraction else parsed
+
+
+def encode_entity(entity: Mapping[str, Any]) -> bytes:
+    """An entity as the service's JSON, datetimes annotated as Edm.DateTime."""
+    body: dict[str, Any] = {}
+    for name, value in entity.items():
+        if isinstance(value, datetime):
+            body[f"{name}@odata.type"] = _EDM_DATETIME
+            body[name] = _format_datetime(value)
+        elif isinstance(value, int) and not isinstance(value, bool) and not -2**31 <= value < 2**31:
+            body[f"{name}@odata.type"] = "Edm.Int64"  # a bare JSON number is read as Int32
+            body[name] = str(value)
+        elif isinstance(value, (str, bool, int, float)) or value is None:
+            body[name] = value
+        else:
+            raise TypeError(f"table property {name!r} has an unsupported type {type(value).__name__}")
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode_entity(document: Mapping[str, Any]) -> dict[str, Any]:
+    """The service's minimal-metadata JSON as properties, Edm.DateTime values parsed."""
+    properties: dict[str, Any] = {}
+    for name, value in document.items():
+        if name.startswith("odata.") or "@odata." in name:
+            continue
+        if document.get(f"{name}@odata.type") == _EDM_DATETIME or name == "Timestamp":
+            value = _parse_datetime(value)
+        properties[name] = value
+    return properties
+
+
+def _key_literal(value: str) -> str:
+    return quote(value.replace("'", "''"), safe="")
+
+
+class TableRestClient:
+    """One table of one account; make it inside the event loop that uses it."""
+
+    def __init__(self, conn: StorageConnection, table_name: str, *, timeout_seconds: float = 20.0) -> None:
+        self.table_name = table_name
+        self._timeout_seconds = timeout_seconds
+        self._session: aiohttp.ClientSession | None = None
+        self._credential: Any = None
+        self._token: tuple[str, float] | None = None
+        self._token_lock = asyncio.Lock()
+        if conn.connection_string:
+            self._account = parse_connection_string(conn.connection_string)
+        elif conn.table_service_uri:
+            endpoint = conn.table_service_uri.rstrip("/")
+            self._account = _Account(endpoint, (urlsplit(endpoint).hostname or "").split(".")[0])
+            from shared.storage.queue_client import storage_credential
+
+            self._credential = storage_credential(conn)
+        else:
+            raise ValueError("AzureWebJobsStorage has neither a connection string nor a table service URI")
+        self._path_prefix = urlsplit(self._account.endpoint).path  # "/devstoreaccount1" for path-style URLs
+
+    async def close(self) -> None:
+        """Close the connection pool and the credential."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        if self._credential is not None:
+            await self._credential.close()
+
+    async def create_table(self) -> None:
+        """Create the table; ResourceExistsError if it exists."""
+        body = json.dumps({"TableName": self.table_name}).encode()
+        await self._request("POST", "/Tables", body=body, expect=(201, 204))
+
+    async def insert(self, entity: Mapping[str, Any]) -> str:
+        """Insert; the new ETag. ResourceExistsError if it exists, ResourceNotFoundError if the table does not."""
+        _, etag = await self._request("POST", f"/{self.table_name}", body=encode_entity(entity), expect=(201, 204))
+        return etag
+
+    async def get(self, partition_key: str, row_key: str) -> Entity:
+        """Read one entity; ResourceNotFoundError if absent."""
+        document, etag = await self._request("GET", self._entity_path(partition_key, row_key), expect=(200,))
+        return Entity(decode_entity(document or {}), etag or str((document or {}).get("odata.etag", "")))
+
+    async def replace(self, entity: Mapping[str, Any], etag: str | None) -> str:
+        """Replace if the ETag still matches (ResourceModifiedError if not); with etag None, insert or replace."""
+        path = self._entity_path(entity["PartitionKey"], entity["RowKey"])
+        headers = {"If-Match": etag} if etag is not None else {}
+        _, new_etag = await self._request("PUT", path, body=encode_entity(entity), headers=headers, expect=(204,))
+        return new_etag
+
+    async def delete(self, partition_key: str, row_key: str, etag: str) -> None:
+        """Delete if the ETag still matches; ResourceModifiedError or ResourceNotFoundError otherwise."""
+        await self._request("DELETE", self._entity_path(partition_key, row_key), headers={"If-Match": etag},
+                            expect=(204,))
+
+    def _entity_path(self, partition_key: str, row_key: str) -> str:
+        return f"/{self.table_name}(PartitionKey='{_key_literal(partition_key)}',RowKey='{_key_literal(row_key)}')"
+
+    def _client(self) -> aiohttp.ClientSession:
+        import aiohttp
+
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self._timeout_seconds),
+                connector=aiohttp.TCPConnector(limit=64), cookie_jar=aiohttp.DummyCookieJar())
+        return self._session
+
+    async def _authorization(self, method: str, path: str, content_type: str, date: str) -> dict[str, str]:
+        if self._account.key is not None:
+            # Shared Key for the Table service: verb, Content-MD5, Content-Type, date, canonical resource.
+            resource = f"/{self._account.name}{self._path_prefix}{path}"
+            text = f"{method}\n\n{content_type}\n{date}\n{resource}"
+            signature = base64.b64encode(hmac.new(self._account.key, text.encode(), hashlib.sha256).digest())
+            return {"Authorization": f"SharedKey {self._account.name}:{signature.decode()}"}
+        if self._credential is not None:
+            return {"Authorization": f"Bearer {await self._bearer()}"}
+        return {}
+
+    async def _bearer(self) -> str:
+        if self._token is not None and self._token[1] - _TOKEN_REFRESH_MARGIN > time.time():
+            return self._token[0]
+        async with self._token_lock:  # one refresh for all waiting writes
+            if self._token is None or self._token[1] - _TOKEN_REFRESH_MARGIN <= time.time():
+                access = await self._credential.get_token(STORAGE_SCOPE)
+                self._token = (access.token, float(access.expires_on))
+            return self._token[0]
+
+    async def _request(self, method: str, path: str, *, body: bytes | None = None,
+                       headers: Mapping[str, str] | None = None,
+                       expect: tuple[int, ...]) -> tuple[dict[str, Any] | None, str]:
+        """One call, retried on a network failure or a busy/failing service (as azure-core's policy would)."""
+        for attempt in range(1, RETRY_ATTEMPTS + 1):
+            try:
+                return await self._send(method, path, body=body, headers=headers, expect=expect)
+            except TableStoreUnavailableError as exc:
+                if attempt == RETRY_ATTEMPTS:
+                    raise
+                # A retried write may already have been applied: the store's conditional writes and
+                # claim owner tokens make its answer (exists / ETag changed) come out right.
+                delay = RETRY_BASE_SECONDS * 2 ** (attempt - 1) * (0.5 + random.random())  # noqa: S311
+                await asyncio.sleep(min(max(delay, exc.retry_after or 0.0), RETRY_MAX_SECONDS))
+        raise AssertionError("unreachable")
+
+    async def _send(self, method: str, path: str, *, body: bytes | None, headers: Mapping[str, str] | None,
+                    expect: tuple[int, ...]) -> tuple[dict[str, Any] | None, str]:
+        import aiohttp
+        from yarl import URL
+
+        date = formatdate(usegmt=True)
+        content_type = "application/json" if body is not None else ""
+        all_headers = {
+            "x-ms-date": date, "x-ms-version": API_VERSION, "DataServiceVersion": "3.0",
+            "MaxDataServiceVersion": "3.0;NetFx", "Accept": "application/json;odata=minimalmetadata",
+            **({"Content-Type": content_type, "Prefer": "return-no-content"} if body is not None else {}),
+            **(headers or {}),
+            **await self._authorization(method, path, content_type, date),
+        }
+        url = f"{self._account.endpoint}{path}" + (f"?{self._account.sas}" if self._account.sas else "")
+        try:
+            async with self._client().request(method, URL(url, encoded=True), data=body,
+                                              headers=all_headers) as response:
+                payload = await response.read()
+                status, etag = response.status, response.headers.get("ETag", "")
+                retry_after = response.headers.get("Retry-After")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise TableStoreUnavailableError(f"table {method} failed: {type(exc).__name__}") from exc
+        if status in expect:
+            return (json.loads(payload) if payload else None), etag
+        error = _error(status, payload, method)
+        if isinstance(error, TableStoreUnavailableError) and retry_after and retry_after.isdigit():
+            error.retry_after = float(retry_after)
+        raise error
+
+
+def _error(status: int, payload: bytes, method: str) -> Exception:
+    """The azure-core exception the SDK raises for the same answer."""
+    from azure.core.exceptions import (
+        HttpResponseError,
+        ResourceExistsError,
+        ResourceModifiedError,
+        ResourceNotFoundError,
+    )
+
+    try:
+        error = json.loads(payload).get("odata.error", {})
+        code = str(error.get("code", ""))
+        message = str(error.get("message", {}).get("value", ""))[:300]
+    except (ValueError, AttributeError):
+        code, message = "", payload[:300].decode("utf-8", "replace")
+    text = f"table {method} answered {status} {code}: {message}".strip()
+    if status == 409:
+        return ResourceExistsError(message=text)
+    if status == 404:
+        return ResourceNotFoundError(message=text)
+    if status == 412:
+        return ResourceModifiedError(message=text)
+    if status >= 500 or status in (408, 429):
+        return TableStoreUnavailableError(text)
+    exc = HttpResponseError(message=text)
+    exc.status_code = status
+    return exc

@@ -1,0 +1,1 @@
+"""webhooks: see the map in shared/__init__.py."""

@@ -1,0 +1,428 @@
+"""Signed webhook delivery to the scheduling system, with a guarded destination."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpcore
+import httpx
+
+from shared.exceptions import PermanentError, TransientError
+from shared.pipeline.records import utc_now
+from shared.settings import Settings
+from shared.webhooks.outbound import WebhookEvent
+from shared.webhooks.signing import signing_headers
+
+log = logging.getLogger(__name__)
+
+EXCERPT_LIMIT = 500
+_EXCERPT_READ_LIMIT = 4096
+USER_AGENT = "va-join-links-webhooks/1.0"
+# A Retry-After beyond this is not worth carrying: the host's own retry schedule takes over.
+_MAX_RETRY_AFTER = 24 * 3600.0
+_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+# --- destination policy ----------------------------------------------------------------------------
+
+class DestinationRefusedError(PermanentError):
+    """The destination is not one we may send to (scheme, allow-list, or a non-public address)."""
+
+    reason = "destination_refused"
+
+
+class WebhookTransientError(TransientError):
+    """The receiver may accept later (408, 429, 5xx, network error, timeout); retry_after when it asked."""
+
+    reason = "webhook_transient"
+
+
+def host_allowed(host: str, patterns: Iterable[str]) -> bool:
+    """Whether host equals an exact pattern or sits under a `*.suffix` one (the bare suffix does not)."""
+    name = host.lower().rstrip(".")
+    for pattern in patterns:
+        if pattern.startswith("*."):
+            if name.endswith(pattern[1:]) and len(name) > len(pattern) - 1:
+                return True
+        elif name == pattern:
+            return True
+    return False
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for `localhost` and loopback IP literals (no DNS: a name could resolve anywhere)."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def address_refusal(address: str, *, allow_loopback: bool = False) -> str | None:
+    """Why an IP address may not be connected to (a category name), or None for a public address."""
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address):
+        # IPv6 forms that carry an IPv4 address are judged by that address, or ::ffff:10.0.0.1 slips by.
+        embedded = ip.ipv4_mapped or ip.sixtofour
+        if embedded is None and ip in _NAT64:
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is None and ip.teredo:
+            embedded = ip.teredo[1]
+        if embedded is not None:
+            return address_refusal(str(embedded), allow_loopback=allow_loopback)
+    if ip.is_loopback:
+        return None if allow_loopback else "loopback"
+    if ip.is_unspecified:
+        return "unspecified"
+    if ip.is_link_local:
+        return "link_local"
+    if ip.is_multicast:
+        return "multicast"
+    if ip in _CGNAT:
+        return "cgnat"
+    if ip.is_reserved:
+        return "reserved"
+    if ip.is_private:
+        return "private"
+    if not ip.is_global:
+        return "not_global"
+    return None
+
+
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def resolve_host(host: str, port: int) -> list[str]:
+    """Every address the name resolves to (TCP), in resolver order, without duplicates."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    addresses: list[str] = []
+    for _family, _type, _proto, _name, sockaddr in infos:
+        address = str(sockaddr[0])
+        if address not in addresses:
+            addresses.append(address)
+    return addresses
+
+
+class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
+    """Resolves once, refuses if any address is non-public, then connects to a checked IP.
+
+    TLS still runs against the URL's host name (httpcore passes the origin host as SNI and for certificate
+    checks), so the name is verified while DNS rebinding between check and connect is impossible.
+    """
+
+    def __init__(self, *, allow_loopback: bool, resolver: Resolver | None = None,
+                 inner: httpcore.AsyncNetworkBackend | None = None) -> None:
+        self._allow_loopback = allow_loopback
+        self._resolver = resolver
+        self._inner = inner or httpcore.AnyIOBackend()
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,  # noqa: ASYNC109 (httpcore's API)
+                          local_address: str | None = None,
+                          socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
+        """Connect to host:port only if every address it resolves to is allowed."""
+        # Looked up per call so tests can monkeypatch the module-level resolver.
+        resolver = self._resolver or resolve_host
+        try:
+            addresses = await asyncio.wait_for(resolver(host, port), timeout)
+        except TimeoutError:
+            raise httpcore.ConnectTimeout(f"resolving {host} timed out") from None
+        except OSError as exc:
+            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from None
+        if not addresses:
+            raise httpcore.ConnectError(f"{host} resolved to no address")
+        for address in addresses:
+            refusal = address_refusal(address, allow_loopback=self._allow_loopback)
+            if refusal is not None:
+                # Refuse the whole name, not just this address: a mixed answer is how rebinding starts.
+                raise DestinationRefusedError(f"{host} resolves to a {refusal} address", reason="destination_refused")
+        last: Exception | None = None
+        for address in addresses:
+            try:
+                return await self._inner.connect_tcp(address, port, timeout=timeout, local_address=local_address,
+                                                     socket_options=socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None,  # noqa: ASYNC109
+                                  socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
+        """Refused: webhooks go over TCP only."""
+        raise DestinationRefusedError("unix sockets are not a webhook destination")
+
+    async def sleep(self, seconds: float) -> None:
+        """Delegate to the inner backend."""
+        await self._inner.sleep(seconds)
+
+
+class GuardedTransport(httpx.AsyncHTTPTransport):
+    """An httpx transport whose connections go through GuardedNetworkBackend; no proxies, HTTP/1.1."""
+
+    def __init__(self, ssl_context: ssl.SSLContext, *, allow_loopback: bool, resolver: Resolver | None = None,
+                 limits: httpx.Limits | None = None) -> None:
+        limits = limits or httpx.Limits(max_connections=32, max_keepalive_connections=16, keepalive_expiry=30)
+        # trust_env=False: a proxy from the environment would be checked instead of the real destination.
+        super().__init__(verify=ssl_context, trust_env=False)
+        # httpx has no public hook for the network backend; the pool it builds is replaced by an equal one
+        # that differs only in the backend (httpx is pinned to 0.28.x in requirements.txt).
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            http1=True,
+            http2=False,
+            network_backend=GuardedNetworkBackend(allow_loopback=allow_loopback, resolver=resolver),
+        )
+
+
+# --- delivery ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A webhook that can never be delivered as it stands, with the outbox message for replay."""
+
+    reason: str
+    detail: str
+    outbox_message: str
+    webhook_id: str | None = None
+    type: str | None = None
+    status: int | None = None
+    response_excerpt: str | None = None
+    destination_host: str | None = None
+    dead_lettered_at: str = field(default_factory=utc_now)
+
+    def to_dict(self) -> dict[str, object]:
+        """The wire form written to `webhook-dead-letter`."""
+        return {
+            "reason": self.reason,
+            "detail": self.detail,
+            "status": self.status,
+            "responseExcerpt": self.response_excerpt,
+            "webhookId": self.webhook_id,
+            "type": self.type,
+            "destinationHost": self.destination_host,
+            "deadLetteredAt": self.dead_lettered_at,
+            "outboxMessage": self.outbox_message,
+        }
+
+    def to_json(self) -> str:
+        """The queue message text."""
+        return json.dumps(self.to_dict())
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """What became of one delivery attempt that did not raise: delivered, or a dead letter."""
+
+    delivered: bool
+    status: int | None = None
+    dead_letter: DeadLetter | None = None
+    destination_host: str | None = None
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP-date), capped; None when absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        current = time.time() if now is None else now
+        seconds = when.timestamp() - current
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), _MAX_RETRY_AFTER)
+
+
+def _ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    if ca_bundle is not None:
+        # Added to, not replacing, the system roots: the local stack's CA is trusted alongside public ones.
+        context.load_verify_locations(cafile=str(ca_bundle))
+    return context
+
+
+class WebhookSender:
+    """Delivers outbox messages: signs per attempt, guards the destination, classifies the answer."""
+
+    def __init__(self, *, secrets: Sequence[str], default_url: str | None = None,
+                 allowed_hosts: Sequence[str] = (), connect_timeout: float = 5.0, read_timeout: float = 10.0,
+                 development: bool = False, ca_bundle: Path | None = None, resolver: Resolver | None = None,
+                 user_agent: str = USER_AGENT) -> None:
+        if not secrets:
+            raise ValueError("WebhookSender needs at least one signing secret")
+        self._secrets = tuple(secrets)
+        self._default_url = default_url
+        self._allowed_hosts = tuple(allowed_hosts)
+        self._timeout = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout,
+                                      pool=connect_timeout)
+        self._development = development
+        self._ca_bundle = ca_bundle
+        self._resolver = resolver
+        self._user_agent = user_agent
+        self._client: httpx.AsyncClient | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WebhookSender:
+        """The sender configured from the app settings."""
+        return cls(secrets=settings.webhook_secrets, default_url=settings.webhook_url,
+                   allowed_hosts=settings.webhook_allowed_hosts,
+                   connect_timeout=settings.webhook_connect_timeout_seconds,
+                   read_timeout=settings.webhook_read_timeout_seconds, development=settings.is_development,
+                   ca_bundle=settings.tls_ca_bundle)
+
+    def _http(self) -> httpx.AsyncClient:
+        # Made on first use, inside the worker's event loop, and reused by every invocation.
+        if self._client is None:
+            transport = GuardedTransport(_ssl_context(self._ca_bundle), allow_loopback=self._development,
+                                         resolver=self._resolver)
+            self._client = httpx.AsyncClient(transport=transport, timeout=self._timeout, follow_redirects=False,
+                                             trust_env=False)
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close pooled connections."""
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def destination(self, event: WebhookEvent) -> str:
+        """The URL to POST the event to; raise PermanentError (a dead-letter reason) when there is none."""
+        if event.callback_url:
+            host = _host_of(event.callback_url)
+            if not host or not host_allowed(host, self._allowed_hosts):
+                raise PermanentError(f"callbackUrl host {host or '?'} is not on WEBHOOK_ALLOWED_HOSTS",
+                                     reason="callback_not_allowed")
+            url = event.callback_url
+        elif self._default_url:
+            url = self._default_url
+        else:
+            raise PermanentError("no callbackUrl and no WEBHOOK_URL configured", reason="no_destination")
+        self._check_scheme(url)
+        return url
+
+    def _check_scheme(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme == "https" and parts.hostname:
+            return
+        if parts.scheme == "http" and self._development and is_loopback_host(parts.hostname or ""):
+            return
+        raise DestinationRefusedError(
+            f"{parts.scheme or '?'}://{parts.hostname or '?'} refused: webhooks go over https "
+            "(plain http only to loopback in development)")
+
+    async def deliver(self, outbox_message_text: str) -> DeliveryResult:
+        """POST one outbox message; a dead letter for permanent failures, WebhookTransientError to retry."""
+        started = time.perf_counter()
+        try:
+            event = WebhookEvent.from_message(outbox_message_text)
+        except ValueError as exc:
+            return self._dead(None, outbox_message_text, "invalid_outbox_message", str(exc), started)
+        try:
+            url = self.destination(event)
+        except PermanentError as exc:
+            return self._dead(event, outbox_message_text, exc.reason, exc.detail, started,
+                              host=_host_of(event.callback_url or self._default_url or ""))
+        host = _host_of(url)
+        body = event.body.encode("utf-8")
+        headers = signing_headers(self._secrets, event.webhook_id, body) | {
+            "content-type": "application/json",
+            "user-agent": self._user_agent,
+        }
+        try:
+            async with self._http().stream("POST", url, content=body, headers=headers) as response:
+                excerpt = await _read_excerpt(response)
+                status = response.status_code
+                retry_after_header = response.headers.get("retry-after")
+        except DestinationRefusedError as exc:
+            return self._dead(event, outbox_message_text, exc.reason, exc.detail, started, host=host)
+        except httpx.UnsupportedProtocol as exc:
+            return self._dead(event, outbox_message_text, "destination_refused", str(exc), started, host=host)
+        except httpx.TimeoutException as exc:
+            raise self._transient(event, host, started, "receiver_timeout",
+                                  f"{type(exc).__name__} talking to {host}") from None
+        except httpx.TransportError as exc:
+            raise self._transient(event, host, started, "network_error",
+                                  f"{type(exc).__name__} talking to {host}: {exc}") from None
+        if 200 <= status < 300:
+            _log(logging.INFO, "delivered", None, event, host, started, status=status)
+            return DeliveryResult(True, status=status, destination_host=host)
+        if status in (408, 429) or 500 <= status < 600:
+            reason = {408: "receiver_timeout", 429: "receiver_throttled"}.get(status, "receiver_unavailable")
+            raise self._transient(event, host, started, reason, f"{host} answered {status}", status=status,
+                                  retry_after=parse_retry_after(retry_after_header))
+        reason = "redirect_not_followed" if 300 <= status < 400 else "receiver_rejected"
+        return self._dead(event, outbox_message_text, reason, f"{host} answered {status}", started, host=host,
+                          status=status, excerpt=excerpt)
+
+    def _transient(self, event: WebhookEvent, host: str, started: float, reason: str, detail: str, *,
+                   status: int | None = None, retry_after: float | None = None) -> WebhookTransientError:
+        _log(logging.WARNING, "retry", reason, event, host, started, status=status, retry_after=retry_after)
+        return WebhookTransientError(detail, reason=reason, retry_after=retry_after)
+
+    def _dead(self, event: WebhookEvent | None, text: str, reason: str, detail: str, started: float, *,
+              host: str | None = None, status: int | None = None, excerpt: str | None = None) -> DeliveryResult:
+        _log(logging.WARNING, "dead_letter", reason, event, host, started, status=status)
+        record = DeadLetter(reason=reason, detail=detail, outbox_message=text,
+                            webhook_id=event.webhook_id if event else None, type=event.type if event else None,
+                            status=status, response_excerpt=excerpt, destination_host=host)
+        return DeliveryResult(False, status=status, dead_letter=record, destination_host=host)
+
+
+def _host_of(url: str) -> str:
+    try:
+        return (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+async def _read_excerpt(response: httpx.Response) -> str:
+    # Read a bounded prefix only: an answer is evidence for a person, not something to buffer whole.
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_raw():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= _EXCERPT_READ_LIMIT:
+            break
+    return b"".join(chunks).decode("utf-8", "replace")[:EXCERPT_LIMIT]
+
+
+def _log(level: int, outcome: str, reason: str | None, event: WebhookEvent | None, host: str | None,
+         started: float, **fields: object) -> None:
+    duration_ms = round((time.perf_counter() - started) * 1000, 1)
+    log.log(level, "webhook %s: outcome=%s reason=%s host=%s duration_ms=%.1f",
+            event.webhook_id if event else "-", outcome, reason or "-", host or "-", duration_ms,
+            extra={
+                "webhook_id": event.webhook_id if event else None,
+                "webhook_type": event.type if event else None,
+                "destination_host": host,
+                "outcome": outcome,
+                "reason": reason,
+                "duration_ms": duration_ms,
+                **fields,
+            })
+

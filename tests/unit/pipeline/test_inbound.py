@@ -1,0 +1,77 @@
+"""Event parsing: the three envelopes, validation reasons, and requeue wrapping."""
+
+import json
+
+import pytest
+
+from shared.exceptions import InvalidEventError, UnsupportedEventTypeError
+from shared.pipeline.inbound import parse_event, unwrap_requeued, wrap_requeued
+
+pytestmark = pytest.mark.unit
+ORGANIZER = "4c7e1d2a-9b3f-4e5d-8a6c-1f2e3d4c5b6a"
+FIELDS = {"appointmentId": "apt-1", "organizer": ORGANIZER, "onlineMeetingId": "MSo0abc=="}
+
+
+def test_plain_json_event_is_parsed():
+    # GIVEN a plain JSON event WHEN parsed THEN every field lands in the model
+    event = parse_event(json.dumps({"id": "evt-1", "type": "appointment.created", **FIELDS,
+                                    "occurredAt": "2026-11-21T10:00:00Z"}))
+    assert (event.event_id, event.appointment_id, event.organizer) == ("evt-1", "apt-1", ORGANIZER)
+    assert event.online_meeting_id == "MSo0abc==" and event.schema == "plain"
+    assert event.occurred_at is not None and event.occurred_at.year == 2026
+
+
+def test_cloudevent_takes_id_from_envelope_and_fields_from_data():
+    doc = {"specversion": "1.0", "id": "ce-1", "source": "/scheduler", "type": "appointment.created",
+           "time": "2026-11-21T10:00:00Z", "data": FIELDS}
+    event = parse_event(json.dumps(doc))
+    assert event.event_id == "ce-1" and event.schema == "cloudevents" and event.appointment_id == "apt-1"
+
+
+def test_eventgrid_event_and_single_element_batch():
+    doc = {"id": "eg-1", "eventType": "appointment.created", "subject": "apt-1", "dataVersion": "1.0",
+           "eventTime": "2026-11-21T10:00:00Z", "data": FIELDS}
+    assert parse_event(json.dumps(doc)).schema == "eventgrid"
+    assert parse_event(json.dumps([doc])).event_id == "eg-1"
+
+
+def test_join_web_url_instead_of_meeting_id():
+    fields = {**FIELDS, "onlineMeetingId": None, "joinWebUrl": "https://teams.microsoft.com/l/meetup-join/x"}
+    event = parse_event(json.dumps({"id": "e", **fields}))
+    assert event.online_meeting_id is None and event.join_web_url is not None
+
+
+@pytest.mark.parametrize(("message", "reason", "fragment"), [
+    ("not json", "invalid_json", "not JSON"),
+    ("[1, 2]", "invalid_event", "exactly one"),
+    ('"text"', "invalid_event", "JSON object"),
+    (json.dumps({"id": "e", "organizer": ORGANIZER, "onlineMeetingId": "m"}), "invalid_event", "appointmentId"),
+    (json.dumps({"id": "e", "appointmentId": "a", "organizer": ORGANIZER}), "invalid_event", "joinWebUrl"),
+    (json.dumps({"id": "e", **FIELDS, "organizer": "not a user"}), "invalid_event", "organizer"),
+    (json.dumps({**FIELDS}), "invalid_event", "'id'"),
+    (json.dumps({"id": "e", **FIELDS, "joinWebUrl": "http://teams/x", "onlineMeetingId": None}),
+     "invalid_event", "https"),
+    (json.dumps({"id": "e", **FIELDS, "appointmentId": 7}), "invalid_event", "string"),
+    (json.dumps({"id": "e", **FIELDS, "occurredAt": "yesterday"}), "invalid_event", "ISO 8601"),
+    (json.dumps({"specversion": "0.3", "id": "e", "source": "s", "type": "appointment.created"}),
+     "invalid_event", "specversion"),
+    (json.dumps({"specversion": "1.0", "id": "e", "source": "s", "type": "appointment.created", "data": 5}),
+     "invalid_event", "data"),
+])
+def test_bad_messages_are_rejected_with_a_reason(message, reason, fragment):
+    with pytest.raises(InvalidEventError) as caught:
+        parse_event(message)
+    assert caught.value.reason == reason and fragment in caught.value.detail
+
+
+def test_unknown_event_type_has_its_own_reason():
+    with pytest.raises(UnsupportedEventTypeError) as caught:
+        parse_event(json.dumps({"id": "e", "type": "appointment.cancelled", **FIELDS}))
+    assert caught.value.reason == "unsupported_event_type"
+
+
+def test_requeue_wrapping_keeps_the_original_byte_for_byte():
+    original = json.dumps({"id": "e", **FIELDS}, indent=3)
+    delivery = unwrap_requeued(wrap_requeued(original, 2, "throttled"))
+    assert delivery.text == original and delivery.requeue_attempt == 2
+    assert unwrap_requeued(original).requeue_attempt == 0

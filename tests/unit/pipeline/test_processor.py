@@ -1,0 +1,146 @@
+"""The queue logic: outcomes, classification, and the throttling policy (no I/O)."""
+
+import json
+
+import pytest
+
+from shared.exceptions import (
+    AppOnlyTokenError,
+    ForbiddenError,
+    GraphUnavailableError,
+    OrganizerNotConnectedError,
+    ThrottledError,
+    TransientError,
+)
+from shared.pipeline.inbound import unwrap_requeued
+from shared.pipeline.join_url_resolver import JoinUrlResolver
+from shared.pipeline.processor import AppointmentProcessor
+from shared.storage.idempotency import InMemoryIdempotencyStore
+from shared.storage.queue_client import InMemoryRequeuer
+from tests.fakes import FakeGraph
+
+pytestmark = pytest.mark.unit
+ORG = "scheduler@contoso.test"
+URL = "https://visit.teams.microsoft.com/webrtc-svc/api/route?convId=1"
+
+
+def event(**overrides):
+    return json.dumps({"id": "evt-1", "type": "appointment.created", "appointmentId": "apt-1",
+                       "organizer": ORG, "onlineMeetingId": "m1", **overrides})
+
+
+def make(graph=None, budget=2.0, max_requeues=3):
+    slept = []
+
+    async def sleep(seconds):
+        slept.append(seconds)
+
+    graph = graph or FakeGraph({(ORG, "m1"): URL})
+    requeuer = InMemoryRequeuer()
+    processor = AppointmentProcessor(JoinUrlResolver(graph, inline_throttle_budget=budget, sleep=sleep),
+                                     requeuer, InMemoryIdempotencyStore(), max_requeues=max_requeues)
+    return processor, graph, requeuer, slept
+
+
+async def test_success_produces_a_result_record():
+    processor, graph, _, _ = make()
+    outcome = await processor.process(event())
+    assert outcome.kind == "ready"
+    assert outcome.result.to_dict()["joinUrl"] == URL
+    assert outcome.result.to_dict()["eventId"] == "evt-1"
+    assert len(graph.calls) == 1
+
+
+async def test_join_web_url_is_resolved_to_a_meeting_id_first():
+    graph = FakeGraph({(ORG, "m1"): URL}, {(ORG, "https://teams.microsoft.com/l/x"): "m1"})
+    processor, _, _, _ = make(graph)
+    outcome = await processor.process(event(onlineMeetingId=None, joinWebUrl="https://teams.microsoft.com/l/x"))
+    assert outcome.result.online_meeting_id == "m1"
+    assert [c[0] for c in graph.calls] == ["find", "join"]
+
+
+@pytest.mark.parametrize("error", [
+    ForbiddenError("Graph 403"), AppOnlyTokenError("app-only"), OrganizerNotConnectedError("reconnect")])
+async def test_permanent_failures_are_rejected_on_first_attempt(error):
+    processor, graph, requeuer, _ = make()
+    graph.failures.append(error)
+    outcome = await processor.process(event())
+    assert outcome.kind == "rejected"
+    record = outcome.rejection.to_dict()
+    assert record["reason"] == error.reason and record["originalMessage"] == event()
+    assert record["eventId"] == "evt-1" and not requeuer.sent
+
+
+async def test_unknown_meeting_and_invalid_messages_are_rejected_with_ids_kept():
+    processor, _, _, _ = make()
+    assert (await processor.process(event(onlineMeetingId="nope"))).rejection.reason == "meeting_not_found"
+    bad = json.dumps({"id": "evt-9", "appointmentId": "apt-9", "organizer": ORG})
+    rejection = (await processor.process(bad, dequeue_count=1)).rejection
+    assert (rejection.reason, rejection.event_id, rejection.appointment_id) == ("invalid_event", "evt-9", "apt-9")
+
+
+async def test_transient_failures_raise_for_the_host_to_retry():
+    processor, graph, _, _ = make()
+    graph.failures.append(GraphUnavailableError("Graph 503"))
+    with pytest.raises(TransientError):
+        await processor.process(event())
+
+
+async def test_short_retry_after_is_retried_in_process_within_the_budget():
+    processor, graph, requeuer, slept = make(budget=2.0)
+    graph.failures += [ThrottledError("429", retry_after=1), ThrottledError("429", retry_after=1)]
+    outcome = await processor.process(event())
+    assert outcome.kind == "ready" and slept == [1, 1] and not requeuer.sent
+
+
+async def test_long_retry_after_requeues_a_hidden_copy_and_completes():
+    processor, graph, requeuer, slept = make(budget=2.0)
+    graph.failures.append(ThrottledError("429", retry_after=30))
+    outcome = await processor.process(event())
+    assert outcome.kind == "requeued" and slept == []
+    (text, delay), = requeuer.sent
+    assert delay == 30
+    delivery = unwrap_requeued(text)
+    assert delivery.text == event() and delivery.requeue_attempt == 1
+
+
+async def test_budget_is_shared_so_an_invocation_never_sleeps_long():
+    processor, graph, requeuer, slept = make(budget=2.0)
+    graph.failures += [ThrottledError("429", retry_after=1.5), ThrottledError("429", retry_after=1.5)]
+    outcome = await processor.process(event())
+    assert outcome.kind == "requeued" and sum(slept) <= 2.0 and len(requeuer.sent) == 1
+
+
+async def test_requeue_cap_turns_throttling_into_a_transient_failure():
+    processor, graph, requeuer, _ = make(max_requeues=2)
+    graph.failures.append(ThrottledError("429", retry_after=60))
+    requeued = json.dumps({"$requeue": {"attempt": 2, "reason": "throttled"}, "message": event()})
+    with pytest.raises(TransientError) as caught:
+        await processor.process(requeued)
+    assert caught.value.reason == "throttled_too_often" and not requeuer.sent
+
+
+async def test_duplicate_event_makes_no_second_graph_call_and_keeps_its_webhook_id():
+    processor, graph, _, _ = make()
+    first = await processor.process(event())
+    second = await processor.process(event())
+    assert len(graph.calls) == 1
+    assert second.kind == "ready" and second.result == first.result
+    assert second.webhook.webhook_id == first.webhook.webhook_id == "evt-1_ready"
+
+
+async def test_rejection_and_success_each_carry_a_webhook():
+    processor, _, _, _ = make()
+    failed = await processor.process(event(onlineMeetingId="nope"))
+    assert json.loads(failed.webhook.body)["type"] == "appointment.joinurl.failed"
+    assert json.loads(failed.webhook.body)["data"]["reason"] == "meeting_not_found"
+    ready = await processor.process(event(id="evt-2"))
+    assert json.loads(ready.webhook.body)["data"]["joinUrl"] == URL
+
+
+async def test_transient_failure_releases_the_claim_so_the_retry_calls_graph_again():
+    processor, graph, _, _ = make()
+    graph.failures.append(GraphUnavailableError("Graph 503"))
+    with pytest.raises(TransientError):
+        await processor.process(event())
+    assert (await processor.process(event())).kind == "ready" and len(graph.calls) == 2
