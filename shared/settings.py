@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -10,6 +9,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from shared.common.urls import is_allowed_url
 from shared.exceptions import SettingsError
 
 
@@ -240,21 +240,9 @@ def _https_url(value: str) -> str:
     return value.rstrip("/")
 
 
-def _is_loopback_host(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _public_url(read: _Reader, name: str, value: str, environment: str) -> str | None:
     """An https URL, or plain http to loopback in development; otherwise a problem naming the setting."""
-    parts = urlsplit(value)
-    if parts.scheme == "https" and parts.hostname:
-        return value
-    if parts.scheme == "http" and environment == "development" and _is_loopback_host(parts.hostname or ""):
+    if is_allowed_url(value, development=environment == "development"):
         return value
     read.problems.append(f"{name}={value!r} is invalid: must be an https URL "
                          "(plain http only to a loopback address with APP_ENVIRONMENT=development)")

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
-import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
+from shared.common.retry_after import parse_retry_after
+from shared.common.tls import ssl_context
 from shared.exceptions import (
     AppOnlyTokenError,
     ForbiddenError,
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from shared.graph.transport import AiohttpTransport
 
 log = logging.getLogger(__name__)
+# A longer wait is not worth carrying: Azure Storage hides a requeued copy for at most 7 days anyway.
+_MAX_RETRY_AFTER_SECONDS = 24 * 3600.0
 _ORGANIZER_OPTION_KEY = "va_join_links.organizer"
 
 
@@ -69,14 +71,6 @@ class OrganizerAuthProvider:
         request.headers.try_add("Authorization", f"Bearer {token}")
 
 
-def _ssl_context(settings: Settings) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    if settings.tls_ca_bundle is not None:
-        # Added to, not replacing, the system roots: SSL_CERT_FILE would drop real Graph's CA.
-        context.load_verify_locations(cafile=str(settings.tls_ca_bundle))
-    return context
-
-
 def build_graph_client(settings: Settings) -> tuple[GraphServiceClient, AiohttpTransport]:
     """Build the worker's GraphServiceClient and its pool (imports msgraph: call on first use only)."""
     import httpx
@@ -87,7 +81,7 @@ def build_graph_client(settings: Settings) -> tuple[GraphServiceClient, AiohttpT
 
     from shared.graph.transport import AiohttpTransport
 
-    transport = AiohttpTransport(ssl_context=_ssl_context(settings))
+    transport = AiohttpTransport(ssl_context=ssl_context(settings.tls_ca_bundle))
     http_client = httpx.AsyncClient(timeout=httpx.Timeout(settings.graph_timeout_seconds), transport=transport)
     # The SDK's default chain minus what this app never uses, each costing CPU on every request:
     # - RetryHandler: throttling is ours to handle (shared/pipeline/processor.py); kiota's would sleep inside the
@@ -203,19 +197,9 @@ def graph_status(exc: BaseException) -> int | None:
 
 
 def retry_after_seconds(headers: Any, now: float | None = None) -> float | None:
-    """Parse Retry-After (delta seconds or an HTTP date) from response headers."""
+    """Graph's Retry-After from response headers (any mapping with a case-insensitive get)."""
     value = headers.get("retry-after") if headers is not None else None
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return parse_retry_after(value, cap=_MAX_RETRY_AFTER_SECONDS, now=now)
 
 
 def classify_graph_error(exc: BaseException) -> JoinLinkError:

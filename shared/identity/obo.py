@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import ssl
 import threading
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -13,6 +12,7 @@ from typing import Any
 
 import azure.functions as func
 
+from shared.common.tls import ssl_context
 from shared.exceptions import ForbiddenError, TokenServiceUnavailableError
 from shared.identity.tokens import SCOPE_JOIN_URL, ensure_delegated
 from shared.problems import problem
@@ -74,18 +74,12 @@ class BearerValidator:
         self._jwks_client = jwks_client
         self._lock = threading.Lock()
 
-    def _ssl_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context()
-        if self.settings.tls_ca_bundle is not None:
-            context.load_verify_locations(cafile=str(self.settings.tls_ca_bundle))
-        return context
-
     def _keys(self) -> Any:
         with self._lock:
             if self._jwks_client is None:
                 from jwt import PyJWKClient
 
-                context = self._ssl_context()
+                context = ssl_context(self.settings.tls_ca_bundle)
                 discovery = f"{self.settings.authority_url}/v2.0/.well-known/openid-configuration"
                 try:
                     with urllib.request.urlopen(discovery, timeout=10, context=context) as answer:  # noqa: S310

@@ -25,6 +25,8 @@ from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
+from shared.common.clock import parse_timestamp
+from shared.common.retry_after import parse_retry_after
 from shared.exceptions import TableStoreUnavailableError
 from shared.settings import StorageConnection
 
@@ -93,11 +95,9 @@ def _format_datetime(value: datetime) -> str:
 
 
 def _parse_datetime(value: str) -> datetime:
-    # The service writes 7 fractional digits; Python reads at most 6.
-    text = value.rstrip("Z")
-    whole, _, fraction = text.partition(".")
-    parsed = datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
-    return parsed.replace(microsecond=int((fraction + "000000")[:6])) if fraction else parsed
+    # The service always writes UTC (seven fractional digits and a Z); a bare value is UTC too.
+    parsed = parse_timestamp(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def encode_entity(entity: Mapping[str, Any]) -> bytes:
@@ -264,8 +264,8 @@ class TableRestClient:
         if status in expect:
             return (json.loads(payload) if payload else None), etag
         error = _error(status, payload, method)
-        if isinstance(error, TableStoreUnavailableError) and retry_after and retry_after.isdigit():
-            error.retry_after = float(retry_after)
+        if isinstance(error, TableStoreUnavailableError):
+            error.retry_after = parse_retry_after(retry_after, cap=RETRY_MAX_SECONDS)
         raise error
 
 

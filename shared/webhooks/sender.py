@@ -11,8 +11,6 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,6 +18,9 @@ from urllib.parse import urlsplit
 import httpcore
 import httpx
 
+from shared.common.retry_after import parse_retry_after
+from shared.common.tls import ssl_context
+from shared.common.urls import host_of, is_allowed_url
 from shared.exceptions import PermanentError, TransientError
 from shared.pipeline.records import utc_now
 from shared.settings import Settings
@@ -61,16 +62,6 @@ def host_allowed(host: str, patterns: Iterable[str]) -> bool:
         elif name == pattern:
             return True
     return False
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for `localhost` and loopback IP literals (no DNS: a name could resolve anywhere)."""
-    if host.lower().rstrip(".") == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def address_refusal(address: str, *, allow_loopback: bool = False) -> str | None:
@@ -236,35 +227,6 @@ class DeliveryResult:
     destination_host: str | None = None
 
 
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP-date), capped; None when absent or bad."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        current = time.time() if now is None else now
-        seconds = when.timestamp() - current
-    if seconds != seconds:  # NaN
-        return None
-    return min(max(seconds, 0.0), _MAX_RETRY_AFTER)
-
-
-def _ssl_context(ca_bundle: Path | None) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    if ca_bundle is not None:
-        # Added to, not replacing, the system roots: the local stack's CA is trusted alongside public ones.
-        context.load_verify_locations(cafile=str(ca_bundle))
-    return context
-
-
 class WebhookSender:
     """Delivers outbox messages: signs per attempt, guards the destination, classifies the answer."""
 
@@ -297,7 +259,7 @@ class WebhookSender:
     def _http(self) -> httpx.AsyncClient:
         # Made on first use, inside the worker's event loop, and reused by every invocation.
         if self._client is None:
-            transport = GuardedTransport(_ssl_context(self._ca_bundle), allow_loopback=self._development,
+            transport = GuardedTransport(ssl_context(self._ca_bundle), allow_loopback=self._development,
                                          resolver=self._resolver)
             self._client = httpx.AsyncClient(transport=transport, timeout=self._timeout, follow_redirects=False,
                                              trust_env=False)
@@ -312,7 +274,7 @@ class WebhookSender:
     def destination(self, event: WebhookEvent) -> str:
         """The URL to POST the event to; raise PermanentError (a dead-letter reason) when there is none."""
         if event.callback_url:
-            host = _host_of(event.callback_url)
+            host = host_of(event.callback_url)
             if not host or not host_allowed(host, self._allowed_hosts):
                 raise PermanentError(f"callbackUrl host {host or '?'} is not on WEBHOOK_ALLOWED_HOSTS",
                                      reason="callback_not_allowed")
@@ -325,11 +287,9 @@ class WebhookSender:
         return url
 
     def _check_scheme(self, url: str) -> None:
+        if is_allowed_url(url, development=self._development):
+            return
         parts = urlsplit(url)
-        if parts.scheme == "https" and parts.hostname:
-            return
-        if parts.scheme == "http" and self._development and is_loopback_host(parts.hostname or ""):
-            return
         raise DestinationRefusedError(
             f"{parts.scheme or '?'}://{parts.hostname or '?'} refused: webhooks go over https "
             "(plain http only to loopback in development)")
@@ -345,8 +305,8 @@ class WebhookSender:
             url = self.destination(event)
         except PermanentError as exc:
             return self._dead(event, outbox_message_text, exc.reason, exc.detail, started,
-                              host=_host_of(event.callback_url or self._default_url or ""))
-        host = _host_of(url)
+                              host=host_of(event.callback_url or self._default_url or ""))
+        host = host_of(url)
         body = event.body.encode("utf-8")
         headers = signing_headers(self._secrets, event.webhook_id, body) | {
             "content-type": "application/json",
@@ -373,7 +333,7 @@ class WebhookSender:
         if status in (408, 429) or 500 <= status < 600:
             reason = {408: "receiver_timeout", 429: "receiver_throttled"}.get(status, "receiver_unavailable")
             raise self._transient(event, host, started, reason, f"{host} answered {status}", status=status,
-                                  retry_after=parse_retry_after(retry_after_header))
+                                  retry_after=parse_retry_after(retry_after_header, cap=_MAX_RETRY_AFTER))
         reason = "redirect_not_followed" if 300 <= status < 400 else "receiver_rejected"
         return self._dead(event, outbox_message_text, reason, f"{host} answered {status}", started, host=host,
                           status=status, excerpt=excerpt)
@@ -390,13 +350,6 @@ class WebhookSender:
                             webhook_id=event.webhook_id if event else None, type=event.type if event else None,
                             status=status, response_excerpt=excerpt, destination_host=host)
         return DeliveryResult(False, status=status, dead_letter=record, destination_host=host)
-
-
-def _host_of(url: str) -> str:
-    try:
-        return (urlsplit(url).hostname or "").lower()
-    except ValueError:
-        return ""
 
 
 async def _read_excerpt(response: httpx.Response) -> str:

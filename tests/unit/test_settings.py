@@ -58,3 +58,11 @@ def test_identity_based_storage_connection_is_accepted():
 def test_sample_settings_cover_every_setting_the_code_reads():
     sample = set(json.loads((ROOT / "local.settings.sample.json").read_text())["Values"])
     assert {spec.name for spec in SETTINGS} <= sample
+
+
+@pytest.mark.parametrize("url", ["http://localhost.:5445/webhooks", "http://[::1]:5445/webhooks"])
+def test_loopback_urls_follow_the_one_url_rule(url):
+    # The settings copy of the rule refused "localhost." while the webhook sender accepted it: one rule now.
+    assert load_settings(sample_env() | {"WEBHOOK_URL": url}).webhook_url == url
+    with pytest.raises(SettingsError, match="WEBHOOK_URL"):
+        load_settings(sample_env() | {"WEBHOOK_URL": url, "APP_ENVIRONMENT": "production"})

@@ -13,6 +13,7 @@ from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
 import shared.webhooks.sender as webhooks
+from shared.common.retry_after import parse_retry_after
 from shared.exceptions import SettingsError, TransientError
 from shared.pipeline.records import JoinUrlResult, Rejection
 from shared.settings import load_settings
@@ -30,7 +31,6 @@ from shared.webhooks.sender import (
     WebhookTransientError,
     address_refusal,
     host_allowed,
-    parse_retry_after,
 )
 from tests.unit.test_settings import sample_env
 
@@ -174,11 +174,12 @@ def test_host_allow_list_exact_and_wildcard():
 
 
 def test_retry_after_seconds_and_http_date():
-    assert parse_retry_after("7") == 7.0
+    # The parser itself is pinned in tests/unit/common/test_retry_after.py; this is the webhook's cap.
+    assert parse_retry_after("7", cap=webhooks._MAX_RETRY_AFTER) == 7.0
     now = datetime(2026, 11, 3, 20, 0, tzinfo=UTC)
     later = format_datetime(now + timedelta(seconds=90), usegmt=True)
-    assert parse_retry_after(later, now=now.timestamp()) == pytest.approx(90.0)
-    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+    assert parse_retry_after(later, cap=webhooks._MAX_RETRY_AFTER, now=now.timestamp()) == pytest.approx(90.0)
+    assert parse_retry_after("999999", cap=webhooks._MAX_RETRY_AFTER) == 24 * 3600.0
 
 
 # --- delivery ---------------------------------------------------------------------------------------

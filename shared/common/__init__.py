@@ -1,0 +1,1 @@
+"""common: see the map in shared/__init__.py."""
