@@ -8,11 +8,11 @@ import logging
 
 import azure.functions as func
 
+from shared.common.clock import utc_now
+from shared.common.fields import check_https_url, check_organizer
 from shared.exceptions import ForbiddenError, InvalidEventError, JoinLinkError
 from shared.identity.obo import BearerError, BearerValidator, Caller, OboTokenSource, bearer_token
-from shared.pipeline.inbound import check_https_url, check_organizer
 from shared.pipeline.join_url_resolver import JoinUrlResolver
-from shared.pipeline.records import utc_now
 from shared.problems import problem, problem_for
 from shared.redaction import hash_user
 

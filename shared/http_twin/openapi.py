@@ -6,6 +6,7 @@ import json
 from functools import lru_cache
 from typing import Any
 
+from shared.common.ids import GUID_PATTERN
 from shared.problems import PROBLEM_JSON
 
 JOIN_URL_ROUTE = "join-url"
@@ -31,8 +32,7 @@ def _problem_response(description: str, retry_after: bool = False) -> dict[str, 
 # strip() and the twin's checks use) because `\s` differs between regex dialects (ECMA vs Python).
 _WS = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 _UPN_CHAR = rf"[^@/\\\x00{_WS}]"
-_GUID = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-ORGANIZER_PATTERN = rf"^[{_WS}]*(?:{_GUID}|{_UPN_CHAR}+@{_UPN_CHAR}+\.{_UPN_CHAR}+)[{_WS}]*$"
+ORGANIZER_PATTERN = rf"^[{_WS}]*(?:{GUID_PATTERN}|{_UPN_CHAR}+@{_UPN_CHAR}+\.{_UPN_CHAR}+)[{_WS}]*$"
 TEXT_PATTERN = rf"^[{_WS}]*[^\r\n\x00]*[^\x00{_WS}][^\r\n\x00]*[{_WS}]*$"
 ONE_OF_RULE = "Give exactly one of meetingId or joinWebUrl (400 otherwise)."
 

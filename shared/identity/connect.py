@@ -12,10 +12,10 @@ from typing import Any
 
 import azure.functions as func
 
+from shared.common.fields import check_organizer
 from shared.exceptions import InvalidEventError, JoinLinkError
 from shared.identity.vault import CONFIDENTIAL, FLOW_MAX_SECONDS, TokenVault, VaultEntry, flow_key
 from shared.identity.vault_acquirer import MsalClients, MsalFailure, connect_scopes, organizer_label
-from shared.pipeline.inbound import check_organizer
 from shared.redaction import hash_user
 from shared.settings import Settings
 

@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from shared.common.clock import parse_timestamp_or_none
 from shared.exceptions import OrganizerNotConnectedError, PermanentError, TransientError
 from shared.identity.vault import CONNECTED, TokenVault, VaultConflictError, VaultEntry
 from shared.identity.vault_acquirer import VaultTokenAcquirer, record_failure
@@ -44,18 +45,9 @@ class KeepAliveReport:
         return self.count(FAILED) + self.count(NEEDS_RECONNECT)
 
 
-def _parse(timestamp: str | None) -> datetime | None:
-    if not timestamp:
-        return None
-    try:
-        return datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def is_idle(entry: VaultEntry, idle: timedelta, now: datetime) -> bool:
     """True when the entry's refresh token has not been redeemed for `idle` or longer."""
-    last = _parse(entry.last_refreshed_at) or _parse(entry.connected_at)
+    last = parse_timestamp_or_none(entry.last_refreshed_at) or parse_timestamp_or_none(entry.connected_at)
     return last is None or now - last >= idle
 
 

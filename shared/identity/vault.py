@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import threading
 import time
 import uuid
@@ -22,8 +21,9 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from shared.common.clock import utc_now
+from shared.common.ids import is_guid
 from shared.exceptions import JoinLinkError, TransientError
-from shared.pipeline.records import utc_now
 from shared.settings import StorageConnection
 
 if TYPE_CHECKING:
@@ -35,7 +35,6 @@ REVOKED = "revoked"
 STATUSES = (CONNECTED, NEEDS_RECONNECT, REVOKED)
 CONFIDENTIAL = "confidential"  # connected through the connect page (authorization code)
 PUBLIC = "public"  # connected with the device-code command: refresh without the client secret
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 _ENTRY_VERSION = 1
 # A flow is useless after this long anyway (Entra's authorization codes live ~10 minutes).
 FLOW_MAX_SECONDS = 600
@@ -103,7 +102,7 @@ class VaultEntry:
 def organizer_key(organizer: str) -> tuple[str, str]:
     """('oid', id) for an object id, ('upn', lower-cased UPN) otherwise."""
     value = organizer.strip().lower()
-    return ("oid", value) if _GUID.match(value) else ("upn", value)
+    return ("oid", value) if is_guid(value) else ("upn", value)
 
 
 def upn_hash(upn: str) -> str:

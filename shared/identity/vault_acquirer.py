@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
+from shared.common.clock import utc_now
 from shared.exceptions import OrganizerNotConnectedError, PermanentError, TokenServiceUnavailableError
 from shared.identity.tokens import (
     SCOPE_JOIN_URL,
@@ -27,7 +28,6 @@ from shared.identity.vault import (
     VaultConflictError,
     VaultEntry,
 )
-from shared.pipeline.records import utc_now
 from shared.redaction import hash_user
 from shared.settings import Settings
 

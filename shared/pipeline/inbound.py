@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
+from shared.common.fields import (
+    MAX_URL,
+    check_https_url,
+    check_organizer,
+    optional_text,
+    optional_timestamp,
+    required_text,
+)
 from shared.exceptions import InvalidEventError, UnsupportedEventTypeError
 
 EVENT_TYPE = "appointment.created"
 # Re-enqueued copies (after a long Graph Retry-After) wrap the untouched original under this key.
 REQUEUE_KEY = "$requeue"
-_MAX_ID = 256
-_MAX_URL = 2048
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_UPN = re.compile(r"^[^\s@/\\]+@[^\s@/\\]+\.[^\s@/\\]+$")
 
 
 @dataclass(frozen=True)
@@ -130,12 +132,12 @@ def _check_type(event_type: Any) -> None:
 
 def _build(data: dict[str, Any], *, event_id: Any, occurred_at: Any, schema: str) -> AppointmentEvent:
     meeting_id = optional_text(data, "onlineMeetingId")
-    join_web_url = optional_text(data, "joinWebUrl", limit=_MAX_URL)
+    join_web_url = optional_text(data, "joinWebUrl", limit=MAX_URL)
     if meeting_id is None and join_web_url is None:
         raise InvalidEventError("one of 'onlineMeetingId' or 'joinWebUrl' is required")
     if join_web_url is not None:
         check_https_url("joinWebUrl", join_web_url)
-    callback_url = optional_text(data, "callbackUrl", limit=_MAX_URL)
+    callback_url = optional_text(data, "callbackUrl", limit=MAX_URL)
     if callback_url is not None:
         check_https_url("callbackUrl", callback_url, allow_http=True)
     return AppointmentEvent(
@@ -145,59 +147,6 @@ def _build(data: dict[str, Any], *, event_id: Any, occurred_at: Any, schema: str
         online_meeting_id=meeting_id,
         join_web_url=join_web_url,
         callback_url=callback_url,
-        occurred_at=_timestamp(occurred_at),
+        occurred_at=optional_timestamp(occurred_at, "occurredAt"),
         schema=schema,
     )
-
-
-def required_text(data: dict[str, Any], field: str, limit: int = _MAX_ID) -> str:
-    """Return a required non-empty string field, or raise InvalidEventError naming it."""
-    value = optional_text(data, field, limit)
-    if value is None:
-        raise InvalidEventError(f"{field!r} is required")
-    return value
-
-
-def optional_text(data: dict[str, Any], field: str, limit: int = _MAX_ID) -> str | None:
-    """Return an optional string field stripped, None when absent or empty."""
-    value = data.get(field)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise InvalidEventError(f"{field!r} must be a string")
-    value = value.strip()
-    if len(value) > limit:
-        raise InvalidEventError(f"{field!r} is longer than {limit} characters")
-    if any(ch in value for ch in "\r\n\t\x00"):
-        raise InvalidEventError(f"{field!r} contains control characters")
-    return value or None
-
-
-def check_organizer(value: str) -> str:
-    """Accept an Entra object id (GUID) or a UPN; raise InvalidEventError otherwise."""
-    if _GUID.match(value) or _UPN.match(value):
-        return value
-    raise InvalidEventError("'organizer' must be an Entra object id (GUID) or a user principal name")
-
-
-def check_https_url(field: str, value: str, *, allow_http: bool = False) -> str:
-    """Accept an absolute https URL (or http where allowed); raise InvalidEventError otherwise."""
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        raise InvalidEventError(f"{field!r} is not a URL") from None
-    schemes = ("https", "http") if allow_http else ("https",)
-    if parts.scheme not in schemes or not parts.hostname:
-        raise InvalidEventError(f"{field!r} must be an absolute {' or '.join(schemes)} URL")
-    return value
-
-
-def _timestamp(value: Any) -> datetime | None:
-    if value in (None, ""):
-        return None
-    if not isinstance(value, str):
-        raise InvalidEventError("'occurredAt' must be an ISO 8601 timestamp")
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidEventError(f"'occurredAt' {value!r} is not an ISO 8601 timestamp") from None

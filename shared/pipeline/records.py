@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
+from shared.common.clock import utc_now
 from shared.pipeline.inbound import AppointmentEvent
-
-
-def utc_now() -> str:
-    """The current time as an ISO 8601 UTC timestamp."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.pipeline.records import JoinUrlResult, Rejection, utc_now
+from shared.common.clock import utc_now
+from shared.pipeline.records import JoinUrlResult, Rejection
 
 EVENT_READY = "appointment.joinurl.ready"
 EVENT_FAILED = "appointment.joinurl.failed"

@@ -18,11 +18,11 @@ from urllib.parse import urlsplit
 import httpcore
 import httpx
 
+from shared.common.clock import utc_now
 from shared.common.retry_after import parse_retry_after
 from shared.common.tls import ssl_context
 from shared.common.urls import host_of, is_allowed_url
 from shared.exceptions import PermanentError, TransientError
-from shared.pipeline.records import utc_now
 from shared.settings import Settings
 from shared.webhooks.outbound import WebhookEvent
 from shared.webhooks.signing import signing_headers

@@ -1,0 +1,73 @@
+"""Field rules shared by every way a request reaches the app (queue events, the HTTP twin, the connect page).
+
+Each failure is an InvalidEventError naming the field, so a queue message is rejected and an HTTP caller
+gets a 400 with the same words.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from shared.common.clock import parse_timestamp
+from shared.common.ids import is_guid, is_upn
+from shared.exceptions import InvalidEventError
+
+MAX_ID = 256
+MAX_URL = 2048
+
+
+def required_text(data: dict[str, Any], field: str, limit: int = MAX_ID) -> str:
+    """Return a required non-empty string field, or raise InvalidEventError naming it."""
+    value = optional_text(data, field, limit)
+    if value is None:
+        raise InvalidEventError(f"{field!r} is required")
+    return value
+
+
+def optional_text(data: dict[str, Any], field: str, limit: int = MAX_ID) -> str | None:
+    """Return an optional string field stripped, None when absent or empty."""
+    value = data.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidEventError(f"{field!r} must be a string")
+    value = value.strip()
+    if len(value) > limit:
+        raise InvalidEventError(f"{field!r} is longer than {limit} characters")
+    if any(ch in value for ch in "\r\n\t\x00"):
+        raise InvalidEventError(f"{field!r} contains control characters")
+    return value or None
+
+
+def check_organizer(value: str, field: str = "organizer") -> str:
+    """Accept an Entra object id (GUID) or a UPN; raise InvalidEventError otherwise."""
+    if is_guid(value) or is_upn(value):
+        return value
+    raise InvalidEventError(f"{field!r} must be an Entra object id (GUID) or a user principal name")
+
+
+def check_https_url(field: str, value: str, *, allow_http: bool = False) -> str:
+    """Accept an absolute https URL (or http where allowed); raise InvalidEventError otherwise."""
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError:
+        raise InvalidEventError(f"{field!r} is not a URL") from None
+    schemes = ("https", "http") if allow_http else ("https",)
+    if parts.scheme not in schemes or not host:
+        raise InvalidEventError(f"{field!r} must be an absolute {' or '.join(schemes)} URL")
+    return value
+
+
+def optional_timestamp(value: Any, field: str) -> datetime | None:
+    """An optional ISO 8601 timestamp; raise InvalidEventError naming the field when it is not one."""
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        raise InvalidEventError(f"{field!r} must be an ISO 8601 timestamp")
+    try:
+        return parse_timestamp(value)
+    except ValueError:
+        raise InvalidEventError(f"{field!r} {value!r} is not an ISO 8601 timestamp") from None
