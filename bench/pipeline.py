@@ -78,7 +78,7 @@ class Worker:
         """New worker services (empty token cache, new clients), as after a worker restart."""
         from shared.services import Services
         from shared.settings import load_settings
-        from shared.storage.idempotency import InMemoryIdempotencyStore
+        from shared.testing.idempotency import InMemoryIdempotencyStore
 
         # A new, empty idempotency table per run: Azurite's in-memory table gets slower as it fills
         # (its cost per insert grows with the row count), which Azure Table storage does not.

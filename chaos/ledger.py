@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chaos.workload import POISON, READY, REJECTED, PlannedEvent, text_key
-from shared.pipeline.inbound import unwrap_requeued
+from shared.storage.requeue import unwrap_requeued
 
 WEBHOOK_DELIVERED, WEBHOOK_DEAD_LETTER, WEBHOOK_POISON = "delivered", "dead_letter", "outbox_poison"
 

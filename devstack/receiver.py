@@ -17,7 +17,8 @@ from typing import Any
 
 from aiohttp import web
 
-from shared.webhooks.signing import WebhookSignatureError, verify
+from shared.common.standard_webhooks import verify
+from shared.exceptions import WebhookSignatureError
 
 log = logging.getLogger("devstack.receiver")
 

@@ -1,4 +1,15 @@
-"""Every error the app raises on purpose, classified once: permanent versus transient."""
+"""Every error the app raises on purpose, classified once: permanent versus transient.
+
+JoinLinkError is the root. PermanentError: retrying cannot help (the event is rejected on its first
+attempt, an HTTP caller gets a 4xx). TransientError: retrying later may (the host retries, then poison).
+Errors in neither branch are about the app's own state (settings, a vault write race, a refused bearer
+token) and are handled where they are raised.
+
+Not in the tree, on purpose: ValueError raised by the settings converters (caught inside settings.py
+and turned into one SettingsError naming every bad setting), argparse's exits in the operator commands,
+and AssertionError/ValueError for a caller breaking a function's contract (a programming error, which
+must surface as a crash rather than be classified).
+"""
 
 from __future__ import annotations
 
@@ -119,3 +130,61 @@ class TokenServiceUnavailableError(TransientError):
 
     reason = "token_service_unavailable"
     http_status = 503
+
+
+class KeyInProgressError(TransientError):
+    """Another worker is processing the same idempotency key right now; retry after retry_after seconds."""
+
+    reason = "duplicate_in_progress"
+
+
+class VaultConflictError(JoinLinkError):
+    """A token-vault entry changed (or appeared) since it was read: reload and decide again."""
+
+    reason = "token_vault_conflict"
+
+
+class VaultUnavailableError(TransientError):
+    """The token vault's storage could not be reached or answered 5xx."""
+
+    reason = "token_vault_unavailable"
+
+
+class BearerError(JoinLinkError):
+    """A bearer token was refused: 401 (not a valid token) or 403 (valid, but not allowed).
+
+    `error` is the RFC 6750 error code (invalid_token, insufficient_scope, or missing_token when none
+    was sent) and `scope` the scope to name in the challenge.
+    """
+
+    def __init__(self, status: int, error: str, detail: str, *, scope: str | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.error, self.detail, self.scope = status, error, detail, scope
+        self.reason = "invalid_token" if status == 401 else error
+
+
+class DestinationRefusedError(PermanentError):
+    """A webhook destination is not one we may send to (scheme, allow-list, or a non-public address)."""
+
+    reason = "destination_refused"
+
+
+class WebhookTransientError(TransientError):
+    """The receiver may accept later (408, 429, 5xx, network error, timeout); retry_after when it asked."""
+
+    reason = "webhook_transient"
+
+
+class WebhookSignatureError(JoinLinkError, ValueError):
+    """A Standard Webhooks signature could not be made or did not verify; the message says why (never the secret).
+
+    Also a ValueError: a malformed secret is a bad value, and settings validation treats it as one.
+    """
+
+    reason = "invalid_signature"
+
+
+class UnreadableRecordError(JoinLinkError):
+    """A rejection or dead-letter record without the message it should carry (replay leaves it in place)."""
+
+    reason = "unreadable_record"

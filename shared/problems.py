@@ -7,7 +7,7 @@ import math
 
 import azure.functions as func
 
-from shared.exceptions import JoinLinkError, PermanentError, TransientError
+from shared.exceptions import BearerError, JoinLinkError, PermanentError, TransientError
 
 PROBLEM_JSON = "application/problem+json"
 _TITLES = {
@@ -42,3 +42,20 @@ def problem_for(error: JoinLinkError, *, instance: str | None = None) -> func.Ht
             retry_after = 1.0
         return problem(error.http_status, error.reason, error.detail, retry_after=retry_after, instance=instance)
     return problem(500, "internal_error", "unexpected error", instance=instance)
+
+
+def bearer_problem(error: BearerError) -> func.HttpResponse:
+    """problem+json for a refused bearer token, with the RFC 6750 WWW-Authenticate challenge."""
+    response = problem(error.status, error.reason, error.detail)
+    challenge = "Bearer" if error.error == "missing_token" else f'Bearer error="{error.error}"'
+    if error.scope:
+        challenge += f', scope="{error.scope}"'
+    response.headers["WWW-Authenticate"] = challenge
+    return response
+
+
+def bearer_token(req: func.HttpRequest) -> str | None:
+    """The token of an `Authorization: Bearer` header, else None."""
+    header = req.headers.get("authorization") or ""
+    scheme, _, token = header.strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None

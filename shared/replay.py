@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import IO, TYPE_CHECKING
 
 from shared import queues
+from shared.exceptions import UnreadableRecordError
 from shared.queues import WEBHOOK_DEAD_LETTER, WEBHOOK_OUTBOX, WEBHOOK_OUTBOX_POISON
 from shared.settings import StorageConnection
 from shared.storage.queue_client import queue_client
@@ -40,19 +41,15 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$", re.IGNORECASE)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-class UnreadableRecord(ValueError):
-    """A rejection or dead-letter record without the message it should carry."""
-
-
 def _record_field(name: str) -> Callable[[str], tuple[str, str | None]]:
     def extract(text: str) -> tuple[str, str | None]:
         try:
             doc = json.loads(text)
         except ValueError:
-            raise UnreadableRecord("record is not JSON") from None
+            raise UnreadableRecordError("record is not JSON") from None
         payload = doc.get(name) if isinstance(doc, dict) else None
         if not isinstance(payload, str) or not payload:
-            raise UnreadableRecord(f"record has no {name!r}")
+            raise UnreadableRecordError(f"record has no {name!r}")
         reason = doc.get("reason")
         return payload, reason if isinstance(reason, str) else None
 
@@ -202,7 +199,7 @@ async def replay_queue(conn: StorageConnection, source: str, *, reason: str | No
                     bar.advance()
                 try:
                     payload, record_reason = route.extract(_text(message))
-                except UnreadableRecord as exc:
+                except UnreadableRecordError as exc:
                     log.warning("replay %s: message %s left in place: %s", source, message.id, exc,
                                 extra={"source_queue": source, "message_id": message.id})
                     summary.unreadable += 1

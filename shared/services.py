@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from shared.exceptions import SettingsError
 from shared.graph.gateway import GraphGateway
-from shared.identity.obo import BearerValidator
+from shared.identity.bearer import BearerValidator
 from shared.identity.tokens import DelegatedCredentials, DelegatedTokenAcquirer, DevPasswordAcquirer
 from shared.identity.vault import BlobTokenVault, TokenVault
 from shared.identity.vault_acquirer import MsalClients, VaultTokenAcquirer
@@ -16,7 +16,7 @@ from shared.pipeline.processor import AppointmentProcessor
 from shared.queues import APPOINTMENTS, WEBHOOK_OUTBOX
 from shared.settings import Settings
 from shared.storage.idempotency import TableIdempotencyStore
-from shared.storage.queue_client import QueueRequeuer
+from shared.storage.requeue import QueueRequeuer
 
 if TYPE_CHECKING:
     from shared.webhooks.dispatcher import WebhookDispatcher

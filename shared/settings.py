@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from shared.common.standard_webhooks import decode_secret
 from shared.common.urls import is_allowed_url
-from shared.exceptions import SettingsError
+from shared.exceptions import SettingsError, WebhookSignatureError
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,14 @@ SETTINGS: tuple[SettingSpec, ...] = (
 )
 
 _SPECS = {spec.name: spec for spec in SETTINGS}
+
+
+def setting_default(name: str) -> str:
+    """The registry's default of a setting (for code that runs without load_settings: tests, tools)."""
+    default = _SPECS[name].default
+    if default is None:
+        raise KeyError(f"setting {name} has no default")
+    return default
 _DELEGATED_MODES = ("vault", "dev_password")
 _APP_ONLY_MODES = ("managed_identity", "client_credentials", "client_secret", "app_only", "certificate")
 
@@ -140,7 +149,7 @@ class StorageConnection:
 
 @dataclass(frozen=True)
 class Settings:
-    """Validated app settings."""
+    """Validated app settings, built only by load_settings: every default lives in SETTINGS above."""
 
     storage: StorageConnection
     environment: str
@@ -155,25 +164,25 @@ class Settings:
     tls_ca_bundle: Path | None
     throttle_inline_max_seconds: float
     throttle_max_requeues: int
-    token_vault_container: str = "token-vault"  # noqa: S105 - a container name, not a token
-    auth_redirect_uri: str | None = None
-    auth_connect_lookup_scope: bool = True
-    api_audience: str = ""
-    api_required_scope: str = "access_as_user"
-    keepalive_idle_hours: float = 72.0
-    keepalive_schedule: str = "0 0 */6 * * *"
-    queue_metrics_schedule: str = "0 */5 * * * *"
-    webhook_url: str | None = None
-    webhook_secrets: tuple[str, ...] = ()
-    webhook_allowed_hosts: tuple[str, ...] = ()
-    webhook_connect_timeout_seconds: float = 5.0
-    webhook_read_timeout_seconds: float = 10.0
-    idempotency_table: str = "idempotency"
-    idempotency_window_hours: float = 24.0
-    webhook_max_attempts: int = 8
-    webhook_retry_base_seconds: float = 10.0
-    idempotency_stale_claim_seconds: float = 300.0
-    webhook_stale_claim_seconds: float = 120.0
+    token_vault_container: str
+    auth_redirect_uri: str | None
+    auth_connect_lookup_scope: bool
+    api_audience: str
+    api_required_scope: str
+    keepalive_idle_hours: float
+    keepalive_schedule: str
+    queue_metrics_schedule: str
+    webhook_url: str | None
+    webhook_secrets: tuple[str, ...]
+    webhook_allowed_hosts: tuple[str, ...]
+    webhook_connect_timeout_seconds: float
+    webhook_read_timeout_seconds: float
+    idempotency_table: str
+    idempotency_window_hours: float
+    webhook_max_attempts: int
+    webhook_retry_base_seconds: float
+    idempotency_stale_claim_seconds: float
+    webhook_stale_claim_seconds: float
 
     @property
     def is_development(self) -> bool:
@@ -304,7 +313,6 @@ def _existing_file(value: str) -> Path:
 
 
 def _webhook_secrets(value: str) -> tuple[str, ...]:
-    from shared.webhooks.signing import WebhookSignatureError, decode_secret
 
     secrets = tuple(part.strip() for part in value.split(",") if part.strip())
     if not 1 <= len(secrets) <= 2:

@@ -10,10 +10,11 @@ import azure.functions as func
 
 from shared.common.clock import utc_now
 from shared.common.fields import check_https_url, check_organizer
-from shared.exceptions import ForbiddenError, InvalidEventError, JoinLinkError
-from shared.identity.obo import BearerError, BearerValidator, Caller, OboTokenSource, bearer_token
+from shared.exceptions import BearerError, ForbiddenError, InvalidEventError, JoinLinkError
+from shared.identity.bearer import BearerValidator, Caller
+from shared.identity.obo import OboTokenSource
 from shared.pipeline.join_url_resolver import JoinUrlResolver
-from shared.problems import problem, problem_for
+from shared.problems import bearer_problem, bearer_token, problem, problem_for
 from shared.redaction import hash_user
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ async def get_join_url(req: func.HttpRequest, resolver: JoinUrlResolver, bearer:
                                                       inline_throttle_budget=0.0, tokens=tokens)
     except BearerError as exc:
         log.info("join-url lookup refused: %s", exc.error, extra={"reason": exc.error, "outcome": "unauthorized"})
-        return exc.response()
+        return bearer_problem(exc)
     except JoinLinkError as exc:
         log.info("join-url lookup failed: %s", exc.reason, extra={"reason": exc.reason, "outcome": "rejected"})
         return problem_for(exc)

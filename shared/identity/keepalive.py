@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from shared.common.clock import parse_timestamp_or_none
-from shared.exceptions import OrganizerNotConnectedError, PermanentError, TransientError
-from shared.identity.vault import CONNECTED, TokenVault, VaultConflictError, VaultEntry
+from shared.exceptions import OrganizerNotConnectedError, PermanentError, TransientError, VaultConflictError
+from shared.identity.vault import CONNECTED, TokenVault, VaultEntry
 from shared.identity.vault_acquirer import VaultTokenAcquirer, record_failure
 from shared.redaction import hash_user
 

@@ -15,7 +15,6 @@ import hashlib
 import json
 import threading
 import time
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -23,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from shared.common.clock import utc_now
 from shared.common.ids import is_guid
-from shared.exceptions import JoinLinkError, TransientError
+from shared.exceptions import SettingsError, VaultConflictError, VaultUnavailableError
 from shared.settings import StorageConnection
+from shared.storage.credentials import storage_credential
 
 if TYPE_CHECKING:
     from azure.storage.blob import ContainerClient
@@ -32,24 +32,11 @@ if TYPE_CHECKING:
 CONNECTED = "connected"
 NEEDS_RECONNECT = "needs_reconnect"
 REVOKED = "revoked"
-STATUSES = (CONNECTED, NEEDS_RECONNECT, REVOKED)
 CONFIDENTIAL = "confidential"  # connected through the connect page (authorization code)
 PUBLIC = "public"  # connected with the device-code command: refresh without the client secret
 _ENTRY_VERSION = 1
 # A flow is useless after this long anyway (Entra's authorization codes live ~10 minutes).
 FLOW_MAX_SECONDS = 600
-
-
-class VaultConflictError(JoinLinkError):
-    """The entry changed (or appeared) since it was read: reload and decide again."""
-
-    reason = "token_vault_conflict"
-
-
-class VaultUnavailableError(TransientError):
-    """The vault's storage could not be reached or answered 5xx."""
-
-    reason = "token_vault_unavailable"
 
 
 @dataclass
@@ -157,11 +144,13 @@ class TokenVault(ABC):
         raise VaultUnavailableError("the organizer's vault entry kept changing while it was being replaced")
 
 
-def _wrap_flow(flow: dict[str, Any], ttl_seconds: float) -> str:
+def wrap_flow(flow: dict[str, Any], ttl_seconds: float) -> str:
+    """A sign-in flow as stored, with its expiry."""
     return json.dumps({"expires_at": time.time() + min(ttl_seconds, FLOW_MAX_SECONDS), "flow": flow})
 
 
-def _unwrap_flow(text: str | bytes) -> dict[str, Any] | None:
+def unwrap_flow(text: str | bytes) -> dict[str, Any] | None:
+    """A stored sign-in flow, or None once it has expired."""
     doc = json.loads(text)
     if float(doc.get("expires_at", 0)) < time.time():
         return None
@@ -169,95 +158,8 @@ def _unwrap_flow(text: str | bytes) -> dict[str, Any] | None:
     return flow
 
 
-class InMemoryTokenVault(TokenVault):
-    """The vault for unit tests: same semantics as the blob vault, ETags included."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._blobs: dict[str, tuple[str, str]] = {}  # name -> (text, etag)
-        self.writes = 0
-
-    def _put(self, name: str, text: str, etag: str | None, *, create: bool) -> str:
-        with self._lock:
-            current = self._blobs.get(name)
-            if create and current is not None:
-                raise VaultConflictError(f"{name} already exists")
-            if not create and etag is not None and (current is None or current[1] != etag):
-                raise VaultConflictError(f"{name} changed since it was read")
-            new_etag = f'"{uuid.uuid4().hex}"'
-            self._blobs[name] = (text, new_etag)
-            self.writes += 1
-            return new_etag
-
-    def _read(self, name: str) -> tuple[str, str] | None:
-        with self._lock:
-            return self._blobs.get(name)
-
-    def _oid_for(self, organizer: str) -> str | None:
-        kind, value = organizer_key(organizer)
-        if kind == "oid":
-            return value
-        alias = self._read(f"aliases/{upn_hash(value)}")
-        return alias[0] if alias else None
-
-    def get(self, organizer: str) -> VaultEntry | None:
-        """The organizer's entry by object id or UPN."""
-        oid = self._oid_for(organizer)
-        found = self._read(f"organizers/{oid}.json") if oid else None
-        if found is None:
-            return None
-        entry = VaultEntry.from_json(found[0], found[1])
-        return _matching(entry, organizer)
-
-    def save(self, entry: VaultEntry) -> VaultEntry:
-        """Create or update under the entry's ETag."""
-        name = f"organizers/{entry.oid.lower()}.json"
-        etag = self._put(name, entry.to_json(), entry.etag, create=entry.etag is None)
-        self._put(f"aliases/{upn_hash(entry.upn)}", entry.oid.lower(), None, create=False)
-        return replace(entry, etag=etag)
-
-    def delete(self, organizer: str) -> VaultEntry | None:
-        """Remove the entry and its alias."""
-        entry = self.get(organizer)
-        if entry is None:
-            return None
-        with self._lock:
-            self._blobs.pop(f"organizers/{entry.oid.lower()}.json", None)
-            self._blobs.pop(f"aliases/{upn_hash(entry.upn)}", None)
-        return entry
-
-    def entries(self) -> Iterator[VaultEntry]:
-        """Every entry."""
-        with self._lock:
-            found = [(n, v) for n, v in self._blobs.items() if n.startswith("organizers/")]
-        for _, (text, etag) in sorted(found):
-            yield VaultEntry.from_json(text, etag)
-
-    def put_flow(self, key: str, flow: dict[str, Any], ttl_seconds: float = FLOW_MAX_SECONDS) -> None:
-        """Keep a flow."""
-        self._put(f"flows/{key}", _wrap_flow(flow, ttl_seconds), None, create=True)
-
-    def take_flow(self, key: str) -> dict[str, Any] | None:
-        """Read and delete a flow."""
-        with self._lock:
-            found = self._blobs.pop(f"flows/{key}", None)
-        return _unwrap_flow(found[0]) if found else None
-
-    def purge_flows(self) -> int:
-        """Delete expired flows."""
-        with self._lock:
-            doomed = [n for n, (text, _) in self._blobs.items() if n.startswith("flows/") and not _unwrap_flow(text)]
-            for name in doomed:
-                del self._blobs[name]
-        return len(doomed)
-
-    def raw(self, name: str) -> str | None:
-        """A stored blob's text (tests look at what is at rest)."""
-        found = self._read(name)
-        return found[0] if found else None
-
-
-def _matching(entry: VaultEntry, organizer: str) -> VaultEntry | None:
+def matching_entry(entry: VaultEntry, organizer: str) -> VaultEntry | None:
+    """The entry if it still names the organizer it was looked up by, else None."""
     # An alias outlives a UPN that moved to another person; the entry must still name the organizer.
     kind, value = organizer_key(organizer)
     if kind == "upn" and entry.upn.lower() != value:
@@ -271,13 +173,10 @@ def _container_client(conn: StorageConnection, container: str) -> ContainerClien
     if conn.connection_string:
         return ContainerClient.from_connection_string(conn.connection_string, container)
     if not conn.blob_service_uri:
-        raise ValueError("AzureWebJobsStorage has neither a connection string nor a blob service URI")
-    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
-
-    # Same identity as the host's connection (shared/storage/queue_client.py), in its synchronous flavour.
-    credential: Any = (ManagedIdentityCredential(client_id=conn.client_id) if conn.client_id
-                       else DefaultAzureCredential())
-    return ContainerClient(conn.blob_service_uri, container, credential=credential)
+        raise SettingsError(["AzureWebJobsStorage has neither a connection string nor a blob service URI "
+                             "(AzureWebJobsStorage__blobServiceUri or __accountName)"])
+    # The same identity as the host's connection, in its synchronous flavour (the vault's callers are threads).
+    return ContainerClient(conn.blob_service_uri, container, credential=storage_credential(conn, asynchronous=False))
 
 
 class BlobTokenVault(TokenVault):
@@ -330,7 +229,7 @@ class BlobTokenVault(TokenVault):
         found = self._download(f"organizers/{oid}.json") if oid else None
         if found is None:
             return None
-        return _matching(VaultEntry.from_json(found[0], found[1]), organizer)
+        return matching_entry(VaultEntry.from_json(found[0], found[1]), organizer)
 
     def save(self, entry: VaultEntry) -> VaultEntry:
         """Create (If-None-Match: *) or update (If-Match) the entry, then point its alias at it."""
@@ -378,8 +277,11 @@ class BlobTokenVault(TokenVault):
         """Keep a flow (create-only: a state is never reused)."""
         from azure.core.exceptions import ResourceExistsError
 
+        text = wrap_flow(flow, ttl_seconds)
+        # The expiry rides along as metadata too, so purge_flows can judge a flow from a listing alone.
+        metadata = {"expires_at": str(int(json.loads(text)["expires_at"]))}
         try:
-            _guarded(self.container.upload_blob, f"flows/{key}", _wrap_flow(flow, ttl_seconds), overwrite=False)
+            _guarded(self.container.upload_blob, f"flows/{key}", text, overwrite=False, metadata=metadata)
         except ResourceExistsError:
             raise VaultConflictError("a sign-in flow with this state already exists") from None
 
@@ -396,17 +298,22 @@ class BlobTokenVault(TokenVault):
                      match_condition=MatchConditions.IfNotModified)
         except (ResourceNotFoundError, ResourceModifiedError):
             return None
-        return _unwrap_flow(found[0])
+        return unwrap_flow(found[0])
 
     def purge_flows(self) -> int:
-        """Delete abandoned flows older than the longest flow lifetime."""
+        """Delete abandoned flows whose expiry has passed (older flows without metadata: after the longest lifetime)."""
         from azure.core.exceptions import ResourceNotFoundError
 
-        cutoff = time.time() - FLOW_MAX_SECONDS
-        blobs = _guarded(lambda: list(self.container.list_blobs(name_starts_with="flows/")))
+        now = time.time()
+        blobs = _guarded(lambda: list(self.container.list_blobs(name_starts_with="flows/", include=["metadata"])))
         purged = 0
         for blob in blobs:
-            if blob.last_modified is not None and blob.last_modified.timestamp() < cutoff:
+            expires_at = (blob.metadata or {}).get("expires_at", "")
+            if expires_at.isdigit():
+                expired = int(expires_at) < now
+            else:
+                expired = blob.last_modified is not None and blob.last_modified.timestamp() < now - FLOW_MAX_SECONDS
+            if expired:
                 try:
                     _guarded(self.container.delete_blob, blob.name)
                     purged += 1

@@ -11,7 +11,12 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from shared.common.clock import utc_now
-from shared.exceptions import OrganizerNotConnectedError, PermanentError, TokenServiceUnavailableError
+from shared.exceptions import (
+    OrganizerNotConnectedError,
+    PermanentError,
+    TokenServiceUnavailableError,
+    VaultConflictError,
+)
 from shared.identity.tokens import (
     SCOPE_JOIN_URL,
     SCOPE_MEETING_LOOKUP,
@@ -19,15 +24,7 @@ from shared.identity.tokens import (
     DelegatedTokenAcquirer,
     local_authority_session,
 )
-from shared.identity.vault import (
-    CONNECTED,
-    NEEDS_RECONNECT,
-    PUBLIC,
-    REVOKED,
-    TokenVault,
-    VaultConflictError,
-    VaultEntry,
-)
+from shared.identity.vault import CONNECTED, NEEDS_RECONNECT, PUBLIC, REVOKED, TokenVault, VaultEntry
 from shared.redaction import hash_user
 from shared.settings import Settings
 

@@ -18,8 +18,6 @@ from shared.common.fields import (
 from shared.exceptions import InvalidEventError, UnsupportedEventTypeError
 
 EVENT_TYPE = "appointment.created"
-# Re-enqueued copies (after a long Graph Retry-After) wrap the untouched original under this key.
-REQUEUE_KEY = "$requeue"
 
 
 @dataclass(frozen=True)
@@ -34,35 +32,6 @@ class AppointmentEvent:
     callback_url: str | None
     occurred_at: datetime | None
     schema: str
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One queue message as the processor sees it: the original text and how often it was tried."""
-
-    text: str
-    dequeue_count: int = 1
-    requeue_attempt: int = 0
-
-
-def unwrap_requeued(text: str) -> Delivery:
-    """Split a re-enqueued copy into the original message text and its requeue attempt."""
-    if REQUEUE_KEY not in text:
-        return Delivery(text=text)
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        return Delivery(text=text)
-    meta = doc.get(REQUEUE_KEY) if isinstance(doc, dict) else None
-    if not isinstance(meta, dict) or not isinstance(doc.get("message"), str):
-        return Delivery(text=text)
-    attempt = meta.get("attempt")
-    return Delivery(text=doc["message"], requeue_attempt=attempt if isinstance(attempt, int) else 0)
-
-
-def wrap_requeued(original_text: str, attempt: int, reason: str) -> str:
-    """Wrap the original message for re-enqueueing, keeping it byte-for-byte."""
-    return json.dumps({REQUEUE_KEY: {"attempt": attempt, "reason": reason}, "message": original_text})
 
 
 def parse_event(text: str) -> AppointmentEvent:

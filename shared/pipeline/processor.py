@@ -6,32 +6,29 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Protocol
 
-from shared.exceptions import PermanentError, ThrottledError, TransientError
-from shared.pipeline.inbound import AppointmentEvent, Delivery, parse_event, unwrap_requeued, wrap_requeued
+from shared.exceptions import KeyInProgressError, PermanentError, ThrottledError, TransientError
+from shared.pipeline.inbound import AppointmentEvent, parse_event
 from shared.pipeline.join_url_resolver import JoinUrlResolver
 from shared.pipeline.records import JoinUrlResult, Rejection
 from shared.redaction import hash_user
-from shared.storage.idempotency import Claim, ClaimKind, IdempotencyStore, KeyInProgressError
+from shared.settings import setting_default
+from shared.storage.idempotency import Claim, ClaimKind, IdempotencyStore
+from shared.storage.requeue import Requeuer, unwrap_requeued, wrap_requeued
 from shared.webhooks.outbound import WebhookEvent, failed_event, ready_event
 
 log = logging.getLogger(__name__)
 # Azure Storage queues hide a message for at most 7 days.
 _MAX_VISIBILITY_DELAY = 7 * 24 * 3600 - 60
-# An invocation is bounded well below this (Graph timeout plus the throttle budget), so an older
-# in-progress claim belongs to a worker that died: take it over. IDEMPOTENCY_STALE_CLAIM_SECONDS.
-STALE_CLAIM_SECONDS = 300.0
 
 
-class Requeuer(Protocol):
-    """Puts a message back on the appointments queue, hidden for a while."""
+@dataclass(frozen=True)
+class Delivery:
+    """One queue message as the processor sees it: the original text and how often it was tried."""
 
-    async def requeue(self, text: str, delay_seconds: int) -> None:
-        """Enqueue text, invisible for delay_seconds."""
-
-    async def aclose(self) -> None:
-        """Release connections."""
+    text: str
+    dequeue_count: int = 1
+    requeue_attempt: int = 0
 
 
 @dataclass(frozen=True)
@@ -54,12 +51,15 @@ class AppointmentProcessor:
     """
 
     def __init__(self, resolver: JoinUrlResolver, requeuer: Requeuer, idempotency: IdempotencyStore, *,
-                 max_requeues: int, stale_claim_seconds: float = STALE_CLAIM_SECONDS) -> None:
+                 max_requeues: int, stale_claim_seconds: float | None = None) -> None:
         self._resolver = resolver
         self._requeuer = requeuer
         self._idempotency = idempotency
         self._max_requeues = max_requeues
-        self._stale_claim_seconds = stale_claim_seconds
+        # An invocation is bounded well below this (Graph timeout plus the throttle budget), so an older
+        # in-progress claim belongs to a worker that died: take it over.
+        self._stale_claim_seconds = (float(setting_default("IDEMPOTENCY_STALE_CLAIM_SECONDS"))
+                                     if stale_claim_seconds is None else stale_claim_seconds)
 
     async def aclose(self) -> None:
         """Release the requeuer's connections."""
@@ -69,7 +69,7 @@ class AppointmentProcessor:
         """Process one message; TransientError (and unexpected errors) propagate for the host to retry."""
         started = time.perf_counter()
         unwrapped = unwrap_requeued(text)
-        delivery = Delivery(unwrapped.text, dequeue_count, unwrapped.requeue_attempt)
+        delivery = Delivery(unwrapped.text, dequeue_count, unwrapped.attempt)
         event: AppointmentEvent | None = None
         claim: Claim | None = None
         finished = False

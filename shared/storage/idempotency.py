@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
-from shared.exceptions import TransientError
+from shared.exceptions import KeyInProgressError, TransientError
 from shared.settings import StorageConnection
 from shared.storage.table_rest import TableRestClient
 
@@ -55,12 +55,6 @@ class Claim:
         return self.kind in (ClaimKind.NEW, ClaimKind.TAKEN_OVER)
 
 
-class KeyInProgressError(TransientError):
-    """Another worker is processing the same key right now; retry after retry_after seconds."""
-
-    reason = "duplicate_in_progress"
-
-
 class IdempotencyStore(Protocol):
     """Claims keys so a redelivered event is processed once and its answer reused."""
 
@@ -86,84 +80,51 @@ def row_key(key: str) -> str:
     return f"h_{hashlib.sha256(key.encode()).hexdigest()}"
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
+@dataclass(frozen=True)
+class StoredClaim:
+    """What a store holds for a key, as the claim decision needs it."""
+
+    state: str
+    started_at: datetime
+    expires_at: datetime
+    result: str | None = None
 
 
-def _in_progress_error(key: str, age: float, stale_after: float) -> KeyInProgressError:
-    wait = max(stale_after - age, 1.0)
-    return KeyInProgressError(f"another worker has been processing this event for {age:.0f}s",
-                              retry_after=wait)
+def decide_claim(existing: StoredClaim | None, now: datetime, stale_after_seconds: float) -> ClaimKind:
+    """The one claim rule every store applies to what it read: NEW, COMPLETED or TAKEN_OVER.
+
+    Absent or expired: new. Completed within the window: completed (the stored answer is replayed).
+    In progress and younger than `stale_after_seconds`: KeyInProgressError, with how long until it is
+    stale as retry_after. Older: the worker that claimed it died, so the caller takes it over.
+    """
+    if existing is None or existing.expires_at <= now:
+        return ClaimKind.NEW
+    if existing.state == COMPLETED:
+        return ClaimKind.COMPLETED
+    age = (now - existing.started_at).total_seconds()
+    if age < stale_after_seconds:
+        raise KeyInProgressError(f"another worker has been processing this event for {age:.0f}s",
+                                 retry_after=max(stale_after_seconds - age, 1.0))
+    return ClaimKind.TAKEN_OVER
 
 
-def _log_claim(kind: str, key: str, **fields: object) -> None:
-    # A plain new claim is every event's normal path (its outcome line follows); the others are worth seeing.
+def log_claim(kind: str, key: str, **fields: object) -> None:
+    """One log line per claim outcome (a plain new claim only at DEBUG: its outcome line follows)."""
     level = logging.DEBUG if kind == ClaimKind.NEW and not fields else logging.INFO
     log.log(level, "idempotency %s: %s", row_key(key), kind,
             extra={"idempotency_key": row_key(key), "claim": kind, **fields})
 
 
-class InMemoryIdempotencyStore:
-    """Per-process store for unit tests and single-worker runs; the same semantics as the table store."""
-
-    def __init__(self, window_seconds: float = 24 * 3600, *, clock: Callable[[], datetime] = _utc_now) -> None:
-        self._window = timedelta(seconds=window_seconds)
-        self._clock = clock
-        self._records: dict[str, dict[str, Any]] = {}
-        self._version = 0
-
-    def _etag(self) -> str:
-        self._version += 1
-        return f"v{self._version}"
-
-    def record(self, key: str) -> dict[str, Any] | None:
-        """The stored record for key (tests inspect it)."""
-        return self._records.get(key)
-
-    async def begin(self, key: str, stale_after_seconds: float) -> Claim:
-        """Claim key; raise KeyInProgressError while another worker holds a fresh claim."""
-        # No await in here: on one event loop the check-and-set is atomic, like the table's ETag test.
-        now = self._clock()
-        existing = self._records.get(key)
-        kind = ClaimKind.NEW
-        if existing is not None and existing["expires_at"] > now:
-            if existing["state"] == COMPLETED:
-                _log_claim("completed", key)
-                return Claim(ClaimKind.COMPLETED, key, existing["etag"], existing["result"])
-            age = (now - existing["started_at"]).total_seconds()
-            if age < stale_after_seconds:
-                raise _in_progress_error(key, age, stale_after_seconds)
-            kind = ClaimKind.TAKEN_OVER
-        etag = self._etag()
-        self._records[key] = {"state": IN_PROGRESS, "started_at": now, "expires_at": now + self._window,
-                              "result": None, "etag": etag}
-        _log_claim(kind.value, key)
-        return Claim(kind, key, etag)
-
-    async def complete(self, key: str, result_json: str, claim: Claim) -> None:
-        """Record the finished result for key."""
-        if not claim.owned:
-            return
-        now = self._clock()
-        current = self._records.get(key)
-        if current is None or current["etag"] != claim.etag:
-            log.warning("idempotency %s: claim lost before completion; recording the result anyway",
-                        row_key(key), extra={"idempotency_key": row_key(key)})
-        self._records[key] = {"state": COMPLETED, "started_at": current["started_at"] if current else now,
-                              "expires_at": now + self._window, "result": result_json, "etag": self._etag()}
-
-    async def release(self, key: str, claim: Claim) -> None:
-        """Give up an owned claim so a retry starts fresh; a claim someone else took over is left alone."""
-        current = self._records.get(key)
-        if claim.owned and current is not None and current["etag"] == claim.etag:
-            del self._records[key]
+def utc_clock() -> datetime:
+    """The stores' default clock."""
+    return datetime.now(UTC)
 
 
 class TableIdempotencyStore:
     """Azure Table store: create-if-absent and ETag-conditioned replace make ownership exclusive."""
 
     def __init__(self, conn: StorageConnection, table_name: str, window_seconds: float, *,
-                 clock: Callable[[], datetime] = _utc_now, client: TableRestClient | None = None) -> None:
+                 clock: Callable[[], datetime] = utc_clock, client: TableRestClient | None = None) -> None:
         self._conn = conn
         self._table_name = table_name
         self._window = timedelta(seconds=window_seconds)
@@ -223,30 +184,27 @@ class TableIdempotencyStore:
                 await self._ensure_table()
                 continue
             else:
-                _log_claim("new", key)
+                log_claim("new", key)
                 return Claim(ClaimKind.NEW, key, etag)
             try:
                 existing = await table.get(partition_key(key), rk)
             except ResourceNotFoundError:
                 continue  # released between our insert and read: insert again
             if existing.get("Owner") == owner and existing.get("State") == IN_PROGRESS:
-                _log_claim(attempted.value, key, recovered=True)
+                log_claim(attempted.value, key, recovered=True)
                 return Claim(attempted, key, existing.etag)
-            kind = ClaimKind.NEW
-            if _as_utc(existing.get("ExpiresAt")) > now:
-                if existing.get("State") == COMPLETED:
-                    _log_claim("completed", key)
-                    return Claim(ClaimKind.COMPLETED, key, existing.etag, existing.get("Result"))
-                age = (now - _as_utc(existing.get("StartedAt"))).total_seconds()
-                if age < stale_after_seconds:
-                    raise _in_progress_error(key, age, stale_after_seconds)
-                kind = ClaimKind.TAKEN_OVER
+            stored = StoredClaim(str(existing.get("State")), _as_utc(existing.get("StartedAt")),
+                                 _as_utc(existing.get("ExpiresAt")), existing.get("Result"))
+            kind = decide_claim(stored, now, stale_after_seconds)
+            if kind is ClaimKind.COMPLETED:
+                log_claim("completed", key)
+                return Claim(ClaimKind.COMPLETED, key, existing.etag, stored.result)
             attempted = kind
             try:
                 etag = await table.replace(self._entity(key, IN_PROGRESS, now, now, owner=owner), existing.etag)
             except (ResourceModifiedError, ResourceNotFoundError):
                 continue  # someone else changed it first (or our retried write did): look again
-            _log_claim(kind.value, key, previous_state=existing.get("State"))
+            log_claim(kind.value, key, previous_state=existing.get("State"))
             return Claim(kind, key, etag)
         raise TransientError(f"idempotency record {rk} kept changing under contention",
                              reason="idempotency_contention", retry_after=1.0)

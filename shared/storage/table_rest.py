@@ -27,8 +27,9 @@ from urllib.parse import quote, urlsplit
 
 from shared.common.clock import parse_timestamp
 from shared.common.retry_after import parse_retry_after
-from shared.exceptions import TableStoreUnavailableError
+from shared.exceptions import SettingsError, TableStoreUnavailableError
 from shared.settings import StorageConnection
+from shared.storage.credentials import storage_credential
 
 if TYPE_CHECKING:
     import aiohttp
@@ -80,14 +81,15 @@ def parse_connection_string(value: str) -> _Account:
     protocol, suffix = parts.get("defaultendpointsprotocol", "https"), parts.get("endpointsuffix", "core.windows.net")
     endpoint = parts.get("tableendpoint") or (f"{protocol}://{name}.table.{suffix}" if name else "")
     if not endpoint:
-        raise ValueError("the storage connection string names neither TableEndpoint nor AccountName")
+        raise SettingsError(["AzureWebJobsStorage: the connection string names neither TableEndpoint nor AccountName"])
     if not name:  # a SAS connection string may omit it; the host's first label is the account
         name = (urlsplit(endpoint).hostname or "").split(".")[0]
     if parts.get("accountkey"):
         return _Account(endpoint.rstrip("/"), name, key=base64.b64decode(parts["accountkey"]))
     if parts.get("sharedaccesssignature"):
         return _Account(endpoint.rstrip("/"), name, sas=parts["sharedaccesssignature"].lstrip("?"))
-    raise ValueError("the storage connection string has neither AccountKey nor SharedAccessSignature")
+    raise SettingsError(["AzureWebJobsStorage: the connection string has neither AccountKey nor "
+                         "SharedAccessSignature"])
 
 
 def _format_datetime(value: datetime) -> str:
@@ -148,11 +150,10 @@ class TableRestClient:
         elif conn.table_service_uri:
             endpoint = conn.table_service_uri.rstrip("/")
             self._account = _Account(endpoint, (urlsplit(endpoint).hostname or "").split(".")[0])
-            from shared.storage.queue_client import storage_credential
-
             self._credential = storage_credential(conn)
         else:
-            raise ValueError("AzureWebJobsStorage has neither a connection string nor a table service URI")
+            raise SettingsError(["AzureWebJobsStorage has neither a connection string nor a table service URI "
+                                 "(AzureWebJobsStorage__tableServiceUri or __accountName)"])
         self._path_prefix = urlsplit(self._account.endpoint).path  # "/devstoreaccount1" for path-style URLs
 
     async def close(self) -> None:

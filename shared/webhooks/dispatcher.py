@@ -5,17 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from shared.exceptions import TransientError
-from shared.pipeline.inbound import unwrap_requeued, wrap_requeued
-from shared.pipeline.processor import Requeuer
-from shared.storage.idempotency import ClaimKind, IdempotencyStore, KeyInProgressError
+from shared.exceptions import KeyInProgressError, TransientError
+from shared.settings import setting_default
+from shared.storage.idempotency import ClaimKind, IdempotencyStore
+from shared.storage.requeue import Requeuer, unwrap_requeued, wrap_requeued
 from shared.webhooks.outbound import WebhookEvent
 from shared.webhooks.sender import DeadLetter, DeliveryResult
 
 log = logging.getLogger(__name__)
-# A delivery that crashed mid-POST holds its claim this long before another worker takes over
-# (WEBHOOK_STALE_CLAIM_SECONDS).
-STALE_DELIVERY_SECONDS = 120.0
 _MAX_BACKOFF_SECONDS = 3600
 
 
@@ -40,13 +37,15 @@ class WebhookDispatcher:
 
     def __init__(self, sender: Sender, idempotency: IdempotencyStore, requeuer: Requeuer, *,
                  max_attempts: int, base_delay_seconds: float,
-                 stale_claim_seconds: float = STALE_DELIVERY_SECONDS) -> None:
+                 stale_claim_seconds: float | None = None) -> None:
         self._sender = sender
         self._idempotency = idempotency
         self._requeuer = requeuer
         self._max_attempts = max_attempts
         self._base_delay = base_delay_seconds
-        self._stale_claim_seconds = stale_claim_seconds
+        # A delivery that crashed mid-POST holds its claim this long before another worker takes over.
+        self._stale_claim_seconds = (float(setting_default("WEBHOOK_STALE_CLAIM_SECONDS"))
+                                     if stale_claim_seconds is None else stale_claim_seconds)
 
     async def aclose(self) -> None:
         """Release the sender's and requeuer's connections."""
@@ -67,7 +66,7 @@ class WebhookDispatcher:
                 claim = await self._idempotency.begin(key, stale_after_seconds=self._stale_claim_seconds)
             except KeyInProgressError as exc:
                 # A copy of this webhook is being delivered right now; look again once it is done.
-                await self._retry_later(delivery.text, delivery.requeue_attempt, exc)
+                await self._retry_later(delivery.text, delivery.attempt, exc)
                 return None
             if claim.kind is ClaimKind.COMPLETED:
                 log.info("webhook %s already delivered; duplicate skipped", webhook_id,
@@ -78,7 +77,7 @@ class WebhookDispatcher:
         except TransientError as exc:
             if key is not None and claim is not None:
                 await self._idempotency.release(key, claim)
-            await self._retry_later(delivery.text, delivery.requeue_attempt, exc)
+            await self._retry_later(delivery.text, delivery.attempt, exc)
             return None
         if key is not None and claim is not None:
             if result.delivered:

@@ -20,12 +20,12 @@ import httpx
 
 from shared.common.clock import utc_now
 from shared.common.retry_after import parse_retry_after
+from shared.common.standard_webhooks import signing_headers
 from shared.common.tls import ssl_context
 from shared.common.urls import host_of, is_allowed_url
-from shared.exceptions import PermanentError, TransientError
-from shared.settings import Settings
+from shared.exceptions import DestinationRefusedError, PermanentError, WebhookTransientError
+from shared.settings import Settings, setting_default
 from shared.webhooks.outbound import WebhookEvent
-from shared.webhooks.signing import signing_headers
 
 log = logging.getLogger(__name__)
 
@@ -39,18 +39,6 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 # --- destination policy ----------------------------------------------------------------------------
-
-class DestinationRefusedError(PermanentError):
-    """The destination is not one we may send to (scheme, allow-list, or a non-public address)."""
-
-    reason = "destination_refused"
-
-
-class WebhookTransientError(TransientError):
-    """The receiver may accept later (408, 429, 5xx, network error, timeout); retry_after when it asked."""
-
-    reason = "webhook_transient"
-
 
 def host_allowed(host: str, patterns: Iterable[str]) -> bool:
     """Whether host equals an exact pattern or sits under a `*.suffix` one (the bare suffix does not)."""
@@ -231,7 +219,8 @@ class WebhookSender:
     """Delivers outbox messages: signs per attempt, guards the destination, classifies the answer."""
 
     def __init__(self, *, secrets: Sequence[str], default_url: str | None = None,
-                 allowed_hosts: Sequence[str] = (), connect_timeout: float = 5.0, read_timeout: float = 10.0,
+                 allowed_hosts: Sequence[str] = (), connect_timeout: float | None = None,
+                 read_timeout: float | None = None,
                  development: bool = False, ca_bundle: Path | None = None, resolver: Resolver | None = None,
                  user_agent: str = USER_AGENT) -> None:
         if not secrets:
@@ -239,8 +228,10 @@ class WebhookSender:
         self._secrets = tuple(secrets)
         self._default_url = default_url
         self._allowed_hosts = tuple(allowed_hosts)
-        self._timeout = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout,
-                                      pool=connect_timeout)
+        connect = float(setting_default("WEBHOOK_CONNECT_TIMEOUT_SECONDS")) if connect_timeout is None \
+            else connect_timeout
+        read = float(setting_default("WEBHOOK_READ_TIMEOUT_SECONDS")) if read_timeout is None else read_timeout
+        self._timeout = httpx.Timeout(connect=connect, read=read, write=read, pool=connect)
         self._development = development
         self._ca_bundle = ca_bundle
         self._resolver = resolver

@@ -9,9 +9,10 @@ from aiohttp import web
 
 from devstack.certs import ensure_certs
 from devstack.receiver import create_receiver_app
+from shared.exceptions import WebhookTransientError
 from shared.pipeline.records import JoinUrlResult
 from shared.webhooks.outbound import ready_event
-from shared.webhooks.sender import WebhookSender, WebhookTransientError
+from shared.webhooks.sender import WebhookSender
 
 pytestmark = pytest.mark.unit
 

@@ -285,7 +285,7 @@ async def test_bearer_caller_gets_the_join_url_on_behalf_of_themselves(host, vau
                                  headers={"Authorization": f"Bearer {token}"})
         assert other.status_code == 403
         # Expired, with a genuine signature (no clock leeway for this check)
-        monkeypatch.setattr("shared.identity.obo.LEEWAY_SECONDS", 0)
+        monkeypatch.setattr("shared.identity.bearer.LEEWAY_SECONDS", 0)
         entra.put("config", json={"access_token_lifetime": 1})
         short_lived = api_token(stack, SCHEDULER)
         await asyncio.sleep(2.1)

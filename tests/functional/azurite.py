@@ -27,7 +27,7 @@ def _free_ports(count: int) -> list[int]:
 
 @contextlib.contextmanager
 def running_azurite() -> Iterator[str]:
-    """Start Azurite in memory; yield a connection string with queue and table endpoints; stop it."""
+    """Start Azurite in memory; yield a connection string with blob, queue and table endpoints; stop it."""
     if not AZURITE.exists():
         pytest.skip("azurite is not installed under node_modules")
     blob_port, queue_port, table_port = _free_ports(3)
@@ -38,7 +38,7 @@ def running_azurite() -> Iterator[str]:
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 20
-        for port in (queue_port, table_port):
+        for port in (blob_port, queue_port, table_port):
             while True:
                 try:
                     socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
@@ -49,6 +49,7 @@ def running_azurite() -> Iterator[str]:
                         pytest.fail("azurite did not start: " + proc.communicate()[1].decode(errors="replace"))
                     time.sleep(0.1)
         yield (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={ACCOUNT_KEY};"
+               f"BlobEndpoint=http://127.0.0.1:{blob_port}/devstoreaccount1;"
                f"QueueEndpoint=http://127.0.0.1:{queue_port}/devstoreaccount1;"
                f"TableEndpoint=http://127.0.0.1:{table_port}/devstoreaccount1;")
     finally:

@@ -9,8 +9,8 @@ from azure.functions.queue import QueueMessage
 from shared.exceptions import GraphUnavailableError, ThrottledError
 from shared.pipeline.join_url_resolver import JoinUrlResolver
 from shared.pipeline.processor import AppointmentProcessor
-from shared.storage.idempotency import InMemoryIdempotencyStore
-from shared.storage.queue_client import InMemoryRequeuer
+from shared.testing.idempotency import InMemoryIdempotencyStore
+from shared.testing.requeue import InMemoryRequeuer
 from tests.fakes import CapturingOut, FakeGraph, no_sleep
 
 pytestmark = pytest.mark.functional

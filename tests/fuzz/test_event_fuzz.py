@@ -9,11 +9,12 @@ import pytest
 from hypothesis import event, given, note
 
 from shared.exceptions import PermanentError, TransientError
-from shared.pipeline.inbound import AppointmentEvent, parse_event, unwrap_requeued
+from shared.pipeline.inbound import AppointmentEvent, parse_event
 from shared.pipeline.join_url_resolver import JoinUrlResolver
 from shared.pipeline.processor import AppointmentProcessor
-from shared.storage.idempotency import InMemoryIdempotencyStore
-from shared.storage.queue_client import InMemoryRequeuer
+from shared.storage.requeue import unwrap_requeued
+from shared.testing.idempotency import InMemoryIdempotencyStore
+from shared.testing.requeue import InMemoryRequeuer
 from tests.fakes import FakeGraph, no_sleep
 from tests.fuzz.strategies import ORG, messages
 

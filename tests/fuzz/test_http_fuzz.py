@@ -18,7 +18,7 @@ from hypothesis import event, given
 from hypothesis import strategies as st
 
 from shared.http_twin.openapi import openapi_document
-from shared.identity.obo import BearerValidator
+from shared.identity.bearer import BearerValidator
 from shared.pipeline.join_url_resolver import JoinUrlResolver
 from shared.settings import load_settings
 from tests.fakes import FakeGraph, no_sleep

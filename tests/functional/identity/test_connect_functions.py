@@ -13,10 +13,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from devstack.harness import LocalTimerRequest
 from shared.identity import connect as auth_flow
-from shared.identity.obo import BearerValidator
-from shared.identity.vault import InMemoryTokenVault, flow_key
+from shared.identity.bearer import BearerValidator
+from shared.identity.vault import flow_key
 from shared.identity.vault_acquirer import VaultTokenAcquirer
 from shared.pipeline.join_url_resolver import JoinUrlResolver
+from shared.testing.vault import InMemoryTokenVault
 from tests.auth_fakes import SCHEDULER, FakeIdentityPlatform, FakeMsalClients, connected_entry
 from tests.fakes import FakeGraph, no_sleep
 

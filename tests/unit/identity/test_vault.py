@@ -10,17 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from shared.exceptions import OrganizerNotConnectedError, PermanentError, TokenServiceUnavailableError
+from shared.exceptions import (
+    OrganizerNotConnectedError,
+    PermanentError,
+    TokenServiceUnavailableError,
+)
 from shared.identity.keepalive import FAILED, FRESH, NEEDS_RECONNECT, REFRESHED, run_keepalive
 from shared.identity.tokens import SCOPE_JOIN_URL, SCOPE_MEETING_LOOKUP, DelegatedCredentials
-from shared.identity.vault import (
-    CONNECTED,
-    REVOKED,
-    InMemoryTokenVault,
-    VaultConflictError,
-    VaultEntry,
-    flow_key,
-)
+from shared.identity.vault import CONNECTED, REVOKED, VaultEntry
 from shared.identity.vault import (
     NEEDS_RECONNECT as STATUS_NEEDS_RECONNECT,
 )
@@ -28,6 +25,7 @@ from shared.identity.vault_acquirer import VaultTokenAcquirer
 from shared.redaction import hash_user
 from shared.services import build_acquirer
 from shared.settings import load_settings
+from shared.testing.vault import InMemoryTokenVault
 from tests.auth_fakes import (
     SCHEDULER,
     FakeIdentityPlatform,
@@ -68,66 +66,7 @@ def stored(vault, idp, **fields):
     return vault.save(connected_entry(idp, **fields))
 
 
-# --- the vault itself ---------------------------------------------------------------------------------
-
-def test_entry_is_found_by_oid_and_by_upn_in_any_case(vault, idp):
-    saved = stored(vault, idp)
-    for key in (SCHEDULER["oid"], SCHEDULER["oid"].upper(), SCHEDULER["upn"], "Scheduler@Contoso.TEST"):
-        assert vault.get(key).oid == SCHEDULER["oid"] and vault.get(key).etag == saved.etag
-    assert vault.get("someone@contoso.test") is None
-
-
-def test_upns_are_stored_only_as_hashes_in_blob_names(vault, idp):
-    stored(vault, idp)
-    names = set(vault._blobs)
-    assert f"organizers/{SCHEDULER['oid']}.json" in names
-    assert not any("scheduler@" in name for name in names)
-
-
-def test_create_is_if_none_match_and_update_is_if_match(vault, idp):
-    first = stored(vault, idp)
-    with pytest.raises(VaultConflictError):
-        vault.save(dataclasses.replace(first, etag=None))  # create over an existing entry
-    second = vault.save(dataclasses.replace(first, consecutive_failures=1))
-    with pytest.raises(VaultConflictError):
-        vault.save(dataclasses.replace(first, consecutive_failures=2))  # stale ETag: the other write wins
-    assert vault.get(SCHEDULER["oid"]).consecutive_failures == 1 and second.etag != first.etag
-
-
-def test_store_connection_replaces_an_earlier_connection(vault, idp):
-    stored(vault, idp, status=STATUS_NEEDS_RECONNECT, consecutive_failures=4)
-    vault.store_connection(connected_entry(idp))
-    entry = vault.get(SCHEDULER["upn"])
-    assert entry.status == CONNECTED and entry.consecutive_failures == 0
-
-
-def test_alias_of_a_upn_that_moved_to_someone_else_does_not_match(vault, idp):
-    stored(vault, idp)
-    vault._blobs[f"organizers/{SCHEDULER['oid']}.json"] = (
-        vault.raw(f"organizers/{SCHEDULER['oid']}.json").replace("scheduler@", "renamed@"), '"x"')
-    assert vault.get(SCHEDULER["upn"]) is None and vault.get(SCHEDULER["oid"]) is not None
-
-
-def test_delete_removes_entry_and_alias(vault, idp):
-    stored(vault, idp)
-    assert vault.delete(SCHEDULER["upn"]).oid == SCHEDULER["oid"]
-    assert vault._blobs == {} and vault.delete(SCHEDULER["upn"]) is None
-
-
-def test_health_never_contains_the_token_cache(vault, idp):
-    health = stored(vault, idp).health()
-    assert "cache" not in health and "etag" not in health and health["upn"] == SCHEDULER["upn"]
-
-
-def test_flow_is_taken_once_and_expires(vault):
-    vault.put_flow(flow_key("s1"), {"flow": {"state": "s1"}})
-    assert vault.take_flow(flow_key("s1")) == {"flow": {"state": "s1"}}
-    assert vault.take_flow(flow_key("s1")) is None  # replay
-    vault.put_flow(flow_key("s2"), {"flow": {}}, ttl_seconds=-1)
-    assert vault.take_flow(flow_key("s2")) is None
-    vault.put_flow(flow_key("s3"), {"flow": {}}, ttl_seconds=-1)
-    assert vault.purge_flows() == 1
-
+# --- the vault itself (its storage contract: tests/contract/test_token_vaults.py) -------------------
 
 def test_entries_from_newer_versions_still_load():
     text = json.dumps({"version": 2, "oid": "o", "upn": "u@x.test", "display_name": "U", "cache": "{}",

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from shared.exceptions import InvalidEventError, UnsupportedEventTypeError
-from shared.pipeline.inbound import parse_event, unwrap_requeued, wrap_requeued
+from shared.pipeline.inbound import parse_event
 
 pytestmark = pytest.mark.unit
 ORGANIZER = "4c7e1d2a-9b3f-4e5d-8a6c-1f2e3d4c5b6a"
@@ -68,10 +68,3 @@ def test_unknown_event_type_has_its_own_reason():
     with pytest.raises(UnsupportedEventTypeError) as caught:
         parse_event(json.dumps({"id": "e", "type": "appointment.cancelled", **FIELDS}))
     assert caught.value.reason == "unsupported_event_type"
-
-
-def test_requeue_wrapping_keeps_the_original_byte_for_byte():
-    original = json.dumps({"id": "e", **FIELDS}, indent=3)
-    delivery = unwrap_requeued(wrap_requeued(original, 2, "throttled"))
-    assert delivery.text == original and delivery.requeue_attempt == 2
-    assert unwrap_requeued(original).requeue_attempt == 0

@@ -12,11 +12,11 @@ from shared.exceptions import (
     ThrottledError,
     TransientError,
 )
-from shared.pipeline.inbound import unwrap_requeued
 from shared.pipeline.join_url_resolver import JoinUrlResolver
 from shared.pipeline.processor import AppointmentProcessor
-from shared.storage.idempotency import InMemoryIdempotencyStore
-from shared.storage.queue_client import InMemoryRequeuer
+from shared.storage.requeue import unwrap_requeued
+from shared.testing.idempotency import InMemoryIdempotencyStore
+from shared.testing.requeue import InMemoryRequeuer
 from tests.fakes import FakeGraph
 
 pytestmark = pytest.mark.unit
@@ -101,7 +101,7 @@ async def test_long_retry_after_requeues_a_hidden_copy_and_completes():
     (text, delay), = requeuer.sent
     assert delay == 30
     delivery = unwrap_requeued(text)
-    assert delivery.text == event() and delivery.requeue_attempt == 1
+    assert delivery.text == event() and delivery.attempt == 1
 
 
 async def test_budget_is_shared_so_an_invocation_never_sleeps_long():

@@ -1,80 +1,21 @@
-"""Idempotency semantics (in-memory store): one owner, duplicates answered from the record, stale takeover."""
+"""Idempotency keys and the pure claim rule; the stores' contract is in tests/contract/test_idempotency_stores.py."""
 
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.exceptions import TransientError
-from shared.storage.idempotency import ClaimKind, InMemoryIdempotencyStore, KeyInProgressError, partition_key, row_key
+from shared.exceptions import KeyInProgressError
+from shared.storage.idempotency import (
+    COMPLETED,
+    IN_PROGRESS,
+    ClaimKind,
+    StoredClaim,
+    decide_claim,
+    partition_key,
+    row_key,
+)
 
 pytestmark = pytest.mark.unit
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
-def store(clock):
-    return InMemoryIdempotencyStore(window_seconds=3600, clock=clock)
-
-
-async def test_first_begin_owns_and_a_fresh_duplicate_is_told_to_retry_later(store, clock):
-    claim = await store.begin("evt-1", stale_after_seconds=60)
-    assert claim.kind is ClaimKind.NEW and claim.owned
-    clock.advance(10)
-    with pytest.raises(KeyInProgressError) as caught:
-        await store.begin("evt-1", stale_after_seconds=60)
-    assert isinstance(caught.value, TransientError) and caught.value.retry_after == pytest.approx(50)
-
-
-async def test_completed_key_returns_the_stored_result(store):
-    claim = await store.begin("evt-1", 60)
-    await store.complete("evt-1", '{"joinUrl": "x"}', claim)
-    again = await store.begin("evt-1", 60)
-    assert again.kind is ClaimKind.COMPLETED and again.result == '{"joinUrl": "x"}' and not again.owned
-
-
-async def test_stale_in_progress_is_taken_over_and_the_old_owner_cannot_release_it(store, clock):
-    old = await store.begin("evt-1", 60)
-    clock.advance(61)
-    new = await store.begin("evt-1", 60)
-    assert new.kind is ClaimKind.TAKEN_OVER and new.owned
-    await store.release("evt-1", old)  # the old owner gives up late: the new claim must survive
-    assert store.record("evt-1")["etag"] == new.etag
-
-
-async def test_release_lets_a_retry_start_fresh(store):
-    claim = await store.begin("evt-1", 60)
-    await store.release("evt-1", claim)
-    assert (await store.begin("evt-1", 60)).kind is ClaimKind.NEW
-
-
-async def test_expired_records_count_as_absent(store, clock):
-    claim = await store.begin("evt-1", 60)
-    await store.complete("evt-1", "{}", claim)
-    clock.advance(3601)
-    assert (await store.begin("evt-1", 60)).kind is ClaimKind.NEW
-
-
-async def test_complete_after_losing_the_claim_still_records_the_result(store, clock):
-    old = await store.begin("evt-1", 60)
-    clock.advance(61)
-    await store.begin("evt-1", 60)
-    await store.complete("evt-1", '{"a": 1}', old)
-    assert (await store.begin("evt-1", 60)).result == '{"a": 1}'
 
 
 def test_row_keys_are_table_safe_and_distinct():
@@ -91,3 +32,27 @@ def test_partition_keys_are_stable_and_spread_over_256_partitions():
     # THEN each key always lands in the same partition, and the records spread over all 256
     assert partition_key("evt:a") == partition_key("evt:a")
     assert len(partitions) == 256 and all(p.startswith("evt-") and len(p) == 6 for p in partitions)
+
+
+NOW = datetime(2026, 11, 3, 12, 0, tzinfo=UTC)
+
+
+def _claim(state: str, started_ago: float, expires_in: float = 3600) -> StoredClaim:
+    return StoredClaim(state, NOW - timedelta(seconds=started_ago), NOW + timedelta(seconds=expires_in), "{}")
+
+
+@pytest.mark.parametrize(("existing", "kind"), [
+    (None, ClaimKind.NEW),
+    (_claim(COMPLETED, 10), ClaimKind.COMPLETED),
+    (_claim(COMPLETED, 10, expires_in=0), ClaimKind.NEW),      # expired: as if absent
+    (_claim(IN_PROGRESS, 61), ClaimKind.TAKEN_OVER),            # stale: its worker died
+    (_claim(IN_PROGRESS, 61, expires_in=-1), ClaimKind.NEW),
+])
+def test_the_claim_rule(existing, kind):
+    assert decide_claim(existing, NOW, stale_after_seconds=60) is kind
+
+
+def test_a_fresh_claim_in_progress_says_when_to_look_again():
+    with pytest.raises(KeyInProgressError) as caught:
+        decide_claim(_claim(IN_PROGRESS, 10), NOW, stale_after_seconds=60)
+    assert caught.value.retry_after == pytest.approx(50)

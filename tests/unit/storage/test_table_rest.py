@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
-from shared.exceptions import TableStoreUnavailableError
+from shared.exceptions import SettingsError, TableStoreUnavailableError
 from shared.settings import StorageConnection
 from shared.storage.table_rest import (
     TableRestClient,
@@ -51,7 +51,7 @@ def test_sas_connection_string_keeps_the_token_for_the_query():
 
 @pytest.mark.parametrize("value", ["AccountName=acme", "TableEndpoint=https://x.table.core.windows.net", ""])
 def test_connection_string_without_credentials_is_refused_by_name(value):
-    with pytest.raises(ValueError, match=r"AccountKey|TableEndpoint"):
+    with pytest.raises(SettingsError, match=r"AccountKey|TableEndpoint"):
         parse_connection_string(value)
 
 
@@ -121,7 +121,7 @@ class FakeCredential:
 async def test_identity_connection_uses_one_cached_bearer_token(monkeypatch):
     # GIVEN an identity-based connection (managed identity in Azure)
     credential = FakeCredential()
-    monkeypatch.setattr("shared.storage.queue_client.storage_credential", lambda conn: credential)
+    monkeypatch.setattr("shared.storage.table_rest.storage_credential", lambda conn: credential)
     client = TableRestClient(StorageConnection(table_service_uri="https://acme.table.core.windows.net",
                                                client_id="cid"), "idem")
     # WHEN many requests are authorized
@@ -132,7 +132,7 @@ async def test_identity_connection_uses_one_cached_bearer_token(monkeypatch):
 
 async def test_bearer_token_is_renewed_before_it_expires(monkeypatch):
     credential = FakeCredential(lifetime=200)  # inside the 5-minute refresh margin
-    monkeypatch.setattr("shared.storage.queue_client.storage_credential", lambda conn: credential)
+    monkeypatch.setattr("shared.storage.table_rest.storage_credential", lambda conn: credential)
     client = TableRestClient(StorageConnection(table_service_uri="https://acme.table.core.windows.net"), "idem")
     await client._authorization("GET", "/idem", "", "d")
     await client._authorization("GET", "/idem", "", "d")

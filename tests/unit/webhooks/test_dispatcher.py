@@ -3,7 +3,7 @@
 import pytest
 
 from shared.exceptions import TableStoreUnavailableError
-from shared.storage.idempotency import InMemoryIdempotencyStore
+from shared.testing.idempotency import InMemoryIdempotencyStore
 from shared.webhooks.dispatcher import WebhookDispatcher
 from shared.webhooks.outbound import webhook_event
 from shared.webhooks.sender import DeliveryResult

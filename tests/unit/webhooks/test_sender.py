@@ -14,7 +14,7 @@ from standardwebhooks.webhooks import Webhook
 
 import shared.webhooks.sender as webhooks
 from shared.common.retry_after import parse_retry_after
-from shared.exceptions import SettingsError, TransientError
+from shared.exceptions import SettingsError, TransientError, WebhookTransientError
 from shared.pipeline.records import JoinUrlResult, Rejection
 from shared.settings import load_settings
 from shared.webhooks.outbound import (
@@ -26,12 +26,7 @@ from shared.webhooks.outbound import (
     webhook_event,
     webhook_id_for,
 )
-from shared.webhooks.sender import (
-    WebhookSender,
-    WebhookTransientError,
-    address_refusal,
-    host_allowed,
-)
+from shared.webhooks.sender import WebhookSender, address_refusal, host_allowed
 from tests.unit.test_settings import sample_env
 
 pytestmark = pytest.mark.unit

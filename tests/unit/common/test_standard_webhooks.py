@@ -7,14 +7,8 @@ from datetime import UTC, datetime
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from shared.webhooks.signing import (
-    WebhookSignatureError,
-    decode_secret,
-    sign,
-    signature_header,
-    signing_headers,
-    verify,
-)
+from shared.common.standard_webhooks import decode_secret, sign, signature_header, signing_headers, verify
+from shared.exceptions import WebhookSignatureError
 
 pytestmark = pytest.mark.unit
 

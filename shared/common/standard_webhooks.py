@@ -9,16 +9,14 @@ import hmac
 import time
 from collections.abc import Mapping, Sequence
 
+from shared.exceptions import WebhookSignatureError
+
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a format prefix, not a secret)
 SIGNATURE_VERSION = "v1"
 # The spec asks for 24 to 64 random bytes; shorter keys are refused rather than silently weak.
 MIN_SECRET_BYTES = 24
 MAX_SECRET_BYTES = 64
 DEFAULT_TOLERANCE_SECONDS = 300
-
-
-class WebhookSignatureError(ValueError):
-    """A signature could not be made or did not verify; the message says why (never the secret)."""
 
 
 def decode_secret(secret: str) -> bytes:

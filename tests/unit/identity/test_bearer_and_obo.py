@@ -11,8 +11,10 @@ from azure.core.exceptions import ClientAuthenticationError
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from shared.exceptions import ForbiddenError, TokenServiceUnavailableError
-from shared.identity.obo import BearerError, BearerValidator, Caller, OboTokenSource, bearer_token
+from shared.exceptions import BearerError, ForbiddenError, TokenServiceUnavailableError
+from shared.identity.bearer import BearerValidator, Caller
+from shared.identity.obo import OboTokenSource
+from shared.problems import bearer_problem, bearer_token
 from shared.settings import load_settings
 
 pytestmark = pytest.mark.unit
@@ -115,7 +117,7 @@ def test_hs256_signed_with_the_public_key_is_refused(validator):
 def test_missing_scope_is_403_with_the_scope_named(validator):
     error = refused(validator, sign(claims(scp="User.Read")))
     assert error.status == 403 and error.error == "insufficient_scope" and error.scope == "access_as_user"
-    response = error.response()
+    response = bearer_problem(error)
     assert response.status_code == 403
     assert response.headers["WWW-Authenticate"] == 'Bearer error="insufficient_scope", scope="access_as_user"'
 
@@ -126,7 +128,7 @@ def test_app_only_tokens_cannot_act_for_a_user(validator):
 
 
 def test_401_carries_the_bearer_challenge_and_problem_json(validator):
-    response = refused(validator, sign(claims(), key=OTHER_KEY)).response()
+    response = bearer_problem(refused(validator, sign(claims(), key=OTHER_KEY)))
     body = json.loads(response.get_body())
     assert response.status_code == 401 and response.mimetype == "application/problem+json"
     assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'

@@ -1,0 +1,80 @@
+"""Putting a message back on its queue for later, and the envelope that carries how often that happened.
+
+A re-enqueued copy (a long Graph Retry-After, a webhook backing off) wraps the untouched original:
+`{"$requeue": {"attempt": n, "reason": "..."}, "message": "<original text>"}`, so the original is kept
+byte for byte and the attempt count survives the round trip.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from shared.settings import StorageConnection
+
+if TYPE_CHECKING:
+    from azure.storage.queue.aio import QueueClient
+
+REQUEUE_KEY = "$requeue"
+
+
+@dataclass(frozen=True)
+class Requeued:
+    """A queue message's original text and how many times it has been re-enqueued (0: never)."""
+
+    text: str
+    attempt: int = 0
+
+
+def unwrap_requeued(text: str) -> Requeued:
+    """Split a re-enqueued copy into the original message text and its requeue attempt."""
+    if REQUEUE_KEY not in text:
+        return Requeued(text)
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError):
+        return Requeued(text)
+    meta = doc.get(REQUEUE_KEY) if isinstance(doc, dict) else None
+    if not isinstance(meta, dict) or not isinstance(doc.get("message"), str):
+        return Requeued(text)
+    attempt = meta.get("attempt")
+    return Requeued(doc["message"], attempt if isinstance(attempt, int) else 0)
+
+
+def wrap_requeued(original_text: str, attempt: int, reason: str) -> str:
+    """Wrap the original message for re-enqueueing, keeping it byte-for-byte."""
+    return json.dumps({REQUEUE_KEY: {"attempt": attempt, "reason": reason}, "message": original_text})
+
+
+class Requeuer(Protocol):
+    """Puts a message back on a queue, hidden for a while."""
+
+    async def requeue(self, text: str, delay_seconds: int) -> None:
+        """Enqueue text, invisible for delay_seconds."""
+
+    async def aclose(self) -> None:
+        """Release connections."""
+
+
+class QueueRequeuer:
+    """Requeues onto a storage queue; the client is made on first use, in the worker's event loop."""
+
+    def __init__(self, conn: StorageConnection, queue_name: str) -> None:
+        self._conn = conn
+        self._queue_name = queue_name
+        self._client: QueueClient | None = None
+
+    async def requeue(self, text: str, delay_seconds: int) -> None:
+        """Enqueue text, invisible for delay_seconds."""
+        if self._client is None:
+            from shared.storage.queue_client import queue_client
+
+            self._client = queue_client(self._conn, self._queue_name)
+        await self._client.send_message(text, visibility_timeout=delay_seconds)
+
+    async def aclose(self) -> None:
+        """Close the queue client."""
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
