@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from shared.exceptions import JoinLinkError, SettingsError
-from shared.identity.vault import CONNECTED, PUBLIC, BlobTokenVault, TokenVault, VaultEntry
-from shared.identity.vault_acquirer import MsalClients, MsalFailure, connect_scopes
+from shared.identity.msal import ClientType, MsalClients, MsalFailure
+from shared.identity.vault import BlobTokenVault, ConnectionStatus, TokenVault, VaultEntry
+from shared.identity.vault_acquirer import connect_scopes
 from shared.settings import Settings, load_settings
 
 _PATH_SETTINGS = ("DEV_USERS_FILE", "TLS_CA_BUNDLE")
@@ -45,7 +46,7 @@ def list_organizers(vault: TokenVault, out: TextIO, *, as_json: bool = False) ->
         for e in entries:
             out.write(f"{e.upn:<36} {e.status:<16} {e.last_success_at or '-':<25} {e.consecutive_failures:>5}  "
                       f"{(e.last_error or '-')[:100]}\n")
-    return 3 if any(e.status != CONNECTED or e.consecutive_failures for e in entries) else 0
+    return 3 if any(e.status != ConnectionStatus.CONNECTED or e.consecutive_failures for e in entries) else 0
 
 
 def revoke(vault: TokenVault, organizer: str, out: TextIO) -> int:
@@ -71,7 +72,7 @@ def connect_device(settings: Settings, vault: TokenVault, clients: MsalClients, 
         started: dict[str, Any] = app.initiate_device_flow(scopes=connect_scopes(settings))
         return started
 
-    flow, _ = clients.run(PUBLIC, None, initiate)
+    flow, _ = clients.run(ClientType.PUBLIC, None, initiate)
     if "user_code" not in flow:
         out.write(f"Could not start the device-code sign-in: {MsalFailure.from_result(flow).summary()}\n"
                   "The app registration must allow public client flows (Authentication > Advanced settings).\n")
@@ -80,12 +81,12 @@ def connect_device(settings: Settings, vault: TokenVault, clients: MsalClients, 
     out.flush()
     if on_flow is not None:
         on_flow(flow)
-    result, cache = clients.run(PUBLIC, None, lambda app: app.acquire_token_by_device_flow(flow))
+    result, cache = clients.run(ClientType.PUBLIC, None, lambda app: app.acquire_token_by_device_flow(flow))
     claims = result.get("id_token_claims") or {}
     if "access_token" not in result or not cache or not claims.get("oid"):
         out.write(f"Sign-in failed: {MsalFailure.from_result(result).summary()}\n")
         return 1
-    entry = VaultEntry.connected(claims, cache, PUBLIC)
+    entry = VaultEntry.connected(claims, cache, ClientType.PUBLIC)
     if expected and expected.strip().lower() not in (entry.oid, entry.upn.lower()):
         out.write(f"Signed in as {entry.upn}, not {expected}: nothing stored. Run the command again and sign in "
                   "as the organizer.\n")

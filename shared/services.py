@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING
 from shared.exceptions import SettingsError
 from shared.graph.gateway import GraphGateway
 from shared.identity.bearer import BearerValidator
-from shared.identity.tokens import DelegatedCredentials, DelegatedTokenAcquirer, DevPasswordAcquirer
+from shared.identity.dev_password import DevPasswordAcquirer
+from shared.identity.msal import MsalClients
+from shared.identity.tokens import DelegatedCredentials, DelegatedTokenAcquirer
 from shared.identity.vault import BlobTokenVault, TokenVault
-from shared.identity.vault_acquirer import MsalClients, VaultTokenAcquirer
+from shared.identity.vault_acquirer import VaultTokenAcquirer
 from shared.pipeline.join_url_resolver import JoinUrlResolver
 from shared.pipeline.processor import AppointmentProcessor
 from shared.queues import APPOINTMENTS, WEBHOOK_OUTBOX

@@ -14,8 +14,9 @@ import azure.functions as func
 
 from shared.common.fields import check_organizer
 from shared.exceptions import InvalidEventError, JoinLinkError
-from shared.identity.vault import CONFIDENTIAL, FLOW_MAX_SECONDS, TokenVault, VaultEntry, flow_key
-from shared.identity.vault_acquirer import MsalClients, MsalFailure, connect_scopes, organizer_label
+from shared.identity.msal import ClientType, MsalClients, MsalFailure
+from shared.identity.vault import FLOW_MAX_SECONDS, TokenVault, VaultEntry, flow_key
+from shared.identity.vault_acquirer import connect_scopes, organizer_label
 from shared.redaction import hash_user
 from shared.settings import Settings
 
@@ -90,7 +91,7 @@ def _start_flow(settings: Settings, vault: TokenVault, clients: MsalClients, hin
             prompt=None if hint else "select_account")
         return flow
 
-    flow, _ = clients.run(CONFIDENTIAL, None, initiate)
+    flow, _ = clients.run(ClientType.CONFIDENTIAL, None, initiate)
     vault.put_flow(flow_key(flow["state"]), {"flow": flow, "organizer": organizer})
     return flow
 
@@ -137,7 +138,7 @@ async def callback(req: func.HttpRequest, settings: Settings, vault: TokenVault,
         return page(400, "Connection failed", f"The sign-in could not be completed ({failure.summary()}). Open "
                     "the connect link again; if this keeps happening, the app registration needs an admin.",
                     headers=clear)
-    entry = VaultEntry.connected(claims, cache, CONFIDENTIAL)
+    entry = VaultEntry.connected(claims, cache, ClientType.CONFIDENTIAL)
     try:
         await asyncio.to_thread(vault.store_connection, entry)
     except JoinLinkError:
@@ -161,7 +162,7 @@ def _redeem(clients: MsalClients, flow: dict[str, Any], params: dict[str, str]) 
             return {"error": "invalid_request", "error_description": f"the sign-in response was refused: {exc}"}
         return result
 
-    return clients.run(CONFIDENTIAL, None, call)
+    return clients.run(ClientType.CONFIDENTIAL, None, call)
 
 
 def _read_cookie(req: func.HttpRequest, name: str) -> str | None:

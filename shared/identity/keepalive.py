@@ -6,15 +6,24 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 
 from shared.common.clock import parse_timestamp_or_none
 from shared.exceptions import OrganizerNotConnectedError, PermanentError, TransientError, VaultConflictError
-from shared.identity.vault import CONNECTED, TokenVault, VaultEntry
+from shared.identity.vault import ConnectionStatus, TokenVault, VaultEntry
 from shared.identity.vault_acquirer import VaultTokenAcquirer, record_failure
 from shared.redaction import hash_user
 
 log = logging.getLogger(__name__)
-REFRESHED, FRESH, FAILED, NEEDS_RECONNECT = "refreshed", "fresh", "failed", "needs_reconnect"
+
+
+class KeepAliveOutcome(StrEnum):
+    """What a keep-alive run did for one organizer."""
+
+    REFRESHED = "refreshed"
+    FRESH = "fresh"  # used recently enough: nothing to do
+    FAILED = "failed"  # transient, or the app registration refused: the token itself may be good
+    NEEDS_RECONNECT = "needs_reconnect"
 
 
 @dataclass(frozen=True)
@@ -42,7 +51,7 @@ class KeepAliveReport:
     @property
     def unhealthy(self) -> int:
         """Organizers that need a person (reconnect) or failed transiently this run."""
-        return self.count(FAILED) + self.count(NEEDS_RECONNECT)
+        return self.count(KeepAliveOutcome.FAILED) + self.count(KeepAliveOutcome.NEEDS_RECONNECT)
 
 
 def is_idle(entry: VaultEntry, idle: timedelta, now: datetime) -> bool:
@@ -63,36 +72,34 @@ def run_keepalive(vault: TokenVault, acquirer: VaultTokenAcquirer, idle_hours: f
         health = OrganizerHealth(hash_user(entry.oid), outcome, latest.status, latest.consecutive_failures,
                                  latest.last_success_at)
         report.organizers.append(health)
-        log.log(logging.INFO if outcome in (REFRESHED, FRESH) else logging.WARNING,
+        log.log(logging.INFO if outcome in (KeepAliveOutcome.REFRESHED, KeepAliveOutcome.FRESH) else logging.WARNING,
                 "keep-alive organizer %s: %s", health.organizer_hash, outcome,
                 extra={"organizer_hash": health.organizer_hash, "outcome": outcome, "status": health.status,
                        "consecutive_failures": health.consecutive_failures})
     report.flows_purged = vault.purge_flows()
+    counts = {outcome.value: report.count(outcome) for outcome in KeepAliveOutcome}
     log.log(logging.WARNING if report.unhealthy else logging.INFO,
             "keep-alive: %d organizer(s), %d refreshed, %d fresh, %d failed, %d need reconnecting",
-            len(report.organizers), report.count(REFRESHED), report.count(FRESH), report.count(FAILED),
-            report.count(NEEDS_RECONNECT),
-            extra={"organizers": len(report.organizers), "refreshed": report.count(REFRESHED),
-                   "fresh": report.count(FRESH), "failed": report.count(FAILED),
-                   "needs_reconnect": report.count(NEEDS_RECONNECT), "flows_purged": report.flows_purged})
+            len(report.organizers), counts["refreshed"], counts["fresh"], counts["failed"], counts["needs_reconnect"],
+            extra={"organizers": len(report.organizers), **counts, "flows_purged": report.flows_purged})
     return report
 
 
 def _keep_alive_one(vault: TokenVault, acquirer: VaultTokenAcquirer, entry: VaultEntry, idle: timedelta,
                     now: datetime) -> str:
-    if entry.status != CONNECTED:
-        return NEEDS_RECONNECT  # refreshing a refused token again would only fail again
+    if entry.status != ConnectionStatus.CONNECTED:
+        return KeepAliveOutcome.NEEDS_RECONNECT  # refreshing a refused token again would only fail again
     if not is_idle(entry, idle, now):
-        return FRESH
+        return KeepAliveOutcome.FRESH
     try:
         acquirer.refresh(entry.oid)
     except OrganizerNotConnectedError:
-        return NEEDS_RECONNECT  # the acquirer has marked the entry already
+        return KeepAliveOutcome.NEEDS_RECONNECT  # the acquirer has marked the entry already
     except (TransientError, PermanentError) as exc:
         # Transient, or the app registration itself refused (app_misconfigured): the token is not at fault.
         _record_failure(vault, entry.oid, f"{exc.reason}: {exc.detail}")
-        return FAILED
-    return REFRESHED
+        return KeepAliveOutcome.FAILED
+    return KeepAliveOutcome.REFRESHED
 
 
 def _record_failure(vault: TokenVault, oid: str, text: str) -> None:

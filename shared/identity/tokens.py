@@ -10,19 +10,11 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 from shared.exceptions import (
     AppOnlyTokenError,
-    OrganizerNotConnectedError,
-    PermanentError,
-    SettingsError,
-    TokenServiceUnavailableError,
 )
-from shared.redaction import hash_user
-from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -125,94 +117,3 @@ def ensure_delegated(token: str) -> None:
             "the credential produced an app-only token, but getVirtualAppointmentJoinWebUrl supports "
             "delegated permissions only (least privileged: VirtualAppointment.Read); the organizer "
             "must connect with a delegated sign-in")
-
-
-class DevPasswordAcquirer(DelegatedTokenAcquirer):
-    """Local stack only: signs in configured test users through MSAL against the Entra emulator."""
-
-    def __init__(self, settings: Settings) -> None:
-        if settings.dev_users_file is None:
-            raise SettingsError(["DEV_USERS_FILE is missing: CREDENTIAL_MODE=dev_password reads test users"])
-        self._settings = settings
-        self._users = _load_users(settings.dev_users_file)
-        self._app: Any = None
-
-    def _client(self) -> Any:
-        if self._app is None:
-            import msal  # deferred: only the first token request pays for it
-
-            self._app = msal.ConfidentialClientApplication(
-                self._settings.client_id,
-                client_credential=self._settings.client_secret,
-                authority=self._settings.authority_url,
-                instance_discovery=False,
-                http_client=local_authority_session(self._settings),
-            )
-        return self._app
-
-    def acquire(self, organizer: str, scopes: Sequence[str]) -> AccessToken:
-        """Silent from MSAL's cache (refresh token) when possible, else a password sign-in."""
-        user = self._users.get(organizer.strip().lower())
-        if user is None:
-            raise OrganizerNotConnectedError(
-                f"organizer {hash_user(organizer)} has no delegated credential: add them to DEV_USERS_FILE "
-                "(local stack) or connect them")
-        try:
-            app = self._client()
-            accounts = app.get_accounts(username=user["upn"])
-            result = app.acquire_token_silent(list(scopes), account=accounts[0]) if accounts else None
-            if not result:
-                result = app.acquire_token_by_username_password(user["upn"], user["password"], list(scopes))
-        except (OSError, ValueError) as exc:
-            # requests' ConnectionError is an OSError; MSAL raises ValueError for unreadable answers.
-            raise TokenServiceUnavailableError(f"identity platform unreachable: {type(exc).__name__}") from exc
-        return _token_from_msal(result, organizer)
-
-
-def local_authority_session(settings: Settings) -> Any:
-    """A requests session for MSAL against a local authority (None elsewhere: MSAL's default is right).
-
-    Two MSAL behaviours break against an emulator on a non-443 port: user-realm discovery is built
-    from the host name without its port, and REQUESTS_CA_BUNDLE silently overrides `verify=`.
-    """
-    if settings.tls_ca_bundle is None:
-        return None
-    import requests
-
-    ca_bundle = str(settings.tls_ca_bundle)
-    authority = urlsplit(settings.entra_authority)
-
-    class _LocalAuthoritySession(requests.Session):
-        def request(self, method: Any, url: Any, *args: Any, **kwargs: Any) -> Any:
-            parts = urlsplit(str(url))
-            if parts.netloc == authority.hostname and authority.port:
-                url = urlunsplit(parts._replace(netloc=authority.netloc))
-            kwargs["verify"] = ca_bundle
-            return super().request(method, url, *args, **kwargs)
-
-    return _LocalAuthoritySession()
-
-
-def _token_from_msal(result: dict[str, Any], organizer: str) -> AccessToken:
-    if "access_token" in result:
-        return AccessToken(result["access_token"], time.time() + float(result.get("expires_in", 3600)))
-    error = result.get("error", "unknown_error")
-    description = (str(result.get("error_description") or "").splitlines() or [""])[0][:200]
-    if error in ("invalid_grant", "interaction_required", "consent_required", "login_required"):
-        raise OrganizerNotConnectedError(
-            f"organizer {hash_user(organizer)} must reconnect: the identity platform answered {error}: "
-            f"{description}")
-    if error in ("invalid_client", "unauthorized_client", "invalid_scope", "unsupported_grant_type"):
-        raise PermanentError(f"the app registration was refused ({error}): {description}",
-                             reason="app_misconfigured")
-    raise TokenServiceUnavailableError(f"token request failed ({error}): {description}")
-
-
-def _load_users(path: Path) -> dict[str, dict[str, str]]:
-    doc = json.loads(path.read_text())
-    users: dict[str, dict[str, str]] = {}
-    for user in doc.get("users", []):
-        for key in (user.get("oid"), user.get("upn")):
-            if key:
-                users[key.lower()] = user
-    return users

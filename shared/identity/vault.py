@@ -18,25 +18,30 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from shared.common.clock import utc_now
 from shared.common.ids import is_guid
 from shared.exceptions import SettingsError, VaultConflictError, VaultUnavailableError
+from shared.identity.msal import ClientType
 from shared.settings import StorageConnection
 from shared.storage.credentials import storage_credential
 
 if TYPE_CHECKING:
     from azure.storage.blob import ContainerClient
 
-CONNECTED = "connected"
-NEEDS_RECONNECT = "needs_reconnect"
-REVOKED = "revoked"
-CONFIDENTIAL = "confidential"  # connected through the connect page (authorization code)
-PUBLIC = "public"  # connected with the device-code command: refresh without the client secret
 _ENTRY_VERSION = 1
 # A flow is useless after this long anyway (Entra's authorization codes live ~10 minutes).
 FLOW_MAX_SECONDS = 600
+
+
+class ConnectionStatus(StrEnum):
+    """Where an organizer's connection stands; anything but CONNECTED needs a person to reconnect."""
+
+    CONNECTED = "connected"
+    NEEDS_RECONNECT = "needs_reconnect"  # the identity platform refused the refresh token
+    REVOKED = "revoked"  # the grant was revoked (password reset, sessions revoked, account disabled)
 
 
 @dataclass
@@ -47,8 +52,8 @@ class VaultEntry:
     upn: str
     display_name: str
     cache: str
-    client_type: str = CONFIDENTIAL
-    status: str = CONNECTED
+    client_type: str = ClientType.CONFIDENTIAL
+    status: str = ConnectionStatus.CONNECTED
     connected_at: str = field(default_factory=utc_now)
     last_refreshed_at: str | None = None
     last_success_at: str | None = None

@@ -4,38 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from shared.common.clock import utc_now
-from shared.exceptions import (
-    OrganizerNotConnectedError,
-    PermanentError,
-    TokenServiceUnavailableError,
-    VaultConflictError,
-)
-from shared.identity.tokens import (
-    SCOPE_JOIN_URL,
-    SCOPE_MEETING_LOOKUP,
-    AccessToken,
-    DelegatedTokenAcquirer,
-    local_authority_session,
-)
-from shared.identity.vault import CONNECTED, NEEDS_RECONNECT, PUBLIC, REVOKED, TokenVault, VaultEntry
+from shared.exceptions import OrganizerNotConnectedError, TokenServiceUnavailableError, VaultConflictError
+from shared.identity.msal import MsalClients, MsalFailure, access_token
+from shared.identity.tokens import SCOPE_JOIN_URL, SCOPE_MEETING_LOOKUP, AccessToken, DelegatedTokenAcquirer
+from shared.identity.vault import ConnectionStatus, TokenVault, VaultEntry
 from shared.redaction import hash_user
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-# Errors after which only a person signing in again helps.
-RECONNECT_ERRORS = frozenset({"invalid_grant", "interaction_required", "consent_required", "login_required"})
-APP_ERRORS = frozenset({"invalid_client", "unauthorized_client", "invalid_scope", "unsupported_grant_type"})
-# Entra codes that mean the grant was revoked (password reset, sessions revoked, account disabled).
-REVOKED_CODES = frozenset({50173, 50133, 50057, 50034, 135011})
-CONSENT_CODES = frozenset({65001, 65004})
 _MAX_ROUNDS = 4
 
 
@@ -54,97 +37,6 @@ def reconnect_hint(settings: Settings, organizer: str) -> str:
 def organizer_label(organizer: str) -> str:
     """A UPN is shown only as its hash in errors that reach logs and webhooks."""
     return "<organizer>" if "@" in organizer else organizer
-
-
-class MsalClients:
-    """The worker's MSAL applications: one confidential (connect page) and one public (device code).
-
-    MSAL binds a token cache to an application at construction, and building one fetches OIDC
-    metadata, so each application is built once and its single cache is refilled per call with the
-    organizer's entry, under a lock. Token requests are rare (DelegatedCredentials caches access
-    tokens in memory), so serializing them costs little.
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._apps: dict[str, Any] = {}
-        self._locks = {"confidential": threading.Lock(), "public": threading.Lock()}
-
-    def _app(self, client_type: str) -> Any:
-        app = self._apps.get(client_type)
-        if app is None:
-            import msal  # deferred: only the first token request pays for it
-
-            common: dict[str, Any] = {
-                "authority": self._settings.authority_url,
-                "instance_discovery": False,
-                "http_client": local_authority_session(self._settings),
-                "token_cache": msal.SerializableTokenCache(),
-            }
-            if client_type == PUBLIC:
-                # Device-code refresh tokens belong to a public client: a secret would be refused (AADSTS700025).
-                app = msal.PublicClientApplication(self._settings.client_id, **common)
-            else:
-                app = msal.ConfidentialClientApplication(self._settings.client_id,
-                                                         client_credential=self._settings.client_secret, **common)
-            self._apps[client_type] = app
-        return app
-
-    def run(self, client_type: str, cache: str | None, call: Callable[[Any], T]) -> tuple[T, str | None]:
-        """Call MSAL with the given cache loaded; returns the result and the new cache if it changed."""
-        kind = PUBLIC if client_type == PUBLIC else "confidential"
-        with self._locks[kind]:
-            try:
-                app = self._app(kind)
-                app.token_cache.deserialize(cache or None)
-                result = call(app)
-                changed = app.token_cache.serialize() if app.token_cache.has_state_changed else None
-            except (OSError, ValueError) as exc:
-                # requests' ConnectionError is an OSError; MSAL raises ValueError for unreadable answers.
-                raise TokenServiceUnavailableError(f"identity platform unreachable: {type(exc).__name__}") from exc
-            finally:
-                # Never leave one organizer's tokens in a shared object between calls.
-                if kind in self._apps:
-                    self._apps[kind].token_cache.deserialize(None)
-        return result, changed
-
-
-@dataclass(frozen=True)
-class MsalFailure:
-    """An MSAL error answer, classified."""
-
-    error: str
-    codes: tuple[int, ...]
-    description: str
-
-    @classmethod
-    def from_result(cls, result: dict[str, Any] | None) -> MsalFailure:
-        """Classify an MSAL answer (None: the cache held no usable account or refresh token)."""
-        if result is None:
-            return cls("no_account", (), "the stored token cache holds no refresh token")
-        description = (str(result.get("error_description") or "").splitlines() or [""])[0][:200]
-        codes = tuple(int(c) for c in result.get("error_codes") or () if str(c).isdigit())
-        return cls(str(result.get("error", "unknown_error")), codes, description)
-
-    @property
-    def needs_reconnect(self) -> bool:
-        """Only a person signing in again helps."""
-        return self.error in RECONNECT_ERRORS or self.error == "no_account"
-
-    @property
-    def is_consent(self) -> bool:
-        """The scope was never consented: about the scope, not the connection."""
-        return bool(CONSENT_CODES.intersection(self.codes))
-
-    @property
-    def status(self) -> str:
-        """The entry status this failure leads to."""
-        return REVOKED if REVOKED_CODES.intersection(self.codes) else NEEDS_RECONNECT
-
-    def summary(self) -> str:
-        """Short, loggable: error and AADSTS codes, never tokens."""
-        codes = ",".join(f"AADSTS{c}" for c in self.codes)
-        return f"{self.error}{f' ({codes})' if codes else ''}: {self.description}"[:300]
 
 
 def silent_refresh(clients: MsalClients, entry: VaultEntry, scopes: Sequence[str],
@@ -166,7 +58,7 @@ def silent_refresh(clients: MsalClients, entry: VaultEntry, scopes: Sequence[str
 def record_success(entry: VaultEntry, cache: str) -> VaultEntry:
     """The entry after a refresh that rotated its tokens."""
     now = utc_now()
-    return replace(entry, cache=cache, status=CONNECTED, last_refreshed_at=now, last_success_at=now,
+    return replace(entry, cache=cache, status=ConnectionStatus.CONNECTED, last_refreshed_at=now, last_success_at=now,
                    consecutive_failures=0, last_error=None)
 
 
@@ -205,7 +97,7 @@ class VaultTokenAcquirer(DelegatedTokenAcquirer):
             entry = self._vault.get(organizer)
             if entry is None:
                 raise self._not_connected(organizer, "has never connected (or was removed from the token vault)")
-            if entry.status != CONNECTED:
+            if entry.status != ConnectionStatus.CONNECTED:
                 # Do not hammer Entra with a refresh token it already refused; reconnecting resets the status.
                 raise self._not_connected(organizer, f"is {entry.status}: {entry.last_error or 'no detail'}")
             result, new_cache = silent_refresh(self._clients, entry, scopes, force_refresh=force_refresh)
@@ -214,22 +106,21 @@ class VaultTokenAcquirer(DelegatedTokenAcquirer):
                     force_refresh = True
                     continue
                 self._handed_out[key] = _fingerprint(result)
-                return _token(result)  # served from the stored cache: nothing rotated, nothing to write
+                return access_token(result)  # served from the stored cache: nothing rotated, nothing to write
             if result is not None and "access_token" in result:
                 self._handed_out[key] = _fingerprint(result)
                 if new_cache is None:
-                    return _token(result)
+                    return access_token(result)
                 try:
                     self._vault.save(record_success(entry, new_cache))
                 except VaultConflictError:
                     self._store_after_conflict(organizer, new_cache)
-                    return _token(result)
+                    return access_token(result)
                 log.info("organizer token refreshed", extra={"organizer_hash": tag, "outcome": "refreshed"})
-                return _token(result)
+                return access_token(result)
             failure = MsalFailure.from_result(result)
-            if failure.error in APP_ERRORS:
-                raise PermanentError(f"the app registration was refused ({failure.summary()})",
-                                     reason="app_misconfigured")
+            if failure.is_app_error:
+                raise failure.app_error()
             if failure.is_consent and list(scopes) != list(SCOPE_JOIN_URL):
                 # The connection is fine for join URLs; this optional scope was never granted.
                 raise OrganizerNotConnectedError(
@@ -243,12 +134,13 @@ class VaultTokenAcquirer(DelegatedTokenAcquirer):
             if self._newer_entry(organizer, entry) is not None:
                 force_refresh = False  # the other worker has just refreshed it
                 continue
+            status = ConnectionStatus.REVOKED if failure.revoked else ConnectionStatus.NEEDS_RECONNECT
             try:
-                self._vault.save(record_failure(entry, failure.summary(), failure.status))
+                self._vault.save(record_failure(entry, failure.summary(), status))
             except VaultConflictError:
                 continue
             log.warning("organizer must reconnect: %s", failure.error,
-                        extra={"organizer_hash": tag, "status": failure.status, "outcome": "needs_reconnect"})
+                        extra={"organizer_hash": tag, "status": status, "outcome": "needs_reconnect"})
             raise self._not_connected(organizer, f"was refused by the identity platform: {failure.summary()}")
         raise TokenServiceUnavailableError("the organizer's vault entry kept changing during the token refresh")
 
@@ -267,9 +159,9 @@ class VaultTokenAcquirer(DelegatedTokenAcquirer):
         """Our refresh succeeded but the entry changed meanwhile: keep the newer connected one, else ours."""
         for _ in range(_MAX_ROUNDS):
             latest = self._vault.get(organizer)
-            if latest is None or latest.status == REVOKED:
+            if latest is None or latest.status == ConnectionStatus.REVOKED:
                 raise self._not_connected(organizer, "was removed from the token vault during the refresh")
-            if latest.status == CONNECTED:
+            if latest.status == ConnectionStatus.CONNECTED:
                 # Another worker stored a refresh token at least as new as ours: dropping ours loses nothing.
                 return
             try:
@@ -287,6 +179,3 @@ class VaultTokenAcquirer(DelegatedTokenAcquirer):
 def _fingerprint(result: dict[str, Any]) -> str:
     return hashlib.sha256(str(result["access_token"]).encode()).hexdigest()
 
-
-def _token(result: dict[str, Any]) -> AccessToken:
-    return AccessToken(str(result["access_token"]), time.time() + float(result.get("expires_in", 3600)))

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from shared.exceptions import VaultConflictError
-from shared.identity.vault import CONNECTED, NEEDS_RECONNECT, BlobTokenVault, TokenVault, flow_key
+from shared.identity.vault import BlobTokenVault, ConnectionStatus, TokenVault, flow_key
 from shared.testing.vault import InMemoryTokenVault
 from tests.auth_fakes import SCHEDULER, FakeIdentityPlatform, connected_entry
 
@@ -84,10 +84,10 @@ def test_create_is_if_none_match_and_update_is_if_match(vault, idp):
 
 
 def test_store_connection_replaces_an_earlier_connection(vault, idp):
-    stored(vault, idp, status=NEEDS_RECONNECT, consecutive_failures=4)
+    stored(vault, idp, status=ConnectionStatus.NEEDS_RECONNECT, consecutive_failures=4)
     vault.store_connection(connected_entry(idp))
     entry = vault.get(SCHEDULER["upn"])
-    assert entry.status == CONNECTED and entry.consecutive_failures == 0
+    assert entry.status == ConnectionStatus.CONNECTED and entry.consecutive_failures == 0
 
 
 def test_alias_of_a_upn_that_moved_to_someone_else_does_not_match(vault, idp):

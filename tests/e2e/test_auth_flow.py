@@ -26,9 +26,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from shared import organizers, queues
-from shared.identity.keepalive import REFRESHED, run_keepalive
-from shared.identity.vault import CONNECTED, NEEDS_RECONNECT, PUBLIC, BlobTokenVault
-from shared.identity.vault_acquirer import MsalClients, VaultTokenAcquirer
+from shared.identity.keepalive import KeepAliveOutcome, run_keepalive
+from shared.identity.msal import ClientType, MsalClients
+from shared.identity.vault import BlobTokenVault, ConnectionStatus
+from shared.identity.vault_acquirer import VaultTokenAcquirer
 from shared.services import Services
 from shared.settings import load_settings
 from tests.auth_fakes import SCHEDULER as SCHEDULER_CLAIMS
@@ -116,7 +117,8 @@ async def test_connect_page_with_a_plain_http_client_then_events_resolve(host, v
         assert done.status_code == 200 and "Scheduling service account" in done.text
         assert done.headers["content-security-policy"].startswith("default-src 'none'")
         entry = vault_app.vault.get(SCHEDULER["upn"])
-        assert entry.status == CONNECTED and entry.oid == SCHEDULER["oid"] and "RefreshToken" in entry.cache
+        assert entry.status == ConnectionStatus.CONNECTED and entry.oid == SCHEDULER["oid"]
+        assert "RefreshToken" in entry.cache
         # AND replaying the callback is refused
         replay = await client.get(str(done.request.url))
         assert replay.status_code == 400
@@ -154,7 +156,7 @@ async def test_device_code_connect_with_admin_approval_and_the_cli(vault_app, st
     assert status == 0, out.getvalue()
     assert "enter the code" in out.getvalue() and "Connected Dr. Adams" in out.getvalue()
     entry = vault_app.vault.get(ADAMS["oid"])
-    assert entry.client_type == PUBLIC
+    assert entry.client_type == ClientType.PUBLIC
     # The device-code refresh token belongs to a public client: refreshing it without the secret works.
     acquirer = VaultTokenAcquirer(settings, vault_app.vault, MsalClients(settings))
     await asyncio.to_thread(acquirer.refresh, ADAMS["upn"])
@@ -205,7 +207,7 @@ async def test_two_workers_refreshing_at_once_never_lose_the_rotated_refresh_tok
         # THEN both end with a working token and the stored refresh token is the live one
         assert all(t.token for t in tokens)
         entry = vault_app.vault.get(SCHEDULER["oid"])
-        assert entry.status == CONNECTED and entry.consecutive_failures == 0
+        assert entry.status == ConnectionStatus.CONNECTED and entry.consecutive_failures == 0
     redeemed = entra.get("stats").json()["by_grant"]["refresh_token"] - before
     print(f"\n{rounds} racing rounds: {redeemed} refresh-token redemptions")
     assert rounds <= redeemed <= 2 * rounds  # each round: one winner, and the loser's refused attempt
@@ -230,11 +232,11 @@ async def test_revoked_organizer_is_rejected_on_the_first_attempt(host, vault_ap
     assert "/api/auth/connect" in record["detail"]
     assert await read_all(queues_client, queues.JOIN_URLS) == []
     entry = vault_app.vault.get(SCHEDULER["upn"])
-    assert entry.status == NEEDS_RECONNECT and "invalid_grant" in entry.last_error
+    assert entry.status == ConnectionStatus.NEEDS_RECONNECT and "invalid_grant" in entry.last_error
     # AND reconnecting makes it work again
     async with browser(stack) as client:
         assert (await connect_in_browser(host, vault_app, client, SCHEDULER)).status_code == 200
-    assert vault_app.vault.get(SCHEDULER["upn"]).status == CONNECTED
+    assert vault_app.vault.get(SCHEDULER["upn"]).status == ConnectionStatus.CONNECTED
 
 
 def trust(stack: dict[str, Any]) -> ssl.SSLContext:
@@ -339,6 +341,6 @@ async def test_keep_alive_refreshes_an_idle_connection_on_the_stack(vault_app, e
     idle = (datetime.now(UTC) - timedelta(hours=100)).isoformat()
     vault_app.vault.save(dataclasses.replace(entry, last_refreshed_at=idle))
     report = await asyncio.to_thread(run_keepalive, vault_app.vault, vault_app.vault_acquirer, 72)
-    assert [o.outcome for o in report.organizers] == [REFRESHED]
+    assert [o.outcome for o in report.organizers] == [KeepAliveOutcome.REFRESHED]
     after = vault_app.vault.get(SCHEDULER["upn"])
     assert after.last_refreshed_at > idle and after.cache != entry.cache

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from shared import organizers, queues
-from shared.identity.vault import CONNECTED
+from shared.identity.vault import ConnectionStatus
 from shared.services import Services
 from shared.settings import load_settings
 from tests.e2e.conftest import read_all, send
@@ -83,7 +83,7 @@ async def test_connect_in_chromium_then_events_resolve_then_revoke(chromium, hos
     text = await page.inner_text("body")
     await page.screenshot(path=str(tmp_path / "connected.png"))
     assert "Scheduling service account" in text
-    assert vault_services.vault.get(ORGANIZER).status == CONNECTED
+    assert vault_services.vault.get(ORGANIZER).status == ConnectionStatus.CONNECTED
     await context.close()
     # AND an appointment of theirs gets its join URL with no token configured by hand
     await send(queues_client, plain("browser-1", appointment_id="apt-browser", organizer=ORGANIZER))

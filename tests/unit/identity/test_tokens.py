@@ -7,7 +7,8 @@ import json
 import pytest
 
 from shared.exceptions import AppOnlyTokenError, OrganizerNotConnectedError, TokenServiceUnavailableError
-from shared.identity.tokens import DelegatedCredentials, _token_from_msal, ensure_delegated
+from shared.identity.dev_password import token_from_result
+from shared.identity.tokens import DelegatedCredentials, ensure_delegated
 from tests.fakes import FakeAcquirer
 
 pytestmark = pytest.mark.unit
@@ -57,4 +58,4 @@ async def test_app_only_token_is_refused_before_graph_sees_it():
 ])
 def test_msal_errors_are_classified(answer, error):
     with pytest.raises(error):
-        _token_from_msal(answer, "a@contoso.test")
+        token_from_result(answer, "a@contoso.test")

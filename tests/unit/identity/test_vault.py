@@ -15,12 +15,9 @@ from shared.exceptions import (
     PermanentError,
     TokenServiceUnavailableError,
 )
-from shared.identity.keepalive import FAILED, FRESH, NEEDS_RECONNECT, REFRESHED, run_keepalive
+from shared.identity.keepalive import KeepAliveOutcome, run_keepalive
 from shared.identity.tokens import SCOPE_JOIN_URL, SCOPE_MEETING_LOOKUP, DelegatedCredentials
-from shared.identity.vault import CONNECTED, REVOKED, VaultEntry
-from shared.identity.vault import (
-    NEEDS_RECONNECT as STATUS_NEEDS_RECONNECT,
-)
+from shared.identity.vault import ConnectionStatus, VaultEntry
 from shared.identity.vault_acquirer import VaultTokenAcquirer
 from shared.redaction import hash_user
 from shared.services import build_acquirer
@@ -116,7 +113,7 @@ def test_refused_refresh_marks_the_entry_and_later_calls_fail_fast(settings, vau
     with pytest.raises(OrganizerNotConnectedError):
         acquirer(settings, vault, idp).acquire(SCHEDULER["upn"], list(SCOPE_JOIN_URL))
     after = vault.get(SCHEDULER["upn"])
-    assert after.status == STATUS_NEEDS_RECONNECT and after.consecutive_failures == 1
+    assert after.status == ConnectionStatus.NEEDS_RECONNECT and after.consecutive_failures == 1
     assert "interaction_required" in after.last_error and "AADSTS50076" in after.last_error
     requests = idp.requests
     with pytest.raises(OrganizerNotConnectedError, match="needs_reconnect"):
@@ -130,7 +127,7 @@ def test_revoked_grant_is_recorded_as_revoked(settings, vault, idp):
     idp.answers.append(error("invalid_grant", 50173, "The provided grant has expired due to it being revoked"))
     with pytest.raises(OrganizerNotConnectedError):
         acquirer(settings, vault, idp).acquire(SCHEDULER["upn"], list(SCOPE_JOIN_URL))
-    assert vault.get(SCHEDULER["upn"]).status == REVOKED
+    assert vault.get(SCHEDULER["upn"]).status == ConnectionStatus.REVOKED
 
 
 def test_transient_failure_is_transient_and_leaves_the_entry_alone(settings, vault, idp):
@@ -148,7 +145,8 @@ def test_app_registration_problems_are_permanent_but_not_the_organizers_fault(se
     idp.answers.append(error("invalid_client", 7000215, "Invalid client secret provided."))
     with pytest.raises(PermanentError) as caught:
         acquirer(settings, vault, idp).acquire(SCHEDULER["upn"], list(SCOPE_JOIN_URL))
-    assert caught.value.reason == "app_misconfigured" and vault.get(SCHEDULER["upn"]).status == CONNECTED
+    assert caught.value.reason == "app_misconfigured"
+    assert vault.get(SCHEDULER["upn"]).status == ConnectionStatus.CONNECTED
 
 
 def test_missing_consent_for_the_lookup_scope_does_not_disconnect_the_organizer(settings, vault, idp):
@@ -157,7 +155,7 @@ def test_missing_consent_for_the_lookup_scope_does_not_disconnect_the_organizer(
     idp.answers.append(error("invalid_grant", 65001, "The user or administrator has not consented"))
     with pytest.raises(OrganizerNotConnectedError, match=r"OnlineMeetings\.Read"):
         acquirer(settings, vault, idp).acquire(SCHEDULER["upn"], list(SCOPE_MEETING_LOOKUP))
-    assert vault.get(SCHEDULER["upn"]).status == CONNECTED
+    assert vault.get(SCHEDULER["upn"]).status == ConnectionStatus.CONNECTED
 
 
 class RacingVault(InMemoryTokenVault):
@@ -209,7 +207,7 @@ def test_concurrent_refreshers_with_strict_rotation_keep_a_working_refresh_token
     # THEN both get a token, and the stored refresh token is the live one (nothing lost, nobody disconnected)
     assert errors == [] and len(results) == 2
     after = vault.get(SCHEDULER["upn"])
-    assert after.status == CONNECTED and idp.is_valid(after.cache)
+    assert after.status == ConnectionStatus.CONNECTED and idp.is_valid(after.cache)
 
 
 def test_concurrent_refreshers_when_both_refreshes_succeed_resolve_the_412(settings):
@@ -220,7 +218,7 @@ def test_concurrent_refreshers_when_both_refreshes_succeed_resolve_the_412(setti
     results, errors = race(settings, vault, idp)
     assert errors == [] and len(results) == 2
     after = vault.get(SCHEDULER["upn"])
-    assert after.status == CONNECTED and idp.is_valid(after.cache)
+    assert after.status == ConnectionStatus.CONNECTED and idp.is_valid(after.cache)
 
 
 def test_a_slow_refresher_overwrites_a_reconnect_mark_made_by_the_loser(settings, idp):
@@ -238,7 +236,7 @@ def test_a_slow_refresher_overwrites_a_reconnect_mark_made_by_the_loser(settings
     # THEN the loser gives up (its refresh token was spent), but the winner's write repairs the entry
     assert len(results) == 1 and len(errors) == 1 and isinstance(errors[0], OrganizerNotConnectedError)
     after = vault.get(SCHEDULER["upn"])
-    assert after.status == CONNECTED and idp.is_valid(after.cache)
+    assert after.status == ConnectionStatus.CONNECTED and idp.is_valid(after.cache)
 
 
 async def test_a_thousand_invocations_make_one_vault_acquire(settings, vault, idp):
@@ -263,14 +261,14 @@ def test_keepalive_refreshes_idle_entries_and_reports_each(settings, vault, idp,
     stored(vault, idp, user={"oid": "8e2f3a4b-5c6d-4e7f-9a0b-1c2d3e4f5a6b", "upn": "dr.adams@contoso.test",
                              "name": "Dr. Adams"})
     stored(vault, idp, user={"oid": "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d", "upn": "gone@contoso.test",
-                             "name": "Gone"}, status=STATUS_NEEDS_RECONNECT)
+                             "name": "Gone"}, status=ConnectionStatus.NEEDS_RECONNECT)
     before = vault.get(SCHEDULER["upn"]).cache
     with caplog.at_level(logging.INFO, logger="shared.identity.keepalive"):
         report = run_keepalive(vault, acquirer(settings, vault, idp), idle_hours=72, now=now)
     outcomes = {o.organizer_hash: o.outcome for o in report.organizers}
-    assert outcomes == {hash_user(SCHEDULER["oid"]): REFRESHED,
-                        hash_user("8e2f3a4b-5c6d-4e7f-9a0b-1c2d3e4f5a6b"): FRESH,
-                        hash_user("1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d"): NEEDS_RECONNECT}
+    assert outcomes == {hash_user(SCHEDULER["oid"]): KeepAliveOutcome.REFRESHED,
+                        hash_user("8e2f3a4b-5c6d-4e7f-9a0b-1c2d3e4f5a6b"): KeepAliveOutcome.FRESH,
+                        hash_user("1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d"): KeepAliveOutcome.NEEDS_RECONNECT}
     after = vault.get(SCHEDULER["upn"])
     assert after.cache != before and idp.is_valid(after.cache) and not idp.is_valid(before)
     assert report.unhealthy == 1
@@ -287,7 +285,8 @@ def test_keepalive_records_transient_failures_without_disconnecting(settings, va
     idp.answers.append(error("temporarily_unavailable", 90001, "try later"))
     report = run_keepalive(vault, acquirer(settings, vault, idp), idle_hours=72, now=now)
     entry = vault.get(SCHEDULER["upn"])
-    assert report.count(FAILED) == 1 and entry.status == CONNECTED and entry.consecutive_failures == 1
+    assert report.count(KeepAliveOutcome.FAILED) == 1
+    assert entry.status == ConnectionStatus.CONNECTED and entry.consecutive_failures == 1
     assert "token_service_unavailable" in entry.last_error
 
 
@@ -296,5 +295,5 @@ def test_keepalive_marks_a_revoked_organizer(settings, vault, idp):
     stored(vault, idp, last_refreshed_at=(now - timedelta(days=5)).isoformat())
     idp.revoke(SCHEDULER["oid"])
     report = run_keepalive(vault, acquirer(settings, vault, idp), idle_hours=72, now=now)
-    assert report.count(NEEDS_RECONNECT) == 1
-    assert vault.get(SCHEDULER["upn"]).status == STATUS_NEEDS_RECONNECT
+    assert report.count(KeepAliveOutcome.NEEDS_RECONNECT) == 1
+    assert vault.get(SCHEDULER["upn"]).status == ConnectionStatus.NEEDS_RECONNECT
