@@ -8,8 +8,8 @@ import azure.functions as func
 from shared import queues, telemetry
 from shared.http_twin import join_url
 from shared.http_twin.openapi import JOIN_URL_ROUTE, ME_JOIN_URL_ROUTE, OPENAPI_ROUTE, openapi_document
-from shared.identity import connect as connect_flow
 from shared.identity import keepalive
+from shared.pages import connect as connect_page
 from shared.services import Services
 from shared.settings import load_settings
 from shared.storage import queue_metrics
@@ -87,20 +87,20 @@ async def get_my_join_url(req: func.HttpRequest) -> func.HttpResponse:
 
 
 @app.function_name("connect")
-@app.route(route=connect_flow.CONNECT_ROUTE, methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@app.route(route=connect_page.CONNECT_ROUTE, methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @instrumented
 async def connect(req: func.HttpRequest) -> func.HttpResponse:
     """An organizer's one-time consent: redirect to Entra sign-in (authorization code + PKCE)."""
-    return await connect_flow.connect(req, services.settings, services.vault, services.msal_clients)
+    return await connect_page.connect(req, services.settings, services.vault, services.msal_clients)
 
 
 # Anonymous: Entra redirects the browser here, and its `code` parameter would clash with a function key's.
 @app.function_name("callback")
-@app.route(route=connect_flow.CALLBACK_ROUTE, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+@app.route(route=connect_page.CALLBACK_ROUTE, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 @instrumented
 async def callback(req: func.HttpRequest) -> func.HttpResponse:
     """Entra's redirect after sign-in: the organizer's token cache goes into the token vault."""
-    return await connect_flow.callback(req, services.settings, services.vault, services.msal_clients)
+    return await connect_page.callback(req, services.settings, services.vault, services.msal_clients)
 
 
 # The schedule is read at indexing time from the validated settings, so an unset KEEPALIVE_SCHEDULE

@@ -1,9 +1,8 @@
-"""Keep identities and join links out of telemetry: hash users, shorten URLs."""
+"""Keep identities out of telemetry: users are logged as a hash."""
 
 from __future__ import annotations
 
 import hashlib
-from urllib.parse import urlsplit
 
 
 def hash_user(identifier: str | None) -> str:
@@ -11,14 +10,3 @@ def hash_user(identifier: str | None) -> str:
     if not identifier:
         return "-"
     return hashlib.sha256(identifier.strip().lower().encode()).hexdigest()[:16]
-
-
-def redact_url(url: str | None) -> str:
-    """Scheme and host only: a join URL is a bearer credential for the meeting."""
-    if not url:
-        return "-"
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    return f"{parts.scheme}://{parts.hostname}/…" if parts.hostname else "<redacted>"

@@ -10,12 +10,13 @@ from dataclasses import dataclass
 from shared.exceptions import KeyInProgressError, PermanentError, ThrottledError, TransientError
 from shared.pipeline.inbound import AppointmentEvent, parse_event
 from shared.pipeline.join_url_resolver import JoinUrlResolver
+from shared.pipeline.notifications import failed_event, ready_event
 from shared.pipeline.records import JoinUrlResult, Rejection
 from shared.redaction import hash_user
 from shared.settings import setting_default
 from shared.storage.idempotency import Claim, ClaimKind, IdempotencyStore
 from shared.storage.requeue import Requeuer, unwrap_requeued, wrap_requeued
-from shared.webhooks.outbound import WebhookEvent, failed_event, ready_event
+from shared.webhooks.outbound import WebhookEvent
 
 log = logging.getLogger(__name__)
 # Azure Storage queues hide a message for at most 7 days.

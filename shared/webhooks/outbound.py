@@ -1,4 +1,4 @@
-"""Webhook events for the scheduling system: what goes on `webhook-outbox` (pure, no I/O)."""
+"""Outbound events for the scheduling system: the webhook types, their ids, and what goes on `webhook-outbox`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.common.clock import utc_now
-from shared.pipeline.records import JoinUrlResult, Rejection
 
 EVENT_READY = "appointment.joinurl.ready"
 EVENT_FAILED = "appointment.joinurl.failed"
@@ -71,22 +70,3 @@ def webhook_event(kind: str, data: Mapping[str, Any], event_id: str, *, callback
     body = json.dumps({"type": event_type, "timestamp": timestamp or utc_now(), "data": dict(data)},
                       separators=(",", ":"), ensure_ascii=False)
     return WebhookEvent(webhook_id_for(event_id, event_type), event_type, body, callback_url)
-
-
-def ready_event(result: JoinUrlResult, callback_url: str | None = None) -> WebhookEvent:
-    """The `appointment.joinurl.ready` event for a result."""
-    return webhook_event("ready", result.to_dict(), result.event_id, callback_url=callback_url,
-                         timestamp=result.resolved_at)
-
-
-def failed_event(rejection: Rejection, callback_url: str | None = None) -> WebhookEvent | None:
-    """The `appointment.joinurl.failed` event for a rejection; None when no appointment can be named."""
-    if not rejection.appointment_id:
-        # Nothing the scheduler could act on; the rejection record itself is the durable trace.
-        return None
-    # Without an event id (unparseable message) the original text gives a stable identity instead.
-    identity = rejection.event_id or "msg:" + hashlib.sha256(rejection.original_message.encode()).hexdigest()
-    data = {"appointmentId": rejection.appointment_id, "organizer": rejection.organizer,
-            "eventId": rejection.event_id, "reason": rejection.reason, "detail": rejection.detail}
-    return webhook_event("failed", data, identity, callback_url=callback_url,
-                         timestamp=rejection.rejected_at or None)

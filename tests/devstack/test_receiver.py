@@ -10,8 +10,8 @@ from aiohttp import web
 from devstack.certs import ensure_certs
 from devstack.receiver import create_receiver_app
 from shared.exceptions import WebhookTransientError
+from shared.pipeline.notifications import ready_event
 from shared.pipeline.records import JoinUrlResult
-from shared.webhooks.outbound import ready_event
 from shared.webhooks.sender import WebhookSender
 
 pytestmark = pytest.mark.unit

@@ -15,14 +15,13 @@ from standardwebhooks.webhooks import Webhook
 import shared.webhooks.sender as webhooks
 from shared.common.retry_after import parse_retry_after
 from shared.exceptions import SettingsError, TransientError, WebhookTransientError
+from shared.pipeline.notifications import failed_event, ready_event
 from shared.pipeline.records import JoinUrlResult, Rejection
 from shared.settings import load_settings
 from shared.webhooks.outbound import (
     EVENT_FAILED,
     EVENT_READY,
     WebhookEvent,
-    failed_event,
-    ready_event,
     webhook_event,
     webhook_id_for,
 )

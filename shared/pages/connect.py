@@ -1,4 +1,4 @@
-"""The connect page: an organizer grants delegated access once (authorization code + PKCE) for the vault."""
+"""The connect page and its callback: an organizer grants delegated access once (authorization code + PKCE)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ import html
 import logging
 import re
 from http.cookies import CookieError, SimpleCookie
-from typing import Any
 
 import azure.functions as func
 
 from shared.common.fields import check_organizer
 from shared.exceptions import InvalidEventError, JoinLinkError
+from shared.identity.connect_flow import redeem_connect_flow, start_connect_flow
 from shared.identity.msal import ClientType, MsalClients, MsalFailure
 from shared.identity.vault import FLOW_MAX_SECONDS, TokenVault, VaultEntry, flow_key
-from shared.identity.vault_acquirer import connect_scopes, organizer_label
+from shared.identity.vault_acquirer import organizer_label
 from shared.redaction import hash_user
 from shared.settings import Settings
 
@@ -71,7 +71,7 @@ async def connect(req: func.HttpRequest, settings: Settings, vault: TokenVault,
     # A login_hint must be a UPN; an object id can only be checked after sign-in.
     hint = organizer if organizer and "@" in organizer else None
     try:
-        flow = await asyncio.to_thread(_start_flow, settings, vault, clients, hint, organizer)
+        flow = await asyncio.to_thread(start_connect_flow, settings, vault, clients, hint, organizer)
     except JoinLinkError as exc:
         log.warning("connect could not start: %s", exc.reason, extra={"reason": exc.reason, "outcome": "failed"})
         return page(503, "Sign-in is unavailable", "The sign-in service or the token vault is unavailable. "
@@ -80,20 +80,6 @@ async def connect(req: func.HttpRequest, settings: Settings, vault: TokenVault,
     return func.HttpResponse(status_code=302, headers={
         **_PAGE_HEADERS, "Location": flow["auth_uri"],
         "Set-Cookie": _cookie(settings, flow_key(flow["state"]), FLOW_MAX_SECONDS)})
-
-
-def _start_flow(settings: Settings, vault: TokenVault, clients: MsalClients, hint: str | None,
-                organizer: str | None) -> dict[str, Any]:
-    def initiate(app: Any) -> dict[str, Any]:
-        flow: dict[str, Any] = app.initiate_auth_code_flow(
-            connect_scopes(settings), redirect_uri=settings.auth_redirect_uri, login_hint=hint,
-            # Without a hint, make the person choose: an admin's own session must not connect by accident.
-            prompt=None if hint else "select_account")
-        return flow
-
-    flow, _ = clients.run(ClientType.CONFIDENTIAL, None, initiate)
-    vault.put_flow(flow_key(flow["state"]), {"flow": flow, "organizer": organizer})
-    return flow
 
 
 async def callback(req: func.HttpRequest, settings: Settings, vault: TokenVault,
@@ -127,7 +113,7 @@ async def callback(req: func.HttpRequest, settings: Settings, vault: TokenVault,
         return page(400, "Sign-in was not completed", f"{reason[:300]} Open the connect link again to retry.",
                     headers=clear)
     try:
-        result, cache = await asyncio.to_thread(_redeem, clients, stored["flow"], params)
+        result, cache = await asyncio.to_thread(redeem_connect_flow, clients, stored["flow"], params)
     except JoinLinkError:
         return page(503, "Sign-in is unavailable", "The sign-in service did not answer. Open the connect link "
                     "again in a few minutes.", headers=clear)
@@ -151,18 +137,6 @@ async def callback(req: func.HttpRequest, settings: Settings, vault: TokenVault,
         message += (f"Note: this link was sent to connect {organizer_label(expected)}, but you signed in as "
                     f"{entry.upn}; that account is the one connected. ")
     return page(200, "Connected", message + "You can close this window.", headers=clear)
-
-
-def _redeem(clients: MsalClients, flow: dict[str, Any], params: dict[str, str]) -> tuple[dict[str, Any], str | None]:
-    def call(app: Any) -> dict[str, Any]:
-        try:
-            # MSAL checks state, the id token's nonce and sends the PKCE verifier.
-            result: dict[str, Any] = app.acquire_token_by_auth_code_flow(flow, params)
-        except ValueError as exc:
-            return {"error": "invalid_request", "error_description": f"the sign-in response was refused: {exc}"}
-        return result
-
-    return clients.run(ClientType.CONFIDENTIAL, None, call)
 
 
 def _read_cookie(req: func.HttpRequest, name: str) -> str | None:

@@ -12,10 +12,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from devstack.harness import LocalTimerRequest
-from shared.identity import connect as auth_flow
 from shared.identity.bearer import BearerValidator
 from shared.identity.vault import flow_key
 from shared.identity.vault_acquirer import VaultTokenAcquirer
+from shared.pages import connect as auth_flow
 from shared.pipeline.join_url_resolver import JoinUrlResolver
 from shared.testing.vault import InMemoryTokenVault
 from tests.auth_fakes import SCHEDULER, FakeIdentityPlatform, FakeMsalClients, connected_entry

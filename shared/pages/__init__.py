@@ -1,0 +1,1 @@
+"""pages: see the map in shared/__init__.py."""

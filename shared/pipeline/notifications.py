@@ -1,0 +1,27 @@
+"""The webhook each outcome of the pipeline sends the scheduling system (pure, no I/O)."""
+
+from __future__ import annotations
+
+import hashlib
+
+from shared.pipeline.records import JoinUrlResult, Rejection
+from shared.webhooks.outbound import WebhookEvent, webhook_event
+
+
+def ready_event(result: JoinUrlResult, callback_url: str | None = None) -> WebhookEvent:
+    """The `appointment.joinurl.ready` event for a result."""
+    return webhook_event("ready", result.to_dict(), result.event_id, callback_url=callback_url,
+                         timestamp=result.resolved_at)
+
+
+def failed_event(rejection: Rejection, callback_url: str | None = None) -> WebhookEvent | None:
+    """The `appointment.joinurl.failed` event for a rejection; None when no appointment can be named."""
+    if not rejection.appointment_id:
+        # Nothing the scheduler could act on; the rejection record itself is the durable trace.
+        return None
+    # Without an event id (unparseable message) the original text gives a stable identity instead.
+    identity = rejection.event_id or "msg:" + hashlib.sha256(rejection.original_message.encode()).hexdigest()
+    data = {"appointmentId": rejection.appointment_id, "organizer": rejection.organizer,
+            "eventId": rejection.event_id, "reason": rejection.reason, "detail": rejection.detail}
+    return webhook_event("failed", data, identity, callback_url=callback_url,
+                         timestamp=rejection.rejected_at or None)
