@@ -57,6 +57,7 @@ unit: install
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 
 ## Performance figures and their baselines (docs/performance.md); a few minutes, separate from the tests.
 bench: install
