@@ -12,12 +12,14 @@ import trustme
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
+import shared.webhooks.destination as destination
 import shared.webhooks.sender as webhooks
 from shared.common.retry_after import parse_retry_after
 from shared.exceptions import SettingsError, TransientError, WebhookTransientError
 from shared.pipeline.notifications import failed_event, ready_event
 from shared.pipeline.records import JoinUrlResult, Rejection
 from shared.settings import load_settings
+from shared.webhooks.destination import address_refusal, host_allowed
 from shared.webhooks.outbound import (
     EVENT_FAILED,
     EVENT_READY,
@@ -25,7 +27,7 @@ from shared.webhooks.outbound import (
     webhook_event,
     webhook_id_for,
 )
-from shared.webhooks.sender import WebhookSender, address_refusal, host_allowed
+from shared.webhooks.sender import WebhookSender
 from tests.unit.test_settings import sample_env
 
 pytestmark = pytest.mark.unit
@@ -290,7 +292,7 @@ async def test_a_name_resolving_to_loopback_is_refused_outside_development(recei
         return ["127.0.0.1"]
 
     # The module-level resolver, as a real rebinding DNS answer would reach it.
-    monkeypatch.setattr(webhooks, "resolve_host", fake_resolve)
+    monkeypatch.setattr(destination, "resolve_host", fake_resolve)
     assert await _refused(f"https://hooks.contoso.example:{receiver.port}/hooks") == "destination_refused"
     assert receiver.requests == []
 
