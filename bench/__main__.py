@@ -28,7 +28,6 @@ from bench.common import REPO_ROOT, Figure, Report, child_env, local_stack, queu
 LATENCY_MS = 200.0
 # The refresh margin of shared.identity.tokens and of MSAL: a token is renewed this long before it expires.
 REFRESH_MARGIN_SECONDS = 300
-SHORT_LIFETIME = 301  # seconds: leaves a 1 s usable lifetime after the margin
 
 
 def machine() -> str:

@@ -10,7 +10,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -190,13 +189,3 @@ def worker_logging() -> WorkerLogHandler:
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
     return handler
-
-
-class Stopwatch:
-    """perf_counter seconds since creation."""
-
-    def __init__(self) -> None:
-        self.started = time.perf_counter()
-
-    def __call__(self) -> float:
-        return time.perf_counter() - self.started

@@ -107,7 +107,6 @@ class GraphGateway:
         self._client: GraphServiceClient | None = None
         self._transport: AiohttpTransport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.calls = 0
 
     @property
     def client(self) -> GraphServiceClient:
@@ -167,7 +166,6 @@ class GraphGateway:
     async def _call(self, organizer: str, tokens: TokenSource, request: Callable[[], Awaitable[Any]]) -> Any:
         started = time.perf_counter()
         for attempt in (1, 2):
-            self.calls += 1
             try:
                 return await request()
             except JoinLinkError:
