@@ -42,7 +42,8 @@ storage/            Azure Storage as the app writes it: queue clients (queue_cli
                     (queue_metrics).
 
 Foundation: everything may use these
-    settings.py     Every setting, declared once (SETTINGS) and validated at start-up into one Settings.
+    settings.py     Every setting validated at start-up into one typed Settings, each problem named.
+    settings_registry.py  Every setting declared once (SETTINGS): meaning, default, required, secret.
     telemetry.py    Application Insights on the first invocation, only when configured; gauges.
     queues.py       Queue names the functions bind to.
     problems.py     RFC 9457 problem details (for the HTTP adapters only).

@@ -56,3 +56,12 @@ def test_process_appointment_is_async_and_outputs_on_the_contract_queues(indexed
 def test_deliver_webhook_reads_the_outbox_and_dead_letters(indexed):
     queues = {b.name: getattr(b, "queue_name", None) for b in indexed["deliver_webhook"].get_bindings()}
     assert queues == {"msg": "webhook-outbox", "dead_letter": "webhook-dead-letter"}
+
+
+def test_graph_request_urls_are_not_logged_at_info(function_app_module):
+    # The URL carries the organizer's UPN; httpx logs it per request at INFO.
+    import logging
+
+    # function_app_module: importing function_app configures the loggers
+
+    assert logging.getLogger("httpx").getEffectiveLevel() >= logging.WARNING

@@ -52,12 +52,3 @@ def test_retry_after_is_read_as_seconds_or_http_date():
                                now=1795255200.0) == 30.0
     assert retry_after_seconds(httpx.Headers({})) is None
     assert classify_graph_error(httpx.ReadTimeout("x")).reason == "graph_timeout"
-
-
-def test_graph_request_urls_are_not_logged_at_info():
-    # The URL carries the organizer's UPN; httpx logs it per request at INFO.
-    import logging
-
-    import function_app  # noqa: F401 - importing it configures the loggers
-
-    assert logging.getLogger("httpx").getEffectiveLevel() >= logging.WARNING

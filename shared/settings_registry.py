@@ -1,0 +1,112 @@
+"""Every setting the app reads, declared once: name, meaning, default, whether required or secret.
+
+README's settings table, local.settings.sample.json and the Bicep app settings are checked against this
+registry by tests, so adding a setting means adding it here (and reading it in settings.load_settings).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """One environment setting the app reads: its name, whether it must be set, and what it means."""
+
+    name: str
+    description: str
+    required: bool = False
+    default: str | None = None
+    secret: bool = False
+    dev_only: bool = False
+
+
+SETTINGS: tuple[SettingSpec, ...] = (
+    SettingSpec("AzureWebJobsStorage", "Storage connection for every queue, blob and table the app uses "
+                "(a connection string locally; identity-based `AzureWebJobsStorage__*` settings in Azure).",
+                required=True, secret=True),
+    SettingSpec("APP_ENVIRONMENT", "`production` or `development`. Development relaxes checks that only "
+                "make sense against the local stack.", default="production"),
+    SettingSpec("GRAPH_BASE_URL", "Microsoft Graph base URL including the version segment.",
+                default="https://graph.microsoft.com/v1.0"),
+    SettingSpec("GRAPH_TIMEOUT_SECONDS", "Per-request timeout for Graph calls; a timeout is transient.",
+                default="10"),
+    SettingSpec("ENTRA_AUTHORITY", "Microsoft Entra authority host URL.",
+                default="https://login.microsoftonline.com"),
+    SettingSpec("ENTRA_TENANT_ID", "Directory (tenant) id of the app registration.", required=True),
+    SettingSpec("ENTRA_CLIENT_ID", "Application (client) id of the app registration.", required=True),
+    SettingSpec("ENTRA_CLIENT_SECRET", "Client secret of the app registration (a Key Vault reference in "
+                "Azure).", required=True, secret=True),
+    SettingSpec("CREDENTIAL_MODE", "How the app obtains a delegated token for an organizer: `vault` (each "
+                "organizer connects once; refresh tokens live in the token vault) or `dev_password` (local stack "
+                "test users only). App-only modes are refused: this Graph API is delegated-only.",
+                default="vault"),
+    SettingSpec("DEV_USERS_FILE", "`dev_password` mode: JSON file with the local test users.", dev_only=True),
+    SettingSpec("TOKEN_VAULT_CONTAINER", "Private blob container (in the AzureWebJobsStorage account) holding one "
+                "MSAL token cache per connected organizer, and the one-time sign-in flows of the connect page.",
+                default="token-vault"),
+    SettingSpec("AUTH_REDIRECT_URI", "Redirect URI of the connect page's sign-in, registered on the app "
+                "registration: `https://<host>/api/auth/callback`. Defaults to the app's own host name "
+                "(`WEBSITE_HOSTNAME`, set by the platform); set it for a custom domain. http only to loopback in "
+                "development.", default="https://{WEBSITE_HOSTNAME}/api/auth/callback"),
+    SettingSpec("AUTH_CONNECT_LOOKUP_SCOPE", "`true`: the connect page and device-code command also ask for "
+                "OnlineMeetings.Read, needed only for events that carry a joinWebUrl instead of a meeting id. "
+                "`false`: VirtualAppointment.Read alone (least privilege).", default="true"),
+    SettingSpec("API_AUDIENCE", "Audience of bearer tokens for the HTTP twin (the app's Application ID URI). "
+                "The bare client id is accepted too (v2.0 tokens carry it).", default="api://{ENTRA_CLIENT_ID}"),
+    SettingSpec("API_REQUIRED_SCOPE", "Delegated scope a bearer token must carry in `scp` to call the HTTP twin.",
+                default="access_as_user"),
+    SettingSpec("KEEPALIVE_IDLE_HOURS", "The keep-alive timer refreshes every organizer whose refresh token has "
+                "not been used for this long, so an idle connection never reaches its 90-day inactivity limit.",
+                default="72"),
+    SettingSpec("KEEPALIVE_SCHEDULE", "NCRONTAB schedule of the keep-alive timer (six fields, seconds first).",
+                default="0 0 */6 * * *"),
+    SettingSpec("TLS_CA_BUNDLE", "Extra CA certificate (PEM) to trust, for the local emulators' HTTPS.",
+                dev_only=True),
+    SettingSpec("THROTTLE_INLINE_MAX_SECONDS", "A Graph 429 whose Retry-After is at most this many seconds "
+                "is retried inside the invocation; a longer one re-enqueues the event.", default="2"),
+    SettingSpec("THROTTLE_MAX_REQUEUES", "How often one event may be re-enqueued for throttling before "
+                "it is treated as a transient failure (and so ends in the poison queue).", default="5"),
+    SettingSpec("WEBHOOK_URL", "Default webhook destination (https; plain http only to loopback in development). "
+                "Optional: without it, only events with an allow-listed callbackUrl can be delivered and the rest "
+                "are dead-lettered with reason `no_destination`, ready to replay once it is set."),
+    SettingSpec("WEBHOOK_SECRET", "Standard Webhooks signing secret `whsec_<base64>` (24-64 bytes); two, "
+                "comma-separated, during rotation (every delivery is signed with both).",
+                required=True, secret=True),
+    SettingSpec("WEBHOOK_ALLOWED_HOSTS", "Hosts an event's callbackUrl may name: comma-separated exact host "
+                "names or `*.suffix` wildcards. Empty: callbackUrl is never used."),
+    SettingSpec("WEBHOOK_CONNECT_TIMEOUT_SECONDS", "Webhook connect timeout; a timeout is transient.", default="5"),
+    SettingSpec("WEBHOOK_READ_TIMEOUT_SECONDS", "Webhook response timeout; a timeout is transient.", default="10"),
+    SettingSpec("WEBHOOK_MAX_ATTEMPTS", "Backed-off delivery attempts before the host's own retries and then "
+                "`webhook-outbox-poison` take over.", default="8"),
+    SettingSpec("WEBHOOK_RETRY_BASE_SECONDS", "First retry delay; each later one is three times longer, at most "
+                "an hour (10 s base: 10 s, 30 s, 1.5 min, 4.5 min, 13.5 min, 40 min, 1 h).", default="10"),
+    SettingSpec("APPLICATIONINSIGHTS_CONNECTION_STRING", "Application Insights connection string. Set: traces, "
+                "logs with custom dimensions and metrics are exported (from the first invocation on). Unset: "
+                "nothing is attempted."),
+    SettingSpec("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", "`Authorization=AAD;ClientId=<identity client id>`: "
+                "send telemetry with the managed identity (the resource has local authentication off)."),
+    SettingSpec("QUEUE_METRICS_SCHEDULE", "NCRONTAB schedule of the queue_metrics timer, which reports every "
+                "queue's depth (poison, rejected and dead-letter included) as the `queue_depth` metric.",
+                default="0 */5 * * * *"),
+    SettingSpec("IDEMPOTENCY_TABLE", "Table (in the AzureWebJobsStorage account) holding one record per "
+                "processed event id, so a redelivered event never calls Graph twice.", default="idempotency"),
+    SettingSpec("IDEMPOTENCY_WINDOW_HOURS", "How long a processed event id is remembered.", default="24"),
+    SettingSpec("IDEMPOTENCY_STALE_CLAIM_SECONDS", "An event claimed this long ago and never finished belongs to "
+                "a worker that died (crash, scale-in, timeout): another worker takes it over. Must stay above the "
+                "longest invocation (Graph timeout plus throttle budget); a lower value only speeds up recovery "
+                "after a crash.", default="300"),
+    SettingSpec("WEBHOOK_STALE_CLAIM_SECONDS", "A webhook delivery claimed this long ago and never finished "
+                "belongs to a worker that died mid-POST: another worker delivers it again (same webhook-id). Must "
+                "stay above the webhook connect plus read timeouts.", default="120"),
+)
+
+SPECS_BY_NAME = {spec.name: spec for spec in SETTINGS}
+
+
+def setting_default(name: str) -> str:
+    """The registry's default of a setting (for code that runs without load_settings: tests, tools)."""
+    default = SPECS_BY_NAME[name].default
+    if default is None:
+        raise KeyError(f"setting {name} has no default")
+    return default
