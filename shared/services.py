@@ -13,6 +13,8 @@ from shared.identity.msal import MsalClients
 from shared.identity.tokens import DelegatedCredentials, DelegatedTokenAcquirer
 from shared.identity.vault import BlobTokenVault, TokenVault
 from shared.identity.vault_acquirer import VaultTokenAcquirer
+from shared.intake.config import IntakeSettings
+from shared.intake.organizers import OrganizerMap
 from shared.pipeline.join_url_resolver import JoinUrlResolver
 from shared.pipeline.processor import AppointmentProcessor
 from shared.queues import APPOINTMENTS, WEBHOOK_OUTBOX
@@ -68,6 +70,15 @@ class Services:
     def bearer(self) -> BearerValidator:
         """Validates the HTTP twin's bearer tokens (keys fetched on first use)."""
         return BearerValidator(self.settings)
+
+    @cached_property
+    def intake(self) -> IntakeSettings:
+        """The webhook intakes' secrets and organizer mapping."""
+        return IntakeSettings(
+            calcom_secret=self.settings.calcom_webhook_secret,
+            calendly_signing_key=self.settings.calendly_webhook_signing_key,
+            standard_secrets=self.settings.intake_webhook_secrets,
+            organizers=OrganizerMap(self.settings.intake_organizer_map, self.settings.intake_organizer_domains))
 
     @cached_property
     def graph(self) -> GraphGateway:
