@@ -20,6 +20,7 @@ from shared.exceptions import SettingsError, WebhookSignatureError
 from shared.settings_registry import SETTINGS, SPECS_BY_NAME, SettingSpec, setting_default
 
 _DELEGATED_MODES = ("vault", "dev_password")
+_UNRESOLVED_REFERENCE = "@Microsoft.KeyVault("
 _APP_ONLY_MODES = ("managed_identity", "client_credentials", "client_secret", "app_only", "certificate")
 
 
@@ -112,6 +113,13 @@ class _Reader:
     def raw(self, name: str) -> str:
         spec = SPECS_BY_NAME[name]
         value = self._env.get(name, "").strip()
+        if value.startswith(_UNRESOLVED_REFERENCE):
+            # App Service leaves a Key Vault reference it cannot resolve as literal text: never a secret's value.
+            # An optional secret whose Key Vault entry does not exist (an intake not turned on) is unset.
+            if spec.required:
+                self.problems.append(f"{name} is a Key Vault reference App Service could not resolve (check the "
+                                     "secret exists and the app identity holds Key Vault Secrets User)")
+            value = ""
         if not value and spec.name == "AzureWebJobsStorage":
             # Identity-based connections have no single value; the presence of any service URI counts.
             if any(k.startswith("AzureWebJobsStorage__") for k in self._env):
