@@ -18,6 +18,10 @@ HTTP adapters: the only code that speaks azure.functions and problem+json
     http_twin/      The HTTP twin: join-URL lookups with a function key or a bearer token (join_url), and
                     its OpenAPI document (openapi).
     pages/          HTML for people: the connect page and its callback (connect).
+    intake/         Webhook intakes for schedulers (below http_twin, whose OpenAPI document describes them):
+                    one module per source (calcom, calendly, standard), their signatures (signatures), the
+                    contract-v1 event they build (events), organizer mapping (organizers), settings (config)
+                    and the HTTP functions' logic (http).
 
 pipeline/           One appointment message in, one outcome out: parse the inbound event (inbound), resolve
                     the join URL through Graph with throttling inside a budget (join_url_resolver), build
@@ -44,6 +48,7 @@ storage/            Azure Storage as the app writes it: queue clients (queue_cli
 Foundation: everything may use these
     settings.py     Every setting validated at start-up into one typed Settings, each problem named.
     settings_registry.py  Every setting declared once (SETTINGS): meaning, default, required, secret.
+    contracts.py    The published JSON Schemas (contracts/schemas), read on first use (OpenAPI, tests).
     telemetry.py    Application Insights on the first invocation, only when configured; gauges.
     queues.py       Queue names the functions bind to.
     problems.py     RFC 9457 problem details (for the HTTP adapters only).
