@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Any
+from typing import Any, ClassVar
 
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 from standardwebhooks import Webhook
@@ -58,9 +58,9 @@ def read_result(appointment_id: str, timeout: float) -> dict[str, Any]:
 
 class _Hooks(BaseHTTPRequestHandler):
     secret = ""
-    received: list[dict[str, Any]] = []
+    received: ClassVar[list[dict[str, Any]]] = []  # one process, one event: shared by the handler instances
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("content-length", 0)))
         try:
             # Step 3: verify the Standard Webhooks signature before trusting anything in the body.
