@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import logging
 import os
@@ -41,14 +42,24 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$", re.IGNORECASE)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def _record_field(name: str) -> Callable[[str], tuple[str, str | None]]:
-    def extract(text: str) -> tuple[str, str | None]:
+def _record_field(name: str) -> Callable[[bytes], tuple[bytes, str | None]]:
+    def extract(content: bytes) -> tuple[bytes, str | None]:
         try:
-            doc = json.loads(text)
-        except ValueError:
+            doc = json.loads(content)
+        except (ValueError, RecursionError):
             raise UnreadableRecordError("record is not JSON") from None
-        payload = doc.get(name) if isinstance(doc, dict) else None
-        if not isinstance(payload, str) or not payload:
+        if not isinstance(doc, dict):
+            raise UnreadableRecordError("record is not a JSON object")
+        payload: bytes | None = None
+        if isinstance(doc.get(name), str) and doc[name]:
+            payload = doc[name].encode("utf-8")
+        elif isinstance(doc.get(name + "Base64"), str):
+            # A message that was not UTF-8 text is kept as base64: put back exactly those bytes.
+            try:
+                payload = base64.b64decode(doc[name + "Base64"], validate=True)
+            except ValueError:
+                raise UnreadableRecordError(f"record's {name + 'Base64'!r} is not base64") from None
+        if not payload:
             raise UnreadableRecordError(f"record has no {name!r}")
         reason = doc.get("reason")
         return payload, reason if isinstance(reason, str) else None
@@ -56,9 +67,9 @@ def _record_field(name: str) -> Callable[[str], tuple[str, str | None]]:
     return extract
 
 
-def _as_is(text: str) -> tuple[str, str | None]:
+def _as_is(content: bytes) -> tuple[bytes, str | None]:
     # A poison message is the original message itself; it carries no reason.
-    return text, None
+    return content, None
 
 
 @dataclass(frozen=True)
@@ -67,7 +78,7 @@ class Route:
 
     source: str
     target: str
-    extract: Callable[[str], tuple[str, str | None]]
+    extract: Callable[[bytes], tuple[bytes, str | None]]
 
 
 ROUTES: dict[str, Route] = {
@@ -162,9 +173,9 @@ async def _ensure_queue(client: QueueClient) -> None:
         pass
 
 
-def _text(message: QueueMessage) -> str:
+def _content(message: QueueMessage) -> bytes:
     content = message.content
-    return content.decode("utf-8", "replace") if isinstance(content, bytes) else str(content or "")
+    return content if isinstance(content, bytes) else str(content or "").encode("utf-8")
 
 
 async def replay_queue(conn: StorageConnection, source: str, *, reason: str | None = None,
@@ -198,7 +209,7 @@ async def replay_queue(conn: StorageConnection, source: str, *, reason: str | No
                 if bar:
                     bar.advance()
                 try:
-                    payload, record_reason = route.extract(_text(message))
+                    payload, record_reason = route.extract(_content(message))
                 except UnreadableRecordError as exc:
                     log.warning("replay %s: message %s left in place: %s", source, message.id, exc,
                                 extra={"source_queue": source, "message_id": message.id})
