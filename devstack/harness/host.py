@@ -1,35 +1,19 @@
-"""Local Functions host: drives any ``azure.functions.FunctionApp`` from Azurite queues, timers and HTTP.
-
-Core Tools cannot run here, so this reproduces the parts of the real host the app depends on, built from
-the app's own binding metadata: queue triggers (batching, newBatchThreshold, maxDequeueCount, poison
-queues, visibilityTimeout, base64 message encoding), queue output bindings written only on success,
-HTTP triggers with function-key auth and route templates, and NCRONTAB timer triggers.
-"""
+"""LocalHost: runs a FunctionApp's queue, timer and HTTP triggers against Azurite."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
-import calendar
 import contextlib
 import datetime as dt
 import hmac
-import importlib
-import inspect
-import json
 import logging
 import os
 import re
-import secrets
-import signal
-import sys
-import threading
 import time
-import typing
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,351 +25,25 @@ from azure.functions.queue import QueueMessage as TriggerQueueMessage
 from azure.functions.timer import TimerRequest as LocalTimerRequest
 from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
+from devstack.harness.func_types import LocalContext, LocalOut
+from devstack.harness.host_json import QueueSettings, ci_get, load_host_json
+from devstack.harness.index import HostFunction, build_function, enum_value, index_functions, resolve_settings
+from devstack.harness.schedule import parse_schedule
+
+# One logger for the whole harness: tests/log_scan.py scans its records for credentials.
 log = logging.getLogger("devstack.harness")
 
 DEFAULT_FUNCTION_KEY = "local-dev-function-key"
 # The real host receives with a 10 minute lease and renews it; a fixed lease is enough locally.
 RECEIVE_VISIBILITY_SECONDS = 600
-MAX_BATCH_SIZE = 32
 STAT_KEYS = ("invoked", "succeeded", "failed", "poisoned")
 
-_SETTING_REF = re.compile(r"%([^%]+)%")
-
-
-# --------------------------------------------------------------------------- host.json
-
-
-def parse_timespan(value: str | int | float) -> float:
-    """Parse a .NET TimeSpan (``[d.]hh:mm:ss[.fff]``) or a number of seconds into seconds."""
-    if isinstance(value, (int, float)):
-        return float(value)
-    text = value.strip()
-    m = re.fullmatch(r"(?:(\d+)\.)?(\d{1,2}):(\d{1,2}):(\d{1,2}(?:\.\d+)?)", text)
-    if not m:
-        raise ValueError(f"not a TimeSpan: {value!r}")
-    days, hours, minutes, seconds = m.groups()
-    return int(days or 0) * 86400 + int(hours) * 3600 + int(minutes) * 60 + float(seconds)
-
-
-def _ci_get(mapping: Mapping[str, Any], key: str, default: Any = None) -> Any:
-    # host.json keys are case-insensitive in the real host.
-    for k, v in mapping.items():
-        if k.lower() == key.lower():
-            return v
-    return default
-
-
-@dataclass(frozen=True)
-class QueueSettings:
-    """The ``extensions.queues`` section of host.json, with the host's defaults."""
-
-    max_dequeue_count: int = 5
-    visibility_timeout: float = 0.0
-    batch_size: int = 16
-    new_batch_threshold: int = 8
-    max_polling_interval: float = 60.0
-    message_encoding: str = "base64"
-
-    @classmethod
-    def from_host_json(cls, host_json: Mapping[str, Any]) -> QueueSettings:
-        """Read queue settings from a parsed host.json document."""
-        queues = _ci_get(_ci_get(host_json, "extensions", {}) or {}, "queues", {}) or {}
-        batch_size = min(int(_ci_get(queues, "batchSize", 16)), MAX_BATCH_SIZE)
-        threshold = _ci_get(queues, "newBatchThreshold")
-        encoding = str(_ci_get(queues, "messageEncoding", "base64")).lower()
-        if encoding not in ("base64", "none"):
-            raise ValueError(f"messageEncoding must be 'base64' or 'none', got {encoding!r}")
-        return cls(
-            max_dequeue_count=int(_ci_get(queues, "maxDequeueCount", 5)),
-            visibility_timeout=parse_timespan(_ci_get(queues, "visibilityTimeout", "00:00:00")),
-            batch_size=batch_size,
-            new_batch_threshold=batch_size // 2 if threshold is None else int(threshold),
-            max_polling_interval=parse_timespan(_ci_get(queues, "maxPollingInterval", "00:01:00")),
-            message_encoding=encoding,
-        )
-
-
-def load_host_json(host_json: Path | str | Mapping[str, Any]) -> dict[str, Any]:
-    """Return host.json as a dict, reading it from disk when given a path (missing file → ``{}``)."""
-    if isinstance(host_json, Mapping):
-        return dict(host_json)
-    path = Path(host_json)
-    if not path.exists():
-        log.warning("host.json not found at %s; using the host's defaults", path)
-        return {}
-    loaded: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return loaded
-
-
-# --------------------------------------------------------------------------- NCRONTAB
-
-
-_MONTHS = {name.upper(): i for i, name in enumerate(calendar.month_abbr) if name}
-_DAYS = {name.upper(): (i + 1) % 7 for i, name in enumerate(calendar.day_abbr)}
-# second, minute, hour, day of month, month, day of week (0 = Sunday; 7 also means Sunday)
-_CRON_FIELDS: tuple[tuple[int, int, dict[str, int]], ...] = (
-    (0, 59, {}), (0, 59, {}), (0, 23, {}), (1, 31, {}), (1, 12, _MONTHS), (0, 7, _DAYS),
-)
-
-
-def _parse_cron_field(text: str, low: int, high: int, names: dict[str, int]) -> frozenset[int]:
-    def value(token: str) -> int:
-        number = names.get(token.upper()) if names else None
-        number = int(token) if number is None else number
-        if not low <= number <= high:
-            raise ValueError(f"{token!r} is outside {low}-{high}")
-        return number
-
-    result: set[int] = set()
-    for part in text.split(","):
-        base, _, step_text = part.partition("/")
-        step = int(step_text) if step_text else 1
-        if step < 1:
-            raise ValueError(f"bad step in {part!r}")
-        if base == "*":
-            start, end = low, high
-        elif "-" in base:
-            first, last = base.split("-", 1)
-            start, end = value(first), value(last)
-        else:
-            start = value(base)
-            # "5/10" means every 10 from 5, as in NCrontab.
-            end = high if step_text else start
-        result.update(range(start, end + 1, step))
-    return frozenset(result)
-
-
-class CronSchedule:
-    """A minimal NCRONTAB schedule (6 fields, seconds first; 5 fields assume second 0), in UTC."""
-
-    def __init__(self, expression: str) -> None:
-        fields = expression.split()
-        if len(fields) == 5:
-            fields.insert(0, "0")
-        if len(fields) != 6:
-            raise ValueError(f"NCRONTAB needs 6 fields (second first): {expression!r}")
-        self.expression = expression
-        parsed = [_parse_cron_field(f, *spec) for f, spec in zip(fields, _CRON_FIELDS, strict=True)]
-        self.seconds, self.minutes, self.hours, self.days, self.months = (sorted(p) for p in parsed[:5])
-        self.weekdays = frozenset(d % 7 for d in parsed[5])
-
-    def next_after(self, after: dt.datetime) -> dt.datetime:
-        """Return the first occurrence strictly after ``after`` (an aware datetime)."""
-        start = after.astimezone(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=1)
-        day = start.date()
-        for _ in range(366 * 8):  # leap-day schedules can be four years apart
-            if day.month in self.months and day.day in self.days and (day.isoweekday() % 7) in self.weekdays:
-                found = self._first_time_on(day, start)
-                if found is not None:
-                    return found
-            day += dt.timedelta(days=1)
-        raise ValueError(f"schedule {self.expression!r} never fires")
-
-    def _first_time_on(self, day: dt.date, start: dt.datetime) -> dt.datetime | None:
-        today = day == start.date()
-        for hour in self.hours:
-            if today and hour < start.hour:
-                continue
-            for minute in self.minutes:
-                if today and (hour, minute) < (start.hour, start.minute):
-                    continue
-                for second in self.seconds:
-                    if today and (hour, minute, second) < (start.hour, start.minute, start.second):
-                        continue
-                    return dt.datetime(day.year, day.month, day.day, hour, minute, second, tzinfo=dt.UTC)
-        return None
-
-
-class IntervalSchedule:
-    """A TimeSpan timer schedule (``hh:mm:ss``), which the host also accepts."""
-
-    def __init__(self, expression: str) -> None:
-        self.expression = expression
-        self.interval = dt.timedelta(seconds=parse_timespan(expression))
-
-    def next_after(self, after: dt.datetime) -> dt.datetime:
-        """Return ``after`` plus the interval."""
-        return after + self.interval
-
-
-def parse_schedule(expression: str) -> CronSchedule | IntervalSchedule:
-    """Parse a timer trigger schedule: NCRONTAB, or a TimeSpan when it contains ``:``."""
-    return IntervalSchedule(expression) if ":" in expression else CronSchedule(expression)
-
-
-# --------------------------------------------------------------------------- concrete azure.functions types
-
-
-class LocalOut(func.Out[Any]):
-    """Concrete ``func.Out``: holds whatever the function sets."""
-
-    def __init__(self) -> None:
-        self._value: Any = None
-
-    def set(self, val: Any) -> None:
-        """Set the output value."""
-        self._value = val
-
-    def get(self) -> Any:
-        """Return the output value."""
-        return self._value
-
-
-class _TraceContext(func_abc.TraceContext):
-    def __init__(self) -> None:
-        self._parent = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
-
-    @property
-    def trace_state(self) -> str:
-        return ""
-
-    @property
-    def trace_parent(self) -> str:
-        return self._parent
-
-    @property
-    def attributes(self) -> dict[str, str]:
-        return {}
-
-
-class _RetryContext(func_abc.RetryContext):
-    # Queue triggers do not use host retry policies, so the worker always sees a zero retry count.
-    @property
-    def retry_count(self) -> int:
-        return 0
-
-    @property
-    def max_retry_count(self) -> int:
-        return 0
-
-    @property
-    def exception(self) -> Any:
-        return None
-
-
-class LocalContext(func.Context):
-    """Concrete ``func.Context`` for one invocation."""
-
-    def __init__(self, invocation_id: str, function_name: str, function_directory: str) -> None:
-        self._invocation_id = invocation_id
-        self._function_name = function_name
-        self._function_directory = function_directory
-        self._trace = _TraceContext()
-        self._retry = _RetryContext()
-        self._tls = threading.local()
-        self._tls.invocation_id = invocation_id
-
-    @property
-    def invocation_id(self) -> str:
-        return self._invocation_id
-
-    @property
-    def thread_local_storage(self) -> Any:
-        return self._tls
-
-    @property
-    def function_name(self) -> str:
-        return self._function_name
-
-    @property
-    def function_directory(self) -> str:
-        return self._function_directory
-
-    @property
-    def trace_context(self) -> func_abc.TraceContext:
-        return self._trace
-
-    @property
-    def retry_context(self) -> func_abc.RetryContext:
-        return self._retry
-
-
-# --------------------------------------------------------------------------- function index
-
-
-def _resolve_settings(value: str) -> str:
-    """Replace ``%NAME%`` app-setting references the way the host does for binding expressions."""
-
-    def lookup(m: re.Match[str]) -> str:
-        if m.group(1) not in os.environ:
-            raise KeyError(f"binding refers to app setting {m.group(1)!r}, which is not set")
-        return os.environ[m.group(1)]
-
-    return _SETTING_REF.sub(lookup, value)
-
-
-def _enum_value(value: Any) -> Any:
-    return getattr(value, "value", value)
-
 
 @dataclass
-class _Function:
-    name: str
-    user_function: Callable[..., Any]
-    trigger_type: str
-    trigger: Any
-    outputs: list[Any]
-    unsupported_inputs: list[str]
-    context_param: str | None
-    trigger_annotation: Any
-    directory: str
-    in_flight: int = 0
-    receiving: bool = False
-    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+class HttpRoute:
+    """An HTTP trigger's route: its template compiled, its methods and its auth level."""
 
-    @property
-    def is_async(self) -> bool:
-        return inspect.iscoroutinefunction(self.user_function)
-
-
-def index_functions(app: func.FunctionApp) -> list[Any]:
-    """The app's indexed functions, computed once per app and shared by every caller."""
-    # get_functions() re-validates and fails on a second call, so cache the result on the app.
-    cached = getattr(app, "_devstack_indexed_functions", None)
-    if cached is None:
-        cached = list(app.get_functions())
-        app._devstack_indexed_functions = cached  # type: ignore[attr-defined]
-    return cached
-
-
-def _build_function(fn: Any) -> _Function:
-    user_function = fn.get_user_function()
-    trigger = fn.get_trigger()
-    try:
-        hints = typing.get_type_hints(user_function)
-    except Exception:  # string annotations that do not resolve; fall back to raw ones
-        hints = dict(getattr(user_function, "__annotations__", {}))
-    params = inspect.signature(user_function).parameters
-    binding_names = {b.name for b in fn.get_bindings()}
-    context_param = None
-    for name in params:
-        hint = hints.get(name)
-        if name not in binding_names and (
-            name == "context" or (isinstance(hint, type) and issubclass(hint, func.Context))
-        ):
-            context_param = name
-    outputs = [b for b in fn.get_bindings() if _enum_value(b.direction) == 1]
-    inputs = [b.name for b in fn.get_bindings() if _enum_value(b.direction) != 1 and b is not trigger]
-    try:
-        directory = os.path.dirname(inspect.getfile(user_function))
-    except TypeError:
-        directory = os.getcwd()
-    return _Function(
-        name=fn.get_function_name(),
-        user_function=user_function,
-        trigger_type=trigger.type,
-        trigger=trigger,
-        outputs=outputs,
-        unsupported_inputs=inputs,
-        context_param=context_param,
-        trigger_annotation=hints.get(trigger.name),
-        directory=directory,
-    )
-
-
-@dataclass
-class _HttpRoute:
-    function: _Function
+    function: HostFunction
     template: str
     pattern: re.Pattern[str]
     methods: frozenset[str] | None
@@ -415,9 +73,6 @@ def _compile_route(template: str) -> re.Pattern[str]:
         pos = m.end()
     out.append(re.escape(template[pos:]))
     return re.compile("".join(out), re.IGNORECASE)
-
-
-# --------------------------------------------------------------------------- host
 
 
 class LocalHost:
@@ -457,11 +112,11 @@ class LocalHost:
         # in-flight messages stay invisible before another worker sees them again.
         self.lease_seconds = lease_seconds
         self.http_base_url: str | None = None
-        http_section = _ci_get(_ci_get(self.host_json, "extensions", {}) or {}, "http", {}) or {}
-        self.route_prefix = str(_ci_get(http_section, "routePrefix", "api")).strip("/")
+        http_section = ci_get(ci_get(self.host_json, "extensions", {}) or {}, "http", {}) or {}
+        self.route_prefix = str(ci_get(http_section, "routePrefix", "api")).strip("/")
         self._api_version = api_version
-        self._functions = [_build_function(fn) for fn in index_functions(app)]
-        self.functions: dict[str, _Function] = {f.name: f for f in self._functions}
+        self._functions = [build_function(fn) for fn in index_functions(app)]
+        self.functions: dict[str, HostFunction] = {f.name: f for f in self._functions}
         self.stats: dict[str, dict[str, int]] = {f.name: dict.fromkeys(STAT_KEYS, 0) for f in self._functions}
         self._service: QueueServiceClient | None = None
         self._queues: dict[str, QueueClient] = {}
@@ -470,7 +125,7 @@ class LocalHost:
         self._invocations: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
         self._runner: web.AppRunner | None = None
-        self._routes: list[_HttpRoute] = []
+        self._routes: list[HttpRoute] = []
         self._warned: set[tuple[str, str]] = set()
         self._started = False
 
@@ -571,8 +226,8 @@ class LocalHost:
 
     # ----------------------------------------------------------------- queues
 
-    def _trigger_queue(self, fn: _Function) -> str:
-        return _resolve_settings(fn.trigger.queue_name)
+    def _trigger_queue(self, fn: HostFunction) -> str:
+        return resolve_settings(fn.trigger.queue_name)
 
     def _queue(self, name: str) -> QueueClient:
         client = self._queues.get(name)
@@ -600,7 +255,7 @@ class LocalHost:
             return base64.b64decode(content.encode("ascii"), validate=True)
         return content.encode("utf-8")
 
-    async def _poll(self, fn: _Function) -> None:
+    async def _poll(self, fn: HostFunction) -> None:
         settings = self.queue_settings
         queue = self._trigger_queue(fn)
         client = self._queue(queue)
@@ -643,7 +298,7 @@ class LocalHost:
         self._invocations.add(task)
         task.add_done_callback(self._invocations.discard)
 
-    async def _process_message(self, fn: _Function, client: QueueClient, message: Any) -> None:
+    async def _process_message(self, fn: HostFunction, client: QueueClient, message: Any) -> None:
         settings = self.queue_settings
         started = time.perf_counter()
         outcome = "succeeded"
@@ -688,7 +343,7 @@ class LocalHost:
                 fn.name, message.id, message.dequeue_count, outcome, (time.perf_counter() - started) * 1000,
             )
 
-    async def _poison(self, fn: _Function, client: QueueClient, message: Any) -> None:
+    async def _poison(self, fn: HostFunction, client: QueueClient, message: Any) -> None:
         poison = await self._ensure_queue(f"{client.queue_name}-poison")
         # The message text is copied as received, so it keeps its encoding.
         await poison.send_message(message.content or "")
@@ -696,7 +351,7 @@ class LocalHost:
         self.stats[fn.name]["poisoned"] += 1
         log.warning("%s: message %s moved to %s", fn.name, message.id, poison.queue_name)
 
-    def _trigger_value(self, fn: _Function, message: Any, body: bytes) -> Any:
+    def _trigger_value(self, fn: HostFunction, message: Any, body: bytes) -> Any:
         if fn.trigger_annotation is str:
             return body.decode("utf-8")
         if fn.trigger_annotation is bytes:
@@ -713,7 +368,7 @@ class LocalHost:
 
     # ----------------------------------------------------------------- invocation
 
-    async def _invoke(self, fn: _Function, trigger_value: Any, invocation_id: str | None = None) -> Any:
+    async def _invoke(self, fn: HostFunction, trigger_value: Any, invocation_id: str | None = None) -> Any:
         """Call the user function; on success write queue outputs and return the ``$return`` value."""
         invocation_id = str(uuid.uuid4()) if invocation_id is None else invocation_id
         kwargs: dict[str, Any] = {fn.trigger.name: trigger_value}
@@ -742,17 +397,17 @@ class LocalHost:
                 "%s: %r output bindings are not supported locally; value dropped", function_name, binding_type
             )
 
-    async def _write_queue_output(self, fn: _Function, binding: Any, value: Any) -> None:
+    async def _write_queue_output(self, fn: HostFunction, binding: Any, value: Any) -> None:
         if value is None:
             return
         items = list(value) if isinstance(value, (list, tuple)) else [value]
         bodies = [self._output_body(fn, binding, item) for item in items]
-        client = await self._ensure_queue(_resolve_settings(binding.queue_name))
+        client = await self._ensure_queue(resolve_settings(binding.queue_name))
         for body in bodies:
             await client.send_message(self._encode(body))
 
     @staticmethod
-    def _output_body(fn: _Function, binding: Any, item: Any) -> bytes:
+    def _output_body(fn: HostFunction, binding: Any, item: Any) -> bytes:
         if isinstance(item, str):
             return item.encode("utf-8")
         if isinstance(item, (bytes, bytearray)):
@@ -772,7 +427,7 @@ class LocalHost:
             raise KeyError(f"no timer-triggered function named {function_name!r}")
         await self._run_timer_once(fn, past_due=False)
 
-    async def _run_timer_once(self, fn: _Function, *, past_due: bool) -> bool:
+    async def _run_timer_once(self, fn: HostFunction, *, past_due: bool) -> bool:
         stats = self.stats[fn.name]
         stats["invoked"] += 1
         started = time.perf_counter()
@@ -793,8 +448,8 @@ class LocalHost:
                 fn.name, invocation_id, outcome, (time.perf_counter() - started) * 1000,
             )
 
-    async def _run_timer(self, fn: _Function) -> None:
-        schedule = parse_schedule(_resolve_settings(fn.trigger.schedule))
+    async def _run_timer(self, fn: HostFunction) -> None:
+        schedule = parse_schedule(resolve_settings(fn.trigger.schedule))
         if getattr(fn.trigger, "run_on_startup", False):
             await self._timer_invocation(fn)
         while not self._stopping.is_set():
@@ -807,19 +462,19 @@ class LocalHost:
             # The host never overlaps runs of one timer: the next occurrence is computed after this run.
             await self._timer_invocation(fn)
 
-    async def _timer_invocation(self, fn: _Function) -> None:
+    async def _timer_invocation(self, fn: HostFunction) -> None:
         task = asyncio.create_task(self._run_timer_once(fn, past_due=False))
         self._track(task)
         await asyncio.shield(task)
 
     # ----------------------------------------------------------------- HTTP
 
-    def _route_for(self, fn: _Function) -> _HttpRoute:
+    def _route_for(self, fn: HostFunction) -> HttpRoute:
         trigger = fn.trigger
-        template = _resolve_settings(trigger.route or fn.name).strip("/")
-        methods = frozenset(str(_enum_value(m)).upper() for m in trigger.methods) if trigger.methods else None
-        auth_level = str(_enum_value(trigger.auth_level or func.AuthLevel.FUNCTION)).lower()
-        return _HttpRoute(fn, template, _compile_route(template), methods, auth_level)
+        template = resolve_settings(trigger.route or fn.name).strip("/")
+        methods = frozenset(str(enum_value(m)).upper() for m in trigger.methods) if trigger.methods else None
+        auth_level = str(enum_value(trigger.auth_level or func.AuthLevel.FUNCTION)).lower()
+        return HttpRoute(fn, template, _compile_route(template), methods, auth_level)
 
     async def _start_http(self) -> None:
         server = web.Application(client_max_size=100 * 1024 * 1024)
@@ -831,7 +486,7 @@ class LocalHost:
         host, port = self._runner.addresses[0][:2]
         self.http_base_url = f"http://{host}:{port}"
 
-    def _match(self, method: str, path: str) -> tuple[_HttpRoute, dict[str, str]] | None:
+    def _match(self, method: str, path: str) -> tuple[HttpRoute, dict[str, str]] | None:
         prefix = f"/{self.route_prefix}/" if self.route_prefix else "/"
         if not (path + "/").lower().startswith(prefix.lower()):
             return None
@@ -842,7 +497,7 @@ class LocalHost:
                 return route, {k: v for k, v in m.groupdict().items() if v is not None}
         return None
 
-    def _authorized(self, route: _HttpRoute, request: web.Request) -> bool:
+    def _authorized(self, route: HttpRoute, request: web.Request) -> bool:
         if route.auth_level == "anonymous":
             return True
         given = request.headers.get("x-functions-key") or request.query.get("code") or ""
@@ -890,7 +545,7 @@ class LocalHost:
         return response
 
     @staticmethod
-    def _to_web_response(fn: _Function, result: Any) -> web.Response:
+    def _to_web_response(fn: HostFunction, result: Any) -> web.Response:
         if result is None:
             return web.Response(status=204)
         if isinstance(result, (str, bytes)):
@@ -903,70 +558,3 @@ class LocalHost:
                 f"{result.mimetype}; charset={result.charset}" if result.charset else result.mimetype
             )
         return web.Response(status=result.status_code, body=result.get_body(), headers=headers)
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def _load_app(spec: str) -> tuple[func.FunctionApp, Path]:
-    module_name, _, attr = spec.partition(":")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    module = importlib.import_module(module_name)
-    app = getattr(module, attr or "app")
-    if not isinstance(app, func.FunctionApp):
-        raise TypeError(f"{module_name}.{attr or 'app'} is not a FunctionApp")
-    return app, Path(module.__file__ or ".").resolve().parent / "host.json"
-
-
-async def _serve(host: LocalHost) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with host:
-        if host.http_base_url:
-            log.info("HTTP functions at %s/%s/", host.http_base_url, host.route_prefix)
-        await stop.wait()
-        log.info("stopping")
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Run the function app against the devstack until SIGINT/SIGTERM."""
-    parser = argparse.ArgumentParser(prog="python -m devstack.harness", description=main.__doc__)
-    parser.add_argument("--state-dir", type=Path, default=Path(".devstack"))
-    parser.add_argument("--http-port", type=int, default=7071, help="0 picks a free port; -1 disables HTTP")
-    parser.add_argument("--function-app", default="function_app", help="module[:attribute]; attribute app")
-    parser.add_argument("--poll-interval", type=float, default=0.2)
-    parser.add_argument("--max-polling-cap", type=float, default=1.0)
-    parser.add_argument("--log-level", default="INFO")
-    parser.add_argument("--host-json", type=Path, help="host.json to read instead of the app's own")
-    parser.add_argument("--lease-seconds", type=int, default=RECEIVE_VISIBILITY_SECONDS,
-                        help="visibility lease taken on each received message: how long a crashed harness's "
-                             "in-flight messages stay hidden (default %(default)s)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # The storage SDK logs every request at INFO.
-    logging.getLogger("azure").setLevel(logging.WARNING)
-
-    state = json.loads((args.state_dir / "endpoints.json").read_text(encoding="utf-8"))
-    for key, value in (state.get("settings") or {}).items():
-        os.environ.setdefault(key, str(value))
-    connection_string = os.environ.get("AzureWebJobsStorage") or state["azurite"]["connection_string"]
-    app, host_json = _load_app(args.function_app)
-    host = LocalHost(
-        app,
-        connection_string=connection_string,
-        host_json=args.host_json or host_json,
-        http_port=None if args.http_port < 0 else args.http_port,
-        poll_interval=args.poll_interval,
-        max_polling_cap=args.max_polling_cap,
-        lease_seconds=args.lease_seconds,
-    )
-    asyncio.run(_serve(host))
-
-
-if __name__ == "__main__":
-    main()
