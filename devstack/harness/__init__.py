@@ -5,8 +5,10 @@ the app's own binding metadata: queue triggers (batching, newBatchThreshold, max
 queues, visibilityTimeout, base64 message encoding), queue output bindings written only on success,
 HTTP triggers with function-key auth and route templates, and NCRONTAB timer triggers.
 
-LocalHost (host.py) runs the triggers. The rest: host_json.py, schedule.py (NCRONTAB), func_types.py
-(Out and Context), index.py (the app's functions) and cli.py (``python -m devstack.harness``).
+LocalHost (host.py) is built from mixins, one per concern: QueueTriggers (queues.py), TimerTriggers
+(timers.py) and HttpTriggers (http.py), all on Invocations (invocation.py: calling a function and writing
+its outputs) and QueueClients (queue_clients.py). The rest: host_json.py, schedule.py (NCRONTAB),
+func_types.py (Out and Context), index.py (the app's functions) and cli.py (``python -m devstack.harness``).
 """
 
 from azure.functions.timer import TimerRequest as LocalTimerRequest
