@@ -19,7 +19,6 @@ from devstack.entra.pages import error_page, redirect_to_client, sign_in_page
 # One logger for the whole emulator, named for the package.
 log = logging.getLogger("devstack.entra")
 
-
 # Authorize-time names for errors the token endpoint names differently.
 AUTHORIZE_ERROR_NAMES = {65001: "consent_required"}
 
