@@ -34,10 +34,32 @@ class NoRequeue:
 
 
 class StoreThatCannotRecord(InMemoryIdempotencyStore):
-    """Claims work; recording the completion fails the way an unreachable table does."""
+    """Claims work; recording the completion fails the way an unreachable table does (`failures` times)."""
+
+    def __init__(self, failures: float = float("inf")) -> None:
+        super().__init__()
+        self.failures = failures
 
     async def complete(self, key, result_json, claim):
-        raise TableStoreUnavailableError("table PUT failed: TimeoutError")
+        if self.failures > 0:
+            self.failures -= 1
+            raise TableStoreUnavailableError("table PUT failed: TimeoutError")
+        await super().complete(key, result_json, claim)
+
+
+class FakeTime:
+    """A monotonic clock that sleeping advances."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
 
 
 def outbox_message() -> str:
@@ -46,14 +68,16 @@ def outbox_message() -> str:
 
 async def test_a_delivered_webhook_whose_record_fails_is_not_retried(caplog):
     # GIVEN a store that cannot record completions
-    sender = RecordingSender()
+    sender, clock = RecordingSender(), FakeTime()
     dispatcher = WebhookDispatcher(sender, StoreThatCannotRecord(), NoRequeue(), max_attempts=3,
-                                   base_delay_seconds=1)
+                                   base_delay_seconds=1, stale_claim_seconds=120, sleep=clock.sleep, clock=clock)
     # WHEN a webhook is delivered
     dead_letter = await dispatcher.dispatch(outbox_message())
     # THEN the invocation succeeds (no host retry that would send it again), and the miss is logged
     assert dead_letter is None and len(sender.sent) == 1
     assert "delivered but not recorded" in caplog.text
+    # AND recording was retried for as long as the claim was surely still ours, not a moment longer
+    assert 0 < clock.now <= 120 * 0.75
 
 
 async def test_a_copy_of_a_delivered_webhook_is_skipped():
@@ -63,3 +87,43 @@ async def test_a_copy_of_a_delivered_webhook_is_skipped():
     await dispatcher.dispatch(outbox_message())
     await dispatcher.dispatch(outbox_message())
     assert len(sender.sent) == 1
+
+
+async def test_a_storage_pause_while_recording_is_ridden_out_so_no_copy_sends_it_again():
+    # GIVEN a store that cannot record for a few tries (storage paused), then can
+    sender, clock = RecordingSender(), FakeTime()
+    store = StoreThatCannotRecord(failures=4)
+    dispatcher = WebhookDispatcher(sender, store, NoRequeue(), max_attempts=3, base_delay_seconds=1,
+                                   stale_claim_seconds=120, sleep=clock.sleep, clock=clock)
+    # WHEN a webhook is delivered during the pause
+    await dispatcher.dispatch(outbox_message())
+    # THEN its delivery is recorded once storage is back, before its claim could go stale
+    assert store.failures == 0 and clock.now < 120
+    # AND a copy of the same webhook arriving after the claim's stale time is skipped, not sent again
+    clock.now += 300
+    await dispatcher.dispatch(outbox_message())
+    assert len(sender.sent) == 1
+
+
+class RecordingRequeuer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, int]] = []
+
+    async def requeue(self, text: str, delay_seconds: int) -> None:
+        self.sent.append((text, delay_seconds))
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_a_copy_that_meets_a_delivery_in_progress_looks_again_before_the_claim_could_go_stale():
+    # GIVEN a copy is being delivered (claimed 10 s ago, stale after 120 s)
+    store, requeuer = InMemoryIdempotencyStore(), RecordingRequeuer()
+    await store.begin("hook:evt-1_ready", stale_after_seconds=120)
+    dispatcher = WebhookDispatcher(RecordingSender(), store, requeuer, max_attempts=5, base_delay_seconds=200,
+                                   stale_claim_seconds=120)
+    # WHEN the second copy arrives
+    await dispatcher.dispatch(outbox_message())
+    # THEN it comes back when the claim would go stale, not after an exponential back-off that outlives it
+    ((_, delay),) = requeuer.sent
+    assert 110 <= delay <= 121
