@@ -6,11 +6,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Protocol
 
+from shared.common.strict_json import decode_utf8
 from shared.exceptions import KeyInProgressError, TransientError
 from shared.settings import setting_default
 from shared.storage.idempotency import Claim, ClaimKind, IdempotencyStore
+from shared.storage.overflow import OverflowStore, fits_queue
 from shared.storage.requeue import Requeuer, unwrap_requeued, wrap_requeued
 from shared.webhooks.outbound import WebhookEvent
 from shared.webhooks.sender import DeadLetter, DeliveryResult
@@ -41,7 +44,7 @@ def backoff_seconds(attempt: int, base: float, retry_after: float | None) -> int
 class WebhookDispatcher:
     """One outbox message in: delivered, dead-lettered, skipped as a duplicate, or re-enqueued for later."""
 
-    def __init__(self, sender: Sender, idempotency: IdempotencyStore, requeuer: Requeuer, *,
+    def __init__(self, sender: Sender, idempotency: IdempotencyStore, requeuer: Requeuer, overflow: OverflowStore, *,
                  max_attempts: int, base_delay_seconds: float,
                  stale_claim_seconds: float | None = None,
                  sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
@@ -49,6 +52,7 @@ class WebhookDispatcher:
         self._sender = sender
         self._idempotency = idempotency
         self._requeuer = requeuer
+        self._overflow = overflow
         self._max_attempts = max_attempts
         self._base_delay = base_delay_seconds
         # A delivery that crashed mid-POST holds its claim this long before another worker takes over.
@@ -62,8 +66,27 @@ class WebhookDispatcher:
         await self._sender.aclose()
         await self._requeuer.aclose()
 
-    async def dispatch(self, text: str) -> DeadLetter | None:
+    async def dispatch(self, body: bytes | str) -> DeadLetter | None:
         """Deliver; return a dead-letter record for a permanent failure; raise when retries are used up."""
+        if isinstance(body, bytes):
+            try:
+                text = decode_utf8(body)
+            except UnicodeDecodeError:
+                # Not ours to read, so not ours to send: kept whole, beside a record that says why.
+                record = DeadLetter(reason="invalid_outbox_message", detail="outbox message is not UTF-8 text",
+                                    outbox_message="", outbox_blob=await self._overflow.keep(body))
+                log.warning("webhook ?: outcome=dead_letter reason=invalid_outbox_message",
+                            extra={"outcome": "dead_letter", "reason": "invalid_outbox_message"})
+                return record
+        else:
+            text = body
+        dead_letter = await self._dispatch(text)
+        if dead_letter is not None and not fits_queue(dead_letter.to_json()):
+            kept = await self._overflow.keep(dead_letter.outbox_message.encode("utf-8"))
+            dead_letter = replace(dead_letter, outbox_blob=kept)
+        return dead_letter
+
+    async def _dispatch(self, text: str) -> DeadLetter | None:
         delivery = unwrap_requeued(text)
         try:
             webhook_id: str | None = WebhookEvent.from_message(delivery.text).webhook_id
