@@ -57,7 +57,7 @@ async def process_appointment(msg: func.QueueMessage, results: func.Out[str], re
 @instrumented
 async def deliver_webhook(msg: func.QueueMessage, dead_letter: func.Out[str]) -> None:
     """Outbox event → signed POST to the scheduler; never calls Graph. Permanent failures dead-letter."""
-    record = await services.webhooks.dispatch(msg.get_body().decode("utf-8", "replace"))
+    record = await services.webhooks.dispatch(msg.get_body())
     if record is not None:
         dead_letter.set(record.to_json())
 
