@@ -42,7 +42,7 @@ async def process_appointment(msg: func.QueueMessage, results: func.Out[str], re
 
     Transient failures raise, so the host retries and finally moves the message to the poison queue.
     """
-    outcome = await services.processor.process(msg.get_body().decode("utf-8", "replace"), msg.dequeue_count or 1)
+    outcome = await services.processor.process(msg.get_body(), msg.dequeue_count or 1)
     if outcome.result is not None:
         results.set(outcome.result.to_json())
     if outcome.rejection is not None:
@@ -58,7 +58,7 @@ async def process_appointment(msg: func.QueueMessage, results: func.Out[str], re
 @instrumented
 async def deliver_webhook(msg: func.QueueMessage, dead_letter: func.Out[str]) -> None:
     """Outbox event → signed POST to the scheduler; never calls Graph. Permanent failures dead-letter."""
-    record = await services.webhooks.dispatch(msg.get_body().decode("utf-8", "replace"))
+    record = await services.webhooks.dispatch(msg.get_body())
     if record is not None:
         dead_letter.set(record.to_json())
 

@@ -145,6 +145,8 @@ var queueNames = [
   'webhook-dead-letter'
 ]
 var tokenVaultContainerName = 'token-vault'
+// Original messages too big to copy into their rejection or dead-letter record (MESSAGE_OVERFLOW_CONTAINER).
+var messageOverflowContainerName = 'message-overflow'
 var idempotencyTableName = 'idempotency'
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
@@ -186,6 +188,7 @@ module storage './app/storage.bicep' = {
     containerNames: [
       deploymentContainerName
       tokenVaultContainerName
+      messageOverflowContainerName
     ]
     tableNames: [
       idempotencyTableName
@@ -219,6 +222,7 @@ module rbac './app/rbac.bicep' = {
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     managedIdentityPrincipalId: identity.outputs.principalId
     tokenVaultContainerName: tokenVaultContainerName
+    messageOverflowContainerName: messageOverflowContainerName
     operatorPrincipalId: operatorPrincipalId
     operatorPrincipalType: operatorPrincipalType
   }

@@ -8,7 +8,7 @@ function app imports only what an invocation needs (cold start; docs/performance
 Top: operator commands and twins (nothing imports them)
     organizers.py   `python -m shared.organizers list|revoke|connect-device`: organizer connections.
     replay.py       `python -m shared.replay`: rejected, poison and dead-lettered messages back to their queue.
-    testing/        In-memory twins of the stores (idempotency, token vault, requeuer) for tests, the bench
+    testing/        In-memory twins of the stores (idempotency, token vault, requeuer, overflow) for tests, the bench
                     and chaos; each passes the same contract suite as the real one (tests/contract).
 
 services.py         The worker's long-lived objects (Graph client, token caches, stores), built on first use.
@@ -42,8 +42,8 @@ identity/           Delegated tokens only (Graph refuses app-only tokens for thi
 
 storage/            Azure Storage as the app writes it: queue clients (queue_client), requeue envelope and
                     requeuer (requeue), the Table REST client (table_rest), idempotency records and their
-                    claim rule (idempotency), the storage credential (credentials), queue depth metrics
-                    (queue_metrics).
+                    claim rule (idempotency), originals too big for a queue record kept in a blob (overflow),
+                    the storage credential (credentials), queue depth metrics (queue_metrics).
 
 Foundation: everything may use these
     settings.py     Every setting validated at start-up into one typed Settings, each problem named.

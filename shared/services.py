@@ -20,6 +20,7 @@ from shared.pipeline.processor import AppointmentProcessor
 from shared.queues import APPOINTMENTS, WEBHOOK_OUTBOX
 from shared.settings import Settings
 from shared.storage.idempotency import TableIdempotencyStore
+from shared.storage.overflow import BlobOverflowStore
 from shared.storage.requeue import QueueRequeuer
 
 if TYPE_CHECKING:
@@ -97,6 +98,11 @@ class Services:
                                      self.settings.idempotency_window_hours * 3600)
 
     @cached_property
+    def overflow(self) -> BlobOverflowStore:
+        """Originals too big for their rejection or dead-letter record, kept whole in a blob."""
+        return BlobOverflowStore(self.settings.storage, self.settings.message_overflow_container)
+
+    @cached_property
     def processor(self) -> AppointmentProcessor:
         """The queue function's logic."""
         return AppointmentProcessor(self.resolver, QueueRequeuer(self.settings.storage, APPOINTMENTS),
@@ -111,14 +117,14 @@ class Services:
 
         return WebhookDispatcher(
             WebhookSender.from_settings(self.settings), self.idempotency,
-            QueueRequeuer(self.settings.storage, WEBHOOK_OUTBOX),
+            QueueRequeuer(self.settings.storage, WEBHOOK_OUTBOX), self.overflow,
             max_attempts=self.settings.webhook_max_attempts,
             base_delay_seconds=self.settings.webhook_retry_base_seconds,
             stale_claim_seconds=self.settings.webhook_stale_claim_seconds)
 
     async def aclose(self) -> None:
         """Close every client that was built (tests and local tools; the host never stops a worker this way)."""
-        for name in ("processor", "webhooks", "idempotency", "graph"):
+        for name in ("processor", "webhooks", "idempotency", "graph", "overflow"):
             built = self.__dict__.pop(name, None)
             if built is not None:
                 await built.aclose()

@@ -68,6 +68,7 @@ class Settings:
     throttle_inline_max_seconds: float
     throttle_max_requeues: int
     token_vault_container: str
+    message_overflow_container: str
     auth_redirect_uri: str | None
     auth_connect_lookup_scope: bool
     api_audience: str
@@ -332,6 +333,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         token_vault_container=read.parse("TOKEN_VAULT_CONTAINER", _container_name,
                                          "must be a blob container name (3-63 lowercase letters, digits, hyphens)")
         or "",
+        message_overflow_container=read.parse("MESSAGE_OVERFLOW_CONTAINER", _container_name,
+                                              "must be a blob container name (3-63 lowercase letters, digits, "
+                                              "hyphens)") or "",
         auth_redirect_uri=_redirect_uri(read, env_map, environment, mode),
         auth_connect_lookup_scope=bool(read.parse("AUTH_CONNECT_LOOKUP_SCOPE", _boolean, "must be true or false")),
         api_audience=_template(read, "API_AUDIENCE", env_map) or "",

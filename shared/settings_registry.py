@@ -91,6 +91,10 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 default="0 */5 * * * *"),
     SettingSpec("IDEMPOTENCY_TABLE", "Table (in the AzureWebJobsStorage account) holding one record per "
                 "processed event id, so a redelivered event never calls Graph twice.", default="idempotency"),
+    SettingSpec("MESSAGE_OVERFLOW_CONTAINER", "Private blob container (in the AzureWebJobsStorage account) keeping "
+                "whole any original message too big to copy into its rejection or dead-letter record (queue "
+                "messages hold at most 64 KiB); the record points at it and `python -m shared.replay` reads it "
+                "back.", default="message-overflow"),
     SettingSpec("IDEMPOTENCY_WINDOW_HOURS", "How long a processed event id is remembered.", default="24"),
     SettingSpec("IDEMPOTENCY_STALE_CLAIM_SECONDS", "An event claimed this long ago and never finished belongs to "
                 "a worker that died (crash, scale-in, timeout): another worker takes it over. Must stay above the "

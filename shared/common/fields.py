@@ -48,6 +48,13 @@ def check_organizer(value: str, field: str = "organizer") -> str:
     raise InvalidEventError(f"{field!r} must be an Entra object id (GUID) or a user principal name")
 
 
+def check_path_segment(field: str, value: str) -> str:
+    """Refuse `.` and `..`: quoted or not, they change the request path of the Graph call they go into."""
+    if value in (".", ".."):
+        raise InvalidEventError(f"{field!r} {value!r} is not an id")
+    return value
+
+
 def check_https_url(field: str, value: str, *, allow_http: bool = False) -> str:
     """Accept an absolute https URL (or http where allowed); raise InvalidEventError otherwise."""
     try:

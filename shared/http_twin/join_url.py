@@ -9,7 +9,7 @@ import logging
 import azure.functions as func
 
 from shared.common.clock import utc_now
-from shared.common.fields import check_https_url, check_organizer
+from shared.common.fields import check_https_url, check_organizer, check_path_segment
 from shared.exceptions import BearerError, ForbiddenError, InvalidEventError, JoinLinkError
 from shared.identity.bearer import BearerValidator, Caller
 from shared.identity.obo import OboTokenSource
@@ -39,6 +39,8 @@ def _lookup_params(req: func.HttpRequest, caller: Caller | None = None) -> tuple
     if organizer is None:
         raise InvalidEventError("query parameter 'organizer' (object id or UPN) is required")
     check_organizer(organizer)
+    if meeting_id is not None:
+        check_path_segment("meetingId", meeting_id)
     if (meeting_id is None) == (join_web_url is None):
         raise InvalidEventError("give exactly one of the query parameters 'meetingId' or 'joinWebUrl'")
     if join_web_url is not None:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import json
+import base64
+import binascii
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from shared.common import strict_json
 from shared.common.fields import (
     MAX_URL,
     check_https_url,
     check_organizer,
+    check_path_segment,
     optional_text,
     optional_timestamp,
     required_text,
@@ -18,6 +21,9 @@ from shared.common.fields import (
 from shared.exceptions import InvalidEventError, UnsupportedEventTypeError
 
 EVENT_TYPE = "appointment.created"
+# A second copy of one of these in one object would leave which event this is to the parser's choice.
+IDENTIFYING_FIELDS = frozenset({"id", "type", "eventType", "specversion", "data", "data_base64", "appointmentId",
+                                "organizer", "tenantId", "onlineMeetingId", "joinWebUrl"})
 
 
 @dataclass(frozen=True)
@@ -36,10 +42,7 @@ class AppointmentEvent:
 
 def parse_event(text: str) -> AppointmentEvent:
     """Parse and validate a message; raise InvalidEventError with a reason a person can act on."""
-    try:
-        doc = json.loads(text)
-    except ValueError as exc:
-        raise InvalidEventError(f"message is not JSON: {exc}", reason="invalid_json") from None
+    doc = _json(text, "message")
     if isinstance(doc, list):
         # Event Grid may batch; a queue message must carry exactly one event or some would be lost.
         if len(doc) != 1:
@@ -79,17 +82,39 @@ def _from_eventgrid(doc: dict[str, Any]) -> AppointmentEvent:
                   schema="eventgrid")
 
 
+def _json(text: str, what: str) -> Any:
+    try:
+        return strict_json.loads(text, unique=IDENTIFYING_FIELDS)
+    except strict_json.StrictJsonError as exc:
+        raise InvalidEventError(f"{what} is not acceptable JSON: {exc}", reason="invalid_json") from None
+
+
 def _data_object(doc: dict[str, Any], kind: str) -> dict[str, Any]:
     data = doc.get("data")
-    if isinstance(data, str):
+    if data is None and "data_base64" in doc:
+        data = _base64_data(doc)
+    elif isinstance(data, str):
         # Some producers put JSON text in data; accept it rather than reject a usable event.
         try:
-            data = json.loads(data)
-        except ValueError:
+            data = strict_json.loads(data, unique=IDENTIFYING_FIELDS)
+        except strict_json.StrictJsonError:
             pass
     if not isinstance(data, dict):
         raise InvalidEventError(f"{kind} 'data' must be a JSON object with the appointment fields")
     return data
+
+
+def _base64_data(doc: dict[str, Any]) -> Any:
+    """A CloudEvent's binary data (`data_base64`), which must hold the appointment fields as JSON."""
+    content_type = str(doc.get("datacontenttype") or "application/json").split(";")[0].strip().lower()
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        raise InvalidEventError(f"CloudEvent 'data_base64' must carry JSON, not {content_type!r}")
+    try:
+        raw = base64.b64decode(str(doc["data_base64"]), validate=True)
+        text = strict_json.decode_utf8(raw)
+    except (binascii.Error, ValueError):
+        raise InvalidEventError("CloudEvent 'data_base64' is not base64 of UTF-8 text") from None
+    return _json(text, "CloudEvent 'data_base64'")
 
 
 def _check_type(event_type: Any) -> None:
@@ -101,6 +126,8 @@ def _check_type(event_type: Any) -> None:
 
 def _build(data: dict[str, Any], *, event_id: Any, occurred_at: Any, schema: str) -> AppointmentEvent:
     meeting_id = optional_text(data, "onlineMeetingId")
+    if meeting_id is not None:
+        check_path_segment("onlineMeetingId", meeting_id)
     join_web_url = optional_text(data, "joinWebUrl", limit=MAX_URL)
     if meeting_id is None and join_web_url is None:
         raise InvalidEventError("one of 'onlineMeetingId' or 'joinWebUrl' is required")

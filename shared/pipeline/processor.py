@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
 
+from shared.common import strict_json
+from shared.common.strict_json import decode_utf8
 from shared.exceptions import KeyInProgressError, PermanentError, ThrottledError, TransientError
 from shared.pipeline.inbound import AppointmentEvent, parse_event
 from shared.pipeline.join_url_resolver import JoinUrlResolver
@@ -66,9 +67,16 @@ class AppointmentProcessor:
         """Release the requeuer's connections."""
         await self._requeuer.aclose()
 
-    async def process(self, text: str, dequeue_count: int = 1) -> Outcome:
+    async def process(self, body: bytes | str, dequeue_count: int = 1) -> Outcome:
         """Process one message; TransientError (and unexpected errors) propagate for the host to retry."""
         started = time.perf_counter()
+        if isinstance(body, bytes):
+            try:
+                text = decode_utf8(body)
+            except UnicodeDecodeError as exc:
+                return self._undecodable(body, dequeue_count, exc, started)
+        else:
+            text = body
         unwrapped = unwrap_requeued(text)
         delivery = Delivery(unwrapped.text, dequeue_count, unwrapped.attempt)
         event: AppointmentEvent | None = None
@@ -107,6 +115,13 @@ class AppointmentProcessor:
         _log_outcome("ready", None, event, delivery, started)
         return Outcome("ready", result=result, webhook=ready_event(result, event.callback_url))
 
+    def _undecodable(self, body: bytes, dequeue_count: int, exc: UnicodeDecodeError, started: float) -> Outcome:
+        # No text, so no event and no webhook: the rejection keeps the bytes exactly, for a person to look at.
+        rejection = Rejection(reason="invalid_encoding", detail=f"message is not UTF-8 text (byte {exc.start})",
+                              original_message="", original_bytes=body, dequeue_count=dequeue_count)
+        _log_outcome("rejected", rejection.reason, None, Delivery("", dequeue_count), started)
+        return Outcome("rejected", rejection=rejection)
+
     async def _requeue(self, delivery: Delivery, event: AppointmentEvent | None, exc: TransientError,
                        started: float, wait: float) -> Outcome:
         if delivery.requeue_attempt >= self._max_requeues:
@@ -133,7 +148,7 @@ def _rejection(exc: PermanentError, delivery: Delivery, event: AppointmentEvent 
 def _best_effort_ids(text: str) -> tuple[str | None, str | None, str | None]:
     """Pull ids out of an invalid message so a person can find what it was about."""
     try:
-        doc = json.loads(text)
+        doc = strict_json.loads(text)
     except ValueError:
         return None, None, None
     if not isinstance(doc, dict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 
@@ -60,9 +61,14 @@ class Rejection:
     organizer: str | None = None
     dequeue_count: int = 1
     rejected_at: str = ""
+    # Set only when the message is not UTF-8 text: then it is kept as base64, byte for byte.
+    original_bytes: bytes | None = None
 
     def to_dict(self) -> dict[str, object]:
         """The wire form written to `appointments-rejected`."""
+        original: dict[str, object] = (
+            {"originalMessage": self.original_message} if self.original_bytes is None
+            else {"originalMessage": None, "originalMessageBase64": base64.b64encode(self.original_bytes).decode()})
         return {
             "reason": self.reason,
             "detail": self.detail,
@@ -71,7 +77,7 @@ class Rejection:
             "organizer": self.organizer,
             "dequeueCount": self.dequeue_count,
             "rejectedAt": self.rejected_at or utc_now(),
-            "originalMessage": self.original_message,
+            **original,
         }
 
     def to_json(self) -> str:

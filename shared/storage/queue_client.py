@@ -13,12 +13,17 @@ if TYPE_CHECKING:
 
 
 def queue_client(conn: StorageConnection, queue_name: str) -> QueueClient:
-    """An async QueueClient that base64-encodes, as the host's default messageEncoding expects."""
-    from azure.storage.queue import BinaryBase64DecodePolicy, TextBase64EncodePolicy
+    """An async QueueClient that base64-encodes text or bytes, as the host's default messageEncoding expects."""
+    from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy
     from azure.storage.queue.aio import QueueClient
 
+    class _Base64EncodePolicy(BinaryBase64EncodePolicy):  # type: ignore[misc]
+        # Text as UTF-8, bytes as they are: replay must put back a message that is not UTF-8 byte for byte.
+        def encode(self, content: bytes | str) -> str:
+            return str(super().encode(content.encode("utf-8") if isinstance(content, str) else content))
+
     policies: dict[str, Any] = {
-        "message_encode_policy": TextBase64EncodePolicy(),
+        "message_encode_policy": _Base64EncodePolicy(),
         "message_decode_policy": BinaryBase64DecodePolicy(),
     }
     if conn.connection_string:

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from azure.storage.queue import BinaryBase64DecodePolicy, TextBase64EncodePolicy
+from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy, TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueServiceClient
 
 from devstack.harness import LocalHost
@@ -105,6 +105,12 @@ async def send(client: QueueServiceClient, text: str, queue: str = queues.APPOIN
         assert bool(problems) != contract_valid, f"contract_valid={contract_valid} but: {problems or 'valid'}"
     queue_client = client.get_queue_client(queue, message_encode_policy=TextBase64EncodePolicy())
     await queue_client.send_message(text)
+
+
+async def send_bytes(client: QueueServiceClient, body: bytes, queue: str = queues.APPOINTMENTS) -> None:
+    """Enqueue raw bytes, base64-encoded (a producer whose text is not UTF-8, or a hostile one)."""
+    queue_client = client.get_queue_client(queue, message_encode_policy=BinaryBase64EncodePolicy())
+    await queue_client.send_message(body)
 
 
 async def read_all(client: QueueServiceClient, queue: str) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import ssl
 import time
@@ -14,7 +15,7 @@ from cloudevents.v1.conversion import to_structured
 from cloudevents.v1.http import CloudEvent
 
 from shared import queues
-from tests.e2e.conftest import read_all, send
+from tests.e2e.conftest import read_all, send, send_bytes
 
 pytestmark = pytest.mark.e2e
 SCHEDULER = "4c7e1d2a-9b3f-4e5d-8a6c-1f2e3d4c5b6a"
@@ -83,6 +84,54 @@ async def test_bad_event_is_rejected_on_its_first_attempt(host, queues_client, g
     assert record["reason"] == reason and record["dequeueCount"] == 1 and record["originalMessage"] == message
     assert await results(queues_client) == []
     assert host.stats["process_appointment"]["failed"] == 0
+
+
+def _nested(depth: int) -> bytes:
+    return ('{"id": "deep", "x": ' + "[" * depth + "]" * depth + "}").encode()
+
+
+HOSTILE = {
+    "nested_20000_deep": (_nested(20_000), "invalid_json"),
+    "invalid_utf8": (plain("utf-1", appointment_id="apt-utf").encode().replace(b"apt-utf", b"apt-\xff\xfe"),
+                     "invalid_encoding"),
+    "meeting_id_dot": (plain("dot-1", appointment_id="apt-dot", meeting_id=".").encode(), "invalid_event"),
+    "meeting_id_dotdot": (plain("dot-2", appointment_id="apt-dot2", meeting_id="..").encode(), "invalid_event"),
+    "duplicate_organizer": (b'{"id": "dup-1", "appointmentId": "apt-dup", "organizer": "scheduler@contoso.test", '
+                            b'"organizer": "' + SCHEDULER.encode() + b'", "onlineMeetingId": "' + CARDIOLOGY.encode()
+                            + b'"}', "invalid_json"),
+    "nan": (b'{"id": "nan-1", "appointmentId": "apt-nan", "organizer": "' + SCHEDULER.encode()
+            + b'", "onlineMeetingId": "' + CARDIOLOGY.encode() + b'", "sequence": NaN}', "invalid_json"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+async def test_permanently_bad_input_is_rejected_on_the_first_attempt_never_poison(host, queues_client, case):
+    # GIVEN a message no retry can make good
+    body, reason = HOSTILE[case]
+    await send_bytes(queues_client, body)
+    # WHEN the host drains the queue
+    await host.drain(timeout=30)
+    # THEN it is rejected once, with its reason and the original kept byte for byte; nothing is in poison
+    (record,) = [json.loads(t) for t in await read_all(queues_client, queues.APPOINTMENTS_REJECTED)]
+    assert record["reason"] == reason and record["dequeueCount"] == 1
+    kept = (base64.b64decode(record["originalMessageBase64"]) if record.get("originalMessageBase64")
+            else record["originalMessage"].encode())
+    assert kept == body
+    assert await read_all(queues_client, queues.APPOINTMENTS_POISON) == []
+    assert host.stats["process_appointment"]["invoked"] == 1 and host.stats["process_appointment"]["failed"] == 0
+
+
+async def test_a_byte_order_mark_and_cloudevent_binary_data_are_accepted(host, queues_client):
+    # GIVEN a plain event behind a UTF-8 byte-order mark, and a CloudEvent whose JSON data is data_base64
+    await send_bytes(queues_client, b"\xef\xbb\xbf" + plain("bom-1", appointment_id="apt-bom").encode())
+    data = base64.b64encode(json.dumps(appointment("apt-b64", DERMATOLOGY)).encode()).decode()
+    await send(queues_client, json.dumps({"specversion": "1.0", "id": "b64-1", "source": "/scheduler",
+                                          "type": "appointment.created", "datacontenttype": "application/json",
+                                          "data_base64": data}))
+    await host.drain(timeout=30)
+    by_appointment = {r["appointmentId"]: r for r in await results(queues_client)}
+    assert set(by_appointment) == {"apt-bom", "apt-b64"}
+    assert await read_all(queues_client, queues.APPOINTMENTS_REJECTED) == []
 
 
 async def test_transient_failure_ends_in_poison_after_max_dequeue_count(host, queues_client, graph_admin):

@@ -1,5 +1,6 @@
 """Event parsing: the three envelopes, validation reasons, and requeue wrapping."""
 
+import base64
 import json
 
 import pytest
@@ -68,3 +69,35 @@ def test_unknown_event_type_has_its_own_reason():
     with pytest.raises(UnsupportedEventTypeError) as caught:
         parse_event(json.dumps({"id": "e", "type": "appointment.cancelled", **FIELDS}))
     assert caught.value.reason == "unsupported_event_type"
+
+
+@pytest.mark.parametrize("meeting_id", [".", ".."])
+def test_dot_segments_are_not_meeting_ids(meeting_id):
+    # Quoted or not, "." and ".." would change the Graph request's path.
+    with pytest.raises(InvalidEventError, match="onlineMeetingId"):
+        parse_event(json.dumps({"id": "e", **FIELDS, "onlineMeetingId": meeting_id}))
+
+
+def test_a_cloudevent_with_binary_json_data_is_read():
+    data = base64.b64encode(json.dumps(FIELDS).encode()).decode()
+    event = parse_event(json.dumps({"specversion": "1.0", "id": "ce", "source": "/s", "type": "appointment.created",
+                                    "data_base64": data}))
+    assert event.appointment_id == FIELDS["appointmentId"] and event.schema == "cloudevents"
+
+
+@pytest.mark.parametrize(("envelope", "why"), [
+    ({"data_base64": "not base64!"}, "base64"),
+    ({"data_base64": base64.b64encode(b"<xml/>").decode(), "datacontenttype": "application/xml"}, "JSON"),
+])
+def test_unusable_binary_data_is_invalid(envelope, why):
+    doc = {"specversion": "1.0", "id": "ce", "source": "/s", "type": "appointment.created", **envelope}
+    with pytest.raises(InvalidEventError, match=why):
+        parse_event(json.dumps(doc))
+
+
+def test_a_repeated_identifying_field_is_refused():
+    text = '{"id": "e", "appointmentId": "a", "organizer": "x@contoso.test", "organizer": "y@contoso.test", ' \
+           '"onlineMeetingId": "m"}'
+    with pytest.raises(InvalidEventError) as caught:
+        parse_event(text)
+    assert caught.value.reason == "invalid_json" and "'organizer' appears twice" in caught.value.detail

@@ -1,5 +1,6 @@
 """The queue logic: outcomes, classification, and the throttling policy (no I/O)."""
 
+import base64
 import json
 
 import pytest
@@ -144,3 +145,15 @@ async def test_transient_failure_releases_the_claim_so_the_retry_calls_graph_aga
     with pytest.raises(TransientError):
         await processor.process(event())
     assert (await processor.process(event())).kind == "ready" and len(graph.calls) == 2
+
+
+async def test_bytes_that_are_not_utf8_are_rejected_with_the_bytes_kept_exactly():
+    # GIVEN a message whose bytes are not UTF-8 (the host hands the function bytes)
+    processor, graph, _, _ = make()
+    body = b'{"id": "e-1", "appointmentId": "apt-\xff"}'
+    # WHEN processed on its first attempt
+    outcome = await processor.process(body, dequeue_count=1)
+    # THEN it is rejected at once, nothing called Graph, and the record carries the exact bytes
+    record = json.loads(outcome.rejection.to_json())
+    assert outcome.kind == "rejected" and record["reason"] == "invalid_encoding" and graph.calls == []
+    assert base64.b64decode(record["originalMessageBase64"]) == body and outcome.webhook is None

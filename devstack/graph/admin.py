@@ -1,0 +1,75 @@
+"""Loopback-only /_admin endpoints: faults, meetings, counters and reset."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from devstack.graph.emulator import GRAPH_KEY, FaultConfig, GraphStats
+from devstack.graph.faults import parse_faults
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def loopback_admin(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Admin endpoints have no auth, so only loopback callers may use them."""
+    remote = request.remote or ""
+    if request.path.startswith("/_admin") and not (remote == "::1" or remote.startswith("127.")):
+        return web.json_response({"error": "forbidden"}, status=403)
+    return await handler(request)
+
+
+async def admin_put_faults(request: web.Request) -> web.Response:
+    """Replace the fault configuration."""
+    emu = request.app[GRAPH_KEY]
+    try:
+        emu.faults = parse_faults(await request.json())
+    except (ValueError, TypeError, AttributeError) as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+    return await admin_get_faults(request)
+
+
+async def admin_get_faults(request: web.Request) -> web.Response:
+    """Current fault configuration, with remaining uses per rule."""
+    f = request.app[GRAPH_KEY].faults
+    return web.json_response({"latency_ms": f.latency_ms, "seed": f.seed,
+                              "rules": [r.as_dict() for r in f.rules]})
+
+
+async def admin_add_meetings(request: web.Request) -> web.Response:
+    """Add one meeting or a list of meetings."""
+    emu = request.app[GRAPH_KEY]
+    body = await request.json()
+    try:
+        added = [emu.add_meeting(m) for m in (body if isinstance(body, list) else [body])]
+    except (ValueError, TypeError, AttributeError) as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+    return web.json_response(added if isinstance(body, list) else added[0], status=201)
+
+
+async def admin_list_meetings(request: web.Request) -> web.Response:
+    """All stored meetings."""
+    return web.json_response(list(request.app[GRAPH_KEY].meetings.values()))
+
+
+async def admin_delete_meeting(request: web.Request) -> web.Response:
+    """Remove a meeting (404 if unknown)."""
+    removed = request.app[GRAPH_KEY].meetings.pop(request.match_info["id"], None)
+    return web.json_response({"deleted": removed is not None}, status=200 if removed else 404)
+
+
+async def admin_stats(request: web.Request) -> web.Response:
+    """Request counters."""
+    s = request.app[GRAPH_KEY].stats
+    return web.json_response({"requests": s.requests, "by_status": dict(s.by_status),
+                              "by_meeting": dict(s.by_meeting), "by_user": dict(s.by_user)})
+
+
+async def admin_reset(request: web.Request) -> web.Response:
+    """Reset counters and faults (meetings stay)."""
+    emu = request.app[GRAPH_KEY]
+    emu.stats = GraphStats()
+    emu.faults = FaultConfig()
+    return web.json_response({"ok": True})

@@ -1,0 +1,51 @@
+"""The Graph emulator's aiohttp application: the admin endpoints, and Graph itself on every other path."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from devstack.graph.admin import (
+    admin_add_meetings,
+    admin_delete_meeting,
+    admin_get_faults,
+    admin_list_meetings,
+    admin_put_faults,
+    admin_reset,
+    admin_stats,
+    loopback_admin,
+)
+from devstack.graph.dispatch import graph_handler
+from devstack.graph.emulator import GRAPH_KEY, GraphEmulator
+
+# web.get also answers HEAD, as router.add_get does.
+ADMIN_ROUTES = (
+    web.get("/_admin/stats", admin_stats),
+    web.post("/_admin/reset", admin_reset),
+    web.get("/_admin/faults", admin_get_faults),
+    web.put("/_admin/faults", admin_put_faults),
+    web.get("/_admin/meetings", admin_list_meetings),
+    web.post("/_admin/meetings", admin_add_meetings),
+    web.delete("/_admin/meetings/{id}", admin_delete_meeting),
+)
+
+
+def create_graph_app(meetings: list[dict[str, Any]], directory: Mapping[str, Any],
+                     jwks_uri: str | Mapping[str, Any], issuer: str,
+                     ca_pem: Path | str | None = None) -> web.Application:
+    """Build the Graph emulator aiohttp app; `jwks_uri` is a URL fetched over HTTPS or a JWKS dict."""
+    app = web.Application(middlewares=[loopback_admin])
+    emu = GraphEmulator(meetings, directory, jwks_uri, issuer, ca_pem)
+    app[GRAPH_KEY] = emu
+
+    async def _close(_: web.Application) -> None:
+        await emu.close()
+
+    app.on_cleanup.append(_close)
+    app.add_routes(ADMIN_ROUTES)
+    # Every other path is Graph itself: dispatch routes it by endpoints.ROUTES.
+    app.router.add_route("*", "/{tail:.*}", graph_handler)
+    return app

@@ -1,0 +1,256 @@
+"""GraphEmulator: meetings, access token verification, fault rules and counters."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import random
+import secrets
+import ssl
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jwt
+from aiohttp import web
+from jwt.algorithms import RSAAlgorithm
+
+AUDIENCES = ["https://graph.microsoft.com", "00000003-0000-0000-c000-000000000000"]
+TOKEN_CACHE_MAX = 50_000
+
+
+class GraphError(Exception):
+    """An error rendered in Graph's `{"error": {...}}` shape."""
+
+    def __init__(self, status: int, code: str, message: str,
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(f"{status} {code}")
+        self.status, self.code, self.message = status, code, message
+        self.headers = dict(headers or {})
+
+
+@dataclass
+class FaultRule:
+    """One configured fault; `remaining` None means it never runs out."""
+
+    meeting_id: str
+    status: int | str
+    retry_after: int | None
+    remaining: int | None
+    probability: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form as accepted by PUT /_admin/faults."""
+        return {"meeting_id": self.meeting_id, "status": self.status, "retry_after": self.retry_after,
+                "times": self.remaining, "probability": self.probability}
+
+
+@dataclass
+class FaultConfig:
+    """Latency and fault rules, with a seedable random source for `probability`."""
+
+    latency_ms: float = 0.0
+    rules: list[FaultRule] = field(default_factory=list)
+    seed: int | None = None
+    rng: random.Random = field(default_factory=random.Random)
+
+
+@dataclass
+class GraphStats:
+    """Counters served by /_admin/stats."""
+
+    requests: int = 0
+    by_status: Counter[str] = field(default_factory=Counter)
+    by_meeting: Counter[str] = field(default_factory=Counter)
+    by_user: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class Caller:
+    """The principal a verified access token speaks for."""
+
+    oid: str
+    upn: str | None
+    scopes: frozenset[str]
+    app_only: bool
+
+
+class GraphEmulator:
+    """State of the Graph emulator: meetings, token verification, faults and counters."""
+
+    def __init__(self, meetings: list[dict[str, Any]], directory: Mapping[str, Any],
+                 jwks_uri: str | Mapping[str, Any], issuer: str, ca_pem: Path | str | None) -> None:
+        self.tenant_id: str = directory["tenant_id"]
+        self.users = {u["oid"]: u for u in directory.get("users", [])}
+        self._users_by_upn = {u["upn"].lower(): u for u in self.users.values()}
+        self.issuer = issuer
+        self.meetings: dict[str, dict[str, Any]] = {}
+        for m in meetings:
+            self.add_meeting(m)
+        self.faults = FaultConfig()
+        self.stats = GraphStats()
+        self._jwks_uri: str | None = None
+        self._keys: dict[str, Any] = {}
+        if isinstance(jwks_uri, str):
+            self._jwks_uri = jwks_uri
+        else:
+            self._keys = _load_keys(jwks_uri)
+        self._jwks_lock = asyncio.Lock()
+        self._ca_pem = ca_pem
+        self._session: aiohttp.ClientSession | None = None
+        # Verified claims by raw token: RS256 verification dominates the hot path otherwise.
+        self._verified: dict[str, dict[str, Any]] = {}
+
+    # --- meetings --------------------------------------------------------------------------------
+
+    def add_meeting(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate, complete and store one meeting (same shape as seed/meetings.json)."""
+        organizer = raw.get("organizer")
+        if not isinstance(organizer, str) or not organizer:
+            raise ValueError("meeting needs an 'organizer' (oid or upn)")
+        organizer = self._oid_of(organizer)
+        participants = [self._oid_of(p) for p in raw.get("participants", [])]
+        thread = f"19:meeting_{secrets.token_hex(8)}@thread.v2"
+        mid = raw.get("id") or base64.b64encode(f"1*{organizer}*0**{thread}".encode()).decode()
+        join = raw.get("joinWebUrl") or (
+            f"https://teams.microsoft.com/l/meetup-join/{thread.replace(':', '%3a').replace('@', '%40')}/0"
+            f"?context=%7b%22Tid%22%3a%22{self.tenant_id}%22%7d")
+        meeting = {**raw, "id": mid, "organizer": organizer, "participants": participants,
+                   "subject": raw.get("subject", ""), "joinWebUrl": join}
+        meeting.setdefault("virtualAppointmentJoinWebUrl",
+                           f"https://visit.teams.microsoft.com/webrtc-svc/api/route?tid={self.tenant_id}"
+                           f"&convId={thread}")
+        self.meetings[mid] = meeting
+        return meeting
+
+    def _oid_of(self, ref: str) -> str:
+        user = self.users.get(ref) or self._users_by_upn.get(ref.lower())
+        return user["oid"] if user else ref
+
+    def meeting_resource(self, m: Mapping[str, Any]) -> dict[str, Any]:
+        """The onlineMeeting resource as Graph returns it."""
+        def identity(oid: str, role: str) -> dict[str, Any]:
+            user = self.users.get(oid, {})
+            return {"upn": user.get("upn"), "role": role,
+                    "identity": {"user": {"id": oid, "displayName": user.get("display_name"),
+                                          "tenantId": self.tenant_id, "identityProvider": "AAD"}}}
+
+        thread = _thread_id(m["id"])
+        return {
+            "id": m["id"], "subject": m["subject"], "joinWebUrl": m["joinWebUrl"],
+            "creationDateTime": m.get("creationDateTime"), "startDateTime": m.get("startDateTime"),
+            "endDateTime": m.get("endDateTime"), "isBroadcast": False,
+            "allowedPresenters": "everyone", "allowMeetingChat": "enabled",
+            "chatInfo": ({"threadId": thread, "messageId": "0", "replyChainMessageId": None}
+                         if thread else None),
+            "participants": {"organizer": identity(m["organizer"], "presenter"),
+                             "attendees": [identity(p, "attendee") for p in m["participants"]]},
+        }
+
+    # --- tokens ----------------------------------------------------------------------------------
+
+    async def verify(self, token: str) -> dict[str, Any]:
+        """Verify an Entra access token (signature, issuer, audience, lifetime); returns its claims."""
+        claims = self._verified.get(token)
+        if claims is not None:
+            if claims["exp"] <= time.time():
+                self._verified.pop(token, None)
+                raise GraphError(401, "InvalidAuthenticationToken",
+                                 "Lifetime validation failed, the token is expired.")
+            return claims
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.PyJWTError:
+            raise GraphError(401, "InvalidAuthenticationToken",
+                             "IDX14100: JWT is not well formed, there are no dots (.).") from None
+        key = await self._key(kid)
+        if key is None:
+            raise GraphError(401, "InvalidAuthenticationToken", "Signing key is invalid.")
+        try:
+            claims = jwt.decode(token, key, algorithms=["RS256"], audience=AUDIENCES, issuer=self.issuer,
+                                options={"require": ["exp", "iss", "aud", "oid"]})
+        except jwt.ExpiredSignatureError:
+            raise GraphError(401, "InvalidAuthenticationToken",
+                             "Lifetime validation failed, the token is expired.") from None
+        except jwt.InvalidAudienceError:
+            raise GraphError(401, "InvalidAuthenticationToken",
+                             "Access token validation failure. Invalid audience.") from None
+        except jwt.InvalidIssuerError:
+            raise GraphError(401, "InvalidAuthenticationToken",
+                             "Access token validation failure. Invalid issuer.") from None
+        except jwt.PyJWTError as exc:
+            raise GraphError(401, "InvalidAuthenticationToken",
+                             f"Access token validation failure. {exc}") from None
+        if len(self._verified) >= TOKEN_CACHE_MAX:
+            self._verified.clear()
+        self._verified[token] = claims
+        return claims
+
+    async def _key(self, kid: str | None) -> Any:
+        if kid in self._keys or self._jwks_uri is None:
+            return self._keys.get(kid or "")
+        async with self._jwks_lock:
+            # One refetch per unknown kid covers a restarted Entra emulator with a new key.
+            if kid not in self._keys:
+                self._keys = _load_keys(await self._fetch_jwks())
+        return self._keys.get(kid or "")
+
+    async def _fetch_jwks(self) -> Mapping[str, Any]:
+        assert self._jwks_uri is not None
+        if self._session is None:
+            ctx = ssl.create_default_context(cafile=str(self._ca_pem) if self._ca_pem else None)
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx))
+        async with self._session.get(self._jwks_uri, timeout=aiohttp.ClientTimeout(total=10)) as resp:
+            resp.raise_for_status()
+            jwks: Mapping[str, Any] = await resp.json()
+            return jwks
+
+    async def close(self) -> None:
+        """Release the JWKS HTTP session."""
+        if self._session is not None:
+            await self._session.close()
+
+    def caller(self, claims: Mapping[str, Any]) -> Caller:
+        """Who is calling, and with which delegated scopes."""
+        scp = claims.get("scp")
+        if not scp:
+            return Caller(claims["oid"], None, frozenset(), app_only=True)
+        upn = claims.get("upn") or claims.get("preferred_username")
+        return Caller(claims["oid"], upn, frozenset(scp.split()), app_only=False)
+
+    # --- faults ----------------------------------------------------------------------------------
+
+    def pick_fault(self, meeting_id: str | None) -> FaultRule | None:
+        """First matching, still-armed fault rule for this request (consuming one use)."""
+        for rule in self.faults.rules:
+            if rule.remaining == 0:
+                continue
+            if rule.meeting_id != "*" and rule.meeting_id != meeting_id:
+                continue
+            if rule.probability < 1.0 and self.faults.rng.random() >= rule.probability:
+                continue
+            if rule.remaining is not None:
+                rule.remaining -= 1
+            return rule
+        return None
+
+
+def _load_keys(jwks: Mapping[str, Any]) -> dict[str, Any]:
+    return {k.get("kid", ""): RSAAlgorithm.from_jwk(json.dumps(k))
+            for k in jwks.get("keys", []) if k.get("kty") == "RSA"}
+
+
+def _thread_id(meeting_id: str) -> str | None:
+    try:
+        decoded = base64.b64decode(meeting_id + "=" * (-len(meeting_id) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return decoded.rpartition("**")[2] or None
+
+
+GRAPH_KEY = web.AppKey("graph", GraphEmulator)

@@ -1,0 +1,98 @@
+"""The Graph endpoints the emulator serves, and ROUTES, the table requests are routed by.
+
+An endpoint gets a Call (routed, caller authenticated, past fault injection) and returns (status, JSON
+body), raising GraphError for Graph's errors. A new endpoint is a function here plus its Route in ROUTES.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from devstack.graph.emulator import Caller, GraphError
+from devstack.graph.routing import Call, Route
+
+GRAPH_ROOT = "https://graph.microsoft.com/v1.0"
+JOIN_URL_SCOPES = frozenset({"VirtualAppointment.Read", "VirtualAppointment.ReadWrite",
+                             "OnlineMeetings.Read", "OnlineMeetings.ReadWrite"})
+MEETING_SCOPES = frozenset({"OnlineMeetings.Read", "OnlineMeetings.ReadWrite"})
+FILTER_RE = re.compile(r"^\s*joinWebUrl\s+eq\s+'((?:[^']|'')*)'\s*$", re.IGNORECASE)
+
+
+def _check_path_user(caller: Caller, user_ref: str | None) -> str:
+    if user_ref is not None and user_ref != caller.oid and user_ref.lower() != (caller.upn or "").lower():
+        raise GraphError(403, "Forbidden",
+                         "Insufficient privileges to complete the operation: a delegated caller can only "
+                         "access their own online meetings.")
+    return caller.oid
+
+
+def _require_scopes(caller: Caller, accepted: frozenset[str]) -> None:
+    if caller.app_only:
+        raise GraphError(403, "Forbidden",
+                         "Application permissions are not supported for this API. "
+                         "Use delegated permissions (sign in a user) instead.")
+    if not caller.scopes & accepted:
+        raise GraphError(403, "Forbidden",
+                         "Insufficient privileges to complete the operation. "
+                         f"Required scopes: {', '.join(sorted(accepted))}.")
+
+
+def _involved(meeting: Mapping[str, Any], oid: str) -> bool:
+    return meeting["organizer"] == oid or oid in meeting["participants"]
+
+
+def _visible_meeting(call: Call, accepted: frozenset[str]) -> tuple[str, dict[str, Any]]:
+    """The caller's oid and the meeting in the path, once the caller may read it."""
+    _require_scopes(call.caller, accepted)
+    oid = _check_path_user(call.caller, call.user_ref)
+    meeting = call.emu.meetings.get(call.params["meeting_id"])
+    if meeting is None:
+        raise GraphError(404, "NotFound", "The requested resource does not exist. (online meeting not found)")
+    if not _involved(meeting, oid):
+        raise GraphError(403, "Forbidden",
+                         "Insufficient privileges to complete the operation: the caller is neither the "
+                         "organizer nor a participant of this meeting.")
+    return oid, meeting
+
+
+async def get_virtual_appointment_join_web_url(call: Call) -> tuple[int, Any]:
+    """GET onlineMeetings/{id}/getVirtualAppointmentJoinWebUrl(): the meeting's virtual appointment link."""
+    _, meeting = _visible_meeting(call, JOIN_URL_SCOPES)
+    return 200, {"@odata.context": f"{GRAPH_ROOT}/$metadata#Edm.String",
+                 "value": meeting["virtualAppointmentJoinWebUrl"]}
+
+
+async def get_online_meeting(call: Call) -> tuple[int, Any]:
+    """GET onlineMeetings/{id}: the meeting resource."""
+    oid, meeting = _visible_meeting(call, MEETING_SCOPES)
+    return 200, {"@odata.context": f"{GRAPH_ROOT}/$metadata#users('{oid}')/onlineMeetings/$entity",
+                 **call.emu.meeting_resource(meeting)}
+
+
+async def find_online_meetings_by_join_url(call: Call) -> tuple[int, Any]:
+    """GET onlineMeetings?$filter=JoinWebUrl eq '...': the caller's meetings with that join URL."""
+    _require_scopes(call.caller, MEETING_SCOPES)
+    oid = _check_path_user(call.caller, call.user_ref)
+    raw_filter = call.request.query.get("$filter")
+    match = FILTER_RE.match(raw_filter or "")
+    if match is None:
+        expected = "Filter expression expected - /onlineMeetings?$filter=JoinWebUrl eq 'joinWebUrl'."
+        raise GraphError(400, "BadRequest",
+                         expected if raw_filter is None else f"Unsupported filter: {raw_filter}")
+    url = match.group(1).replace("''", "'")
+    found = [call.emu.meeting_resource(m) for m in call.emu.meetings.values()
+             if m["joinWebUrl"] == url and _involved(m, oid)]
+    return 200, {"@odata.context": f"{GRAPH_ROOT}/$metadata#users('{oid}')/onlineMeetings",
+                 "value": found}
+
+
+# The first route that fits a request's method and path serves it: put literal segments before `{...}`
+# ones of the same shape (onlineMeetings/createOrGet before onlineMeetings/{meeting_id}).
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "onlineMeetings", find_online_meetings_by_join_url),
+    Route("GET", "onlineMeetings/{meeting_id}", get_online_meeting),
+    Route("GET", "onlineMeetings/{meeting_id}/getVirtualAppointmentJoinWebUrl()",
+          get_virtual_appointment_join_web_url),
+)
