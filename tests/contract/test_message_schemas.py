@@ -18,6 +18,7 @@ from shared.http_twin.openapi import openapi_document
 from shared.pipeline.inbound import parse_event
 from shared.pipeline.notifications import failed_event, ready_event
 from shared.pipeline.records import JoinUrlResult, Rejection
+from shared.storage.overflow import KeptMessage
 from shared.webhooks.outbound import webhook_event
 from shared.webhooks.sender import DeadLetter
 from tests.schemas import assert_message_valid, assert_valid, errors
@@ -131,6 +132,12 @@ def test_the_codes_records_are_valid():
     dead = DeadLetter("http_410", "gone", ready_event(result).to_message(), "evt-1_ready",
                       "appointment.joinurl.ready", 410, "gone", "scheduler.contoso.com")
     assert_message_valid("webhook-dead-letter", dead.to_json())
+    # The originals that cannot be copied: bytes that are not UTF-8, and copies too big for a queue message.
+    kept = KeptMessage("message-overflow", "messages/" + "0" * 64, 70_000, "0" * 64)
+    for record in (Rejection("invalid_encoding", "not UTF-8", "", original_bytes=b"\xff"),
+                   Rejection("invalid_event", "x", "{}", "evt-1", "apt-1", original_blob=kept)):
+        assert_message_valid("appointments-rejected", record.to_json())
+    assert_message_valid("webhook-dead-letter", DeadLetter("receiver_rejected", "400", "", outbox_blob=kept).to_json())
 
 
 def test_lifecycle_results_and_webhooks_are_valid():
