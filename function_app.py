@@ -94,27 +94,27 @@ async def get_my_join_url(req: func.HttpRequest) -> func.HttpResponse:
 @app.route(route=intake.CALCOM_ROUTE, methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 @app.queue_output(arg_name="appointments", queue_name=queues.APPOINTMENTS, connection=queues.STORAGE_CONNECTION)
 @instrumented
-def intake_calcom(req: func.HttpRequest, appointments: func.Out[str]) -> func.HttpResponse:
+async def intake_calcom(req: func.HttpRequest, appointments: func.Out[str]) -> func.HttpResponse:
     """Cal.com booking webhooks → contract-v1 events on `appointments`."""
-    return intake.receive_calcom(req, services.intake, appointments)
+    return await intake.receive_calcom(req, services.intake, appointments)
 
 
 @app.function_name("intake_calendly")
 @app.route(route=intake.CALENDLY_ROUTE, methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 @app.queue_output(arg_name="appointments", queue_name=queues.APPOINTMENTS, connection=queues.STORAGE_CONNECTION)
 @instrumented
-def intake_calendly(req: func.HttpRequest, appointments: func.Out[str]) -> func.HttpResponse:
+async def intake_calendly(req: func.HttpRequest, appointments: func.Out[str]) -> func.HttpResponse:
     """Calendly invitee webhooks → contract-v1 events on `appointments`."""
-    return intake.receive_calendly(req, services.intake, appointments)
+    return await intake.receive_calendly(req, services.intake, appointments)
 
 
 @app.function_name("intake_standard_webhooks")
 @app.route(route=intake.STANDARD_ROUTE, methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 @app.queue_output(arg_name="appointments", queue_name=queues.APPOINTMENTS, connection=queues.STORAGE_CONNECTION)
 @instrumented
-def intake_standard_webhooks(req: func.HttpRequest, appointments: func.Out[str]) -> func.HttpResponse:
+async def intake_standard_webhooks(req: func.HttpRequest, appointments: func.Out[str]) -> func.HttpResponse:
     """Contract-v1 events from any Standard Webhooks sender → `appointments`."""
-    return intake.receive_standard(req, services.intake, appointments)
+    return await intake.receive_standard(req, services.intake, appointments)
 
 
 @app.function_name("connect")

@@ -11,7 +11,7 @@ from shared.identity.bearer import BearerValidator
 from shared.identity.dev_password import DevPasswordAcquirer
 from shared.identity.msal import MsalClients
 from shared.identity.tokens import DelegatedCredentials, DelegatedTokenAcquirer
-from shared.identity.vault import BlobTokenVault, TokenVault
+from shared.identity.vault import BlobTokenVault, ConnectionStatus, TokenVault
 from shared.identity.vault_acquirer import VaultTokenAcquirer
 from shared.intake.config import IntakeSettings
 from shared.intake.organizers import OrganizerMap
@@ -79,7 +79,14 @@ class Services:
             calcom_secret=self.settings.calcom_webhook_secret,
             calendly_signing_key=self.settings.calendly_webhook_signing_key,
             standard_secrets=self.settings.intake_webhook_secrets,
-            organizers=OrganizerMap(self.settings.intake_organizer_map, self.settings.intake_organizer_domains))
+            organizers=OrganizerMap(self.settings.intake_organizer_map, self.settings.intake_organizer_domains,
+                                    connected=self._is_connected if self.settings.credential_mode == "vault"
+                                    else None))
+
+    def _is_connected(self, upn: str) -> bool:
+        """Whether a UPN names an organizer connected in the token vault (blocking: a blob read)."""
+        entry = self.vault.get(upn)
+        return entry is not None and entry.status == ConnectionStatus.CONNECTED
 
     @cached_property
     def graph(self) -> GraphGateway:

@@ -113,8 +113,9 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "answers 404.", secret=True),
     SettingSpec("INTAKE_ORGANIZER_MAP", "JSON object mapping a scheduler's host to a Teams organizer (UPN or object "
                 "id): keys are host e-mail addresses, `calcom:event-type:<id or slug>`, `calendly:event-type:<event "
-                "type URI>`, or `*` for every booking. Checked in that order, after which hosts in "
-                "INTAKE_ORGANIZER_DOMAINS are their own UPN; a host nothing maps is refused with 422."),
+                "type URI>`, or `*` for every booking. Checked in that order, except `*`: before it, a host who is "
+                "a connected organizer (by UPN) and hosts in INTAKE_ORGANIZER_DOMAINS are their own organizer; a "
+                "host nothing maps is refused with 422."),
     SettingSpec("INTAKE_ORGANIZER_DOMAINS", "Comma-separated e-mail domains whose scheduler hosts sign in to Teams "
                 "with that same address (their e-mail is their UPN)."),
 )

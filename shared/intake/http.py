@@ -8,6 +8,7 @@ cannot be mapped), 422 (an unmapped organizer), 404 (that intake has no secret c
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable
@@ -15,12 +16,12 @@ from typing import Any
 
 import azure.functions as func
 
-from shared.common import standard_webhooks
-from shared.exceptions import InvalidEventError, PermanentError, WebhookSignatureError
+from shared.common import standard_webhooks, strict_json
+from shared.exceptions import InvalidEventError, PermanentError, TransientError, WebhookSignatureError
 from shared.intake import calcom, calendly, signatures, standard
 from shared.intake.config import IntakeSettings
 from shared.intake.events import Ignored, IntakeEvent
-from shared.problems import problem
+from shared.problems import problem, problem_for
 from shared.redaction import hash_user
 
 log = logging.getLogger(__name__)
@@ -33,29 +34,32 @@ MAX_BODY_BYTES = 256 * 1024
 Translate = Callable[[Any], "IntakeEvent | Ignored"]
 
 
-def receive_calcom(req: func.HttpRequest, settings: IntakeSettings, out: func.Out[str]) -> func.HttpResponse:
+async def receive_calcom(req: func.HttpRequest, settings: IntakeSettings,
+                         out: func.Out[str]) -> func.HttpResponse:
     """POST from Cal.com (`X-Cal-Signature-256`)."""
     secret = settings.calcom_secret
     if secret is None:
         return _not_configured("calcom", "CALCOM_WEBHOOK_SECRET")
     body = req.get_body()
-    return _receive("calcom", req, out,
+    return await _receive("calcom", req, out,
                     lambda: signatures.verify_calcom(secret, req.headers.get("x-cal-signature-256"), body),
                     lambda doc: calcom.translate(doc, settings.organizers))
 
 
-def receive_calendly(req: func.HttpRequest, settings: IntakeSettings, out: func.Out[str]) -> func.HttpResponse:
+async def receive_calendly(req: func.HttpRequest, settings: IntakeSettings,
+                         out: func.Out[str]) -> func.HttpResponse:
     """POST from Calendly (`Calendly-Webhook-Signature: t=…,v1=…`)."""
     key = settings.calendly_signing_key
     if key is None:
         return _not_configured("calendly", "CALENDLY_WEBHOOK_SIGNING_KEY")
     body = req.get_body()
-    return _receive("calendly", req, out,
+    return await _receive("calendly", req, out,
                     lambda: signatures.verify_calendly(key, req.headers.get("calendly-webhook-signature"), body),
                     lambda doc: calendly.translate(doc, settings.organizers))
 
 
-def receive_standard(req: func.HttpRequest, settings: IntakeSettings, out: func.Out[str]) -> func.HttpResponse:
+async def receive_standard(req: func.HttpRequest, settings: IntakeSettings,
+                         out: func.Out[str]) -> func.HttpResponse:
     """POST from any Standard Webhooks sender carrying contract-v1 events."""
     if not settings.standard_secrets:
         return _not_configured("standard", "INTAKE_WEBHOOK_SECRET")
@@ -64,12 +68,12 @@ def receive_standard(req: func.HttpRequest, settings: IntakeSettings, out: func.
     def verify() -> None:
         verified.append(standard_webhooks.verify(settings.standard_secrets, dict(req.headers), req.get_body()))
 
-    return _receive("standard", req, out, verify,
+    return await _receive("standard", req, out, verify,
                     lambda doc: standard.translate(doc, verified[0], settings.organizers))
 
 
-def _receive(source: str, req: func.HttpRequest, out: func.Out[str], verify: Callable[[], None],
-             translate: Translate) -> func.HttpResponse:
+async def _receive(source: str, req: func.HttpRequest, out: func.Out[str], verify: Callable[[], None],
+                   translate: Translate) -> func.HttpResponse:
     body = req.get_body()
     if len(body) > MAX_BODY_BYTES:
         return problem(413, "payload_too_large", f"the body exceeds {MAX_BODY_BYTES} bytes")
@@ -80,11 +84,16 @@ def _receive(source: str, req: func.HttpRequest, out: func.Out[str], verify: Cal
                                                                             "outcome": "unauthorized"})
         return problem(401, exc.reason, str(exc))
     try:
-        doc = json.loads(body)
-        translated = translate(doc)
-    except ValueError:
+        doc = strict_json.loads(strict_json.decode_utf8(body))
+    except ValueError:  # UnicodeDecodeError included
         log.warning("intake %s: body is not JSON", source, extra={"source": source, "reason": "invalid_json"})
-        return problem(400, "invalid_json", "the body is not JSON")
+        return problem(400, "invalid_json", "the body is not UTF-8 JSON")
+    try:
+        # Off the event loop: mapping the organizer may read the token vault.
+        translated = await asyncio.to_thread(translate, doc)
+    except TransientError as exc:
+        log.warning("intake %s: %s", source, exc.reason, extra={"source": source, "reason": exc.reason})
+        return problem_for(exc)
     except PermanentError as exc:
         # The reason and the field-level detail only: the payload itself carries personal data.
         log.warning("intake %s: %s: %s", source, exc.reason, exc.detail if isinstance(exc, InvalidEventError)
