@@ -80,8 +80,7 @@ class Services:
             calendly_signing_key=self.settings.calendly_webhook_signing_key,
             standard_secrets=self.settings.intake_webhook_secrets,
             organizers=OrganizerMap(self.settings.intake_organizer_map, self.settings.intake_organizer_domains,
-                                    connected=self._is_connected if self.settings.credential_mode == "vault"
-                                    else None))
+                                    connected=self._is_connected))
 
     def _is_connected(self, upn: str) -> bool:
         """Whether a UPN names an organizer connected in the token vault (blocking: a blob read)."""
