@@ -32,7 +32,8 @@ def _without_loopback_port(uri: str) -> str:
     return uri
 
 
-def _registered_redirect_uri(client: Mapping[str, Any], requested: str | None) -> str:
+def registered_redirect_uri(client: Mapping[str, Any], requested: str | None) -> str:
+    """The requested redirect URI if the app registered it (a loopback port aside), else AADSTS50011."""
     registered = [str(uri) for uri in client.get("redirect_uris", [])]
     if requested is None and len(registered) == 1:
         return registered[0]
@@ -70,7 +71,8 @@ async def authorize(request: web.Request) -> web.Response:
     try:
         tenant = check_tenant(request, emu)
         client = emu.find_client(require(query, "client_id"))
-        redirect_uri = _registered_redirect_uri(client, query.get("redirect_uri"))
+        emu.directory.client_usable_in(client, tenant)
+        redirect_uri = registered_redirect_uri(client, query.get("redirect_uri"))
     except EntraError as err:
         return error_page(err)
     response_mode = query.get("response_mode", "query")
@@ -108,6 +110,17 @@ async def authorize_submit(request: web.Request) -> web.Response:
         log.info("sign-in failed for client %s: invalid credentials", sign_in.client_id)
         return sign_in_page(emu, request, ctx, sign_in, username=form.get("username", ""),
                             error="Your account or password is incorrect. (AADSTS50126)")
+    client = emu.find_client(sign_in.client_id)
+    try:
+        emu.directory.user_in(user, sign_in.tenant, client)
+    except EntraError as err:
+        return sign_in_page(emu, request, ctx, sign_in, username=form.get("username", ""), error=err.message)
+    try:
+        # Accepting the page is the user's consent, where their tenant lets users consent.
+        emu.directory.consent_at_sign_in(user, client)
+    except EntraError as err:
+        del emu.sign_ins[ctx]
+        return error_page(err)
     del emu.sign_ins[ctx]
     params = {"code": emu.issue_code(sign_in, user)}
     if sign_in.client_info:
