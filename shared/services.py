@@ -7,12 +7,14 @@ from typing import TYPE_CHECKING
 
 from shared.exceptions import SettingsError
 from shared.graph.gateway import GraphGateway
+from shared.identity.app_credential import AppCredential
 from shared.identity.bearer import BearerValidator
 from shared.identity.dev_password import DevPasswordAcquirer
 from shared.identity.msal import MsalClients
 from shared.identity.tokens import DelegatedCredentials, DelegatedTokenAcquirer
-from shared.identity.vault import BlobTokenVault, TokenVault
+from shared.identity.vault import TokenVault
 from shared.identity.vault_acquirer import VaultTokenAcquirer
+from shared.identity.vault_blob import BlobTokenVault
 from shared.pipeline.join_url_resolver import JoinUrlResolver
 from shared.pipeline.processor import AppointmentProcessor
 from shared.queues import APPOINTMENTS, WEBHOOK_OUTBOX
@@ -31,11 +33,15 @@ def build_acquirer(settings: Settings, *, vault: TokenVault | None = None,
     `vault` and `msal_clients` let the worker share its token vault and MSAL applications (vault mode).
     """
     if settings.credential_mode == "vault":
-        return VaultTokenAcquirer(settings, vault or BlobTokenVault(settings.storage, settings.token_vault_container),
-                                  msal_clients)
+        return VaultTokenAcquirer(settings, vault or blob_vault(settings), msal_clients)
     if settings.credential_mode == "dev_password":
-        return DevPasswordAcquirer(settings)
+        return DevPasswordAcquirer(settings, msal_clients.credential if msal_clients else None)
     raise SettingsError([f"CREDENTIAL_MODE={settings.credential_mode!r} has no implementation"])
+
+
+def blob_vault(settings: Settings) -> BlobTokenVault:
+    """The token vault the settings name (entries before tenancy belong to ENTRA_TENANT_ID)."""
+    return BlobTokenVault(settings.storage, settings.token_vault_container, settings.tenant_id)
 
 
 class Services:
@@ -52,12 +58,17 @@ class Services:
     @cached_property
     def vault(self) -> TokenVault:
         """The token vault: organizer token caches and sign-in flows in a private blob container."""
-        return BlobTokenVault(self.settings.storage, self.settings.token_vault_container)
+        return blob_vault(self.settings)
+
+    @cached_property
+    def app_credential(self) -> AppCredential:
+        """How the app proves itself to Entra (ENTRA_APP_CREDENTIAL), shared by MSAL and On-Behalf-Of."""
+        return AppCredential(self.settings)
 
     @cached_property
     def msal_clients(self) -> MsalClients:
         """The worker's MSAL applications (built on first use)."""
-        return MsalClients(self.settings)
+        return MsalClients(self.settings, self.app_credential)
 
     @cached_property
     def vault_acquirer(self) -> VaultTokenAcquirer:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from shared.common.ids import is_guid
 from shared.common.standard_webhooks import decode_secret
 from shared.common.urls import is_allowed_url
 from shared.exceptions import SettingsError, WebhookSignatureError
@@ -19,6 +20,10 @@ from shared.settings_registry import SETTINGS, SPECS_BY_NAME, SettingSpec, setti
 
 _DELEGATED_MODES = ("vault", "dev_password")
 _APP_ONLY_MODES = ("managed_identity", "client_credentials", "client_secret", "app_only", "certificate")
+TENANCIES = ("single", "multi")
+APP_CREDENTIALS = ("client_secret", "certificate", "federated")
+# MSAL's authority for signing in users of any work or school tenant (not personal accounts).
+ORGANIZATIONS = "organizations"
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,12 @@ class Settings:
     entra_authority: str
     tenant_id: str
     client_id: str
+    tenancy: str
+    allowed_tenants: tuple[str, ...]
+    app_credential: str
     client_secret: str
+    client_certificate: str | None
+    managed_identity_client_id: str | None
     credential_mode: str
     dev_users_file: Path | None
     tls_ca_bundle: Path | None
@@ -91,8 +101,26 @@ class Settings:
 
     @property
     def authority_url(self) -> str:
-        """The tenant-specific authority URL MSAL and azure-identity use."""
-        return f"{self.entra_authority.rstrip('/')}/{self.tenant_id}"
+        """The authority URL of the app's own tenant (ENTRA_TENANT_ID)."""
+        return self.authority_for(self.tenant_id)
+
+    @property
+    def is_multi_tenant(self) -> bool:
+        """Organizers of several tenants (ENTRA_TENANCY=multi)."""
+        return self.tenancy == "multi"
+
+    @property
+    def sign_in_tenant(self) -> str:
+        """Where organizers sign in: `organizations` in multi-tenant mode, else the app's own tenant."""
+        return ORGANIZATIONS if self.is_multi_tenant else self.tenant_id
+
+    def authority_for(self, tenant: str) -> str:
+        """The authority URL of a tenant (or of `organizations`)."""
+        return f"{self.entra_authority.rstrip('/')}/{tenant}"
+
+    def tenant_allowed(self, tenant_id: str | None) -> bool:
+        """Whether organizers and bearer callers of this tenant are accepted."""
+        return bool(tenant_id) and str(tenant_id).lower() in self.allowed_tenants
 
 
 class _Reader:
@@ -241,6 +269,70 @@ def _table_name(value: str) -> str:
     return value
 
 
+def _guid(value: str) -> str:
+    if not is_guid(value):
+        raise ValueError(value)
+    return value.lower()
+
+
+def _tenant_list(value: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(_guid(part.strip()) for part in value.split(",") if part.strip()))
+
+
+def _tenancy(read: _Reader, tenant_id: str | None) -> tuple[str, tuple[str, ...]]:
+    """ENTRA_TENANCY and the allow-list it implies; an empty list in multi-tenant mode is refused, not 'everyone'."""
+    tenancy = read.raw("ENTRA_TENANCY").lower()
+    if tenancy not in TENANCIES:
+        read.problems.append(f"ENTRA_TENANCY={tenancy!r} is invalid: use single or multi")
+    listed: tuple[str, ...] = read.parse("ENTRA_ALLOWED_TENANTS", _tenant_list,
+                                         "must be comma-separated tenant ids (GUIDs)") or ()
+    if tenancy == "multi":
+        if not listed and not read.raw("ENTRA_ALLOWED_TENANTS"):
+            read.problems.append("ENTRA_ALLOWED_TENANTS is empty: with ENTRA_TENANCY=multi it must name every "
+                                 "tenant whose organizers may connect (an empty list is not 'every tenant')")
+        return tenancy, listed
+    home = (tenant_id,) if tenant_id else ()
+    if listed and listed != home:
+        read.problems.append("ENTRA_ALLOWED_TENANTS is invalid: with ENTRA_TENANCY=single only ENTRA_TENANT_ID's "
+                             "organizers can sign in; set ENTRA_TENANCY=multi to allow other tenants")
+    return tenancy, home
+
+
+def _certificate(value: str) -> str:
+    # Only the form is checked here (cheap at start-up); the key itself is read on first use.
+    text = value.strip()
+    if "-----BEGIN" in text:
+        if "PRIVATE KEY-----" not in text or "-----BEGIN CERTIFICATE-----" not in text:
+            raise ValueError("the PEM must hold the private key and the certificate")
+        return text
+    import base64
+    import binascii
+
+    try:
+        base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("neither PEM nor base64 PKCS#12") from None
+    return text
+
+
+def _app_credential(read: _Reader) -> tuple[str, str, str | None, str | None]:
+    """ENTRA_APP_CREDENTIAL and the one setting it needs: (kind, secret, certificate, managed identity client id)."""
+    kind = read.raw("ENTRA_APP_CREDENTIAL").lower()
+    if kind not in APP_CREDENTIALS:
+        read.problems.append(f"ENTRA_APP_CREDENTIAL={kind!r} is invalid: use one of " + ", ".join(APP_CREDENTIALS))
+    secret = read.raw("ENTRA_CLIENT_SECRET")
+    certificate = read.parse("ENTRA_CLIENT_CERTIFICATE", _certificate,
+                             "must be PEM (private key and certificate) or base64 PKCS#12")
+    identity = read.parse("ENTRA_MANAGED_IDENTITY_CLIENT_ID", _guid, "must be a client id (GUID)")
+    if kind == "client_secret" and not secret:
+        read.problems.append("ENTRA_CLIENT_SECRET is missing: ENTRA_APP_CREDENTIAL=client_secret proves the app "
+                             "to Entra with it (or choose certificate, or federated for no secret at all)")
+    if kind == "certificate" and not read.raw("ENTRA_CLIENT_CERTIFICATE"):
+        read.problems.append("ENTRA_CLIENT_CERTIFICATE is missing: ENTRA_APP_CREDENTIAL=certificate proves the app "
+                             "to Entra with it (PEM with the private key, or a Key Vault certificate reference)")
+    return kind, secret, certificate, identity
+
+
 def _check_stale_claims(read: _Reader, settings: Settings) -> None:
     """A claim must outlive any live invocation, or a second worker would redo work still in progress."""
     stale, graph = settings.idempotency_stale_claim_seconds, settings.graph_timeout_seconds
@@ -273,6 +365,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     elif mode not in _DELEGATED_MODES:
         read.problems.append(f"CREDENTIAL_MODE={mode!r} is invalid: use one of " + ", ".join(_DELEGATED_MODES))
     dev_users = read.parse("DEV_USERS_FILE", _existing_file, "must be an existing JSON file")
+    tenant_id = read.parse("ENTRA_TENANT_ID", _guid, "must be the Directory (tenant) id, a GUID")
+    tenancy, allowed_tenants = _tenancy(read, tenant_id)
+    app_credential, client_secret, client_certificate, identity_client_id = _app_credential(read)
     if mode == "dev_password":
         if environment != "development":
             read.problems.append("CREDENTIAL_MODE=dev_password needs APP_ENVIRONMENT=development: "
@@ -285,9 +380,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         graph_base_url=read.parse("GRAPH_BASE_URL", _https_url, "must be an https URL") or "",
         graph_timeout_seconds=read.parse("GRAPH_TIMEOUT_SECONDS", _positive_float, "must be a positive number"),
         entra_authority=read.parse("ENTRA_AUTHORITY", _https_url, "must be an https URL") or "",
-        tenant_id=read.raw("ENTRA_TENANT_ID"),
+        tenant_id=tenant_id or "",
         client_id=read.raw("ENTRA_CLIENT_ID"),
-        client_secret=read.raw("ENTRA_CLIENT_SECRET"),
+        tenancy=tenancy,
+        allowed_tenants=allowed_tenants,
+        app_credential=app_credential,
+        client_secret=client_secret,
+        client_certificate=client_certificate,
+        managed_identity_client_id=identity_client_id,
         credential_mode=mode,
         dev_users_file=dev_users,
         tls_ca_bundle=read.parse("TLS_CA_BUNDLE", _existing_file, "must be an existing PEM file"),
