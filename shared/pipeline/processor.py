@@ -156,7 +156,7 @@ def _best_effort_ids(text: str) -> tuple[str | None, str | None, str | None]:
     """Pull ids out of an invalid message so a person can find what it was about."""
     try:
         doc = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # too deeply nested to read, as the parser said already
         return None, None, None
     if not isinstance(doc, dict):
         return None, None, None
