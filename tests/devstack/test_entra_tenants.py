@@ -188,7 +188,7 @@ def test_admin_consent_grants_the_app_for_the_whole_tenant(stack: dict[str, Any]
     assert dict(parse_qsl(urlsplit(location).query)) == {"admin_consent": "True", "tenant": FABRIKAM,
                                                          "state": "st-1", "scope": f"{VA_READ} offline_access"}
     # Now the tenant's organizers sign in without being asked.
-    app, flow, signed = _sign_in_at_organizations(stack, http, FAB_SCHEDULER)
+    _, _, signed = _sign_in_at_organizations(stack, http, FAB_SCHEDULER)
     assert signed.status_code == 302
 
 
