@@ -42,10 +42,12 @@ CALLBACK = API["redirect_uris"][0]
 
 @pytest.fixture()
 def http(stack: dict[str, Any]) -> Iterator[httpx.Client]:
-    """A plain client; afterwards the emulator's config, counters and Fabrikam's consent are as seeded."""
+    """A plain client; before and after, Fabrikam has not consented to the app; afterwards the emulator's config
+    and counters are reset."""
+    admin = stack["entra"]["admin_url"]
     with httpx.Client(verify=ssl.create_default_context(cafile=stack["ca_bundle"])) as client:
+        client.request("DELETE", admin + "/consent", json={"tenant": FABRIKAM, "client_id": API["client_id"]})
         yield client
-        admin = stack["entra"]["admin_url"]
         client.post(admin + "/reset").raise_for_status()
         client.request("DELETE", admin + "/consent", json={"tenant": FABRIKAM, "client_id": API["client_id"]})
 
