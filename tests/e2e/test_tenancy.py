@@ -7,6 +7,7 @@ its managed identity (federated credential), no client secret configured.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import uuid
@@ -58,7 +59,8 @@ def entra_admin(stack: dict[str, Any]) -> Iterator[httpx.Client]:
 async def tenancy_app(app_module: Any, stack: dict[str, Any], monkeypatch: pytest.MonkeyPatch
                       ) -> AsyncIterator[Services]:
     """The app in vault mode, multi-tenant, federated credential (the stack's settings), its own vault container."""
-    values = {**stack["settings"], "CREDENTIAL_MODE": "vault", "TOKEN_VAULT_CONTAINER": f"vault-{uuid.uuid4().hex[:12]}"}
+    values = {**stack["settings"], "CREDENTIAL_MODE": "vault",
+              "TOKEN_VAULT_CONTAINER": f"vault-{uuid.uuid4().hex[:12]}"}
     assert values["ENTRA_APP_CREDENTIAL"] == "federated" and not values.get("ENTRA_CLIENT_SECRET")
     services = Services(load_settings(values))
     monkeypatch.setattr(app_module, "services", services)
@@ -204,8 +206,6 @@ async def test_an_organizer_lapsed_in_one_tenant_shows_on_the_operator_page_with
     async with browser(stack) as client:
         assert (await connects(host, tenancy_app, client, CONTOSO_SCHEDULER, tenant=CONTOSO)).status_code == 200
     entry = tenancy_app.vault.get(CONTOSO_SCHEDULER["upn"], CONTOSO)
-    import dataclasses
-
     tenancy_app.vault.save(dataclasses.replace(entry, status=ConnectionStatus.NEEDS_RECONNECT, consecutive_failures=1,
                                                last_error="invalid_grant (AADSTS70008): expired"))
     async with httpx.AsyncClient(timeout=30) as http:
