@@ -201,7 +201,8 @@ def _report(events: list[tuple[str, str]], answers: dict[str, dict[str, Any]], w
             print(f"  {hook['webhook_id']}  {hook['type']}  signature {'valid' if hook['valid'] else 'INVALID'}")
     ok = (all(a["queue"] == "join-urls" for a in answers.values()) and len(answers) == len(events)
           and len(webhooks) == len(events) and all(h["valid"] for h in webhooks.values()))
-    arrived = [a for a in answers.values() if a["queue"] == "join-urls"]
+    arrived = [answers[event_id] for event_id, _ in events
+               if event_id in answers and answers[event_id]["queue"] == "join-urls"]
     per_tenant = {tenant_names.get(t, t): sum(1 for a in arrived if a.get("tenantId") == t)
                   for t in dict.fromkeys(a.get("tenantId") for a in arrived)}
     print(f"\n{len(arrived)}/{len(events)} join URLs arrived in 'join-urls' "
