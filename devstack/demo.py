@@ -64,55 +64,48 @@ def sample_events(run_id: str, allowed_tenants: tuple[str, ...]) -> list[tuple[s
     return events
 
 
-def grant_admin_consent(endpoints: dict[str, Any], base_url: str, tenant: str, admin: str) -> None:
-    """A customer tenant's administrator opens the app's admin-consent link and accepts (played over HTTP here,
-    as a browser would: the app's link, Entra's page, back to the app's callback)."""
+def through_entra(endpoints: dict[str, Any], base_url: str, link: str, user: str) -> str:
+    """Open one of the app's links as a person would in a browser: the app sends them to Entra, they sign in and
+    accept on its page, Entra sends them back to the app. Returns the heading of the app's page."""
     import httpx
 
     verify = ssl.create_default_context(cafile=endpoints["ca_bundle"])
-    link = f"{base_url}/api/auth/admin-consent?tenant={tenant}&code={FUNCTION_KEY}"
-    print(f"admin of tenant {tenant} opens the app's admin-consent link {link.split('&code=')[0]}&code=…")
-    with httpx.Client(verify=verify, timeout=30) as browser:
-        entra = browser.get(link).headers["location"]
+    with httpx.Client(verify=verify, timeout=30) as browser:  # keeps the app's cookie, follows nothing itself
+        entra = browser.get(f"{base_url}{link}").headers["location"]
         page = browser.get(entra).text
         form = re.search(r'<form method="post" action="([^"]+)"', page)
         ctx = re.search(r'name="ctx"[^>]*value="([^"]*)"', page)
         if form is None or ctx is None:
-            raise SystemExit(f"no admin consent page at {entra}")
+            raise SystemExit(f"no sign-in page at {entra}")
         back = browser.post(urljoin(entra, form.group(1)),
-                            data={"ctx": ctx.group(1), "username": admin, "password": PASSWORD, "action": "accept"})
+                            data={"ctx": ctx.group(1), "username": user, "password": PASSWORD, "action": "accept"})
+        # The redirect URI names localhost:7071 (registered on the app); the app listens here, same path.
         redirect_uri = os.environ["AUTH_REDIRECT_URI"]
         answer = browser.get(base_url + back.headers["location"][len(redirect_uri.rsplit("/api/", 1)[0]):])
-    title = re.search(r"<h1>([^<]+)</h1>", answer.text)
-    print(f"  {title.group(1) if title else answer.status_code}\n")
+    heading = re.search(r"<h1>([^<]+)</h1>", answer.text)
+    return heading.group(1) if heading else str(answer.status_code)
 
 
-def connect_organizers(endpoints: dict[str, Any], services: Any, organizers: list[dict[str, Any]]) -> None:
-    """Connect each organizer not yet in the token vault, by device code, as an admin would once.
+def grant_admin_consent(endpoints: dict[str, Any], base_url: str, tenant: str, admin: str) -> None:
+    """A customer tenant's administrator opens the app's admin-consent link and accepts."""
+    link = f"/api/auth/admin-consent?tenant={tenant}&code={FUNCTION_KEY}"
+    print(f"{admin}, administrator of tenant {tenant}, opens the app's admin-consent link "
+          f"{base_url}{link.split('&code=')[0]}&code=…")
+    print(f"  {through_entra(endpoints, base_url, link, admin)}\n")
 
-    The organizer's part (opening the verification page and signing in) is played by the Entra emulator's
-    admin API; with `make run`, a person does it in the browser at /api/auth/connect instead.
-    """
-    import httpx
 
-    from shared.organizers import connect_device
-
-    verify = ssl.create_default_context(cafile=endpoints["ca_bundle"])
-    with httpx.Client(base_url=endpoints["entra"]["admin_url"] + "/", verify=verify, timeout=10) as entra:
-        for user in organizers:
-            upn = user["upn"]
-            entry = services.vault.get(upn, user["tenant_id"])
-            if entry is not None and entry.status == "connected":
-                continue
-
-            def approve(flow: dict[str, Any], upn: str = upn) -> None:
-                entra.post("device/approve", json={"user_code": flow["user_code"], "user": upn}).raise_for_status()
-
-            print(f"connecting organizer {upn} ({user['tenant_name']}) by device code (the emulator approves it "
-                  f"as {upn} would):")
-            code = connect_device(services.settings, services.vault, services.msal_clients, upn, sys.stdout, approve)
-            if code != 0:
-                raise SystemExit(f"could not connect {upn}")
+def connect_organizers(endpoints: dict[str, Any], base_url: str, services: Any,
+                       organizers: list[dict[str, Any]]) -> None:
+    """Each organizer not yet in the token vault opens the connect link and signs in, once (the app redeems the
+    code with its managed identity's federated credential). Headless setups use `shared.organizers
+    connect-device` instead; with `make run`, a person does this in the browser."""
+    for user in organizers:
+        entry = services.vault.get(user["upn"], user["tenant_id"])
+        if entry is not None and entry.status == "connected":
+            continue
+        link = f"/api/auth/connect?organizer={user['upn']}&code={FUNCTION_KEY}"
+        print(f"{user['upn']} ({user['tenant_name']}) opens the connect link and signs in: "
+              f"{through_entra(endpoints, base_url, link, user['upn'])}")
     print()
 
 
@@ -152,7 +145,8 @@ async def run_demo(endpoints: dict[str, Any], timeout: float) -> int:
             if tenant != home and admins and settings.credential_mode == "vault":
                 await asyncio.to_thread(grant_admin_consent, endpoints, host.http_base_url, tenant, admins[0]["upn"])
         if settings.credential_mode == "vault":
-            await asyncio.to_thread(connect_organizers, endpoints, services, [users[oid] for oid in organizers])
+            await asyncio.to_thread(connect_organizers, endpoints, host.http_base_url, services,
+                                    [users[oid] for oid in organizers])
         inbox = service.get_queue_client("appointments", message_encode_policy=TextBase64EncodePolicy())
         for _, text in events:
             await inbox.send_message(text)
