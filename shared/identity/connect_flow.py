@@ -4,6 +4,7 @@ identity logic: start the sign-in, redeem its code, check the tenant (no HTTP he
 from __future__ import annotations
 
 import secrets
+import warnings
 from typing import Any
 from urllib.parse import urlencode
 
@@ -23,10 +24,14 @@ def start_connect_flow(settings: Settings, vault: TokenVault, clients: MsalClien
     """Begin an authorization-code + PKCE sign-in (at `tenant`, else where organizers sign in: `organizations` in
     multi-tenant mode); the flow is kept one-time in the vault under its state."""
     def initiate(app: Any) -> dict[str, Any]:
-        flow: dict[str, Any] = app.initiate_auth_code_flow(
-            connect_scopes(settings), redirect_uri=settings.auth_redirect_uri, login_hint=hint,
-            # Without a hint, make the person choose: an admin's own session must not connect by accident.
-            prompt=None if hint else "select_account")
+        with warnings.catch_warnings():
+            # MSAL recommends response_mode=form_post; the query mode is deliberate here: the SameSite=Lax cookie
+            # that binds the flow to the browser is not sent with Entra's cross-site form POST.
+            warnings.filterwarnings("ignore", message="response_mode='form_post' is recommended")
+            flow: dict[str, Any] = app.initiate_auth_code_flow(
+                connect_scopes(settings), redirect_uri=settings.auth_redirect_uri, login_hint=hint,
+                # Without a hint, make the person choose: an admin's own session must not connect by accident.
+                prompt=None if hint else "select_account")
         return flow
 
     flow, _ = clients.run(ClientType.CONFIDENTIAL, None, initiate, tenant=tenant)
