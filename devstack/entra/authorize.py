@@ -64,15 +64,21 @@ def _check_authorize_request(emu: EntraEmulator, client: Mapping[str, Any], quer
                          "A silent sign-in request was sent but no user is signed in.")
 
 
+def trusted_request(request: web.Request, emu: EntraEmulator) -> tuple[str, dict[str, Any], str]:
+    """(tenant, client, redirect URI) of a browser request to an interactive endpoint; EntraError before the
+    redirect URI is trusted (an error page then, never a redirect)."""
+    tenant = check_tenant(request, emu)
+    client = emu.find_client(require(request.query, "client_id"))
+    emu.directory.client_usable_in(client, tenant)
+    return tenant, client, registered_redirect_uri(client, request.query.get("redirect_uri"))
+
+
 async def authorize(request: web.Request) -> web.Response:
     """GET authorize: validate the request, then show the sign-in and consent page."""
     emu = request.app[ENTRA_KEY]
     query = request.query
     try:
-        tenant = check_tenant(request, emu)
-        client = emu.find_client(require(query, "client_id"))
-        emu.directory.client_usable_in(client, tenant)
-        redirect_uri = registered_redirect_uri(client, query.get("redirect_uri"))
+        tenant, client, redirect_uri = trusted_request(request, emu)
     except EntraError as err:
         return error_page(err)
     response_mode = query.get("response_mode", "query")

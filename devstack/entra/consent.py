@@ -13,10 +13,10 @@ import time
 
 from aiohttp import web
 
-from devstack.entra.authorize import registered_redirect_uri
+from devstack.entra.authorize import trusted_request
 from devstack.entra.emulator import ENTRA_KEY, EntraEmulator
-from devstack.entra.errors import EntraError, require
-from devstack.entra.http import check_tenant, read_form
+from devstack.entra.errors import EntraError
+from devstack.entra.http import read_form
 from devstack.entra.model import SIGN_IN_LIFETIME, TENANT_ALIASES
 from devstack.entra.pages import admin_consent_page, app_name, error_page, redirect_to
 
@@ -28,10 +28,7 @@ async def admin_consent(request: web.Request) -> web.Response:
     emu = request.app[ENTRA_KEY]
     query = request.query
     try:
-        tenant = check_tenant(request, emu)
-        client = emu.find_client(require(query, "client_id"))
-        emu.directory.client_usable_in(client, tenant)
-        redirect_uri = registered_redirect_uri(client, query.get("redirect_uri"))
+        tenant, client, redirect_uri = trusted_request(request, emu)
     except EntraError as err:
         return error_page(err)
     # The v2.0 endpoint names the scopes (`.default`: every permission the registration lists).

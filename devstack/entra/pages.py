@@ -58,19 +58,22 @@ $error
 <button id="cancel" type="submit" name="action" value="cancel" formnovalidate>Cancel</button>
 </form>""")
 
+# A form's credentials and its two buttons, as the device code and admin consent pages end.
+_CREDENTIALS_AND_BUTTONS = """<label for="username">$user_label</label>
+<input id="username" name="username" type="text" autocomplete="username" value="$username" required>
+<label for="password">Password</label>
+<input id="password" name="password" type="password" autocomplete="current-password" required>
+<button id="accept" type="submit" name="action" value="accept">Accept</button>
+<button id="cancel" type="submit" name="action" value="cancel" formnovalidate>Cancel</button>
+</form>"""
+
 _DEVICE_LOGIN = string.Template("""<h1>Enter code</h1>
 <p>Enter the code displayed on your app or device, then sign in to allow access.</p>
 $error
 <form method="post" action="$action">
 <label for="user_code">Code</label>
 <input id="user_code" name="user_code" type="text" autocomplete="off" value="$user_code" required>
-<label for="username">Email or username</label>
-<input id="username" name="username" type="text" autocomplete="username" value="$username" required>
-<label for="password">Password</label>
-<input id="password" name="password" type="password" autocomplete="current-password" required>
-<button id="accept" type="submit" name="action" value="accept">Accept</button>
-<button id="cancel" type="submit" name="action" value="cancel" formnovalidate>Cancel</button>
-</form>""")
+""" + _CREDENTIALS_AND_BUTTONS)
 
 _ADMIN_CONSENT = string.Template("""<h1>Permissions requested</h1>
 <p><strong>$app</strong> (published by the organization that registered it) asks an administrator of
@@ -79,13 +82,7 @@ _ADMIN_CONSENT = string.Template("""<h1>Permissions requested</h1>
 $error
 <form method="post" action="$action">
 <input type="hidden" name="ctx" value="$ctx">
-<label for="username">Administrator account</label>
-<input id="username" name="username" type="text" autocomplete="username" value="$username" required>
-<label for="password">Password</label>
-<input id="password" name="password" type="password" autocomplete="current-password" required>
-<button id="accept" type="submit" name="action" value="accept">Accept</button>
-<button id="cancel" type="submit" name="action" value="cancel" formnovalidate>Cancel</button>
-</form>""")
+""" + _CREDENTIALS_AND_BUTTONS)
 
 _MESSAGE = string.Template("""<h1>$heading</h1>
 <p id="message">$message</p>""")
@@ -152,14 +149,15 @@ def admin_consent_page(request: web.Request, ctx: str, *, app: str, tenant: str,
     """The page where a tenant's administrator grants an app its permissions for the whole organization."""
     return _html_page("Permissions requested", _ADMIN_CONSENT,
                       fragments={"error": _error_fragment(error), "scopes": _scope_items(scopes)},
-                      app=app, tenant=tenant, action=request.path, ctx=ctx, username=username)
+                      app=app, tenant=tenant, action=request.path, ctx=ctx, username=username,
+                      user_label="Administrator account")
 
 
 def device_page(request: web.Request, *, user_code: str = "", username: str = "",
                 error: str | None = None) -> web.Response:
     """The page where the user enters a device code and signs in."""
     return _html_page("Enter code", _DEVICE_LOGIN, fragments={"error": _error_fragment(error)},
-                      action=request.path, user_code=user_code, username=username)
+                      action=request.path, user_code=user_code, username=username, user_label="Email or username")
 
 
 def message_page(heading: str, message: str) -> web.Response:

@@ -1,8 +1,6 @@
 """The app's credential toward Entra in the forms MSAL and azure-identity take; certificates as PEM or PKCS#12."""
 
 import base64
-import json
-from pathlib import Path
 
 import pytest
 import trustme
@@ -13,19 +11,16 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from shared.exceptions import SettingsError, TokenServiceUnavailableError
 from shared.identity.app_credential import TOKEN_EXCHANGE_SCOPE, AppCredential, load_certificate
 from shared.settings import load_settings
+from tests.sample_settings import sample_env
 
 pytestmark = pytest.mark.unit
-ROOT = Path(__file__).resolve().parents[3]
 LEAF = trustme.CA(key_type=trustme.KeyType.RSA).issue_cert("app.local", key_type=trustme.KeyType.RSA)
 KEY_PEM = LEAF.private_key_pem.bytes().decode()
 CERT_PEM = LEAF.cert_chain_pems[0].bytes().decode()
 
 
 def settings(**values):
-    env = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
-    env["DEV_USERS_FILE"] = str(ROOT / env["DEV_USERS_FILE"])
-    env.pop("TLS_CA_BUNDLE")
-    return load_settings(env | values)
+    return load_settings(sample_env(**values))
 
 
 def test_a_client_secret_goes_to_msal_and_azure_identity_as_is():

@@ -3,7 +3,6 @@ are not allowed, and stores nothing for an account of one."""
 
 import io
 import json
-from pathlib import Path
 
 import pytest
 
@@ -20,17 +19,14 @@ from tests.auth_fakes import (
     FakeIdentityPlatform,
     connected_entry,
 )
+from tests.sample_settings import sample_env
 
 pytestmark = pytest.mark.unit
-ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture
 def settings():
-    values = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
-    values["DEV_USERS_FILE"] = str(ROOT / values["DEV_USERS_FILE"])
-    values.pop("TLS_CA_BUNDLE")
-    return load_settings(values)
+    return load_settings(sample_env())
 
 
 @pytest.fixture
