@@ -107,7 +107,8 @@ def measure(report: Report, endpoints: dict[str, Any]) -> None:
             queue.create_queue()
         except ResourceExistsError:
             pass
-    token = build_acquirer(load_settings(settings)).acquire(ORGANIZER, ["https://graph.microsoft.com/VirtualAppointment.Read"])
+    acquirer = build_acquirer(load_settings(settings))
+    token = acquirer.acquire(acquirer.identify(ORGANIZER, None), ["https://graph.microsoft.com/VirtualAppointment.Read"])
     base_env = {**env, "BENCH_TOKEN": token.token,
                 "BENCH_URL": f"{settings['GRAPH_BASE_URL']}/users/{ORGANIZER}/onlineMeetings/{MEETING_ID}"
                              "/getVirtualAppointmentJoinWebUrl()"}
