@@ -119,7 +119,9 @@ class DelegatedCredentials:
                 # Someone is fetching this organizer's token: share it, then check it carries our scopes.
                 await asyncio.shield(self._inflight[identity])
                 continue
-            token: AccessToken = await self._once(identity, lambda: self._acquire(identity, wanted))
+            # One token for everything asked of this organizer so far: the scopes grow, never alternate.
+            asked = wanted | (cached.scopes if cached is not None else frozenset())
+            token: AccessToken = await self._once(identity, lambda: self._acquire(identity, asked))
             return token.token
 
     async def _acquire(self, identity: OrganizerIdentity, wanted: frozenset[str]) -> AccessToken:
