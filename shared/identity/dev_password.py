@@ -51,8 +51,8 @@ class DevPasswordAcquirer(DelegatedTokenAcquirer):
                 f"organizer {hash_user(organizer)} has no delegated credential: add them to DEV_USERS_FILE "
                 "(local stack) or connect them")
         if tenant is not None and (tenant.lower() != user["tenant_id"] or not self._settings.tenant_allowed(tenant)):
-            raise OrganizerNotConnectedError(f"organizer {hash_user(organizer)} does not belong to tenant {tenant} "
-                                             "(the event's tenantId), or that tenant is not allowed")
+            raise OrganizerNotConnectedError(f"organizer {hash_user(organizer)} does not belong to the event's "
+                                             "tenantId, or that tenant is not allowed")
         return OrganizerIdentity(user["tenant_id"], user["oid"].lower())
 
     def acquire(self, identity: OrganizerIdentity, scopes: Sequence[str]) -> AccessToken:

@@ -37,7 +37,8 @@ def reconnect_hint(settings: Settings, organizer: str, tenant: str | None = None
     """How a person reconnects an organizer (no secrets: the function key is the admin's to add)."""
     where = settings.auth_redirect_uri.rsplit("/", 1)[0] + "/connect" if settings.auth_redirect_uri else None
     page = f"an admin opens {where}?organizer=<upn> with the function key, or " if where else "an admin "
-    in_tenant = f" --tenant {tenant}" if tenant and settings.is_multi_tenant else ""
+    # The tenant id itself stays out: this text reaches logs, where tenants appear only hashed.
+    in_tenant = " --tenant <tenant id>" if tenant and settings.is_multi_tenant else ""
     return f"{page}runs `python -m shared.organizers connect-device {organizer_label(organizer)}{in_tenant}`"
 
 
@@ -102,14 +103,14 @@ class VaultTokenAcquirer(DelegatedTokenAcquirer):
         """The organizer's tenant and object id from the vault; refused when `tenant` is not theirs or not allowed."""
         if tenant is not None and not self._settings.tenant_allowed(tenant):
             raise OrganizerNotConnectedError(
-                f"tenant {tenant} is not on ENTRA_ALLOWED_TENANTS: its organizers cannot connect, and no token "
-                "of another tenant is ever used for its events")
+                "the event's tenantId is not on ENTRA_ALLOWED_TENANTS: that tenant's organizers cannot connect, "
+                "and no token of another tenant is ever used for its events")
         entry = self._vault.get(organizer, tenant)
         if entry is None:
             elsewhere = self._vault.tenants_of(organizer) if tenant is not None else []
             if elsewhere:
-                raise self._not_connected(organizer, f"does not belong to tenant {tenant}, the event's tenantId "
-                                                     "(the organizer is connected in another tenant)", tenant)
+                raise self._not_connected(organizer, "does not belong to the event's tenantId (the organizer is "
+                                                     "connected in another tenant)", tenant)
             raise self._not_connected(organizer, "has never connected (or was removed from the token vault)", tenant)
         return entry.identity
 

@@ -269,7 +269,7 @@ def test_every_refresh_goes_to_the_organizers_own_tenant(settings, vault, idp):
 def test_an_event_tenant_the_organizer_does_not_belong_to_is_refused(settings, vault, idp):
     stored(vault, idp)
     worker = acquirer(settings, vault, idp)
-    with pytest.raises(OrganizerNotConnectedError, match="does not belong to tenant"):
+    with pytest.raises(OrganizerNotConnectedError, match="does not belong to the event's tenantId"):
         worker.identify(SCHEDULER["upn"], OTHER_TENANT)
     with pytest.raises(OrganizerNotConnectedError, match="not on ENTRA_ALLOWED_TENANTS"):
         worker.identify(SCHEDULER["upn"], "b2c4e6a8-0d1f-4a3b-8c5e-7f9a1b3d5e60")
