@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import logging
 import time
@@ -121,7 +122,7 @@ class DelegatedCredentials:
                 continue
             # One token for everything asked of this organizer so far: the scopes grow, never alternate.
             asked = wanted | (cached.scopes if cached is not None else frozenset())
-            token: AccessToken = await self._once(identity, lambda asked=asked: self._acquire(identity, asked))
+            token: AccessToken = await self._once(identity, functools.partial(self._acquire, identity, asked))
             return token.token
 
     async def _acquire(self, identity: OrganizerIdentity, wanted: frozenset[str]) -> AccessToken:
