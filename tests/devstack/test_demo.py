@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,7 @@ def test_demo_connects_two_tenants_and_prints_their_links_without_a_secret(stack
     assert "5/5 join URLs arrived in 'join-urls' (Contoso (the app's home tenant): 3, Fabrikam Clinics: 2)" in out
     assert out.count("signature valid") == 5
     # Every confidential token request proved the app with the federated credential: no secret was ever sent.
-    stats = httpx.get(stack["entra"]["admin_url"] + "/stats", verify=stack["ca_bundle"]).json()
+    verify = ssl.create_default_context(cafile=stack["ca_bundle"])
+    stats = httpx.get(stack["entra"]["admin_url"] + "/stats", verify=verify).json()
     assert stats["by_credential"].get("secret", 0) == 0 and stats["by_credential"]["federated"] >= 1
     assert stats["managed_identity_requests"] >= 1
