@@ -11,6 +11,7 @@ from shared.http_twin.openapi import JOIN_URL_ROUTE, ME_JOIN_URL_ROUTE, OPENAPI_
 from shared.identity import keepalive
 from shared.intake import http as intake
 from shared.pages import connect as connect_page
+from shared.pages import organizers as organizers_page
 from shared.services import Services
 from shared.settings import load_settings
 from shared.storage import queue_metrics
@@ -84,7 +85,8 @@ def openapi(req: func.HttpRequest) -> func.HttpResponse:
 @instrumented
 async def get_my_join_url(req: func.HttpRequest) -> func.HttpResponse:
     """The HTTP twin for Entra bearer callers (no function key): Graph is called On-Behalf-Of the caller."""
-    return await join_url.get_join_url(req, services.resolver, services.bearer, require_bearer=True)
+    return await join_url.get_join_url(req, services.resolver, services.bearer, require_bearer=True,
+                                       credential=services.app_credential)
 
 
 # Webhook intakes: the sender's own signature is checked by the function (the function key too, by the host:
@@ -125,6 +127,14 @@ async def connect(req: func.HttpRequest) -> func.HttpResponse:
     return await connect_page.connect(req, services.settings, services.vault, services.msal_clients)
 
 
+@app.function_name("request_admin_consent")
+@app.route(route=connect_page.ADMIN_CONSENT_ROUTE, methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@instrumented
+async def request_admin_consent(req: func.HttpRequest) -> func.HttpResponse:
+    """A tenant administrator's consent for everyone in their tenant: redirect to Entra's admin consent."""
+    return await connect_page.admin_consent(req, services.settings, services.vault)
+
+
 # Anonymous: Entra redirects the browser here, and its `code` parameter would clash with a function key's.
 @app.function_name("callback")
 @app.route(route=connect_page.CALLBACK_ROUTE, methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
@@ -132,6 +142,15 @@ async def connect(req: func.HttpRequest) -> func.HttpResponse:
 async def callback(req: func.HttpRequest) -> func.HttpResponse:
     """Entra's redirect after sign-in: the organizer's token cache goes into the token vault."""
     return await connect_page.callback(req, services.settings, services.vault, services.msal_clients)
+
+
+# Not admin/organizers: the Functions host refuses routes that begin with `admin` (its own API).
+@app.function_name("manage_organizers")
+@app.route(route=organizers_page.ORGANIZERS_ROUTE, methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@instrumented
+async def manage_organizers(req: func.HttpRequest) -> func.HttpResponse:
+    """The operator page: every organizer's connection, with connect, reconnect and admin-consent links."""
+    return await organizers_page.organizers_page(req, services.settings, services.vault)
 
 
 # The schedule is read at indexing time from the validated settings, so an unset KEEPALIVE_SCHEDULE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -107,7 +108,10 @@ def measure(report: Report, endpoints: dict[str, Any]) -> None:
             queue.create_queue()
         except ResourceExistsError:
             pass
-    token = build_acquirer(load_settings(settings)).acquire(ORGANIZER, ["https://graph.microsoft.com/VirtualAppointment.Read"])
+    # The app's managed identity (its credential toward Entra) is found through the platform's environment.
+    os.environ.update({k: settings[k] for k in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER") if k in settings})
+    acquirer = build_acquirer(load_settings(settings))
+    token = acquirer.acquire(acquirer.identify(ORGANIZER, None), ["https://graph.microsoft.com/VirtualAppointment.Read"])
     base_env = {**env, "BENCH_TOKEN": token.token,
                 "BENCH_URL": f"{settings['GRAPH_BASE_URL']}/users/{ORGANIZER}/onlineMeetings/{MEETING_ID}"
                              "/getVirtualAppointmentJoinWebUrl()"}

@@ -29,8 +29,16 @@ import httpx
 from azure.storage.queue import TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueServiceClient
 
-from chaos.ledger import Ledger, QueueSnapshot, compute_ledger
-from chaos.workload import ADAMS_UPN, SCHEDULER_UPN, Workload, build_workload
+from chaos.ledger import Ledger, QueueSnapshot, compute_ledger, decode_queue_text
+from chaos.workload import (
+    ADAMS_UPN,
+    BAKER_UPN,
+    FABRIKAM,
+    FABRIKAM_SCHEDULER_UPN,
+    SCHEDULER_UPN,
+    Workload,
+    build_workload,
+)
 from devstack.harness import RECEIVE_VISIBILITY_SECONDS
 from devstack.stack import ENDPOINTS_FILE, REPO_ROOT, start_stack, stop_stack
 from shared import queues
@@ -54,7 +62,8 @@ CRASH_LEASE_SECONDS = 30
 # host.json as shipped, except a 1 s visibilityTimeout so that the host's own retries are quick.
 QUEUE_OVERRIDES = {"visibilityTimeout": "00:00:01"}
 SEND_CONCURRENCY = 32
-ORGANIZERS = (SCHEDULER_UPN, ADAMS_UPN)
+# Organizers of two tenants: Contoso (the app's own) and Fabrikam, whose administrator consents first.
+ORGANIZERS = (SCHEDULER_UPN, ADAMS_UPN, FABRIKAM_SCHEDULER_UPN, BAKER_UPN)
 
 
 @dataclass(frozen=True)
@@ -124,6 +133,7 @@ class RunReport:
     kills: list[float]
     harness_logs: list[Path]
     completed: bool
+    ready_by_tenant: dict[str, int] = field(default_factory=dict)  # join-urls results by their tenantId
 
     @property
     def ok(self) -> bool:
@@ -148,7 +158,8 @@ class RunReport:
 
 
 def connect_organizers(endpoints: dict[str, Any], settings: dict[str, str]) -> None:
-    """Connect the seeded organizers into the token vault by device code (the production credential path).
+    """Connect the seeded organizers of both tenants into the token vault by device code (the production credential
+    path).
 
     The organizer's part, approving the code, is played by the Entra emulator's admin API.
     """
@@ -160,6 +171,8 @@ def connect_organizers(endpoints: dict[str, Any], settings: dict[str, str]) -> N
     services = Services(load_settings(settings))
     verify = ssl.create_default_context(cafile=endpoints["ca_bundle"])
     with httpx.Client(base_url=endpoints["entra"]["admin_url"] + "/", verify=verify, timeout=30) as entra:
+        # Fabrikam lets only an admin consent: as its administrator would through /adminconsent.
+        entra.post("consent", json={"tenant": FABRIKAM, "client_id": services.settings.client_id}).raise_for_status()
         for upn in ORGANIZERS:
             def approve(flow: dict[str, Any], upn: str = upn) -> None:
                 entra.post("device/approve", json={"user_code": flow["user_code"], "user": upn}).raise_for_status()
@@ -368,11 +381,13 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
                       "5xx": sum(n for status, n in statuses.items() if status >= 500),
                       "slow": sum(1 for d in snapshot.deliveries if d.get("delay_ms"))}
     ledger = compute_ledger(workload.events, snapshot, first_attempt=not options.crash)
+    results = {doc["eventId"]: doc.get("tenantId") or "-" for doc in
+               (json.loads(decode_queue_text(text)) for text in snapshot.join_urls)}
     return RunReport(options=options, ledger=ledger, wall_seconds=round(time.monotonic() - started, 1),
                      messages_sent=len(workload.messages), duplicates_sent=workload.duplicates,
                      malformed_sent=workload.malformed, graph_stats=graph_stats, receiver_stats=receiver_stats,
                      harness_runs=len(harness.logs), kills=kills, harness_logs=list(harness.logs),
-                     completed=completed)
+                     completed=completed, ready_by_tenant=dict(Counter(results.values())))
 
 
 def print_report(report: RunReport) -> None:
@@ -380,6 +395,8 @@ def print_report(report: RunReport) -> None:
     ledger = report.ledger
     print(ledger.line())
     print(f"checks: {ledger.details()}")
+    print("tenants: " + " ".join(f"{tenant}={count}" for tenant, count in sorted(report.ready_by_tenant.items()))
+          + " (join-urls results by their tenantId)")
     print(f"faults: {report.realised_mix()}")
     if report.options.crash:
         print(f"crash: harness SIGKILLed at t={report.kills}s, {report.harness_runs} harness runs")

@@ -22,14 +22,26 @@ DERMATOLOGY = "MSo0YzdlMWQyYS05YjNmLTRlNWQtOGE2Yy0xZjJlM2Q0YzViNmEqMCoqMTk6bWVld
 PHYSIO = "MSo4ZTJmM2E0Yi01YzZkLTRlN2YtOWEwYi0xYzJkM2U0ZjVhNmIqMCoqMTk6bWVldGluZ19waHlzaW9AdGhyZWFkLnYy"
 CARDIOLOGY_JOIN_WEB_URL = ("https://teams.microsoft.com/l/meetup-join/19%3ameeting_cardiology%40thread.v2/0?context="
                            "%7b%22Tid%22%3a%227d0c2e5a-1b3f-4c8e-9a6d-0e5f4b3c2a10%22%7d")
+# A second tenant (Fabrikam Clinics, a customer tenant of the seed directory) and its organizers and meetings.
+FABRIKAM = "3f9a7c21-6b4d-4e8a-a1c5-9d2e8f7b6a40"
+FABRIKAM_SCHEDULER = "c1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4e5f"
+FABRIKAM_SCHEDULER_UPN = "scheduler@fabrikam.test"
+BAKER_UPN = "dr.baker@fabrikam.test"
+DENTAL = "MSpjMWQyZTNmNC1hNWI2LTRjN2QtOGU5Zi0wYTFiMmMzZDRlNWYqMCoqMTk6bWVldGluZ19mYWJyaWthbV9kZW50YWxAdGhyZWFkLnYy"
+ORTHO = "MSpkMmUzZjRhNS1iNmM3LTRkOGUtOWYwYS0xYjJjM2Q0ZTVmNjAqMCoqMTk6bWVldGluZ19mYWJyaWthbV9vcnRob0B0aHJlYWQudjI="
 
-# (organizer, onlineMeetingId or None, joinWebUrl or None): every pair the seed directory allows.
+# (organizer, onlineMeetingId or None, joinWebUrl or None, tenantId or None): every pair the seed directory
+# allows, in both tenants; some name their tenant, as a multi-tenant scheduler would.
 _MEETINGS = (
-    (SCHEDULER, CARDIOLOGY, None),
-    (SCHEDULER_UPN, DERMATOLOGY, None),
-    (ADAMS, PHYSIO, None),
-    (ADAMS_UPN, CARDIOLOGY, None),  # a participant, not the organizer: allowed
-    (SCHEDULER, None, CARDIOLOGY_JOIN_WEB_URL),  # resolved through the $filter lookup first
+    (SCHEDULER, CARDIOLOGY, None, None),
+    (SCHEDULER_UPN, DERMATOLOGY, None, None),
+    (ADAMS, PHYSIO, None, None),
+    (ADAMS_UPN, CARDIOLOGY, None, None),  # a participant, not the organizer: allowed
+    (SCHEDULER, None, CARDIOLOGY_JOIN_WEB_URL, None),  # resolved through the $filter lookup first
+    (FABRIKAM_SCHEDULER, DENTAL, None, FABRIKAM),
+    (FABRIKAM_SCHEDULER_UPN, DENTAL, None, None),
+    (BAKER_UPN, ORTHO, None, FABRIKAM),
+    (BAKER_UPN, DENTAL, None, None),  # a participant in the other tenant
 )
 # Malformed kinds, and the reason code each must be rejected with (bad_base64 never reaches the app).
 MALFORMED_REASONS = {
@@ -83,8 +95,10 @@ class Workload:
 def _valid(rng: random.Random, prefix: str, n: int) -> PlannedEvent:
     event_id = f"{prefix}-{n:06d}"
     appointment_id = f"apt-{prefix}-{n:06d}"
-    organizer, meeting_id, join_web_url = rng.choice(_MEETINGS)
+    organizer, meeting_id, join_web_url, tenant = rng.choice(_MEETINGS)
     fields: dict[str, object] = {"appointmentId": appointment_id, "organizer": organizer}
+    if tenant:
+        fields["tenantId"] = tenant
     if meeting_id:
         fields["onlineMeetingId"] = meeting_id
     if join_web_url:

@@ -1,4 +1,5 @@
-"""Test TLS material for the local emulators (a private CA and a loopback server certificate)."""
+"""Test TLS material for the local emulators (a private CA and a loopback server certificate), and the app
+registration's certificate credential (a key pair whose certificate the Entra emulator registers on the app)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,31 @@ def ensure_certs(state_dir: Path | str) -> CertPaths:
     _atomic_write(paths.server_cert_pem, b"".join(b.bytes() for b in server.cert_chain_pems))
     _atomic_write(paths.server_key_pem, server.private_key_pem.bytes(), mode=0o600)
     return paths
+
+
+APP_CREDENTIAL_FILE = "app-credential.pem"
+
+
+def ensure_app_credential(state_dir: Path | str) -> Path:
+    """Create (or reuse) the app's certificate credential: private key and certificate in one PEM file, the
+    form a Key Vault certificate's secret has with content type application/x-pem-file."""
+    state = Path(state_dir).resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    path = state / APP_CREDENTIAL_FILE
+    if path.is_file() and path.stat().st_size > 0:
+        return path
+    # RSA: Entra's certificate credentials are RSA keys (client assertions signed RS256 or PS256).
+    leaf = trustme.CA(organization_name="devstack app credential", key_type=trustme.KeyType.RSA).issue_cert(
+        "va-join-links.local", key_type=trustme.KeyType.RSA)
+    _atomic_write(path, leaf.private_key_pem.bytes() + leaf.cert_chain_pems[0].bytes(), mode=0o600)
+    return path
+
+
+def public_certificate(credential_pem: str) -> str:
+    """The certificate (public) part of a key-and-certificate PEM."""
+    start = credential_pem.index("-----BEGIN CERTIFICATE-----")
+    end = credential_pem.index("-----END CERTIFICATE-----", start) + len("-----END CERTIFICATE-----")
+    return credential_pem[start:end] + "\n"
 
 
 def _atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:

@@ -1,4 +1,5 @@
-"""`make demo`: send sample appointments through the real queue and print the join URLs that arrive."""
+"""`make demo`: organizers of two tenants connect, sample appointments go through the real queue, and the join
+URLs that arrive are printed. The app proves itself to Entra with its managed identity: no client secret."""
 
 from __future__ import annotations
 
@@ -6,76 +7,110 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import ssl
 import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 from devstack.stack import load_endpoints, stack_health, start_stack, stop_stack
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEED = REPO_ROOT / "devstack" / "seed"
+FUNCTION_KEY = "local-dev-function-key"
+PASSWORD = "Local-Dev-Passw0rd!"  # noqa: S105 - the seeded test users' password (local stack only)
 
 
-def sample_events(run_id: str) -> list[tuple[str, str]]:
-    """One appointment per seeded meeting, in each envelope the app accepts: (event id, message text)."""
-    meetings = json.loads((SEED / "meetings.json").read_text())
-    users = {u["oid"]: u for u in json.loads((SEED / "directory.json").read_text())["users"]}
+def _directory() -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads((SEED / "directory.json").read_text())
+    return doc
+
+
+def _users() -> dict[str, dict[str, Any]]:
+    """Every seeded user by oid, with their tenant."""
+    directory = _directory()
+    return {u["oid"]: {**u, "tenant_id": t["tenant_id"], "tenant_name": t.get("display_name", t["tenant_id"])}
+            for t in (directory, *directory.get("customer_tenants", [])) for u in t.get("users", [])}
+
+
+def sample_events(run_id: str, allowed_tenants: tuple[str, ...]) -> list[tuple[str, str]]:
+    """One appointment per seeded meeting of an allowed tenant, in each envelope the app accepts (events of a
+    customer tenant name it in tenantId): (event id, message text)."""
+    users = _users()
+    meetings = [m for m in json.loads((SEED / "meetings.json").read_text())
+                if users[m["organizer"]]["tenant_id"] in allowed_tenants]
     events: list[tuple[str, str]] = []
     for n, meeting in enumerate(meetings):
+        organizer = users[meeting["organizer"]]
         event_id = f"demo-{run_id}-{n}"
-        data: dict[str, Any] = {"appointmentId": f"apt-{run_id}-{n}", "organizer": users[meeting["organizer"]]["upn"]}
-        if n == 0:
-            data["onlineMeetingId"] = meeting["id"]
-            text = json.dumps({"id": event_id, "type": "appointment.created", **data})
-        elif n == 1:
+        data: dict[str, Any] = {"appointmentId": f"apt-{run_id}-{n}", "organizer": organizer["upn"]}
+        if organizer["tenant_id"] != _directory()["tenant_id"]:
+            data["tenantId"] = organizer["tenant_id"]
+        if n == 1:
             data["joinWebUrl"] = meeting["joinWebUrl"]  # resolved to the meeting id through Graph
             text = json.dumps({"specversion": "1.0", "id": event_id, "source": "/scheduling/demo",
                                "type": "appointment.created", "datacontenttype": "application/json", "data": data})
-        else:
+        elif n % 2:
             data["onlineMeetingId"] = meeting["id"]
             text = json.dumps({"id": event_id, "eventType": "appointment.created", "subject": data["appointmentId"],
                                "dataVersion": "1.0", "eventTime": "2026-11-21T09:00:00Z", "data": data})
+        else:
+            data["onlineMeetingId"] = meeting["id"]
+            text = json.dumps({"id": event_id, "type": "appointment.created", **data})
         events.append((event_id, text))
     return events
 
 
-def connect_organizers(endpoints: dict[str, Any], services: Any) -> None:
-    """Connect each seeded organizer not yet in the token vault, by device code, as an admin would once.
-
-    The organizer's part (opening the verification page and signing in) is played by the Entra emulator's
-    admin API; with `make run`, a person does it in the browser at /api/auth/connect instead.
-    """
-    import ssl
-
+def through_entra(endpoints: dict[str, Any], base_url: str, link: str, user: str) -> str:
+    """Open one of the app's links as a person would in a browser: the app sends them to Entra, they sign in and
+    accept on its page, Entra sends them back to the app. Returns the heading of the app's page."""
     import httpx
 
-    from shared.identity.vault_acquirer import MsalClients
-    from shared.organizers import connect_device
-
-    organizers = {u["oid"]: u["upn"] for u in json.loads((SEED / "directory.json").read_text())["users"]}
-    needed = sorted({organizers[m["organizer"]] for m in json.loads((SEED / "meetings.json").read_text())})
     verify = ssl.create_default_context(cafile=endpoints["ca_bundle"])
-    with httpx.Client(base_url=endpoints["entra"]["admin_url"] + "/", verify=verify, timeout=10) as entra:
-        for upn in needed:
-            entry = services.vault.get(upn)
-            if entry is not None and entry.status == "connected":
-                continue
+    with httpx.Client(verify=verify, timeout=30) as browser:  # keeps the app's cookie, follows nothing itself
+        entra = browser.get(f"{base_url}{link}").headers["location"]
+        page = browser.get(entra).text
+        form = re.search(r'<form method="post" action="([^"]+)"', page)
+        ctx = re.search(r'name="ctx"[^>]*value="([^"]*)"', page)
+        if form is None or ctx is None:
+            raise SystemExit(f"no sign-in page at {entra}")
+        back = browser.post(urljoin(entra, form.group(1)),
+                            data={"ctx": ctx.group(1), "username": user, "password": PASSWORD, "action": "accept"})
+        # The redirect URI names localhost:7071 (registered on the app); the app listens here, same path.
+        redirect_uri = os.environ["AUTH_REDIRECT_URI"]
+        answer = browser.get(base_url + back.headers["location"][len(redirect_uri.rsplit("/api/", 1)[0]):])
+    heading = re.search(r"<h1>([^<]+)</h1>", answer.text)
+    return heading.group(1) if heading else str(answer.status_code)
 
-            def approve(flow: dict[str, Any], upn: str = upn) -> None:
-                entra.post("device/approve", json={"user_code": flow["user_code"], "user": upn}).raise_for_status()
 
-            print(f"connecting organizer {upn} by device code (the emulator approves it as {upn} would):")
-            code = connect_device(services.settings, services.vault, MsalClients(services.settings), upn,
-                                  sys.stdout, approve)
-            if code != 0:
-                raise SystemExit(f"could not connect {upn}")
+def grant_admin_consent(endpoints: dict[str, Any], base_url: str, tenant: str, admin: str) -> None:
+    """A customer tenant's administrator opens the app's admin-consent link and accepts."""
+    link = f"/api/auth/admin-consent?tenant={tenant}&code={FUNCTION_KEY}"
+    print(f"{admin}, administrator of tenant {tenant}, opens the app's admin-consent link "
+          f"{base_url}{link.split('&code=')[0]}&code=…")
+    print(f"  {through_entra(endpoints, base_url, link, admin)}\n")
+
+
+def connect_organizers(endpoints: dict[str, Any], base_url: str, services: Any,
+                       organizers: list[dict[str, Any]]) -> None:
+    """Each organizer not yet in the token vault opens the connect link and signs in, once (the app redeems the
+    code with its managed identity's federated credential). Headless setups use `shared.organizers
+    connect-device` instead; with `make run`, a person does this in the browser."""
+    for user in organizers:
+        entry = services.vault.get(user["upn"], user["tenant_id"])
+        if entry is not None and entry.status == "connected":
+            continue
+        link = f"/api/auth/connect?organizer={user['upn']}&code={FUNCTION_KEY}"
+        print(f"{user['upn']} ({user['tenant_name']}) opens the connect link and signs in: "
+              f"{through_entra(endpoints, base_url, link, user['upn'])}")
     print()
 
 
 async def run_demo(endpoints: dict[str, Any], timeout: float) -> int:
-    """Enqueue the samples, run the app until each has its answer, print them."""
+    """Consent, connect, enqueue the samples, run the app until each has its answer, print them."""
     from azure.core.exceptions import ResourceNotFoundError
     from azure.storage.queue import BinaryBase64DecodePolicy, TextBase64EncodePolicy
     from azure.storage.queue.aio import QueueServiceClient
@@ -86,18 +121,37 @@ async def run_demo(endpoints: dict[str, Any], timeout: float) -> int:
         os.environ[key] = value
     import function_app
 
+    services = function_app.services
+    settings = services.settings
+    secret_free = not settings.client_secret and not endpoints["settings"].get("ENTRA_CLIENT_SECRET")
+    print(f"app credential: {settings.app_credential} (managed identity {settings.managed_identity_client_id}), "
+          f"{'no client secret in the settings' if secret_free else 'A CLIENT SECRET IS SET'}; tenancy: "
+          f"{settings.tenancy}, allowed tenants {', '.join(settings.allowed_tenants)}\n")
     conn = endpoints["azurite"]["connection_string"]
-    if function_app.services.settings.credential_mode == "vault":
-        await asyncio.to_thread(connect_organizers, endpoints, function_app.services)
-    events = sample_events(uuid.uuid4().hex[:6])
+    users = _users()
+    meetings = json.loads((SEED / "meetings.json").read_text())
+    home = _directory()["tenant_id"]
+    organizers = sorted({m["organizer"] for m in meetings if users[m["organizer"]]["tenant_id"]
+                         in settings.allowed_tenants},
+                        key=lambda oid: (users[oid]["tenant_id"] != home, users[oid]["tenant_id"], users[oid]["upn"]))
+    events = sample_events(uuid.uuid4().hex[:6], settings.allowed_tenants)
     wanted = {event_id for event_id, _ in events}
     answers: dict[str, dict[str, Any]] = {}
     async with QueueServiceClient.from_connection_string(conn) as service, \
-            LocalHost(function_app.app, connection_string=conn, host_json=REPO_ROOT / "host.json"):
+            LocalHost(function_app.app, connection_string=conn, host_json=REPO_ROOT / "host.json",
+                      http_port=0) as host:
+        for tenant in settings.allowed_tenants:
+            admins = [u for u in users.values() if u["tenant_id"] == tenant and u.get("admin")]
+            if tenant != home and admins and settings.credential_mode == "vault":
+                await asyncio.to_thread(grant_admin_consent, endpoints, host.http_base_url, tenant, admins[0]["upn"])
+        if settings.credential_mode == "vault":
+            await asyncio.to_thread(connect_organizers, endpoints, host.http_base_url, services,
+                                    [users[oid] for oid in organizers])
         inbox = service.get_queue_client("appointments", message_encode_policy=TextBase64EncodePolicy())
         for _, text in events:
             await inbox.send_message(text)
-        print(f"sent {len(events)} appointments (plain JSON, CloudEvents, Event Grid) to 'appointments'")
+        print(f"sent {len(events)} appointments of {len(organizers)} organizers in {len(settings.allowed_tenants)} "
+              "tenants (plain JSON, CloudEvents, Event Grid) to 'appointments'")
         outputs = {name: service.get_queue_client(name, message_decode_policy=BinaryBase64DecodePolicy())
                    for name in ("join-urls", "appointments-rejected")}
         deadline = time.monotonic() + timeout
@@ -114,14 +168,22 @@ async def run_demo(endpoints: dict[str, Any], timeout: float) -> int:
                 except ResourceNotFoundError:  # the queue appears with the first output written to it
                     continue
             await asyncio.sleep(0.2)
-    await function_app.services.aclose()
+    await services.aclose()
+    return _report(events, answers, webhooks, timeout, users)
+
+
+def _report(events: list[tuple[str, str]], answers: dict[str, dict[str, Any]], webhooks: dict[str, dict[str, Any]],
+            timeout: float, users: dict[str, dict[str, Any]]) -> int:
+    tenant_names = {u["tenant_id"]: u["tenant_name"] for u in users.values()}
     print()
     for event_id, _ in events:
         answer = answers.get(event_id)
         if answer is None:
             print(f"  {event_id}: no answer within {timeout:.0f}s")
         elif answer["queue"] == "join-urls":
-            print(f"  {answer['appointmentId']}  organizer={answer['organizer']}\n    join URL: {answer['joinUrl']}")
+            tenant = tenant_names.get(answer.get("tenantId") or "", answer.get("tenantId"))
+            print(f"  {answer['appointmentId']}  organizer={answer['organizer']}  tenant={tenant}\n"
+                  f"    join URL: {answer['joinUrl']}")
         else:
             print(f"  {answer.get('appointmentId')}: rejected ({answer['reason']}): {answer['detail']}")
     print("\nwebhooks received by the local scheduling system (signatures checked with the standardwebhooks package):")
@@ -133,15 +195,17 @@ async def run_demo(endpoints: dict[str, Any], timeout: float) -> int:
             print(f"  {hook['webhook_id']}  {hook['type']}  signature {'valid' if hook['valid'] else 'INVALID'}")
     ok = (all(a["queue"] == "join-urls" for a in answers.values()) and len(answers) == len(events)
           and len(webhooks) == len(events) and all(h["valid"] for h in webhooks.values()))
-    arrived = sum(a["queue"] == "join-urls" for a in answers.values())
-    print(f"\n{arrived}/{len(events)} join URLs arrived in 'join-urls'")
+    arrived = [answers[event_id] for event_id, _ in events
+               if event_id in answers and answers[event_id]["queue"] == "join-urls"]
+    per_tenant = {tenant_names.get(t, t): sum(1 for a in arrived if a.get("tenantId") == t)
+                  for t in dict.fromkeys(a.get("tenantId") for a in arrived)}
+    print(f"\n{len(arrived)}/{len(events)} join URLs arrived in 'join-urls' "
+          f"({', '.join(f'{name}: {count}' for name, count in per_tenant.items())})")
     return 0 if ok else 1
 
 
 async def _webhooks_received(endpoints: dict[str, Any], event_ids: set[str]) -> dict[str, dict[str, Any]]:
     """Deliveries the local receiver recorded for these events, each verified independently."""
-    import ssl
-
     import httpx
     from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from devstack.certs import ensure_certs
+from devstack.certs import ensure_app_credential, ensure_certs, public_certificate
 from devstack.entra import ENTRA_KEY, create_entra_app
 from devstack.graph import create_graph_app
 from devstack.receiver import create_receiver_app, default_secrets
@@ -35,7 +35,7 @@ def build_apps(directory: dict[str, Any], meetings: list[dict[str, Any]], host: 
     """Create both apps; Graph is handed Entra's JWKS in-process instead of fetching it."""
     entra_app = create_entra_app(directory, f"https://{host}:{entra_port}")
     emu = entra_app[ENTRA_KEY]
-    graph_app = create_graph_app(meetings, directory, emu.jwks(), emu.issuer, ca_pem)
+    graph_app = create_graph_app(meetings, directory, emu.jwks(), emu.base, ca_pem)
     return entra_app, graph_app
 
 
@@ -46,6 +46,10 @@ async def serve(state_dir: Path, host: str, entra_port: int, graph_port: int, se
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(certs.server_cert_pem, certs.server_key_pem)
     directory, meetings = load_seed(seed_dir)
+    # The app registration's certificate credential: its private key stays with the app (the stack's settings).
+    app_certificate = public_certificate(ensure_app_credential(state_dir).read_text())
+    directory["clients"][0] = {**directory["clients"][0],
+                               "certificates": [*directory["clients"][0].get("certificates", []), app_certificate]}
     entra_app, graph_app = build_apps(directory, meetings, host, entra_port, certs.ca_pem)
 
     stop = asyncio.Event()

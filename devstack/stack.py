@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from devstack.certs import ensure_certs
+from devstack.certs import APP_CREDENTIAL_FILE, ensure_app_credential, ensure_certs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEED_DIR = REPO_ROOT / "devstack" / "seed"
@@ -100,6 +100,7 @@ def _start(state_dir: Path, ports: str) -> tuple[dict[str, Any], bool]:
             _terminate(existing.get("pids", {}))
             (state / ENDPOINTS_FILE).unlink(missing_ok=True)
         certs = ensure_certs(state)
+        ensure_app_credential(state)
         _ensure_azurite()
         directory = json.loads((SEED_DIR / "directory.json").read_text())
         # Auto ports can be taken between probing and binding; a second round with fresh ports fixes that.
@@ -127,6 +128,8 @@ def _start(state_dir: Path, ports: str) -> tuple[dict[str, Any], bool]:
 def _endpoints(state: Path, ca_pem: Path, p: dict[str, int], directory: dict[str, Any]) -> dict[str, Any]:
     tenant = directory["tenant_id"]
     client = directory["clients"][0]
+    tenants = {t["tenant_id"]: t.get("display_name", t["tenant_id"])
+               for t in (directory, *directory.get("customer_tenants", []))}
     blob, queue, table = (f"http://{HOST}:{p[k]}/{ACCOUNT_NAME}" for k in ("blob", "queue", "table"))
     conn = (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT_NAME};AccountKey={ACCOUNT_KEY};"
             f"BlobEndpoint={blob};QueueEndpoint={queue};TableEndpoint={table};")
@@ -139,10 +142,14 @@ def _endpoints(state: Path, ca_pem: Path, p: dict[str, int], directory: dict[str
         "pids": {},
         "azurite": {"connection_string": conn, "blob": blob, "queue": queue, "table": table},
         "entra": {"base_url": entra_base, "authority": f"{entra_base}/{tenant}", "tenant_id": tenant,
-                  "issuer": f"{entra_base}/{tenant}/v2.0", "admin_url": f"{entra_base}/_admin"},
+                  "issuer": f"{entra_base}/{tenant}/v2.0", "admin_url": f"{entra_base}/_admin",
+                  "identity_endpoint": f"{entra_base}/msi/token",
+                  "tenants": {tid: {"display_name": name, "authority": f"{entra_base}/{tid}",
+                                    "issuer": f"{entra_base}/{tid}/v2.0"} for tid, name in tenants.items()}},
         "graph": {"base_url": f"{graph_base}/v1.0", "admin_url": f"{graph_base}/_admin"},
         "receiver": {"url": f"{receiver_base}/webhooks", "admin_url": f"{receiver_base}/_admin"},
-        "client": {"client_id": client["client_id"], "client_secret": client["client_secret"]},
+        "client": {"client_id": client["client_id"], "client_secret": client["client_secret"],
+                   "app_credential_pem": str(state / APP_CREDENTIAL_FILE)},
         "settings": {
             # Every setting the app reads has its local value in the sample; the stack overrides
             # only what depends on where it runs.
@@ -154,7 +161,9 @@ def _endpoints(state: Path, ca_pem: Path, p: dict[str, int], directory: dict[str
             "ENTRA_AUTHORITY": entra_base,
             "ENTRA_TENANT_ID": tenant,
             "ENTRA_CLIENT_ID": client["client_id"],
-            "ENTRA_CLIENT_SECRET": client["client_secret"],
+            # No client secret: the app proves itself with its managed identity's token (a federated credential),
+            # which the Entra emulator's App Service endpoint hands out as the platform would.
+            "IDENTITY_ENDPOINT": f"{entra_base}/msi/token",
             "DEV_USERS_FILE": str(SEED_DIR / "directory.json"),
             "TLS_CA_BUNDLE": str(ca_pem),
             "WEBHOOK_URL": f"{receiver_base}/webhooks",

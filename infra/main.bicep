@@ -20,7 +20,7 @@ param location string
 
 @minLength(36)
 @maxLength(36)
-@description('Directory (tenant) id of the Entra app registration the function app signs in with.')
+@description('Directory (tenant) id of the Entra app registration the function app signs in with. With the federated credential, the tenant of this subscription (its managed identity is the credential).')
 param entraTenantId string
 
 @minLength(36)
@@ -28,10 +28,30 @@ param entraTenantId string
 @description('Application (client) id of the Entra app registration (delegated permission VirtualAppointment.Read).')
 param entraClientId string
 
+@allowed([
+  'single'
+  'multi'
+])
+@description('single: organizers of entraTenantId only. multi: organizers of every tenant on entraAllowedTenants, signed in through the organizations authority (the app registration must be multi-tenant).')
+param entraTenancy string = 'single'
+
+@description('multi only: comma-separated tenant ids whose organizers may connect and whose bearer tokens the HTTP twin accepts. Required with multi (an empty list stops the app at start-up; it never means every tenant).')
+param entraAllowedTenants string = ''
+
+@allowed([
+  'federated'
+  'certificate'
+  'client_secret'
+])
+@description('How the app proves itself to Entra. federated (default): a federated identity credential on the app registration trusts the app\'s user-assigned managed identity, so the deployment holds no secret. certificate: the Key Vault certificate entraCertificateName. client_secret: entraClientSecret, stored in Key Vault.')
+param entraAppCredential string = 'federated'
+
 @secure()
-@minLength(1)
-@description('Client secret of the Entra app registration. Stored in Key Vault as entra-client-secret; never in app settings.')
-param entraClientSecret string
+@description('client_secret only: the app registration\'s client secret, stored in Key Vault as entra-client-secret; never in app settings. Leave empty otherwise.')
+param entraClientSecret string = ''
+
+@description('certificate only: name of the certificate (with its private key) imported into the deployment\'s Key Vault; the app reads its secret through a Key Vault reference.')
+param entraCertificateName string = 'entra-app-credential'
 
 @minLength(1)
 @description('HTTPS endpoint of the scheduling system that receives appointment.joinurl.ready / .failed webhooks.')
@@ -204,7 +224,8 @@ module keyVault './app/keyvault.bicep' = {
     name: '${abbrs.keyVaultVaults}${resourceToken}'
     location: location
     tags: tags
-    entraClientSecret: entraClientSecret
+    entraClientSecret: entraAppCredential == 'client_secret' ? entraClientSecret : ''
+    entraCertificateName: entraCertificateName
     webhookSecret: webhookSecret
     calcomWebhookSecret: calcomWebhookSecret
     calendlyWebhookSigningKey: calendlyWebhookSigningKey
@@ -246,7 +267,11 @@ module functionApp './app/function-app.bicep' = {
     zoneRedundant: zoneRedundant
     entraTenantId: entraTenantId
     entraClientId: entraClientId
+    entraTenancy: entraTenancy
+    entraAllowedTenants: entraAllowedTenants
+    entraAppCredential: entraAppCredential
     entraClientSecretUri: keyVault.outputs.entraClientSecretUri
+    entraCertificateSecretUri: keyVault.outputs.entraCertificateSecretUri
     webhookUrl: webhookUrl
     webhookSecretUri: keyVault.outputs.webhookSecretUri
     webhookAllowedHosts: webhookAllowedHosts
@@ -321,6 +346,12 @@ output SERVICE_API_NAME string = functionApp.outputs.name
 output AZURE_FUNCTION_NAME string = functionApp.outputs.name
 output SERVICE_API_URI string = functionApp.outputs.uri
 output ENTRA_REDIRECT_URI string = '${functionApp.outputs.uri}/api/auth/callback'
+// The federated identity credential the app registration needs for entraAppCredential=federated (docs/deploy.md):
+// issuer, subject (the managed identity's principal id) and audience; infra/graph/app-registration.bicep takes them.
+output AZURE_MANAGED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+output AZURE_MANAGED_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
+output ENTRA_FEDERATED_CREDENTIAL_ISSUER string = '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+output ENTRA_FEDERATED_CREDENTIAL_AUDIENCE string = 'api://AzureADTokenExchange'
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName

@@ -6,8 +6,9 @@ pyproject.toml), which `make lint` and so `make test` run. Folder `__init__.py` 
 function app imports only what an invocation needs (cold start; docs/performance.md).
 
 Top: operator commands and twins (nothing imports them)
-    organizers.py   `python -m shared.organizers list|revoke|connect-device`: organizer connections.
-    replay.py       `python -m shared.replay`: rejected, poison and dead-lettered messages back to their queue.
+    organizers.py   `python -m shared.organizers list|revoke|connect-device [--tenant]`: organizer connections.
+    replay.py       `python -m shared.replay [--tenant]`: rejected, poison and dead-lettered messages back to
+                    their queue.
     testing/        In-memory twins of the stores (idempotency, token vault, requeuer, overflow) for tests, the bench
                     and chaos; each passes the same contract suite as the real one (tests/contract).
 
@@ -17,7 +18,8 @@ services.py         The worker's long-lived objects (Graph client, token caches,
 HTTP adapters: the only code that speaks azure.functions and problem+json
     http_twin/      The HTTP twin: join-URL lookups with a function key or a bearer token (join_url), and
                     its OpenAPI document (openapi).
-    pages/          HTML for people: the connect page and its callback (connect).
+    pages/          HTML for people, in one look (look: a stylesheet allowed by its hash): the connect page, the
+                    admin-consent link and their callback (connect), the operator page (organizers).
     intake/         Webhook intakes for schedulers (below http_twin, whose OpenAPI document describes them):
                     one module per source (calcom, calendly, standard), their signatures (signatures), the
                     contract-v1 event they build (events), organizer mapping (organizers), settings (config)
@@ -34,11 +36,13 @@ webhooks/           Telling the scheduling system: outbound event types and outb
                     signed POST to a guarded destination (sender), once per webhook-id with back-off
                     (dispatcher).
 
-identity/           Delegated tokens only (Graph refuses app-only tokens for this API): token sources and
-                    their cache (tokens), MSAL and its error classification (msal), the token vault (vault)
-                    and the acquirer that refreshes from it (vault_acquirer), keep-alive (keepalive), the
-                    connect sign-in (connect_flow), device-less local users (dev_password), bearer token
-                    validation (bearer) and On-Behalf-Of (obo).
+identity/           Delegated tokens only (Graph refuses app-only tokens for this API), organizers keyed by
+                    tenant and object id: token sources and their cache (tokens), the app's own credential
+                    toward Entra: secret, certificate or federated (app_credential), MSAL per authority and its
+                    error classification (msal), the token vault's rule (vault) and its blob storage
+                    (vault_blob), the acquirer that refreshes from it (vault_acquirer), keep-alive
+                    (keepalive), the connect sign-in and admin consent (connect_flow), device-less local users
+                    (dev_password), bearer token validation per tenant (bearer) and On-Behalf-Of (obo).
 
 storage/            Azure Storage as the app writes it: queue clients (queue_client), requeue envelope and
                     requeuer (requeue), the Table REST client (table_rest), idempotency records and their
@@ -48,11 +52,12 @@ storage/            Azure Storage as the app writes it: queue clients (queue_cli
 Foundation: everything may use these
     settings.py     Every setting validated at start-up into one typed Settings, each problem named.
     settings_registry.py  Every setting declared once (SETTINGS): meaning, default, required, secret.
+    settings_values.py    How each kind of setting value is read and checked (the rule behind each spec).
     contracts.py    The published JSON Schemas (contracts/schemas), read on first use (OpenAPI, tests).
     telemetry.py    Application Insights on the first invocation, only when configured; gauges.
     queues.py       Queue names the functions bind to.
     problems.py     RFC 9457 problem details (for the HTTP adapters only).
-    redaction.py    Users in telemetry as a hash.
+    redaction.py    Users and tenants in telemetry as a hash.
     common/         One home per rule: timestamps (clock), GUID/UPN (ids), field validators (fields), TLS
                     context (tls), Retry-After (retry_after), https-or-loopback URLs (urls), the Standard
                     Webhooks signer (standard_webhooks).

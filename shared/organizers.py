@@ -1,4 +1,5 @@
-"""Operator commands for organizer connections: `python -m shared.organizers list|revoke|connect-device`."""
+"""Operator commands for organizer connections: `python -m shared.organizers list|revoke|connect-device`, each
+optionally for one tenant (`--tenant`)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from shared.common.ids import is_guid
 from shared.exceptions import JoinLinkError, SettingsError
+from shared.identity.connect_flow import granted_scopes, signed_in_tenant
 from shared.identity.msal import ClientType, MsalClients, MsalFailure
-from shared.identity.vault import BlobTokenVault, ConnectionStatus, TokenVault, VaultEntry
+from shared.identity.vault import ConnectionStatus, TokenVault, VaultEntry
 from shared.identity.vault_acquirer import connect_scopes
+from shared.identity.vault_blob import BlobTokenVault
 from shared.settings import Settings, load_settings
 
 _PATH_SETTINGS = ("DEV_USERS_FILE", "TLS_CA_BUNDLE")
@@ -33,27 +37,30 @@ def settings_from(path: Path | None, environ: Mapping[str, str] = os.environ) ->
     return load_settings({**environ, **values})
 
 
-def list_organizers(vault: TokenVault, out: TextIO, *, as_json: bool = False) -> int:
-    """Print every organizer's connection health; exit status 0, or 3 if any needs attention."""
-    entries = sorted(vault.entries(), key=lambda e: e.upn.lower())
+def list_organizers(vault: TokenVault, out: TextIO, *, as_json: bool = False, tenant: str | None = None) -> int:
+    """Print every organizer's connection health (of one tenant, if given); exit status 0, or 3 if any needs
+    attention."""
+    entries = sorted(vault.entries(tenant), key=lambda e: (e.tenant_id, e.upn.lower()))
     if as_json:
         json.dump([e.health() for e in entries], out, indent=2)
         out.write("\n")
     elif not entries:
-        out.write("No organizer is connected. Connect one with the connect page or `connect-device`.\n")
+        where = f" in tenant {tenant}" if tenant else ""
+        out.write(f"No organizer is connected{where}. Connect one with the connect page or `connect-device`.\n")
     else:
-        out.write(f"{'ORGANIZER':<36} {'STATUS':<16} {'LAST SUCCESS':<25} {'FAILS':>5}  LAST ERROR\n")
+        out.write(f"{'ORGANIZER':<32} {'TENANT':<36} {'STATUS':<16} {'LAST SUCCESS':<25} {'FAILS':>5}  LAST ERROR\n")
         for e in entries:
-            out.write(f"{e.upn:<36} {e.status:<16} {e.last_success_at or '-':<25} {e.consecutive_failures:>5}  "
-                      f"{(e.last_error or '-')[:100]}\n")
+            out.write(f"{e.upn:<32} {e.tenant_id or '-':<36} {e.status:<16} {e.last_success_at or '-':<25} "
+                      f"{e.consecutive_failures:>5}  {(e.last_error or '-')[:100]}\n")
     return 3 if any(e.status != ConnectionStatus.CONNECTED or e.consecutive_failures for e in entries) else 0
 
 
-def revoke(vault: TokenVault, organizer: str, out: TextIO) -> int:
+def revoke(vault: TokenVault, organizer: str, out: TextIO, tenant: str | None = None) -> int:
     """Delete the organizer's entry (the refresh token is forgotten); say what is left for an admin to do."""
-    entry = vault.delete(organizer)
+    entry = vault.delete(organizer, tenant)
     if entry is None:
-        out.write(f"{organizer} has no entry in the token vault; nothing to revoke.\n")
+        out.write(f"{organizer} has no entry in the token vault{f' in tenant {tenant}' if tenant else ''}; "
+                  "nothing to revoke.\n")
         return 1
     out.write(
         f"Removed {entry.upn} ({entry.oid}) from the token vault: the app has forgotten the refresh token and "
@@ -66,13 +73,19 @@ def revoke(vault: TokenVault, organizer: str, out: TextIO) -> int:
 
 
 def connect_device(settings: Settings, vault: TokenVault, clients: MsalClients, expected: str | None,
-                   out: TextIO, on_flow: Callable[[dict[str, Any]], None] | None = None) -> int:
-    """Device-code sign-in (no browser on this machine needed); the organizer's cache goes into the vault."""
+                   out: TextIO, on_flow: Callable[[dict[str, Any]], None] | None = None,
+                   tenant: str | None = None) -> int:
+    """Device-code sign-in (no browser on this machine needed); the organizer's cache goes into the vault.
+    With `tenant`, the sign-in happens at that tenant; otherwise where organizers sign in."""
+    if tenant is not None and not settings.tenant_allowed(tenant):
+        out.write(f"Tenant {tenant} is not on ENTRA_ALLOWED_TENANTS: its organizers cannot connect.\n")
+        return 1
+
     def initiate(app: Any) -> dict[str, Any]:
         started: dict[str, Any] = app.initiate_device_flow(scopes=connect_scopes(settings))
         return started
 
-    flow, _ = clients.run(ClientType.PUBLIC, None, initiate)
+    flow, _ = clients.run(ClientType.PUBLIC, None, initiate, tenant=tenant)
     if "user_code" not in flow:
         out.write(f"Could not start the device-code sign-in: {MsalFailure.from_result(flow).summary()}\n"
                   "The app registration must allow public client flows (Authentication > Advanced settings).\n")
@@ -81,19 +94,33 @@ def connect_device(settings: Settings, vault: TokenVault, clients: MsalClients, 
     out.flush()
     if on_flow is not None:
         on_flow(flow)
-    result, cache = clients.run(ClientType.PUBLIC, None, lambda app: app.acquire_token_by_device_flow(flow))
+    result, cache = clients.run(ClientType.PUBLIC, None, lambda app: app.acquire_token_by_device_flow(flow),
+                                tenant=tenant)
     claims = result.get("id_token_claims") or {}
     if "access_token" not in result or not cache or not claims.get("oid"):
         out.write(f"Sign-in failed: {MsalFailure.from_result(result).summary()}\n")
         return 1
-    entry = VaultEntry.connected(claims, cache, ClientType.PUBLIC)
+    signed_in = signed_in_tenant(result)
+    if not settings.tenant_allowed(signed_in):
+        out.write(f"Signed in with an account of tenant {signed_in or 'unknown'}, which is not on "
+                  "ENTRA_ALLOWED_TENANTS: nothing stored.\n")
+        return 1
+    entry = VaultEntry.connected(claims, cache, ClientType.PUBLIC, granted_scopes(result))
     if expected and expected.strip().lower() not in (entry.oid, entry.upn.lower()):
         out.write(f"Signed in as {entry.upn}, not {expected}: nothing stored. Run the command again and sign in "
                   "as the organizer.\n")
         return 1
     vault.store_connection(entry)
-    out.write(f"Connected {entry.display_name} ({entry.upn}). Their appointments can now get join links.\n")
+    tenant_note = f" in tenant {entry.tenant_id}" if settings.is_multi_tenant else ""
+    out.write(f"Connected {entry.display_name} ({entry.upn}){tenant_note}. Their appointments can now get join "
+              "links.\n")
     return 0
+
+
+def _tenant(value: str) -> str:
+    if not is_guid(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a tenant id (GUID)")
+    return value.lower()
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
@@ -107,15 +134,17 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     revoking.add_argument("organizer", help="object id or UPN")
     device = commands.add_parser("connect-device", help="connect an organizer by device-code sign-in")
     device.add_argument("organizer", nargs="?", help="the UPN or object id expected to sign in")
+    for command in (listing, revoking, device):
+        command.add_argument("--tenant", type=_tenant, help="only this tenant (its id)")
     args = parser.parse_args(argv)
     try:
         settings = settings_from(args.settings)
-        vault = BlobTokenVault(settings.storage, settings.token_vault_container)
+        vault = BlobTokenVault(settings.storage, settings.token_vault_container, settings.tenant_id)
         if args.command == "list":
-            return list_organizers(vault, out, as_json=args.json)
+            return list_organizers(vault, out, as_json=args.json, tenant=args.tenant)
         if args.command == "revoke":
-            return revoke(vault, args.organizer, out)
-        return connect_device(settings, vault, MsalClients(settings), args.organizer, out)
+            return revoke(vault, args.organizer, out, args.tenant)
+        return connect_device(settings, vault, MsalClients(settings), args.organizer, out, tenant=args.tenant)
     except SettingsError as exc:
         out.write(f"{exc}\n")
         return 2

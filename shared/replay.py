@@ -1,8 +1,8 @@
 """Operator command: move rejected, poison and dead-lettered messages back to the queue they came from.
 
     python -m shared.replay --from appointments-rejected|appointments-poison|webhook-dead-letter|
-                                   webhook-outbox-poison|all [--reason CODE] [--older-than 10m] [--dry-run]
-                                   [--connection-string ...]   (default: AzureWebJobsStorage from the environment)
+                                   webhook-outbox-poison|all [--reason CODE] [--tenant ID] [--older-than 10m]
+                                   [--dry-run] [--connection-string ...]   (default: AzureWebJobsStorage)
 
 A copy is always enqueued before the original is deleted (with its pop receipt), so a crash mid-way can
 duplicate a message but never lose one; the app is idempotent per event id and webhook-id.
@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import IO, TYPE_CHECKING
 
 from shared import queues
+from shared.common.ids import is_guid
 from shared.exceptions import UnreadableRecordError
 from shared.queues import WEBHOOK_DEAD_LETTER, WEBHOOK_OUTBOX, WEBHOOK_OUTBOX_POISON
 from shared.settings import StorageConnection
@@ -43,9 +44,32 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$", re.IGNORECASE)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def _record_field(name: str) -> Callable[[bytes], tuple[bytes | KeptMessage, str | None]]:
-    """A record's copy of the original: `<name>` (text), `<name>Base64` (not UTF-8), or `<name>Blob` (kept)."""
-    def extract(content: bytes) -> tuple[bytes | KeptMessage, str | None]:
+@dataclass(frozen=True)
+class Found:
+    """What replay reads from a message: the original to put back, and the reason and tenant to filter on."""
+
+    payload: bytes | KeptMessage  # kept in a blob when it did not fit its record
+    reason: str | None = None
+    tenant: str | None = None
+
+
+def tenant_of(payload: bytes) -> str | None:
+    """The tenant an appointment event or an outbox message names (`tenantId`), lower-cased; None if none."""
+    try:
+        doc = json.loads(payload)
+        if isinstance(doc, dict) and isinstance(doc.get("body"), str):
+            doc = json.loads(doc["body"])  # an outbox message: the webhook body carries the data
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    data = doc["data"] if isinstance(doc.get("data"), dict) else doc
+    tenant = data.get("tenantId")
+    return tenant.lower() if isinstance(tenant, str) and tenant else None
+
+
+def _record_field(name: str) -> Callable[[bytes], Found]:
+    def extract(content: bytes) -> Found:
         try:
             doc = json.loads(content)
         except (ValueError, RecursionError):
@@ -68,15 +92,18 @@ def _record_field(name: str) -> Callable[[bytes], tuple[bytes | KeptMessage, str
                 raise UnreadableRecordError(f"record's {name + 'Blob'!r} is not a kept-message reference") from None
         if not payload:
             raise UnreadableRecordError(f"record has no {name!r}")
-        reason = doc.get("reason")
-        return payload, reason if isinstance(reason, str) else None
+        reason, tenant = doc.get("reason"), doc.get("tenantId")
+        if not (isinstance(tenant, str) and tenant) and isinstance(payload, bytes):
+            tenant = tenant_of(payload)
+        return Found(payload, reason if isinstance(reason, str) else None,
+                     tenant.lower() if isinstance(tenant, str) and tenant else None)
 
     return extract
 
 
-def _as_is(content: bytes) -> tuple[bytes | KeptMessage, str | None]:
+def _as_is(content: bytes) -> Found:
     # A poison message is the original message itself; it carries no reason.
-    return content, None
+    return Found(content, None, tenant_of(content))
 
 
 @dataclass(frozen=True)
@@ -85,7 +112,7 @@ class Route:
 
     source: str
     target: str
-    extract: Callable[[bytes], tuple[bytes | KeptMessage, str | None]]
+    extract: Callable[[bytes], Found]
 
 
 ROUTES: dict[str, Route] = {
@@ -188,8 +215,9 @@ def _content(message: QueueMessage) -> bytes:
 async def replay_queue(conn: StorageConnection, source: str, *, reason: str | None = None,
                        older_than: timedelta | None = None, dry_run: bool = False, progress: bool = True,
                        visibility_seconds: int = DEFAULT_VISIBILITY_SECONDS,
-                       summary: ReplaySummary | None = None) -> ReplaySummary:
-    """Move one source queue's matching messages back to their queue (copy first, then delete)."""
+                       summary: ReplaySummary | None = None, tenant: str | None = None) -> ReplaySummary:
+    """Move one source queue's matching messages back to their queue (copy first, then delete). With `tenant`,
+    only messages that name that tenant (`tenantId`) move."""
     from azure.core.exceptions import HttpResponseError
 
     route = ROUTES[source]
@@ -217,7 +245,7 @@ async def replay_queue(conn: StorageConnection, source: str, *, reason: str | No
                 if bar:
                     bar.advance()
                 try:
-                    payload, record_reason = route.extract(_content(message))
+                    found = route.extract(_content(message))
                 except UnreadableRecordError as exc:
                     log.warning("replay %s: message %s left in place: %s", source, message.id, exc,
                                 extra={"source_queue": source, "message_id": message.id})
@@ -226,7 +254,8 @@ async def replay_queue(conn: StorageConnection, source: str, *, reason: str | No
                     continue
                 inserted = message.inserted_on
                 too_new = cutoff is not None and inserted is not None and inserted > cutoff
-                if (reason is not None and record_reason != reason) or too_new:
+                other_tenant = tenant is not None and found.tenant != tenant.lower()
+                if (reason is not None and found.reason != reason) or too_new or other_tenant:
                     summary.skipped += 1
                     held.append(message)
                     continue
@@ -234,6 +263,7 @@ async def replay_queue(conn: StorageConnection, source: str, *, reason: str | No
                     summary.would_move += 1
                     held.append(message)
                     continue
+                payload = found.payload
                 if isinstance(payload, KeptMessage):
                     store = kept.setdefault(payload.container, BlobOverflowStore(conn, payload.container))
                     payload = await store.read(payload)
@@ -267,14 +297,20 @@ async def replay_queue(conn: StorageConnection, source: str, *, reason: str | No
 
 async def replay(conn: StorageConnection, source: str, *, reason: str | None = None,
                  older_than: timedelta | None = None, dry_run: bool = False, progress: bool = True,
-                 visibility_seconds: int = DEFAULT_VISIBILITY_SECONDS) -> ReplaySummary:
+                 visibility_seconds: int = DEFAULT_VISIBILITY_SECONDS, tenant: str | None = None) -> ReplaySummary:
     """Replay one source, or every source for `all`."""
     sources = list(ROUTES) if source == "all" else [source]
     summary = ReplaySummary(dry_run=dry_run)
     for name in sources:
         await replay_queue(conn, name, reason=reason, older_than=older_than, dry_run=dry_run, progress=progress,
-                           visibility_seconds=visibility_seconds, summary=summary)
+                           visibility_seconds=visibility_seconds, summary=summary, tenant=tenant)
     return summary
+
+
+def _tenant(value: str) -> str:
+    if not is_guid(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a tenant id (GUID)")
+    return value.lower()
 
 
 def _connection(arg: str | None) -> StorageConnection:
@@ -293,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--from", dest="source", required=True, choices=[*ROUTES, "all"])
     parser.add_argument("--reason", help="only records with this reason code (rejections and dead letters)")
+    parser.add_argument("--tenant", type=_tenant, help="only messages of this tenant (their tenantId); messages "
+                        "that name no tenant stay where they are")
     parser.add_argument("--older-than", type=parse_age, help="only messages enqueued at least this long ago")
     parser.add_argument("--dry-run", action="store_true", help="count what would move; move nothing")
     parser.add_argument("--connection-string", help="default: AzureWebJobsStorage from the environment")
@@ -301,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     summary = asyncio.run(replay(_connection(args.connection_string), args.source, reason=args.reason,
                                  older_than=args.older_than, dry_run=args.dry_run,
-                                 progress=not args.no_progress))
+                                 progress=not args.no_progress, tenant=args.tenant))
     print(summary.line())
     return 0
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from shared.exceptions import SettingsError
+from shared.exceptions import OrganizerNotConnectedError, SettingsError
 from shared.graph.gateway import GraphGateway
+from shared.identity.app_credential import AppCredential
 from shared.identity.bearer import BearerValidator
 from shared.identity.dev_password import DevPasswordAcquirer
 from shared.identity.msal import MsalClients
 from shared.identity.tokens import DelegatedCredentials, DelegatedTokenAcquirer
-from shared.identity.vault import BlobTokenVault, ConnectionStatus, TokenVault
+from shared.identity.vault import ConnectionStatus, TokenVault
 from shared.identity.vault_acquirer import VaultTokenAcquirer
+from shared.identity.vault_blob import BlobTokenVault
 from shared.intake.config import IntakeSettings
 from shared.intake.organizers import OrganizerMap
 from shared.pipeline.join_url_resolver import JoinUrlResolver
@@ -34,11 +36,15 @@ def build_acquirer(settings: Settings, *, vault: TokenVault | None = None,
     `vault` and `msal_clients` let the worker share its token vault and MSAL applications (vault mode).
     """
     if settings.credential_mode == "vault":
-        return VaultTokenAcquirer(settings, vault or BlobTokenVault(settings.storage, settings.token_vault_container),
-                                  msal_clients)
+        return VaultTokenAcquirer(settings, vault or blob_vault(settings), msal_clients)
     if settings.credential_mode == "dev_password":
-        return DevPasswordAcquirer(settings)
+        return DevPasswordAcquirer(settings, msal_clients.credential if msal_clients else None)
     raise SettingsError([f"CREDENTIAL_MODE={settings.credential_mode!r} has no implementation"])
+
+
+def blob_vault(settings: Settings) -> BlobTokenVault:
+    """The token vault the settings name (entries before tenancy belong to ENTRA_TENANT_ID)."""
+    return BlobTokenVault(settings.storage, settings.token_vault_container, settings.tenant_id)
 
 
 class Services:
@@ -55,12 +61,17 @@ class Services:
     @cached_property
     def vault(self) -> TokenVault:
         """The token vault: organizer token caches and sign-in flows in a private blob container."""
-        return BlobTokenVault(self.settings.storage, self.settings.token_vault_container)
+        return blob_vault(self.settings)
+
+    @cached_property
+    def app_credential(self) -> AppCredential:
+        """How the app proves itself to Entra (ENTRA_APP_CREDENTIAL), shared by MSAL and On-Behalf-Of."""
+        return AppCredential(self.settings)
 
     @cached_property
     def msal_clients(self) -> MsalClients:
         """The worker's MSAL applications (built on first use)."""
-        return MsalClients(self.settings)
+        return MsalClients(self.settings, self.app_credential)
 
     @cached_property
     def vault_acquirer(self) -> VaultTokenAcquirer:
@@ -84,7 +95,10 @@ class Services:
 
     def _is_connected(self, upn: str) -> bool:
         """Whether a UPN names an organizer connected in the token vault (blocking: a blob read)."""
-        entry = self.vault.get(upn)
+        try:
+            entry = self.vault.get(upn)
+        except OrganizerNotConnectedError:
+            return False  # known in several tenants: only a configured mapping can say which
         return entry is not None and entry.status == ConnectionStatus.CONNECTED
 
     @cached_property

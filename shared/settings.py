@@ -5,23 +5,22 @@ What each setting means and its default: shared/settings_registry.py.
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
 
-from shared.common.ids import is_guid, is_upn
-from shared.common.standard_webhooks import decode_secret
+from shared import settings_values as values
 from shared.common.urls import is_allowed_url
-from shared.exceptions import SettingsError, WebhookSignatureError
-from shared.settings_registry import SETTINGS, SPECS_BY_NAME, SettingSpec, setting_default
+from shared.exceptions import SettingsError
+from shared.settings_registry import SETTINGS, SettingSpec, setting_default
 
 _DELEGATED_MODES = ("vault", "dev_password")
-_UNRESOLVED_REFERENCE = "@Microsoft.KeyVault("
 _APP_ONLY_MODES = ("managed_identity", "client_credentials", "client_secret", "app_only", "certificate")
+TENANCIES = ("single", "multi")
+APP_CREDENTIALS = ("client_secret", "certificate", "federated")
+# MSAL's authority for signing in users of any work or school tenant (not personal accounts).
+ORGANIZATIONS = "organizations"
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,12 @@ class Settings:
     entra_authority: str
     tenant_id: str
     client_id: str
+    tenancy: str
+    allowed_tenants: tuple[str, ...]
+    app_credential: str
     client_secret: str
+    client_certificate: str | None
+    managed_identity_client_id: str | None
     credential_mode: str
     dev_users_file: Path | None
     tls_ca_bundle: Path | None
@@ -100,72 +104,29 @@ class Settings:
 
     @property
     def authority_url(self) -> str:
-        """The tenant-specific authority URL MSAL and azure-identity use."""
-        return f"{self.entra_authority.rstrip('/')}/{self.tenant_id}"
+        """The authority URL of the app's own tenant (ENTRA_TENANT_ID)."""
+        return self.authority_for(self.tenant_id)
+
+    @property
+    def is_multi_tenant(self) -> bool:
+        """Organizers of several tenants (ENTRA_TENANCY=multi)."""
+        return self.tenancy == "multi"
+
+    @property
+    def sign_in_tenant(self) -> str:
+        """Where organizers sign in: `organizations` in multi-tenant mode, else the app's own tenant."""
+        return ORGANIZATIONS if self.is_multi_tenant else self.tenant_id
+
+    def authority_for(self, tenant: str) -> str:
+        """The authority URL of a tenant (or of `organizations`)."""
+        return f"{self.entra_authority.rstrip('/')}/{tenant}"
+
+    def tenant_allowed(self, tenant_id: str | None) -> bool:
+        """Whether organizers and bearer callers of this tenant are accepted."""
+        return bool(tenant_id) and str(tenant_id).lower() in self.allowed_tenants
 
 
-class _Reader:
-    """Collects every problem before failing, so one start-up shows all bad settings at once."""
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self._env = env
-        self.problems: list[str] = []
-
-    def raw(self, name: str) -> str:
-        spec = SPECS_BY_NAME[name]
-        value = self._env.get(name, "").strip()
-        if value.startswith(_UNRESOLVED_REFERENCE):
-            # App Service leaves a Key Vault reference it cannot resolve as literal text: never a secret's value.
-            # An optional secret whose Key Vault entry does not exist (an intake not turned on) is unset.
-            if spec.required:
-                self.problems.append(f"{name} is a Key Vault reference App Service could not resolve (check the "
-                                     "secret exists and the app identity holds Key Vault Secrets User)")
-            value = ""
-        if not value and spec.name == "AzureWebJobsStorage":
-            # Identity-based connections have no single value; the presence of any service URI counts.
-            if any(k.startswith("AzureWebJobsStorage__") for k in self._env):
-                return "identity"
-        if not value:
-            if spec.required:
-                self.problems.append(f"{name} is missing: {spec.description}")
-            return spec.default or ""
-        return value
-
-    def parse(self, name: str, convert: Callable[[str], Any], rule: str) -> Any:
-        value = self.raw(name)
-        if not value:
-            return None
-        try:
-            return convert(value)
-        except (ValueError, TypeError):
-            # A secret's value must not reach start-up errors and logs, even when it is malformed.
-            shown = "<redacted>" if SPECS_BY_NAME[name].secret else repr(value)
-            self.problems.append(f"{name}={shown} is invalid: {rule}")
-            return None
-
-
-def _positive_float(value: str) -> float:
-    number = float(value)
-    if number <= 0:
-        raise ValueError(value)
-    return number
-
-
-def _non_negative_int(value: str) -> int:
-    number = int(value)
-    if number < 0:
-        raise ValueError(value)
-    return number
-
-
-def _https_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme != "https" or not parts.netloc:
-        raise ValueError(value)
-    return value.rstrip("/")
-
-
-def _public_url(read: _Reader, name: str, value: str, environment: str) -> str | None:
+def _public_url(read: values.Reader, name: str, value: str, environment: str) -> str | None:
     """An https URL, or plain http to loopback in development; otherwise a problem naming the setting."""
     if is_allowed_url(value, development=environment == "development"):
         return value
@@ -174,34 +135,12 @@ def _public_url(read: _Reader, name: str, value: str, environment: str) -> str |
     return None
 
 
-def _webhook_url(read: _Reader, environment: str) -> str | None:
+def _webhook_url(read: values.Reader, environment: str) -> str | None:
     value = read.raw("WEBHOOK_URL")
     return _public_url(read, "WEBHOOK_URL", value, environment) if value else None
 
 
-def _container_name(value: str) -> str:
-    # Blob container rules: 3-63 lowercase letters, digits and single hyphens, starting and ending alphanumeric.
-    if not (3 <= len(value) <= 63 and value.isascii() and value.replace("-", "").isalnum() and value == value.lower()
-            and value[0] != "-" and value[-1] != "-" and "--" not in value):
-        raise ValueError(value)
-    return value
-
-
-def _boolean(value: str) -> bool:
-    lowered = value.lower()
-    if lowered not in ("true", "false", "1", "0", "yes", "no"):
-        raise ValueError(value)
-    return lowered in ("true", "1", "yes")
-
-
-def _ncrontab(value: str) -> str:
-    # Six fields (seconds first) as the Functions host expects; the host itself checks the field values.
-    if len(value.split()) != 6:
-        raise ValueError(value)
-    return value
-
-
-def _template(read: _Reader, name: str, env: Mapping[str, str]) -> str | None:
+def _template(read: values.Reader, name: str, env: Mapping[str, str]) -> str | None:
     """A setting whose default names other settings in braces; None when one of them is unset."""
     value = read.raw(name)
     try:
@@ -210,7 +149,7 @@ def _template(read: _Reader, name: str, env: Mapping[str, str]) -> str | None:
         return None
 
 
-def _redirect_uri(read: _Reader, env: Mapping[str, str], environment: str, mode: str) -> str | None:
+def _redirect_uri(read: values.Reader, env: Mapping[str, str], environment: str, mode: str) -> str | None:
     value = _template(read, "AUTH_REDIRECT_URI", env)
     if value is None:
         if mode == "vault":
@@ -221,63 +160,44 @@ def _redirect_uri(read: _Reader, env: Mapping[str, str], environment: str, mode:
     return _public_url(read, "AUTH_REDIRECT_URI", value, environment)
 
 
-def _existing_file(value: str) -> Path:
-    path = Path(value)
-    if not path.is_file():
-        raise ValueError(value)
-    return path
+def _tenancy(read: values.Reader, tenant_id: str | None) -> tuple[str, tuple[str, ...]]:
+    """ENTRA_TENANCY and the allow-list it implies; an empty list in multi-tenant mode is refused, not 'everyone'."""
+    tenancy = read.raw("ENTRA_TENANCY").lower()
+    if tenancy not in TENANCIES:
+        read.problems.append(f"ENTRA_TENANCY={tenancy!r} is invalid: use single or multi")
+    listed: tuple[str, ...] = read.parse("ENTRA_ALLOWED_TENANTS", values.tenant_list,
+                                         "must be comma-separated tenant ids (GUIDs)") or ()
+    if tenancy == "multi":
+        if not listed and not read.raw("ENTRA_ALLOWED_TENANTS"):
+            read.problems.append("ENTRA_ALLOWED_TENANTS is empty: with ENTRA_TENANCY=multi it must name every "
+                                 "tenant whose organizers may connect (an empty list is not 'every tenant')")
+        return tenancy, listed
+    home = (tenant_id,) if tenant_id else ()
+    if listed and listed != home:
+        read.problems.append("ENTRA_ALLOWED_TENANTS is invalid: with ENTRA_TENANCY=single only ENTRA_TENANT_ID's "
+                             "organizers can sign in; set ENTRA_TENANCY=multi to allow other tenants")
+    return tenancy, home
 
 
-def _webhook_secrets(value: str) -> tuple[str, ...]:
-
-    secrets = tuple(part.strip() for part in value.split(",") if part.strip())
-    if not 1 <= len(secrets) <= 2:
-        raise ValueError(value)
-    try:
-        for secret in secrets:
-            decode_secret(secret)
-    except WebhookSignatureError as exc:
-        raise ValueError(str(exc)) from None
-    return secrets
-
-
-def _host_patterns(value: str) -> tuple[str, ...]:
-    patterns = tuple(part.strip().lower().rstrip(".") for part in value.split(",") if part.strip())
-    for pattern in patterns:
-        name = pattern[2:] if pattern.startswith("*.") else pattern
-        # A bare "*" or a wildcard in the middle would allow far more than anyone means to.
-        if not name or "*" in name or "/" in name or ":" in name or " " in name:
-            raise ValueError(pattern)
-    return patterns
+def _app_credential(read: values.Reader) -> tuple[str, str, str | None, str | None]:
+    """ENTRA_APP_CREDENTIAL and the one setting it needs: (kind, secret, certificate, managed identity client id)."""
+    kind = read.raw("ENTRA_APP_CREDENTIAL").lower()
+    if kind not in APP_CREDENTIALS:
+        read.problems.append(f"ENTRA_APP_CREDENTIAL={kind!r} is invalid: use one of " + ", ".join(APP_CREDENTIALS))
+    secret = read.raw("ENTRA_CLIENT_SECRET")
+    certificate = read.parse("ENTRA_CLIENT_CERTIFICATE", values.certificate,
+                             "must be PEM (private key and certificate) or base64 PKCS#12")
+    identity = read.parse("ENTRA_MANAGED_IDENTITY_CLIENT_ID", values.guid, "must be a client id (GUID)")
+    if kind == "client_secret" and not secret:
+        read.missing("ENTRA_CLIENT_SECRET", "ENTRA_APP_CREDENTIAL=client_secret proves the app to Entra with it (or "
+                     "choose certificate, or federated for no secret at all)")
+    if kind == "certificate" and not read.raw("ENTRA_CLIENT_CERTIFICATE"):
+        read.missing("ENTRA_CLIENT_CERTIFICATE", "ENTRA_APP_CREDENTIAL=certificate proves the app to Entra with it "
+                     "(PEM with the private key, or a Key Vault certificate reference)")
+    return kind, secret, certificate, identity
 
 
-def _organizer_map(value: str) -> dict[str, str]:
-    doc = json.loads(value)
-    if not isinstance(doc, dict):
-        raise ValueError(value)
-    entries: dict[str, str] = {}
-    for key, target in doc.items():
-        if not isinstance(target, str) or not (is_guid(target.strip()) or is_upn(target.strip())):
-            raise ValueError(key)
-        entries[key.strip().lower()] = target.strip()
-    return entries
-
-
-def _domains(value: str) -> tuple[str, ...]:
-    domains = tuple(part.strip().lower().lstrip("@") for part in value.split(",") if part.strip())
-    for domain in domains:
-        if "." not in domain or any(ch in domain for ch in " /\\@*:"):
-            raise ValueError(domain)
-    return domains
-
-
-def _table_name(value: str) -> str:
-    if not (3 <= len(value) <= 63 and value[0].isalpha() and value.isalnum() and value.isascii()):
-        raise ValueError(value)
-    return value
-
-
-def _check_stale_claims(read: _Reader, settings: Settings) -> None:
+def _check_stale_claims(read: values.Reader, settings: Settings) -> None:
     """A claim must outlive any live invocation, or a second worker would redo work still in progress."""
     stale, graph = settings.idempotency_stale_claim_seconds, settings.graph_timeout_seconds
     if stale and graph and stale <= 2 * graph + settings.throttle_inline_max_seconds:
@@ -295,7 +215,7 @@ def _check_stale_claims(read: _Reader, settings: Settings) -> None:
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build and validate the settings; raise SettingsError naming every missing or bad one."""
     env_map = os.environ if env is None else env
-    read = _Reader(env_map)
+    read = values.Reader(env_map)
     read.raw("AzureWebJobsStorage")
     environment = read.raw("APP_ENVIRONMENT").lower()
     if environment not in ("production", "development"):
@@ -308,7 +228,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             "Graph answers 403 to app-only tokens. Use a delegated mode: " + ", ".join(_DELEGATED_MODES))
     elif mode not in _DELEGATED_MODES:
         read.problems.append(f"CREDENTIAL_MODE={mode!r} is invalid: use one of " + ", ".join(_DELEGATED_MODES))
-    dev_users = read.parse("DEV_USERS_FILE", _existing_file, "must be an existing JSON file")
+    dev_users = read.parse("DEV_USERS_FILE", values.existing_file, "must be an existing JSON file")
+    tenant_id = read.parse("ENTRA_TENANT_ID", values.guid, "must be the Directory (tenant) id, a GUID")
+    tenancy, allowed_tenants = _tenancy(read, tenant_id)
+    app_credential, client_secret, client_certificate, identity_client_id = _app_credential(read)
     if mode == "dev_password":
         if environment != "development":
             read.problems.append("CREDENTIAL_MODE=dev_password needs APP_ENVIRONMENT=development: "
@@ -318,61 +241,69 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     settings = Settings(
         storage=StorageConnection.from_env(env_map),
         environment=environment,
-        graph_base_url=read.parse("GRAPH_BASE_URL", _https_url, "must be an https URL") or "",
-        graph_timeout_seconds=read.parse("GRAPH_TIMEOUT_SECONDS", _positive_float, "must be a positive number"),
-        entra_authority=read.parse("ENTRA_AUTHORITY", _https_url, "must be an https URL") or "",
-        tenant_id=read.raw("ENTRA_TENANT_ID"),
+        graph_base_url=read.parse("GRAPH_BASE_URL", values.https_url, "must be an https URL") or "",
+        graph_timeout_seconds=read.parse("GRAPH_TIMEOUT_SECONDS", values.positive_float, "must be a positive number"),
+        entra_authority=read.parse("ENTRA_AUTHORITY", values.https_url, "must be an https URL") or "",
+        tenant_id=tenant_id or "",
         client_id=read.raw("ENTRA_CLIENT_ID"),
-        client_secret=read.raw("ENTRA_CLIENT_SECRET"),
+        tenancy=tenancy,
+        allowed_tenants=allowed_tenants,
+        app_credential=app_credential,
+        client_secret=client_secret,
+        client_certificate=client_certificate,
+        managed_identity_client_id=identity_client_id,
         credential_mode=mode,
         dev_users_file=dev_users,
-        tls_ca_bundle=read.parse("TLS_CA_BUNDLE", _existing_file, "must be an existing PEM file"),
+        tls_ca_bundle=read.parse("TLS_CA_BUNDLE", values.existing_file, "must be an existing PEM file"),
         throttle_inline_max_seconds=read.parse(
             "THROTTLE_INLINE_MAX_SECONDS", float, "must be a number of seconds") or 0.0,
-        throttle_max_requeues=read.parse("THROTTLE_MAX_REQUEUES", _non_negative_int, "must be a whole number >= 0"),
-        token_vault_container=read.parse("TOKEN_VAULT_CONTAINER", _container_name,
+        throttle_max_requeues=read.parse("THROTTLE_MAX_REQUEUES", values.non_negative_int,
+                                         "must be a whole number >= 0"),
+        token_vault_container=read.parse("TOKEN_VAULT_CONTAINER", values.container_name,
                                          "must be a blob container name (3-63 lowercase letters, digits, hyphens)")
         or "",
-        message_overflow_container=read.parse("MESSAGE_OVERFLOW_CONTAINER", _container_name,
+        message_overflow_container=read.parse("MESSAGE_OVERFLOW_CONTAINER", values.container_name,
                                               "must be a blob container name (3-63 lowercase letters, digits, "
                                               "hyphens)") or "",
         auth_redirect_uri=_redirect_uri(read, env_map, environment, mode),
-        auth_connect_lookup_scope=bool(read.parse("AUTH_CONNECT_LOOKUP_SCOPE", _boolean, "must be true or false")),
+        auth_connect_lookup_scope=bool(read.parse("AUTH_CONNECT_LOOKUP_SCOPE", values.boolean,
+                                                  "must be true or false")),
         api_audience=_template(read, "API_AUDIENCE", env_map) or "",
         api_required_scope=read.raw("API_REQUIRED_SCOPE"),
-        keepalive_idle_hours=read.parse("KEEPALIVE_IDLE_HOURS", _positive_float, "must be a positive number"),
-        keepalive_schedule=read.parse("KEEPALIVE_SCHEDULE", _ncrontab,
+        keepalive_idle_hours=read.parse("KEEPALIVE_IDLE_HOURS", values.positive_float, "must be a positive number"),
+        keepalive_schedule=read.parse("KEEPALIVE_SCHEDULE", values.ncrontab,
                                       "must be an NCRONTAB expression with six fields, e.g. '0 0 */6 * * *'") or "",
-        queue_metrics_schedule=read.parse("QUEUE_METRICS_SCHEDULE", _ncrontab,
+        queue_metrics_schedule=read.parse("QUEUE_METRICS_SCHEDULE", values.ncrontab,
                                           "must be an NCRONTAB expression with six fields, e.g. '0 */5 * * * *'")
         or "",
         webhook_url=_webhook_url(read, environment),
-        webhook_secrets=read.parse("WEBHOOK_SECRET", _webhook_secrets,
+        webhook_secrets=read.parse("WEBHOOK_SECRET", values.webhook_secrets,
                                    "must be one or two comma-separated whsec_<base64> secrets of 24-64 bytes") or (),
-        webhook_allowed_hosts=read.parse("WEBHOOK_ALLOWED_HOSTS", _host_patterns,
+        webhook_allowed_hosts=read.parse("WEBHOOK_ALLOWED_HOSTS", values.host_patterns,
                                          "must be comma-separated host names or *.suffix wildcards") or (),
         webhook_connect_timeout_seconds=read.parse(
-            "WEBHOOK_CONNECT_TIMEOUT_SECONDS", _positive_float, "must be a positive number"),
+            "WEBHOOK_CONNECT_TIMEOUT_SECONDS", values.positive_float, "must be a positive number"),
         webhook_read_timeout_seconds=read.parse(
-            "WEBHOOK_READ_TIMEOUT_SECONDS", _positive_float, "must be a positive number"),
-        idempotency_table=read.parse("IDEMPOTENCY_TABLE", _table_name,
+            "WEBHOOK_READ_TIMEOUT_SECONDS", values.positive_float, "must be a positive number"),
+        idempotency_table=read.parse("IDEMPOTENCY_TABLE", values.table_name,
                                      "must be 3-63 letters and digits, starting with a letter") or "",
-        idempotency_window_hours=read.parse("IDEMPOTENCY_WINDOW_HOURS", _positive_float, "must be a positive number"),
-        webhook_max_attempts=read.parse("WEBHOOK_MAX_ATTEMPTS", _non_negative_int, "must be a whole number >= 0"),
-        webhook_retry_base_seconds=read.parse("WEBHOOK_RETRY_BASE_SECONDS", _positive_float,
+        idempotency_window_hours=read.parse("IDEMPOTENCY_WINDOW_HOURS", values.positive_float,
+                                            "must be a positive number"),
+        webhook_max_attempts=read.parse("WEBHOOK_MAX_ATTEMPTS", values.non_negative_int, "must be a whole number >= 0"),
+        webhook_retry_base_seconds=read.parse("WEBHOOK_RETRY_BASE_SECONDS", values.positive_float,
                                               "must be a positive number"),
-        idempotency_stale_claim_seconds=read.parse("IDEMPOTENCY_STALE_CLAIM_SECONDS", _positive_float,
+        idempotency_stale_claim_seconds=read.parse("IDEMPOTENCY_STALE_CLAIM_SECONDS", values.positive_float,
                                                    "must be a positive number"),
-        webhook_stale_claim_seconds=read.parse("WEBHOOK_STALE_CLAIM_SECONDS", _positive_float,
+        webhook_stale_claim_seconds=read.parse("WEBHOOK_STALE_CLAIM_SECONDS", values.positive_float,
                                                "must be a positive number"),
         calcom_webhook_secret=read.raw("CALCOM_WEBHOOK_SECRET") or None,
         calendly_webhook_signing_key=read.raw("CALENDLY_WEBHOOK_SIGNING_KEY") or None,
-        intake_webhook_secrets=read.parse("INTAKE_WEBHOOK_SECRET", _webhook_secrets,
+        intake_webhook_secrets=read.parse("INTAKE_WEBHOOK_SECRET", values.webhook_secrets,
                                           "must be one or two comma-separated whsec_<base64> secrets of 24-64 "
                                           "bytes") or (),
-        intake_organizer_map=read.parse("INTAKE_ORGANIZER_MAP", _organizer_map,
+        intake_organizer_map=read.parse("INTAKE_ORGANIZER_MAP", values.organizer_map,
                                         "must be a JSON object whose values are Entra object ids or UPNs") or {},
-        intake_organizer_domains=read.parse("INTAKE_ORGANIZER_DOMAINS", _domains,
+        intake_organizer_domains=read.parse("INTAKE_ORGANIZER_DOMAINS", values.domains,
                                             "must be comma-separated e-mail domains (contoso.com)") or (),
     )
     _check_stale_claims(read, settings)

@@ -33,10 +33,28 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 default="10"),
     SettingSpec("ENTRA_AUTHORITY", "Microsoft Entra authority host URL.",
                 default="https://login.microsoftonline.com"),
-    SettingSpec("ENTRA_TENANT_ID", "Directory (tenant) id of the app registration.", required=True),
+    SettingSpec("ENTRA_TENANT_ID", "Directory (tenant) id (a GUID) of the tenant the app is registered in: the "
+                "organizers' tenant in single-tenant mode, the app's home tenant in multi-tenant mode.", required=True),
     SettingSpec("ENTRA_CLIENT_ID", "Application (client) id of the app registration.", required=True),
-    SettingSpec("ENTRA_CLIENT_SECRET", "Client secret of the app registration (a Key Vault reference in "
-                "Azure).", required=True, secret=True),
+    SettingSpec("ENTRA_TENANCY", "`single`: organizers of ENTRA_TENANT_ID only, signed in through that tenant. "
+                "`multi`: organizers of every tenant on ENTRA_ALLOWED_TENANTS, signed in through the "
+                "`organizations` authority (the app registration must be multi-tenant).", default="single"),
+    SettingSpec("ENTRA_ALLOWED_TENANTS", "Comma-separated tenant ids (GUIDs) whose organizers may connect and "
+                "whose bearer tokens the HTTP twin accepts. Required with ENTRA_TENANCY=multi (an empty list is "
+                "refused, never read as everyone); with `single` it may only name ENTRA_TENANT_ID."),
+    SettingSpec("ENTRA_APP_CREDENTIAL", "How the app proves itself to Entra when it redeems and refreshes "
+                "organizers' delegated tokens: `client_secret` (ENTRA_CLIENT_SECRET), `certificate` "
+                "(ENTRA_CLIENT_CERTIFICATE) or `federated` (a token of the app's own managed identity, trusted by "
+                "a federated identity credential on the app registration: no secret at all).",
+                default="client_secret"),
+    SettingSpec("ENTRA_CLIENT_SECRET", "Client secret of the app registration (a Key Vault reference in Azure). "
+                "Required with ENTRA_APP_CREDENTIAL=client_secret.", secret=True),
+    SettingSpec("ENTRA_CLIENT_CERTIFICATE", "The app registration's certificate with its private key: PEM (key "
+                "and certificate), or base64 PKCS#12 as a Key Vault certificate's secret holds it (a Key Vault "
+                "reference in Azure). Required with ENTRA_APP_CREDENTIAL=certificate.", secret=True),
+    SettingSpec("ENTRA_MANAGED_IDENTITY_CLIENT_ID", "ENTRA_APP_CREDENTIAL=federated: client id of the "
+                "user-assigned managed identity whose token is the app's credential (its principal id is the "
+                "federated credential's subject). Empty: the system-assigned identity."),
     SettingSpec("CREDENTIAL_MODE", "How the app obtains a delegated token for an organizer: `vault` (each "
                 "organizer connects once; refresh tokens live in the token vault) or `dev_password` (local stack "
                 "test users only). App-only modes are refused: this Graph API is delegated-only.",

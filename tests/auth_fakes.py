@@ -13,8 +13,12 @@ import time
 from typing import Any
 
 TENANT = "7d0c2e5a-1b3f-4c8e-9a6d-0e5f4b3c2a10"
+OTHER_TENANT = "3f9a7c21-6b4d-4e8a-a1c5-9d2e8f7b6a40"  # Fabrikam, also allowed in the sample settings
+FOREIGN_TENANT = "b2c4e6a8-0d1f-4a3b-8c5e-7f9a1b3d5e60"  # Northwind, not allowed
 SCHEDULER = {"oid": "4c7e1d2a-9b3f-4e5d-8a6c-1f2e3d4c5b6a", "upn": "scheduler@contoso.test",
-             "name": "Scheduling service account"}
+             "name": "Scheduling service account", "tid": TENANT}
+FABRIKAM_SCHEDULER = {"oid": "c1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4e5f", "upn": "scheduler@fabrikam.test",
+                      "name": "Fabrikam scheduling account", "tid": OTHER_TENANT}
 
 
 class FakeIdentityPlatform:
@@ -85,7 +89,8 @@ class FakeApp:
     def get_accounts(self, username: str | None = None) -> list[dict[str, Any]]:
         if not self.state:
             return []
-        return [{"home_account_id": f"{self.state['user']['oid']}.{TENANT}", "username": self.state["user"]["upn"]}]
+        user = self.state["user"]
+        return [{"home_account_id": f"{user['oid']}.{user.get('tid', TENANT)}", "username": user["upn"]}]
 
     def acquire_token_silent_with_error(self, scopes: list[str], account: Any, force_refresh: bool = False) -> Any:
         assert self.state is not None and account is not None
@@ -112,15 +117,19 @@ class FakeApp:
             return error("invalid_grant", 54005, "OAuth2 Authorization code was already redeemed.")
         self.state, self.changed = self.idp.sign_in(user, self.client_type), True
         return {"access_token": self.state["at"], "expires_in": self.idp.lifetime,
+                "scope": "https://graph.microsoft.com/VirtualAppointment.Read openid profile",
                 "id_token_claims": {"oid": user["oid"], "preferred_username": user["upn"], "name": user["name"],
-                                    "tid": TENANT}}
+                                    "tid": user.get("tid", TENANT)}}
 
 
 # Authorization codes the fake platform accepts, and whose sign-in they stand for.
 CODES: dict[str, dict[str, str]] = {
     "code-scheduler": SCHEDULER,
     "code-script": {"oid": "8e2f3a4b-5c6d-4e7f-9a0b-1c2d3e4f5a6b", "upn": "dr.adams@contoso.test",
-                    "name": "<script>alert(1)</script> Adams"},
+                    "name": "<script>alert(1)</script> Adams", "tid": TENANT},
+    "code-fabrikam": FABRIKAM_SCHEDULER,
+    "code-northwind": {"oid": "f4a5b6c7-d8e9-4f0a-9b1c-3d4e5f607182", "upn": "scheduler@northwind.test",
+                       "name": "Northwind scheduling account", "tid": FOREIGN_TENANT},
 }
 
 
@@ -130,11 +139,13 @@ class FakeMsalClients:
     def __init__(self, idp: FakeIdentityPlatform) -> None:
         self.idp = idp
         self.calls = 0
+        self.tenants: list[str | None] = []  # the authority of each call (None: where organizers sign in)
         self._lock = threading.Lock()
 
-    def run(self, client_type: str, cache: str | None, call: Any) -> tuple[Any, str | None]:
+    def run(self, client_type: str, cache: str | None, call: Any, tenant: str | None = None) -> tuple[Any, str | None]:
         with self._lock:
             self.calls += 1
+            self.tenants.append(tenant)
             app = FakeApp(self.idp, json.loads(cache) if cache else None, client_type)
             result = call(app)
             return result, json.dumps(app.state) if app.changed else None
@@ -145,8 +156,9 @@ def connected_entry(idp: FakeIdentityPlatform, user: dict[str, str] = SCHEDULER,
     from shared.identity.vault import VaultEntry
 
     state = idp.sign_in(user)
-    claims = {"oid": user["oid"], "preferred_username": user["upn"], "name": user["name"]}
-    entry = VaultEntry.connected(claims, json.dumps(state), "confidential")
+    claims = {"oid": user["oid"], "preferred_username": user["upn"], "name": user["name"],
+              "tid": user.get("tid", TENANT)}
+    entry = VaultEntry.connected(claims, json.dumps(state), "confidential", "VirtualAppointment.Read")
     for key, value in fields.items():
         setattr(entry, key, value)
     return entry

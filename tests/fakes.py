@@ -7,37 +7,59 @@ from typing import Any
 
 import azure.functions as func
 
-from shared.identity.tokens import AccessToken, DelegatedTokenAcquirer
+from shared.identity.tokens import AccessToken, DelegatedTokenAcquirer, OrganizerIdentity
+
+TENANT = "7d0c2e5a-1b3f-4c8e-9a6d-0e5f4b3c2a10"
 
 
 class FakeGraph:
-    """Meetings by (organizer, id); failures queued per call and raised in order."""
+    """Meetings by (organizer, id); failures queued per call and raised in order. Every organizer belongs to
+    TENANT unless `tenants` says otherwise; an organizer in `unknown` is not connected."""
 
     def __init__(self, meetings: dict[tuple[str, str], str] | None = None,
-                 by_join_web_url: dict[tuple[str, str], str] | None = None) -> None:
+                 by_join_web_url: dict[tuple[str, str], str] | None = None,
+                 tenants: dict[str, str] | None = None) -> None:
         self.meetings = meetings or {}
         self.by_join_web_url = by_join_web_url or {}
+        self.tenants = tenants or {}
+        self.unknown: set[str] = set()
         self.failures: list[BaseException] = []
         self.calls: list[tuple[str, str, str]] = []
+        self.tenants_used: list[str | None] = []
 
     def _maybe_fail(self) -> None:
         if self.failures:
             raise self.failures.pop(0)
 
-    async def join_web_url(self, organizer: str, meeting_id: str, tokens: Any = None) -> str:
+    async def identify(self, organizer: str, tenant: str | None = None, tokens: Any = None) -> OrganizerIdentity:
+        from shared.exceptions import OrganizerNotConnectedError
+
+        if tokens is not None:  # a bearer caller's own source (On-Behalf-Of) knows who they are
+            identity: OrganizerIdentity = await tokens.identify(organizer, tenant)
+            return identity
+        own = self.tenants.get(organizer, TENANT)
+        if organizer in self.unknown or (tenant is not None and tenant != own):
+            raise OrganizerNotConnectedError(f"organizer is not connected in tenant {tenant or own}")
+        return OrganizerIdentity(own, organizer)
+
+    async def join_web_url(self, organizer: str, meeting_id: str, tokens: Any = None,
+                           tenant: str | None = None) -> str:
         from shared.exceptions import MeetingNotFoundError
 
         self.calls.append(("join", organizer, meeting_id))
+        self.tenants_used.append(tenant)
         self._maybe_fail()
         try:
             return self.meetings[(organizer, meeting_id)]
         except KeyError:
             raise MeetingNotFoundError("Graph 404 NotFound: no such meeting") from None
 
-    async def find_meeting_id(self, organizer: str, join_web_url: str, tokens: Any = None) -> str:
+    async def find_meeting_id(self, organizer: str, join_web_url: str, tokens: Any = None,
+                              tenant: str | None = None) -> str:
         from shared.exceptions import MeetingNotFoundError
 
         self.calls.append(("find", organizer, join_web_url))
+        self.tenants_used.append(tenant)
         self._maybe_fail()
         try:
             return self.by_join_web_url[(organizer, join_web_url)]
@@ -46,18 +68,34 @@ class FakeGraph:
 
 
 class FakeAcquirer(DelegatedTokenAcquirer):
-    """Hands out numbered tokens; counts how often it was asked."""
+    """Hands out numbered tokens; counts how often it was asked. `people` maps spellings (lower-cased UPN or
+    oid) to one identity; anyone else is their own, in TENANT."""
 
-    def __init__(self, lifetime: float = 3600.0, token: str | None = None) -> None:
+    def __init__(self, lifetime: float = 3600.0, token: str | None = None,
+                 people: dict[str, OrganizerIdentity] | None = None) -> None:
         self.lifetime = lifetime
         self.token = token
+        self.people = people or {}
         self.calls = 0
+        self.identified = 0
+        self.scopes: list[tuple[str, ...]] = []
 
-    def acquire(self, organizer: str, scopes: Sequence[str]) -> AccessToken:
+    def identify(self, organizer: str, tenant: str | None) -> OrganizerIdentity:
+        from shared.exceptions import OrganizerNotConnectedError
+
+        self.identified += 1
+        identity = self.people.get(organizer.lower(), OrganizerIdentity(TENANT, organizer.lower()))
+        if tenant is not None and tenant != identity.tenant_id:
+            raise OrganizerNotConnectedError(f"not in tenant {tenant}")
+        return identity
+
+    def acquire(self, identity: OrganizerIdentity, scopes: Sequence[str]) -> AccessToken:
         import time
 
         self.calls += 1
-        return AccessToken(self.token or f"token-{organizer}-{self.calls}", time.time() + self.lifetime)
+        self.scopes.append(tuple(scopes))
+        return AccessToken(self.token or f"token-{identity}-{self.calls}", time.time() + self.lifetime,
+                           frozenset(scopes))
 
 
 class CapturingOut(func.Out[Any]):

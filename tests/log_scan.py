@@ -24,6 +24,8 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     # A JWT: three base64url segments, the first a JSON header (`{"` encodes as eyJ).
     ("jwt", re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*")),
     ("webhook_secret", re.compile(r"whsec_[A-Za-z0-9+/]{16,}={0,2}")),
+    # A private key (the app's certificate credential) in PEM form.
+    ("private_key", re.compile(r"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----")),
     # Teams links: a join URL with its query (the virtual-appointment link), or a meetup-join path.
     ("join_url", re.compile(r"https?://(?:[a-z0-9-]+\.)*teams\.microsoft\.com/[^\s\"'<>…]*\?[^\s\"'<>…]+",
                             re.IGNORECASE)),
@@ -56,9 +58,12 @@ def known_secrets() -> tuple[tuple[str, str], ...]:
     for client in directory.get("clients", []):
         if client.get("client_secret"):
             found.append(("client_secret", client["client_secret"]))
-    for user in directory.get("users", []):
-        if user.get("password"):
-            found.append(("password", user["password"]))
+    for tenant in (directory, *directory.get("customer_tenants", [])):
+        for user in tenant.get("users", []):
+            if user.get("password"):
+                found.append(("password", user["password"]))
+    if directory.get("identity_header"):
+        found.append(("identity_header", directory["identity_header"]))
     values = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
     for name in ("WEBHOOK_SECRET", "ENTRA_CLIENT_SECRET"):
         for part in (values.get(name) or "").split(","):

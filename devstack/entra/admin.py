@@ -9,7 +9,15 @@ from typing import Any
 from aiohttp import web
 
 from devstack.entra.emulator import ENTRA_KEY, EntraEmulator
-from devstack.entra.model import AUTH_CODE_LIFETIME, DEVICE_CODE_LIFETIME, LIFETIME_SETTINGS, EntraStats
+from devstack.entra.errors import EntraError
+from devstack.entra.model import (
+    AUTH_CODE_LIFETIME,
+    DEVICE_CODE_LIFETIME,
+    LIFETIME_SETTINGS,
+    ROTATION_ENTRA,
+    ROTATIONS,
+    EntraStats,
+)
 
 DEFAULT_LIFETIME_KEY = web.AppKey("entra_default_lifetime", int)
 
@@ -54,25 +62,30 @@ async def admin_stats(request: web.Request) -> web.Response:
     emu = request.app[ENTRA_KEY]
     s = emu.stats
     return web.json_response({"token_requests": s.token_requests, "by_grant": dict(s.by_grant),
-                              "by_user": dict(s.by_user),
+                              "by_user": dict(s.by_user), "by_tenant": dict(s.by_tenant),
+                              "by_authority": dict(s.by_authority), "by_credential": dict(s.by_credential),
+                              "managed_identity_requests": s.managed_identity_requests,
                               "open": {"sign_ins": len(emu.sign_ins), "auth_codes": len(emu.auth_codes),
                                        "device_flows": len(emu.device_auths),
                                        "refresh_tokens": len(emu.refresh_tokens)}})
 
 
 async def admin_reset(request: web.Request) -> web.Response:
-    """Reset counters, lifetimes and forced interaction (refresh tokens survive; see /_admin/revoke)."""
+    """Reset counters, lifetimes, rotation and forced interaction (refresh tokens and consents survive; see
+    /_admin/revoke and /_admin/consent)."""
     emu = request.app[ENTRA_KEY]
     emu.stats = EntraStats()
     emu.access_token_lifetime = request.app[DEFAULT_LIFETIME_KEY]
     emu.auth_code_lifetime = AUTH_CODE_LIFETIME
     emu.device_code_lifetime = DEVICE_CODE_LIFETIME
+    emu.refresh_token_rotation = ROTATION_ENTRA
     emu.interaction_required.clear()
     return web.json_response({"ok": True})
 
 
 async def admin_config(request: web.Request) -> web.Response:
-    """Change lifetimes (seconds): access_token_lifetime, auth_code_lifetime, device_code_lifetime."""
+    """Change lifetimes (seconds: access_token_lifetime, auth_code_lifetime, device_code_lifetime) and the
+    refresh-token rotation (refresh_token_rotation: entra | strict)."""
     emu = request.app[ENTRA_KEY]
     body = await _json_body(request)
     for name in LIFETIME_SETTINGS:
@@ -81,7 +94,36 @@ async def admin_config(request: web.Request) -> web.Response:
             if seconds <= 0:
                 return web.json_response({"error": f"{name} must be positive"}, status=400)
             setattr(emu, name, seconds)
-    return web.json_response({name: getattr(emu, name) for name in LIFETIME_SETTINGS})
+    if "refresh_token_rotation" in body:
+        if body["refresh_token_rotation"] not in ROTATIONS:
+            return web.json_response({"error": f"refresh_token_rotation must be one of {', '.join(ROTATIONS)}"},
+                                     status=400)
+        emu.refresh_token_rotation = body["refresh_token_rotation"]
+    return web.json_response({**{name: getattr(emu, name) for name in LIFETIME_SETTINGS},
+                              "refresh_token_rotation": emu.refresh_token_rotation})
+
+
+async def admin_consent(request: web.Request) -> web.Response:
+    """POST {"tenant", "client_id"}: an admin of the tenant consents to the app for everyone in it, as through
+    /adminconsent. DELETE: the consent is withdrawn (users of that tenant then need an admin again)."""
+    emu = request.app[ENTRA_KEY]
+    body = await _json_body(request)
+    tenant_id, client_id = body.get("tenant"), body.get("client_id")
+    if not isinstance(tenant_id, str) or not isinstance(client_id, str):
+        return web.json_response({"error": "body must be {\"tenant\": id, \"client_id\": id}"}, status=400)
+    try:
+        tenant = emu.directory.tenant(tenant_id)
+        emu.find_client(client_id)
+    except EntraError as err:
+        return web.json_response({"error": err.error, "error_description": err.message}, status=404)
+    if request.method == "DELETE":
+        tenant.admin_consents.discard(client_id)
+        emu.directory.user_consents = {c for c in emu.directory.user_consents
+                                       if not (c[0] == tenant.tenant_id and c[2] == client_id)}
+    else:
+        tenant.admin_consents.add(client_id)
+    return web.json_response({"tenant": tenant.tenant_id, "client_id": client_id,
+                              "admin_consented": client_id in tenant.admin_consents})
 
 
 async def admin_revoke(request: web.Request) -> web.Response:
@@ -112,5 +154,8 @@ async def admin_device_approve(request: web.Request) -> web.Response:
     if auth is None:
         return web.json_response({"error": "no pending device flow with that user_code"}, status=404)
     user = await _admin_user(request, emu)
-    auth.user_oid = user["oid"]
+    try:
+        emu.approve_device_flow(auth, user)
+    except EntraError as err:
+        return web.json_response({"error": err.error, "error_description": err.message}, status=403)
     return web.json_response({"approved": True, "client_id": auth.client_id, "user": user["oid"]})

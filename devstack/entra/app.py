@@ -10,6 +10,7 @@ from aiohttp import web
 from devstack.entra.admin import (
     DEFAULT_LIFETIME_KEY,
     admin_config,
+    admin_consent,
     admin_device_approve,
     admin_interaction_required,
     admin_reset,
@@ -18,9 +19,12 @@ from devstack.entra.admin import (
     loopback_admin,
 )
 from devstack.entra.authorize import authorize, authorize_submit
+from devstack.entra.consent import admin_consent as admin_consent_page
+from devstack.entra.consent import admin_consent_submit
 from devstack.entra.device import device_authorization, device_login, device_login_submit
 from devstack.entra.discovery import jwks, openid_configuration, user_realm
 from devstack.entra.emulator import ENTRA_KEY, EntraEmulator
+from devstack.entra.identity import IDENTITY_PATH, managed_identity_token
 from devstack.entra.tokens import token
 
 # web.get also answers HEAD, as router.add_get does.
@@ -33,6 +37,11 @@ ROUTES = (
     web.get("/{tenant}/oauth2/deviceauth", device_login),
     web.post("/{tenant}/oauth2/deviceauth", device_login_submit),
     web.post("/{tenant}/oauth2/v2.0/token", token),
+    web.get("/{tenant}/v2.0/adminconsent", admin_consent_page),
+    web.post("/{tenant}/v2.0/adminconsent", admin_consent_submit),
+    web.get("/{tenant}/adminconsent", admin_consent_page),
+    web.post("/{tenant}/adminconsent", admin_consent_submit),
+    web.get(IDENTITY_PATH, managed_identity_token),
     web.get("/common/userrealm/{username}", user_realm),
     web.get("/_admin/stats", admin_stats),
     web.post("/_admin/reset", admin_reset),
@@ -41,6 +50,8 @@ ROUTES = (
     web.post("/_admin/interaction_required", admin_interaction_required),
     web.delete("/_admin/interaction_required", admin_interaction_required),
     web.post("/_admin/device/approve", admin_device_approve),
+    web.post("/_admin/consent", admin_consent),
+    web.delete("/_admin/consent", admin_consent),
 )
 
 

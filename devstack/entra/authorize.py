@@ -32,7 +32,8 @@ def _without_loopback_port(uri: str) -> str:
     return uri
 
 
-def _registered_redirect_uri(client: Mapping[str, Any], requested: str | None) -> str:
+def registered_redirect_uri(client: Mapping[str, Any], requested: str | None) -> str:
+    """The requested redirect URI if the app registered it (a loopback port aside), else AADSTS50011."""
     registered = [str(uri) for uri in client.get("redirect_uris", [])]
     if requested is None and len(registered) == 1:
         return registered[0]
@@ -63,14 +64,21 @@ def _check_authorize_request(emu: EntraEmulator, client: Mapping[str, Any], quer
                          "A silent sign-in request was sent but no user is signed in.")
 
 
+def trusted_request(request: web.Request, emu: EntraEmulator) -> tuple[str, dict[str, Any], str]:
+    """(tenant, client, redirect URI) of a browser request to an interactive endpoint; EntraError before the
+    redirect URI is trusted (an error page then, never a redirect)."""
+    tenant = check_tenant(request, emu)
+    client = emu.find_client(require(request.query, "client_id"))
+    emu.directory.client_usable_in(client, tenant)
+    return tenant, client, registered_redirect_uri(client, request.query.get("redirect_uri"))
+
+
 async def authorize(request: web.Request) -> web.Response:
     """GET authorize: validate the request, then show the sign-in and consent page."""
     emu = request.app[ENTRA_KEY]
     query = request.query
     try:
-        tenant = check_tenant(request, emu)
-        client = emu.find_client(require(query, "client_id"))
-        redirect_uri = _registered_redirect_uri(client, query.get("redirect_uri"))
+        tenant, client, redirect_uri = trusted_request(request, emu)
     except EntraError as err:
         return error_page(err)
     response_mode = query.get("response_mode", "query")
@@ -108,6 +116,17 @@ async def authorize_submit(request: web.Request) -> web.Response:
         log.info("sign-in failed for client %s: invalid credentials", sign_in.client_id)
         return sign_in_page(emu, request, ctx, sign_in, username=form.get("username", ""),
                             error="Your account or password is incorrect. (AADSTS50126)")
+    client = emu.find_client(sign_in.client_id)
+    try:
+        emu.directory.user_in(user, sign_in.tenant, client)
+    except EntraError as err:
+        return sign_in_page(emu, request, ctx, sign_in, username=form.get("username", ""), error=err.message)
+    try:
+        # Accepting the page is the user's consent, where their tenant lets users consent.
+        emu.directory.consent_at_sign_in(user, client)
+    except EntraError as err:
+        del emu.sign_ins[ctx]
+        return error_page(err)
     del emu.sign_ins[ctx]
     params = {"code": emu.issue_code(sign_in, user)}
     if sign_in.client_info:

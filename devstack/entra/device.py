@@ -19,11 +19,12 @@ async def device_authorization(request: web.Request) -> web.Response:
     try:
         tenant = check_tenant(request, emu)
         client = emu.find_client(require(form, "client_id"))
+        emu.directory.client_usable_in(client, tenant)
         scope = require(form, "scope")
         emu.resolve_scopes(scope, client)
     except EntraError as err:
         return error_response(err, correlation_id)
-    device_code, auth = emu.start_device_flow(client, scope)
+    device_code, auth = emu.start_device_flow(client, scope, tenant)
     verification_uri = f"{emu.base}/{tenant}/oauth2/deviceauth"
     return web.json_response({
         "device_code": device_code, "user_code": auth.user_code, "verification_uri": verification_uri,
@@ -60,6 +61,9 @@ async def device_login_submit(request: web.Request) -> web.Response:
     if user is None:
         return device_page(request, user_code=user_code, username=username,
                            error="Your account or password is incorrect. (AADSTS50126)")
-    auth.user_oid = user["oid"]
+    try:
+        emu.approve_device_flow(auth, user)
+    except EntraError as err:
+        return device_page(request, user_code=user_code, username=username, error=err.message)
     return message_page("You're signed in", f"You have signed in to {app_name(emu, auth.client_id)} on your "
                                             f"device. You may now close this window.")

@@ -7,7 +7,7 @@ from aiohttp import web
 from devstack.entra.emulator import ENTRA_KEY
 from devstack.entra.errors import EntraError
 from devstack.entra.http import check_tenant, error_response, request_correlation_id
-from devstack.entra.model import RESPONSE_MODES
+from devstack.entra.model import RESPONSE_MODES, TENANT_ALIASES
 
 
 async def openid_configuration(request: web.Request) -> web.Response:
@@ -18,8 +18,10 @@ async def openid_configuration(request: web.Request) -> web.Response:
     except EntraError as err:
         return error_response(err, request_correlation_id(request))
     root = f"{emu.base}/{tenant}"
+    # As Entra: a tenant's own issuer; for organizations and common, the template with {tenantid}.
+    issuer = emu.issuer_for("{tenantid}" if tenant.lower() in TENANT_ALIASES else tenant)
     return web.json_response({
-        "issuer": emu.issuer,
+        "issuer": issuer,
         "authorization_endpoint": f"{root}/oauth2/v2.0/authorize",
         "token_endpoint": f"{root}/oauth2/v2.0/token",
         "device_authorization_endpoint": f"{root}/oauth2/v2.0/devicecode",
@@ -55,10 +57,10 @@ async def jwks(request: web.Request) -> web.Response:
     """Signing keys."""
     emu = request.app[ENTRA_KEY]
     try:
-        check_tenant(request, emu)
+        tenant = check_tenant(request, emu)
     except EntraError as err:
         return error_response(err, request_correlation_id(request))
-    return web.json_response(emu.jwks())
+    return web.json_response(emu.jwks(tenant))
 
 
 async def user_realm(request: web.Request) -> web.Response:

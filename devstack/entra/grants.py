@@ -21,6 +21,7 @@ from devstack.entra.model import (
     GRANT_AUTHORIZATION_CODE,
     GRANT_DEVICE_CODE,
     GRANT_JWT_BEARER,
+    ROTATION_STRICT,
     TokenRequest,
     graph_scope_name,
 )
@@ -51,12 +52,16 @@ async def grant_password(emu: EntraEmulator, req: TokenRequest) -> dict[str, Any
     user = emu.check_password(require(req.form, "username"), require(req.form, "password"))
     if user is None:
         raise invalid_grant(50126, "Error validating credentials due to invalid username or password.")
+    emu.directory.user_in(user, req.tenant, req.client)
+    # No page to consent on: the user or an admin of their tenant must have consented before.
+    emu.directory.require_consent(user, req.client)
     return emu.issue_user_tokens(user, req.client, require(req.form, "scope"),
                                  client_info=req.wants_client_info, public=not req.confidential)
 
 
 async def grant_refresh_token(emu: EntraEmulator, req: TokenRequest) -> dict[str, Any]:
-    """Refresh token grant with strict rotation: a refresh token works exactly once."""
+    """Refresh token grant. Each answer carries a new refresh token; the one redeemed stays valid until it
+    expires or is revoked (Entra's behaviour), or, with strict rotation, works exactly once."""
     rt = require(req.form, "refresh_token")
     grant = emu.refresh_tokens.get(rt)
     if grant is None or grant.expires_at < time.time():
@@ -68,6 +73,8 @@ async def grant_refresh_token(emu: EntraEmulator, req: TokenRequest) -> dict[str
     if not grant.public and not req.confidential:
         raise secret_required()
     user = _user_of(emu, grant.user_oid)
+    # A refresh token belongs to the user's tenant: redeemed at another tenant's endpoint, it is refused.
+    emu.directory.user_in(user, req.tenant, req.client)
     if user["oid"] in emu.interaction_required:
         # The refresh token stays valid: after an interactive sign-in the user is fine again.
         raise EntraError(400, "interaction_required", 50076,
@@ -76,7 +83,8 @@ async def grant_refresh_token(emu: EntraEmulator, req: TokenRequest) -> dict[str
                          extra={"suberror": "basic_action",
                                 "claims": '{"access_token":{"capolids":{"essential":true,'
                                           '"values":["00000000-0000-0000-0000-00000000c0de"]}}}'})
-    del emu.refresh_tokens[rt]
+    if emu.refresh_token_rotation == ROTATION_STRICT:
+        del emu.refresh_tokens[rt]
     scope = req.form.get("scope") or grant.scope
     if "offline_access" not in scope.split():
         # Entra keeps handing out refresh tokens on a refresh even if offline_access is not repeated.
@@ -92,7 +100,7 @@ async def grant_client_credentials(emu: EntraEmulator, req: TokenRequest) -> dic
                          f"The provided value for scope {scope} is not valid. Client credential flows must "
                          f"have a scope value with /.default suffixed to the resource identifier "
                          f"(application ID URI).")
-    return emu.issue_app_token(req.client)
+    return emu.issue_app_token(req.client, emu.token_tenant(req.tenant))
 
 
 async def grant_authorization_code(emu: EntraEmulator, req: TokenRequest) -> dict[str, Any]:
@@ -150,8 +158,10 @@ async def grant_on_behalf_of(emu: EntraEmulator, req: TokenRequest) -> dict[str,
         raise EntraError(400, "invalid_request", 900144,
                          "The request body must contain the following parameter: 'requested_token_use' "
                          "with the value 'on_behalf_of'.")
-    claims = emu.verify_user_assertion(require(req.form, "assertion"), req.client)
+    claims = emu.verify_user_assertion(require(req.form, "assertion"), req.client, req.tenant)
     user = _user_of(emu, claims["oid"])
+    # On-Behalf-Of cannot show a consent page: the app must have been consented to in the user's tenant.
+    emu.directory.require_consent(user, req.client)
     return emu.issue_user_tokens(user, req.client, require(req.form, "scope"),
                                  client_info=req.wants_client_info)
 

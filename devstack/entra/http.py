@@ -9,7 +9,6 @@ from aiohttp import web
 
 from devstack.entra.emulator import EntraEmulator
 from devstack.entra.errors import EntraError
-from devstack.entra.model import TENANT_ALIASES
 
 
 def error_response(err: EntraError, correlation_id: str) -> web.Response:
@@ -27,12 +26,8 @@ def error_response(err: EntraError, correlation_id: str) -> web.Response:
 
 
 def check_tenant(request: web.Request, emu: EntraEmulator) -> str:
-    """The tenant in the path, if it is this tenant or an alias; else invalid_tenant AADSTS90002."""
-    tenant = request.match_info["tenant"]
-    if tenant != emu.tenant_id and tenant.lower() not in TENANT_ALIASES:
-        raise EntraError(400, "invalid_tenant", 90002,
-                         f"Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID.")
-    return tenant
+    """The tenant in the path, if it is a known tenant or an alias; else invalid_tenant AADSTS90002."""
+    return emu.directory.known_path_tenant(request.match_info["tenant"])
 
 
 def request_correlation_id(request: web.Request) -> str:

@@ -28,6 +28,11 @@ GRANT_JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 # Grants a public client (no secret) may use; client_credentials and On-Behalf-Of need a secret.
 PUBLIC_CLIENT_GRANTS = frozenset({"password", "refresh_token", GRANT_AUTHORIZATION_CODE, GRANT_DEVICE_CODE})
 LIFETIME_SETTINGS = ("access_token_lifetime", "auth_code_lifetime", "device_code_lifetime")
+# Refresh-token rotation: Entra's documented behaviour keeps a used refresh token valid until it expires or is
+# revoked ("the platform doesn't revoke old refresh tokens when they're used"); strict makes each one single-use.
+ROTATION_ENTRA = "entra"
+ROTATION_STRICT = "strict"
+ROTATIONS = (ROTATION_ENTRA, ROTATION_STRICT)
 RESPONSE_MODES = frozenset({"query", "fragment", "form_post"})
 
 
@@ -57,6 +62,8 @@ class RefreshGrant:
     expires_at: float
     # Issued to a public client flow: Entra then refuses a secret on redemption (AADSTS700025).
     public: bool = False
+    # The user's tenant: the refresh token is redeemed at that tenant's endpoint (or an alias).
+    tenant_id: str = ""
 
 
 @dataclass
@@ -97,6 +104,8 @@ class DeviceAuthorization:
     expires_at: float
     user_oid: str | None = None
     declined: bool = False
+    # The tenant in the device authorization request's path (an id, or an alias such as organizations).
+    tenant: str = "organizations"
 
 
 @dataclass(frozen=True)
@@ -121,6 +130,12 @@ class EntraStats:
     token_requests: int = 0
     by_grant: Counter[str] = field(default_factory=Counter)
     by_user: Counter[str] = field(default_factory=Counter)
+    # Tokens issued, by the user's (or app token's) tenant; token requests by the tenant in their path.
+    by_tenant: Counter[str] = field(default_factory=Counter)
+    by_authority: Counter[str] = field(default_factory=Counter)
+    # How confidential clients proved themselves: secret, certificate, federated.
+    by_credential: Counter[str] = field(default_factory=Counter)
+    managed_identity_requests: int = 0
 
 
 def graph_scope_name(raw: str) -> str | None:

@@ -58,19 +58,31 @@ $error
 <button id="cancel" type="submit" name="action" value="cancel" formnovalidate>Cancel</button>
 </form>""")
 
+# A form's credentials and its two buttons, as the device code and admin consent pages end.
+_CREDENTIALS_AND_BUTTONS = """<label for="username">$user_label</label>
+<input id="username" name="username" type="text" autocomplete="username" value="$username" required>
+<label for="password">Password</label>
+<input id="password" name="password" type="password" autocomplete="current-password" required>
+<button id="accept" type="submit" name="action" value="accept">Accept</button>
+<button id="cancel" type="submit" name="action" value="cancel" formnovalidate>Cancel</button>
+</form>"""
+
 _DEVICE_LOGIN = string.Template("""<h1>Enter code</h1>
 <p>Enter the code displayed on your app or device, then sign in to allow access.</p>
 $error
 <form method="post" action="$action">
 <label for="user_code">Code</label>
 <input id="user_code" name="user_code" type="text" autocomplete="off" value="$user_code" required>
-<label for="username">Email or username</label>
-<input id="username" name="username" type="text" autocomplete="username" value="$username" required>
-<label for="password">Password</label>
-<input id="password" name="password" type="password" autocomplete="current-password" required>
-<button id="accept" type="submit" name="action" value="accept">Accept</button>
-<button id="cancel" type="submit" name="action" value="cancel" formnovalidate>Cancel</button>
-</form>""")
+""" + _CREDENTIALS_AND_BUTTONS)
+
+_ADMIN_CONSENT = string.Template("""<h1>Permissions requested</h1>
+<p><strong>$app</strong> (published by the organization that registered it) asks an administrator of
+<strong>$tenant</strong> to accept these permissions for everyone in the organization:</p>
+<ul id="scopes">$scopes</ul>
+$error
+<form method="post" action="$action">
+<input type="hidden" name="ctx" value="$ctx">
+""" + _CREDENTIALS_AND_BUTTONS)
 
 _MESSAGE = string.Template("""<h1>$heading</h1>
 <p id="message">$message</p>""")
@@ -132,16 +144,32 @@ def sign_in_page(emu: EntraEmulator, request: web.Request, ctx: str, sign_in: Si
                       app=app_name(emu, sign_in.client_id), action=request.path, ctx=ctx, username=username)
 
 
+def admin_consent_page(request: web.Request, ctx: str, *, app: str, tenant: str, scopes: str, username: str = "",
+                       error: str | None = None) -> web.Response:
+    """The page where a tenant's administrator grants an app its permissions for the whole organization."""
+    return _html_page("Permissions requested", _ADMIN_CONSENT,
+                      fragments={"error": _error_fragment(error), "scopes": _scope_items(scopes)},
+                      app=app, tenant=tenant, action=request.path, ctx=ctx, username=username,
+                      user_label="Administrator account")
+
+
 def device_page(request: web.Request, *, user_code: str = "", username: str = "",
                 error: str | None = None) -> web.Response:
     """The page where the user enters a device code and signs in."""
     return _html_page("Enter code", _DEVICE_LOGIN, fragments={"error": _error_fragment(error)},
-                      action=request.path, user_code=user_code, username=username)
+                      action=request.path, user_code=user_code, username=username, user_label="Email or username")
 
 
 def message_page(heading: str, message: str) -> web.Response:
     """A page that only tells the user something."""
     return _html_page(heading, _MESSAGE, heading=heading, message=message)
+
+
+def redirect_to(redirect_uri: str, params: Mapping[str, str]) -> web.Response:
+    """A 302 to a client's redirect URI with the given query parameters."""
+    query = urlencode(params)
+    location = f"{redirect_uri}{'&' if '?' in redirect_uri else '?'}{query}"
+    return web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
 
 
 def redirect_to_client(sign_in: SignIn, params: Mapping[str, str]) -> web.Response:
@@ -154,9 +182,7 @@ def redirect_to_client(sign_in: SignIn, params: Mapping[str, str]) -> web.Respon
                          for k, v in params.items())
         return _html_page("Working...", _FORM_POST, fragments={"fields": fields}, action=sign_in.redirect_uri,
                           headers={"Content-Security-Policy": "default-src 'none'; script-src 'unsafe-inline'"})
-    query = urlencode(params)
     if sign_in.response_mode == "fragment":
-        location = f"{sign_in.redirect_uri}#{query}"
-    else:
-        location = f"{sign_in.redirect_uri}{'&' if '?' in sign_in.redirect_uri else '?'}{query}"
-    return web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
+        return web.Response(status=302, headers={"Location": f"{sign_in.redirect_uri}#{urlencode(params)}",
+                                                 "Cache-Control": "no-store"})
+    return redirect_to(sign_in.redirect_uri, params)

@@ -32,7 +32,8 @@ async def token(request: web.Request) -> web.Response:
         if handler is None:
             raise EntraError(400, "unsupported_grant_type", 70003,
                              f"The app requested an unsupported grant type '{grant_type}'.")
-        client, confidential = emu.authenticate_client(request, fields)
+        client, confidential = emu.authenticate_client(request, fields, tenant)
+        emu.stats.by_authority[tenant] += 1
         if not confidential and grant_type not in PUBLIC_CLIENT_GRANTS:
             raise secret_required()
         body = await handler(emu, TokenRequest(tenant, fields, client, correlation_id, confidential))

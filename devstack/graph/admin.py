@@ -64,7 +64,8 @@ async def admin_stats(request: web.Request) -> web.Response:
     """Request counters."""
     s = request.app[GRAPH_KEY].stats
     return web.json_response({"requests": s.requests, "by_status": dict(s.by_status),
-                              "by_meeting": dict(s.by_meeting), "by_user": dict(s.by_user)})
+                              "by_meeting": dict(s.by_meeting), "by_user": dict(s.by_user),
+                              "by_tenant": dict(s.by_tenant)})
 
 
 async def admin_reset(request: web.Request) -> web.Response:

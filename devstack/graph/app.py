@@ -34,11 +34,12 @@ ADMIN_ROUTES = (
 
 
 def create_graph_app(meetings: list[dict[str, Any]], directory: Mapping[str, Any],
-                     jwks_uri: str | Mapping[str, Any], issuer: str,
+                     jwks_uri: str | Mapping[str, Any], issuer_base: str,
                      ca_pem: Path | str | None = None) -> web.Application:
-    """Build the Graph emulator aiohttp app; `jwks_uri` is a URL fetched over HTTPS or a JWKS dict."""
+    """Build the Graph emulator aiohttp app; `jwks_uri` is a URL fetched over HTTPS or a JWKS dict, and
+    `issuer_base` the authority whose tenants' issuers (`<base>/<tid>/v2.0`) are trusted."""
     app = web.Application(middlewares=[loopback_admin])
-    emu = GraphEmulator(meetings, directory, jwks_uri, issuer, ca_pem)
+    emu = GraphEmulator(meetings, directory, jwks_uri, issuer_base, ca_pem)
     app[GRAPH_KEY] = emu
 
     async def _close(_: web.Application) -> None:

@@ -53,6 +53,9 @@ async def _serve(request: web.Request, emu: GraphEmulator, stats_key: dict[str, 
         stats_key["meeting"] = meeting_id
     caller = await _authenticate(request, emu)
     stats_key["user"] = caller.upn or caller.oid
+    stats_key["tenant"] = caller.tenant_id
+    # Before any endpoint: no meeting endpoint, today's or a later one, serves another tenant's meeting.
+    emu.check_tenant(caller, meeting_id)
     await apply_fault(emu, meeting_id)
     return await route.endpoint(Call(request, emu, caller, user_ref, params))
 
@@ -82,4 +85,5 @@ async def graph_handler(request: web.Request) -> web.Response:
         emu.stats.by_meeting[stats_key["meeting"]] += 1
     if "user" in stats_key:
         emu.stats.by_user[stats_key["user"]] += 1
+        emu.stats.by_tenant[stats_key["tenant"]] += 1
     return response

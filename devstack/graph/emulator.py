@@ -68,6 +68,7 @@ class GraphStats:
     by_status: Counter[str] = field(default_factory=Counter)
     by_meeting: Counter[str] = field(default_factory=Counter)
     by_user: Counter[str] = field(default_factory=Counter)
+    by_tenant: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
@@ -78,17 +79,23 @@ class Caller:
     upn: str | None
     scopes: frozenset[str]
     app_only: bool
+    # The tenant the token was issued in (`tid`): it owns what the caller may see.
+    tenant_id: str = ""
 
 
 class GraphEmulator:
     """State of the Graph emulator: meetings, token verification, faults and counters."""
 
     def __init__(self, meetings: list[dict[str, Any]], directory: Mapping[str, Any],
-                 jwks_uri: str | Mapping[str, Any], issuer: str, ca_pem: Path | str | None) -> None:
+                 jwks_uri: str | Mapping[str, Any], issuer_base: str, ca_pem: Path | str | None) -> None:
+        # The home tenant, and every tenant whose tokens Graph accepts (each with its own issuer).
         self.tenant_id: str = directory["tenant_id"]
-        self.users = {u["oid"]: u for u in directory.get("users", [])}
+        self.tenants = {t["tenant_id"] for t in (directory, *directory.get("customer_tenants", []))}
+        self.users = {u["oid"]: {**u, "tenant_id": t["tenant_id"]}
+                      for t in (directory, *directory.get("customer_tenants", [])) for u in t.get("users", [])}
         self._users_by_upn = {u["upn"].lower(): u for u in self.users.values()}
-        self.issuer = issuer
+        self.issuer_base = issuer_base.rstrip("/")
+        self.issuer = f"{self.issuer_base}/{self.tenant_id}/v2.0"
         self.meetings: dict[str, dict[str, Any]] = {}
         for m in meetings:
             self.add_meeting(m)
@@ -115,15 +122,17 @@ class GraphEmulator:
             raise ValueError("meeting needs an 'organizer' (oid or upn)")
         organizer = self._oid_of(organizer)
         participants = [self._oid_of(p) for p in raw.get("participants", [])]
+        # A meeting lives in its organizer's tenant.
+        tenant = raw.get("tenant_id") or self.users.get(organizer, {}).get("tenant_id") or self.tenant_id
         thread = f"19:meeting_{secrets.token_hex(8)}@thread.v2"
         mid = raw.get("id") or base64.b64encode(f"1*{organizer}*0**{thread}".encode()).decode()
         join = raw.get("joinWebUrl") or (
             f"https://teams.microsoft.com/l/meetup-join/{thread.replace(':', '%3a').replace('@', '%40')}/0"
-            f"?context=%7b%22Tid%22%3a%22{self.tenant_id}%22%7d")
+            f"?context=%7b%22Tid%22%3a%22{tenant}%22%7d")
         meeting = {**raw, "id": mid, "organizer": organizer, "participants": participants,
-                   "subject": raw.get("subject", ""), "joinWebUrl": join}
+                   "subject": raw.get("subject", ""), "joinWebUrl": join, "tenant_id": tenant}
         meeting.setdefault("virtualAppointmentJoinWebUrl",
-                           f"https://visit.teams.microsoft.com/webrtc-svc/api/route?tid={self.tenant_id}"
+                           f"https://visit.teams.microsoft.com/webrtc-svc/api/route?tid={tenant}"
                            f"&convId={thread}")
         self.meetings[mid] = meeting
         return meeting
@@ -138,7 +147,8 @@ class GraphEmulator:
             user = self.users.get(oid, {})
             return {"upn": user.get("upn"), "role": role,
                     "identity": {"user": {"id": oid, "displayName": user.get("display_name"),
-                                          "tenantId": self.tenant_id, "identityProvider": "AAD"}}}
+                                          "tenantId": user.get("tenant_id", m["tenant_id"]),
+                                          "identityProvider": "AAD"}}}
 
         thread = _thread_id(m["id"])
         return {
@@ -171,9 +181,14 @@ class GraphEmulator:
         key = await self._key(kid)
         if key is None:
             raise GraphError(401, "InvalidAuthenticationToken", "Signing key is invalid.")
+        # Every tenant has its own issuer; a token is checked against the issuer of the tenant it names.
+        tenant = str(jwt.decode(token, options={"verify_signature": False}).get("tid") or "")
+        if tenant not in self.tenants:
+            raise GraphError(401, "InvalidAuthenticationToken", "Access token validation failure. Invalid issuer.")
         try:
-            claims = jwt.decode(token, key, algorithms=["RS256"], audience=AUDIENCES, issuer=self.issuer,
-                                options={"require": ["exp", "iss", "aud", "oid"]})
+            claims = jwt.decode(token, key, algorithms=["RS256"], audience=AUDIENCES,
+                                issuer=f"{self.issuer_base}/{tenant}/v2.0",
+                                options={"require": ["exp", "iss", "aud", "oid", "tid"]})
         except jwt.ExpiredSignatureError:
             raise GraphError(401, "InvalidAuthenticationToken",
                              "Lifetime validation failed, the token is expired.") from None
@@ -219,9 +234,16 @@ class GraphEmulator:
         """Who is calling, and with which delegated scopes."""
         scp = claims.get("scp")
         if not scp:
-            return Caller(claims["oid"], None, frozenset(), app_only=True)
+            return Caller(claims["oid"], None, frozenset(), app_only=True, tenant_id=claims["tid"])
         upn = claims.get("upn") or claims.get("preferred_username")
-        return Caller(claims["oid"], upn, frozenset(scp.split()), app_only=False)
+        return Caller(claims["oid"], upn, frozenset(scp.split()), app_only=False, tenant_id=claims["tid"])
+
+    def check_tenant(self, caller: Caller, meeting_id: str | None) -> None:
+        """A token of one tenant reaches no meeting of another, whatever the endpoint (403)."""
+        meeting = self.meetings.get(meeting_id) if meeting_id else None
+        if meeting is not None and meeting["tenant_id"] != caller.tenant_id:
+            raise GraphError(403, "Forbidden", "Insufficient privileges to complete the operation: the online "
+                                               "meeting belongs to another tenant than the token's.")
 
     # --- faults ----------------------------------------------------------------------------------
 

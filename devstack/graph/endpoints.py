@@ -83,7 +83,7 @@ async def find_online_meetings_by_join_url(call: Call) -> tuple[int, Any]:
                          expected if raw_filter is None else f"Unsupported filter: {raw_filter}")
     url = match.group(1).replace("''", "'")
     found = [call.emu.meeting_resource(m) for m in call.emu.meetings.values()
-             if m["joinWebUrl"] == url and _involved(m, oid)]
+             if m["joinWebUrl"] == url and m["tenant_id"] == call.caller.tenant_id and _involved(m, oid)]
     return 200, {"@odata.context": f"{GRAPH_ROOT}/$metadata#users('{oid}')/onlineMeetings",
                  "value": found}
 

@@ -111,7 +111,9 @@ class LocalHost(QueueTriggers, TimerTriggers, HttpTriggers):
             elif fn.trigger_type == "timerTrigger":
                 self._loops.append(asyncio.create_task(self._run_timer(fn), name=f"timer:{fn.name}"))
             elif fn.trigger_type == "httpTrigger":
-                self._routes.append(self._route_for(fn))
+                route = self._route_for(fn)
+                if route is not None:
+                    self._routes.append(route)
             else:
                 log.warning("%s: trigger type %r is not supported locally; skipped", fn.name, fn.trigger_type)
         if self.http_port is not None:

@@ -73,9 +73,13 @@ class HttpTriggers(Invocations):
     _runner: web.AppRunner | None
     _routes: list[HttpRoute]
 
-    def _route_for(self, fn: HostFunction) -> HttpRoute:
+    def _route_for(self, fn: HostFunction) -> HttpRoute | None:
         trigger = fn.trigger
         template = resolve_settings(trigger.route or fn.name).strip("/")
+        if template.lower().startswith("admin"):
+            # As the host: `admin` routes are its own API, whatever the route prefix; the function is in error.
+            log.error("%s: The specified route conflicts with one or more built in routes.", fn.name)
+            return None
         methods = frozenset(str(enum_value(m)).upper() for m in trigger.methods) if trigger.methods else None
         auth_level = str(enum_value(trigger.auth_level or func.AuthLevel.FUNCTION)).lower()
         return HttpRoute(fn, template, _compile_route(template), methods, auth_level)

@@ -1,6 +1,6 @@
-// Flex Consumption plan and the Python function app, with every app setting in ONE object (appSettings).
-// tests/infra/test_infra.py checks that object against shared/settings.py (SETTINGS): add a setting to the
-// registry and here together. Flex Consumption keeps runtime, scale and deployment in functionAppConfig, so
+// Flex Consumption plan and the Python function app, with every app setting in ONE object (appSettings), and the
+// app credential's own setting in credentialSettings. tests/infra/test_infra.py checks both against
+// shared/settings.py (SETTINGS): add a setting to the registry and here together. Flex Consumption keeps runtime, scale and deployment in functionAppConfig, so
 // FUNCTIONS_WORKER_RUNTIME / FUNCTIONS_EXTENSION_VERSION / WEBSITE_RUN_FROM_PACKAGE must NOT be app settings.
 param name string
 param planName string
@@ -36,8 +36,22 @@ param zoneRedundant bool = false
 
 param entraTenantId string
 param entraClientId string
-@description('Versionless Key Vault secret URI of the Entra client secret.')
+@allowed([
+  'single'
+  'multi'
+])
+param entraTenancy string = 'single'
+param entraAllowedTenants string = ''
+@allowed([
+  'federated'
+  'certificate'
+  'client_secret'
+])
+param entraAppCredential string = 'federated'
+@description('Versionless Key Vault secret URI of the Entra client secret (entraAppCredential=client_secret).')
 param entraClientSecretUri string
+@description('Versionless Key Vault secret URI of the Entra certificate credential (entraAppCredential=certificate).')
+param entraCertificateSecretUri string
 param webhookUrl string
 @description('Versionless Key Vault secret URI of the webhook signing secret.')
 param webhookSecretUri string
@@ -78,7 +92,10 @@ var appSettings = {
   APP_ENVIRONMENT: 'production'
   ENTRA_TENANT_ID: entraTenantId
   ENTRA_CLIENT_ID: entraClientId
-  ENTRA_CLIENT_SECRET: '@Microsoft.KeyVault(SecretUri=${entraClientSecretUri})'
+  ENTRA_TENANCY: entraTenancy
+  ENTRA_ALLOWED_TENANTS: entraAllowedTenants
+  // How the app proves itself to Entra; the one setting that credential needs comes from credentialSettings.
+  ENTRA_APP_CREDENTIAL: entraAppCredential
   // Organizer refresh tokens come from the token vault (delegated only: app-only modes are refused).
   CREDENTIAL_MODE: 'vault'
   TOKEN_VAULT_CONTAINER: tokenVaultContainerName
@@ -95,6 +112,20 @@ var appSettings = {
   INTAKE_ORGANIZER_MAP: intakeOrganizerMap
   INTAKE_ORGANIZER_DOMAINS: intakeOrganizerDomains
   // --- Settings planned by open issues go last, listed in tests/infra/test_infra.py (PLANNED_SETTINGS).
+}
+
+// The setting each kind of app credential needs, and only that one: the default federated credential names the
+// managed identity whose token the app registration's federated identity credential trusts (no secret anywhere).
+var credentialSettings = {
+  federated: {
+    ENTRA_MANAGED_IDENTITY_CLIENT_ID: identityClientId
+  }
+  certificate: {
+    ENTRA_CLIENT_CERTIFICATE: '@Microsoft.KeyVault(SecretUri=${entraCertificateSecretUri})'
+  }
+  client_secret: {
+    ENTRA_CLIENT_SECRET: '@Microsoft.KeyVault(SecretUri=${entraClientSecretUri})'
+  }
 }
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
@@ -141,8 +172,8 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       scmMinTlsVersion: '1.2'
       ftpsState: 'Disabled'
       http20Enabled: true
-      // The one settings object, as the name/value list App Service expects.
-      appSettings: [for setting in items(appSettings): {
+      // The settings object and the chosen credential's setting, as the name/value list App Service expects.
+      appSettings: [for setting in items(union(appSettings, credentialSettings[entraAppCredential])): {
         name: setting.key
         value: setting.value
       }]

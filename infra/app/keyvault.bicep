@@ -1,6 +1,8 @@
-// Key Vault for the app's two secrets. RBAC authorization only (no access policies), soft delete and purge
-// protection on. The function app reads the secrets through Key Vault references resolved with its
-// user-assigned identity (keyVaultReferenceIdentity), which holds Key Vault Secrets User on this vault.
+// Key Vault for the app's secrets: the webhook signing secret, and the Entra client secret only when the app
+// proves itself with one (the default federated credential needs none; a certificate credential is imported here
+// by the operator). RBAC authorization only (no access policies), soft delete and purge protection on. The
+// function app reads them through Key Vault references resolved with its user-assigned identity
+// (keyVaultReferenceIdentity), which holds Key Vault Secrets User on this vault.
 @minLength(3)
 @maxLength(24)
 param name string
@@ -8,7 +10,11 @@ param location string
 param tags object = {}
 
 @secure()
-param entraClientSecret string
+@description('The Entra client secret, only with entraAppCredential=client_secret; empty: no such secret is stored.')
+param entraClientSecret string = ''
+
+@description('Name of the Entra certificate credential an operator imports (entraAppCredential=certificate).')
+param entraCertificateName string = 'entra-app-credential'
 
 @secure()
 param webhookSecret string
@@ -61,9 +67,10 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   }
 }
 
-resource entraClientSecretEntry 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+resource entraClientSecretEntry 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(entraClientSecret)) {
   parent: vault
   name: 'entra-client-secret'
+  // checkov:skip=CKV_AZURE_114:contentType is set below; checkov does not read the properties of a conditional (if) resource.
   // checkov:skip=CKV_AZURE_41:The value is an Entra client secret whose expiry is set (and rotated) on the app registration; a second expiry here would only break the Key Vault reference early.
   properties: {
     value: entraClientSecret
@@ -143,8 +150,9 @@ resource vaultDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-prev
 
 output name string = vault.name
 output uri string = vault.properties.vaultUri
-// Versionless URIs: App Service picks up a rotated secret without a redeployment.
-output entraClientSecretUri string = entraClientSecretEntry.properties.secretUri
+// Versionless URIs: App Service picks up a rotated secret (or a renewed certificate) without a redeployment.
+output entraClientSecretUri string = '${vault.properties.vaultUri}secrets/entra-client-secret'
+output entraCertificateSecretUri string = '${vault.properties.vaultUri}secrets/${entraCertificateName}'
 output webhookSecretUri string = webhookSecretEntry.properties.secretUri
 output calcomWebhookSecretUri string = '${vault.properties.vaultUri}secrets/calcom-webhook-secret'
 output calendlyWebhookSigningKeyUri string = '${vault.properties.vaultUri}secrets/calendly-webhook-signing-key'

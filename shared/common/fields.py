@@ -48,6 +48,16 @@ def check_organizer(value: str, field: str = "organizer") -> str:
     raise InvalidEventError(f"{field!r} must be an Entra object id (GUID) or a user principal name")
 
 
+def optional_guid(data: dict[str, Any], field: str) -> str | None:
+    """An optional GUID field (a tenant id), lower-cased; InvalidEventError naming it when it is not one."""
+    value = optional_text(data, field)
+    if value is None:
+        return None
+    if not is_guid(value):
+        raise InvalidEventError(f"{field!r} must be a tenant id (GUID)")
+    return value.lower()
+
+
 def check_path_segment(field: str, value: str) -> str:
     """Refuse `.` and `..`: quoted or not, they change the request path of the Graph call they go into."""
     if value in (".", ".."):

@@ -21,7 +21,7 @@ from shared.exceptions import (
     OrganizerNotConnectedError,
     ThrottledError,
 )
-from shared.identity.tokens import SCOPE_JOIN_URL, SCOPE_MEETING_LOOKUP, TokenSource
+from shared.identity.tokens import SCOPE_JOIN_URL, SCOPE_MEETING_LOOKUP, OrganizerIdentity, TokenSource
 from shared.settings import Settings
 
 if TYPE_CHECKING:
@@ -36,12 +36,15 @@ _ORGANIZER_OPTION_KEY = "va_join_links.organizer"
 
 
 class OrganizerOption:
-    """A kiota request option naming whose delegated token authorizes the request, and its source."""
+    """A kiota request option naming whose delegated token authorizes the request (the organizer, in their
+    tenant), and its source."""
 
-    def __init__(self, organizer: str, scopes: tuple[str, ...], tokens: TokenSource) -> None:
+    def __init__(self, organizer: str, scopes: tuple[str, ...], tokens: TokenSource,
+                 tenant: str | None = None) -> None:
         self.organizer = organizer
         self.scopes = scopes
         self.tokens = tokens
+        self.tenant = tenant
 
     @staticmethod
     def get_key() -> str:
@@ -67,7 +70,7 @@ class OrganizerAuthProvider:
         host = (urlsplit(str(request.url)).hostname or "").lower()
         if host != self._graph_host:
             raise JoinLinkError(f"refusing to send a delegated token to {host!r}; Graph is {self._graph_host!r}")
-        token = await option.tokens.token_for(option.organizer, option.scopes)
+        token = await option.tokens.token_for(option.organizer, option.scopes, option.tenant)
         request.headers.try_add("Authorization", f"Bearer {token}")
 
 
@@ -127,7 +130,13 @@ class GraphGateway:
     def _meetings_url(self, organizer: str) -> str:
         return f"{self._settings.graph_base_url.rstrip('/')}/users/{_segment(organizer)}/onlineMeetings"
 
-    async def join_web_url(self, organizer: str, meeting_id: str, tokens: TokenSource | None = None) -> str:
+    async def identify(self, organizer: str, tenant: str | None = None,
+                       tokens: TokenSource | None = None) -> OrganizerIdentity:
+        """The organizer's tenant and object id, as the token source knows them."""
+        return await (tokens or self._credentials).identify(organizer, tenant)
+
+    async def join_web_url(self, organizer: str, meeting_id: str, tokens: TokenSource | None = None,
+                           tenant: str | None = None) -> str:
         """The virtual-appointment join URL of the organizer's meeting."""
         from kiota_abstractions.base_request_configuration import RequestConfiguration
         from msgraph.generated.users.item.online_meetings.item.get_virtual_appointment_join_web_url import (
@@ -135,17 +144,18 @@ class GraphGateway:
         )
 
         source = tokens or self._credentials
-        config: Any = RequestConfiguration(options=[OrganizerOption(organizer, SCOPE_JOIN_URL, source)])
+        config: Any = RequestConfiguration(options=[OrganizerOption(organizer, SCOPE_JOIN_URL, source, tenant)])
         # A raw URL: kiota would otherwise re-expand its URI template, character by character, each time
         # the URL is read (three times a request, ~15 % of the worker's CPU per event).
         url = f"{self._meetings_url(organizer)}/{_segment(meeting_id)}/getVirtualAppointmentJoinWebUrl()"
         builder = join_url_builder.GetVirtualAppointmentJoinWebUrlRequestBuilder(self.client.request_adapter, url)
-        response = await self._call(organizer, source, lambda: builder.get(config))
+        response = await self._call(organizer, source, lambda: builder.get(config), tenant)
         if response is None or not response.value:
             raise GraphRequestError("Graph returned no join URL for the meeting")
         return str(response.value)
 
-    async def find_meeting_id(self, organizer: str, join_web_url: str, tokens: TokenSource | None = None) -> str:
+    async def find_meeting_id(self, organizer: str, join_web_url: str, tokens: TokenSource | None = None,
+                              tenant: str | None = None) -> str:
         """Resolve a Teams joinWebUrl to the meeting id (needs OnlineMeetings.Read)."""
         from kiota_abstractions.base_request_configuration import RequestConfiguration
         from msgraph.generated.users.item.online_meetings.online_meetings_request_builder import (
@@ -154,16 +164,18 @@ class GraphGateway:
 
         odata_filter = "JoinWebUrl eq '{}'".format(join_web_url.replace("'", "''"))  # OData literal quoting
         source = tokens or self._credentials
-        config: Any = RequestConfiguration(options=[OrganizerOption(organizer, SCOPE_MEETING_LOOKUP, source)])
+        config: Any = RequestConfiguration(
+            options=[OrganizerOption(organizer, SCOPE_MEETING_LOOKUP, source, tenant)])
         url = f"{self._meetings_url(organizer)}?$filter={_segment(odata_filter)}"
         builder = OnlineMeetingsRequestBuilder(self.client.request_adapter, url)
-        response = await self._call(organizer, source, lambda: builder.get(config))
+        response = await self._call(organizer, source, lambda: builder.get(config), tenant)
         meetings = (response.value if response is not None else None) or []
         if not meetings or not meetings[0].id:
             raise MeetingNotFoundError("no online meeting of the organizer has that joinWebUrl")
         return str(meetings[0].id)
 
-    async def _call(self, organizer: str, tokens: TokenSource, request: Callable[[], Awaitable[Any]]) -> Any:
+    async def _call(self, organizer: str, tokens: TokenSource, request: Callable[[], Awaitable[Any]],
+                    tenant: str | None = None) -> Any:
         started = time.perf_counter()
         for attempt in (1, 2):
             try:
@@ -173,7 +185,7 @@ class GraphGateway:
             except Exception as exc:  # classification below decides; nothing escapes unclassified
                 error = classify_graph_error(exc)
                 if isinstance(error, (ForbiddenError, OrganizerNotConnectedError)):
-                    tokens.invalidate(organizer)
+                    tokens.invalidate(organizer, tenant)
                 if attempt == 1 and graph_status(exc) == 401:
                     continue  # a cached token revoked or expired early: one retry with a fresh one
                 log.info("Graph call failed: %s (%s)", error.reason, type(exc).__name__,

@@ -39,6 +39,7 @@ _WS = r"\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u2
 _UPN_CHAR = rf"[^@/\\\x00{_WS}]"
 ORGANIZER_PATTERN = rf"^[{_WS}]*(?:{GUID_PATTERN}|{_UPN_CHAR}+@{_UPN_CHAR}+\.{_UPN_CHAR}+)[{_WS}]*$"
 TEXT_PATTERN = rf"^[{_WS}]*[^\r\n\x00]*[^\x00{_WS}][^\r\n\x00]*[{_WS}]*$"
+TENANT_PATTERN = rf"^[{_WS}]*(?:{GUID_PATTERN})?[{_WS}]*$"
 ONE_OF_RULE = "Give exactly one of meetingId or joinWebUrl (400 otherwise)."
 
 
@@ -49,6 +50,9 @@ def _text(description: str, **extra: Any) -> dict[str, Any]:
 def _lookup_operation(*, bearer: bool) -> dict[str, Any]:
     organizer = ("The signed-in user's object id or UPN; defaults to the signed-in user, and may name no one "
                  "else." if bearer else "Organizer's Entra object id or UPN.")
+    tenant = ("The signed-in user's tenant id; defaults to the token's tenant, and may name no other (403)."
+              if bearer else "The organizer's tenant id (GUID). Optional; when given, the organizer must belong to "
+                             "it (403 organizer_not_connected otherwise).")
     operation: dict[str, Any] = {
         "operationId": "getMyJoinUrl" if bearer else "getJoinUrl",
         "tags": ["join-url"],
@@ -67,6 +71,8 @@ def _lookup_operation(*, bearer: bool) -> dict[str, Any]:
              "schema": _text(f"The meeting's Teams joinWebUrl (https). {ONE_OF_RULE}", format="uri",
                              pattern=TEXT_PATTERN,
                              maxLength=2048)},
+            {"name": "tenantId", "in": "query", "required": False,
+             "schema": _text(tenant, maxLength=64, pattern=TENANT_PATTERN)},
         ],
         "responses": {
             "200": {"description": "The join URL.", "content": {

@@ -24,6 +24,8 @@ class Caller:
     oid: str
     upn: str | None
     claims: dict[str, Any]
+    # The tenant that issued the token (`tid`): the caller's tenant.
+    tenant_id: str = ""
 
     def is_(self, organizer: str) -> bool:
         """True if `organizer` (object id or UPN) names this caller."""
@@ -32,33 +34,40 @@ class Caller:
 
 
 class BearerValidator:
-    """Checks signature (keys from the authority's JWKS), issuer, audience, lifetime and scope of a token."""
+    """Checks tenant (ENTRA_ALLOWED_TENANTS), signature (keys from the tenant's JWKS), the tenant's own issuer,
+    audience, lifetime and scope of a token."""
 
     def __init__(self, settings: Settings, *, jwks_client: Any = None) -> None:
         self.settings = settings
-        self.issuer = f"{settings.authority_url}/v2.0"
         # v2.0 access tokens carry the API's client id as audience; v1.0 ones its Application ID URI.
         self.audiences = [a for a in dict.fromkeys((settings.api_audience, settings.client_id)) if a]
         self.required_scope = settings.api_required_scope
-        self._jwks_client = jwks_client
+        self._fixed_keys = jwks_client
+        self._jwks_clients: dict[str, Any] = {}
         self._lock = threading.Lock()
 
-    def _keys(self) -> Any:
+    def issuer(self, tenant: str) -> str:
+        """The issuer of a tenant's v2.0 tokens."""
+        return f"{self.settings.authority_for(tenant)}/v2.0"
+
+    def _keys(self, tenant: str) -> Any:
+        if self._fixed_keys is not None:
+            return self._fixed_keys
         with self._lock:
-            if self._jwks_client is None:
+            if tenant not in self._jwks_clients:
                 from jwt import PyJWKClient
 
                 context = ssl_context(self.settings.tls_ca_bundle)
-                discovery = f"{self.settings.authority_url}/v2.0/.well-known/openid-configuration"
+                discovery = f"{self.issuer(tenant)}/.well-known/openid-configuration"
                 try:
                     with urllib.request.urlopen(discovery, timeout=10, context=context) as answer:  # noqa: S310
                         jwks_uri = json.load(answer)["jwks_uri"]
                 except (OSError, ValueError, KeyError) as exc:
                     raise TokenServiceUnavailableError(
                         f"OIDC discovery failed ({type(exc).__name__}); cannot check bearer tokens") from exc
-                self._jwks_client = PyJWKClient(jwks_uri, cache_keys=True, lifespan=3600, ssl_context=context,
-                                                timeout=10)
-            return self._jwks_client
+                self._jwks_clients[tenant] = PyJWKClient(jwks_uri, cache_keys=True, lifespan=3600,
+                                                         ssl_context=context, timeout=10)
+            return self._jwks_clients[tenant]
 
     def validate(self, token: str) -> Caller:
         """The caller, or BearerError; blocking on the first call (discovery, JWKS)."""
@@ -73,15 +82,23 @@ class BearerValidator:
         if header.get("alg") not in ALGORITHMS or not isinstance(header.get("kid"), str):
             raise BearerError(401, "invalid_token", "the bearer token must be RS256-signed with a key id")
         try:
-            key = self._keys().get_signing_key(header["kid"])
+            # Read before the signature is checked only to choose the tenant's keys and issuer; refused unless
+            # that tenant is allowed, and then everything is checked against that tenant.
+            tenant = str(jwt.decode(token, options={"verify_signature": False}).get("tid") or "").lower()
+        except jwt.PyJWTError:
+            raise BearerError(401, "invalid_token", "the bearer token is not a JWT") from None
+        if not self.settings.tenant_allowed(tenant):
+            raise BearerError(401, "invalid_token", "the bearer token is from a tenant this app does not serve")
+        try:
+            key = self._keys(tenant).get_signing_key(header["kid"])
         except jwt.PyJWKClientConnectionError as exc:
             raise TokenServiceUnavailableError("the authority's signing keys could not be fetched") from exc
         except jwt.PyJWKClientError:
             raise BearerError(401, "invalid_token", "the bearer token was not signed by the authority") from None
         try:
             claims: dict[str, Any] = jwt.decode(
-                token, key.key, algorithms=ALGORITHMS, audience=self.audiences, issuer=self.issuer,
-                leeway=LEEWAY_SECONDS, options={"require": ["exp", "iss", "aud"]})
+                token, key.key, algorithms=ALGORITHMS, audience=self.audiences, issuer=self.issuer(tenant),
+                leeway=LEEWAY_SECONDS, options={"require": ["exp", "iss", "aud", "tid"]})
         except jwt.ExpiredSignatureError:
             raise BearerError(401, "invalid_token", "the bearer token has expired") from None
         except jwt.ImmatureSignatureError:
@@ -107,4 +124,4 @@ class BearerValidator:
         if not isinstance(oid, str) or not oid:
             raise BearerError(401, "invalid_token", "the bearer token names no user (oid)")
         upn = claims.get("preferred_username") or claims.get("upn")
-        return Caller(oid=oid, upn=str(upn) if upn else None, claims=claims)
+        return Caller(oid=oid, upn=str(upn) if upn else None, claims=claims, tenant_id=str(claims["tid"]).lower())

@@ -12,7 +12,7 @@ from shared.common.clock import parse_timestamp_or_none
 from shared.exceptions import OrganizerNotConnectedError, PermanentError, TransientError, VaultConflictError
 from shared.identity.vault import ConnectionStatus, TokenVault, VaultEntry
 from shared.identity.vault_acquirer import VaultTokenAcquirer, record_failure
-from shared.redaction import hash_user
+from shared.redaction import hash_tenant, hash_user
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ class OrganizerHealth:
     """One organizer's outcome in a keep-alive run (hash only: no UPNs in telemetry)."""
 
     organizer_hash: str
+    tenant_hash: str
     outcome: str
     status: str
     consecutive_failures: int
@@ -68,14 +69,14 @@ def run_keepalive(vault: TokenVault, acquirer: VaultTokenAcquirer, idle_hours: f
     report = KeepAliveReport()
     for entry in vault.entries():
         outcome = _keep_alive_one(vault, acquirer, entry, idle, now)
-        latest = vault.get(entry.oid) or entry
-        health = OrganizerHealth(hash_user(entry.oid), outcome, latest.status, latest.consecutive_failures,
-                                 latest.last_success_at)
+        latest = vault.get_identity(entry.identity) or entry
+        health = OrganizerHealth(hash_user(entry.oid), hash_tenant(entry.tenant_id), outcome, latest.status,
+                                 latest.consecutive_failures, latest.last_success_at)
         report.organizers.append(health)
         log.log(logging.INFO if outcome in (KeepAliveOutcome.REFRESHED, KeepAliveOutcome.FRESH) else logging.WARNING,
                 "keep-alive organizer %s: %s", health.organizer_hash, outcome,
-                extra={"organizer_hash": health.organizer_hash, "outcome": outcome, "status": health.status,
-                       "consecutive_failures": health.consecutive_failures})
+                extra={"organizer_hash": health.organizer_hash, "tenant_hash": health.tenant_hash, "outcome": outcome,
+                       "status": health.status, "consecutive_failures": health.consecutive_failures})
     report.flows_purged = vault.purge_flows()
     counts = {outcome.value: report.count(outcome) for outcome in KeepAliveOutcome}
     log.log(logging.WARNING if report.unhealthy else logging.INFO,
@@ -92,20 +93,20 @@ def _keep_alive_one(vault: TokenVault, acquirer: VaultTokenAcquirer, entry: Vaul
     if not is_idle(entry, idle, now):
         return KeepAliveOutcome.FRESH
     try:
-        acquirer.refresh(entry.oid)
+        acquirer.refresh(entry.identity)
     except OrganizerNotConnectedError:
         return KeepAliveOutcome.NEEDS_RECONNECT  # the acquirer has marked the entry already
     except (TransientError, PermanentError) as exc:
         # Transient, or the app registration itself refused (app_misconfigured): the token is not at fault.
-        _record_failure(vault, entry.oid, f"{exc.reason}: {exc.detail}")
+        _record_failure(vault, entry, f"{exc.reason}: {exc.detail}")
         return KeepAliveOutcome.FAILED
     return KeepAliveOutcome.REFRESHED
 
 
-def _record_failure(vault: TokenVault, oid: str, text: str) -> None:
+def _record_failure(vault: TokenVault, entry: VaultEntry, text: str) -> None:
     """Count a failed keep-alive on the entry; its status stays: the refresh token itself may be good."""
     for _ in range(3):
-        latest = vault.get(oid)
+        latest = vault.get_identity(entry.identity)
         if latest is None:
             return
         try:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from shared.exceptions import PermanentError, TokenServiceUnavailableError
+from shared.identity.app_credential import AppCredential
 from shared.identity.tokens import AccessToken
 from shared.settings import Settings
 
@@ -39,9 +40,10 @@ def unreachable(exc: BaseException) -> TokenServiceUnavailableError:
     return TokenServiceUnavailableError(f"identity platform unreachable: {type(exc).__name__}")
 
 
-def access_token(result: dict[str, Any]) -> AccessToken:
-    """The access token of a successful MSAL answer."""
-    return AccessToken(str(result["access_token"]), time.time() + float(result.get("expires_in", 3600)))
+def access_token(result: dict[str, Any], scopes: Sequence[str] = ()) -> AccessToken:
+    """The access token of a successful MSAL answer, for the scopes it was asked for."""
+    return AccessToken(str(result["access_token"]), time.time() + float(result.get("expires_in", 3600)),
+                       frozenset(scopes))
 
 
 def local_authority_session(settings: Settings) -> Any:
@@ -69,7 +71,9 @@ def local_authority_session(settings: Settings) -> Any:
 
 
 class MsalClients:
-    """The worker's MSAL applications: one confidential (connect page) and one public (device code).
+    """The worker's MSAL applications: confidential (connect page) and public (device code), one of each per
+    authority: the sign-in authority (`organizations` in multi-tenant mode), and each organizer's own tenant,
+    where every refresh goes.
 
     MSAL binds a token cache to an application at construction, and building one fetches OIDC
     metadata, so each application is built once and its single cache is refilled per call with the
@@ -77,18 +81,21 @@ class MsalClients:
     tokens in memory), so serializing them costs little.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, credential: AppCredential | None = None) -> None:
         self._settings = settings
-        self._apps: dict[str, Any] = {}
-        self._locks = {ClientType.CONFIDENTIAL: threading.Lock(), ClientType.PUBLIC: threading.Lock()}
+        self.credential = credential or AppCredential(settings)
+        self._apps: dict[tuple[str, str], Any] = {}
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._guard = threading.Lock()
 
-    def _app(self, client_type: str) -> Any:
-        app = self._apps.get(client_type)
+    def _app(self, key: tuple[str, str]) -> Any:
+        app = self._apps.get(key)
         if app is None:
             import msal  # deferred: only the first token request pays for it
 
+            client_type, tenant = key
             common: dict[str, Any] = {
-                "authority": self._settings.authority_url,
+                "authority": self._settings.authority_for(tenant),
                 "instance_discovery": False,
                 "http_client": local_authority_session(self._settings),
                 "token_cache": msal.SerializableTokenCache(),
@@ -98,16 +105,21 @@ class MsalClients:
                 app = msal.PublicClientApplication(self._settings.client_id, **common)
             else:
                 app = msal.ConfidentialClientApplication(self._settings.client_id,
-                                                         client_credential=self._settings.client_secret, **common)
-            self._apps[client_type] = app
+                                                         client_credential=self.credential.for_msal(), **common)
+            self._apps[key] = app
         return app
 
-    def run(self, client_type: str, cache: str | None, call: Callable[[Any], T]) -> tuple[T, str | None]:
-        """Call MSAL with the given cache loaded; returns the result and the new cache if it changed."""
+    def run(self, client_type: str, cache: str | None, call: Callable[[Any], T],
+            tenant: str | None = None) -> tuple[T, str | None]:
+        """Call MSAL with the given cache loaded, against `tenant`'s authority (default: where organizers sign
+        in); returns the result and the new cache if it changed."""
         kind = ClientType.PUBLIC if client_type == ClientType.PUBLIC else ClientType.CONFIDENTIAL
-        with self._locks[kind]:
+        key = (str(kind), (tenant or self._settings.sign_in_tenant).lower())
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
             try:
-                app = self._app(kind)
+                app = self._app(key)
                 app.token_cache.deserialize(cache or None)
                 result = call(app)
                 changed = app.token_cache.serialize() if app.token_cache.has_state_changed else None
@@ -115,8 +127,8 @@ class MsalClients:
                 raise unreachable(exc) from exc
             finally:
                 # Never leave one organizer's tokens in a shared object between calls.
-                if kind in self._apps:
-                    self._apps[kind].token_cache.deserialize(None)
+                if key in self._apps:
+                    self._apps[key].token_cache.deserialize(None)
         return result, changed
 
 

@@ -1,35 +1,36 @@
-"""The token vault: one MSAL token cache per connected organizer, written with ETag concurrency.
+"""The token vault: one MSAL token cache per connected organizer, keyed by tenant and object id, written with
+ETag concurrency.
 
 Layout of the private container (TOKEN_VAULT_CONTAINER):
-  organizers/<oid>.json     the organizer's entry: MSAL serialized cache + connection health
-  aliases/<sha256(upn)>     the oid a (lower-cased) UPN belongs to, so either finds the entry
-  flows/<sha256(state)>     a connect page's one-time sign-in flow, taken (read and deleted) by the callback
+  organizers/<tid>/<oid>.json   the organizer's entry: MSAL serialized cache + connection health
+  aliases/<key>/<tid>           the oid an identifier names in a tenant; key is the oid itself or the
+                                sha256 of the lower-cased UPN, so both spellings find the entry, with or
+                                without the tenant (listing aliases/<key>/ tells which tenants know it)
+  flows/<sha256(state)>         a connect page's one-time sign-in flow, taken (read and deleted) by the callback
+Before tenancy (read, and moved to the layout above on the next write): organizers/<oid>.json and
+aliases/<sha256(upn)>, both of the app's own tenant.
 
-The blob client is the synchronous one: every caller is already on a worker thread (the acquirer runs
-under asyncio.to_thread because MSAL is blocking), so an async client would only add a second event loop.
+The lookup rule is written once, here, over five storage primitives (read, list, write, remove) that the
+blob vault (vault_blob) and its in-memory twin (shared/testing) implement.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from shared.common.clock import utc_now
 from shared.common.ids import is_guid
-from shared.exceptions import SettingsError, VaultConflictError, VaultUnavailableError
+from shared.exceptions import OrganizerNotConnectedError, VaultConflictError, VaultUnavailableError
 from shared.identity.msal import ClientType
-from shared.settings import StorageConnection
-from shared.storage.credentials import storage_credential
-
-if TYPE_CHECKING:
-    from azure.storage.blob import ContainerClient
+from shared.identity.tokens import OrganizerIdentity
+from shared.redaction import hash_user
 
 _ENTRY_VERSION = 1
 # A flow is useless after this long anyway (Entra's authorization codes live ~10 minutes).
@@ -53,40 +54,51 @@ class VaultEntry:
     display_name: str
     cache: str
     client_type: str = ClientType.CONFIDENTIAL
+    # The organizer's tenant (the id token's tid); empty only in entries written before tenancy.
+    tenant_id: str = ""
+    # What the organizer consented to at connect (space-separated), for the operator page.
+    scopes: str = ""
     status: str = ConnectionStatus.CONNECTED
     connected_at: str = field(default_factory=utc_now)
     last_refreshed_at: str | None = None
     last_success_at: str | None = None
     consecutive_failures: int = 0
     last_error: str | None = None
-    # The blob's ETag when read; None for an entry not yet stored. Never serialized.
+    # The blob's ETag when read, and where it was read from; None for an entry not yet stored. Never serialized.
     etag: str | None = field(default=None, compare=False, repr=False)
+    origin: str | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> str:
         """The stored form (without the ETag)."""
         doc = asdict(self)
-        del doc["etag"]
+        del doc["etag"], doc["origin"]
         return json.dumps({"version": _ENTRY_VERSION, **doc}, separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str | bytes, etag: str | None) -> VaultEntry:
+    def from_json(cls, text: str | bytes, etag: str | None, origin: str | None = None) -> VaultEntry:
         """Parse a stored entry; unknown fields from newer versions are ignored."""
         doc = json.loads(text)
-        known = {name for name in cls.__dataclass_fields__ if name != "etag"}
-        return cls(**{k: v for k, v in doc.items() if k in known}, etag=etag)
+        known = {name for name in cls.__dataclass_fields__ if name not in ("etag", "origin")}
+        return cls(**{k: v for k, v in doc.items() if k in known}, etag=etag, origin=origin)
 
     @classmethod
-    def connected(cls, claims: dict[str, Any], cache: str, client_type: str) -> VaultEntry:
-        """A fresh connection from the signed-in user's id token claims and MSAL's cache."""
+    def connected(cls, claims: dict[str, Any], cache: str, client_type: str, scopes: str = "") -> VaultEntry:
+        """A fresh connection from the signed-in user's id token claims (oid, tid) and MSAL's cache."""
         now = utc_now()
         upn = str(claims.get("preferred_username") or claims.get("upn") or claims["oid"])
         return cls(oid=str(claims["oid"]).lower(), upn=upn, display_name=str(claims.get("name") or upn), cache=cache,
-                   client_type=client_type, connected_at=now, last_refreshed_at=now, last_success_at=now)
+                   client_type=client_type, tenant_id=str(claims.get("tid") or "").lower(), scopes=scopes,
+                   connected_at=now, last_refreshed_at=now, last_success_at=now)
+
+    @property
+    def identity(self) -> OrganizerIdentity:
+        """The organizer's canonical identity."""
+        return OrganizerIdentity(self.tenant_id, self.oid)
 
     def health(self) -> dict[str, Any]:
         """Everything but the token cache: what `list` and the logs may show."""
         doc = asdict(self)
-        for secret_or_internal in ("cache", "etag"):
+        for secret_or_internal in ("cache", "etag", "origin"):
             del doc[secret_or_internal]
         return doc
 
@@ -107,46 +119,178 @@ def flow_key(state: str) -> str:
     return hashlib.sha256(state.encode()).hexdigest()
 
 
+def entry_name(tenant_id: str, oid: str) -> str:
+    """Where an organizer's entry is stored."""
+    return f"organizers/{tenant_id.lower()}/{oid.lower()}.json"
+
+
+def alias_prefix(key: str) -> str:
+    """Where the aliases of one identifier (an oid, or a UPN's hash) are, one blob per tenant."""
+    return f"aliases/{key}/"
+
+
+def _legacy_entry_name(oid: str) -> str:
+    return f"organizers/{oid.lower()}.json"
+
+
+def _legacy_alias_name(upn: str) -> str:
+    return f"aliases/{upn_hash(upn)}"
+
+
 class TokenVault(ABC):
-    """Organizer entries (ETag-guarded) and one-time sign-in flows."""
+    """Organizer entries (ETag-guarded, keyed by tenant and object id) and one-time sign-in flows.
+
+    `home_tenant` (ENTRA_TENANT_ID) is the tenant of entries written before tenancy, which carry none.
+    """
+
+    home_tenant: str = ""
+
+    # --- storage primitives, one per implementation --------------------------------------------------
 
     @abstractmethod
-    def get(self, organizer: str) -> VaultEntry | None:
-        """The organizer's entry by object id or UPN, with its ETag; None if not connected."""
+    def _read(self, name: str) -> tuple[str, str] | None:
+        """(text, ETag) of a stored item, or None."""
 
     @abstractmethod
+    def _names(self, prefix: str) -> list[str]:
+        """The names of the stored items under a prefix."""
+
+    @abstractmethod
+    def _write(self, name: str, text: str, *, etag: str | None = None, create: bool = False) -> str:
+        """Store text: create only (create), only over that ETag (etag), or unconditionally; the new ETag.
+        VaultConflictError when the condition fails."""
+
+    @abstractmethod
+    def _remove(self, name: str, etag: str | None = None) -> bool:
+        """Delete an item (only if unchanged, with an ETag); whether it was there to delete."""
+
+    # --- organizers: the one lookup rule ------------------------------------------------------------
+
+    def tenants_of(self, organizer: str) -> list[str]:
+        """The tenants in which an object id or UPN names a connected organizer."""
+        return sorted(name.rsplit("/", 1)[1] for name in self._names(alias_prefix(_alias_key(organizer))))
+
+    def get(self, organizer: str, tenant: str | None = None) -> VaultEntry | None:
+        """The organizer's entry by object id or UPN, in `tenant` (or the only tenant they are known in), with its
+        ETag; None if not connected. OrganizerNotConnectedError when, without a tenant, several tenants know it."""
+        kind, value = organizer_key(organizer)
+        if tenant is None:
+            tenants = self.tenants_of(organizer)
+            if len(tenants) > 1:
+                raise OrganizerNotConnectedError(
+                    f"organizer {hash_user(organizer)} is connected in {len(tenants)} tenants; the event must "
+                    "carry tenantId to say which")
+            if not tenants:
+                return self._legacy_get(organizer)
+            tenant = tenants[0]
+        tenant = tenant.lower()
+        oid: str | None = value
+        if kind == "upn":
+            alias = self._read(f"{alias_prefix(upn_hash(value))}{tenant}")
+            oid = alias[0].strip() if alias else None
+        found = self._read(entry_name(tenant, oid)) if oid else None
+        if found is None:
+            return self._legacy_get(organizer) if tenant == self.home_tenant.lower() else None
+        entry = VaultEntry.from_json(found[0], found[1], entry_name(tenant, oid or ""))
+        return matching_entry(entry, organizer) if entry.tenant_id == tenant else None
+
+    def get_identity(self, identity: OrganizerIdentity) -> VaultEntry | None:
+        """The entry of a canonical identity."""
+        return self.get(identity.oid, identity.tenant_id or self.home_tenant or None)
+
+    def _legacy_get(self, organizer: str) -> VaultEntry | None:
+        kind, value = organizer_key(organizer)
+        oid: str | None = value
+        if kind == "upn":
+            alias = self._read(_legacy_alias_name(value))
+            oid = alias[0].strip() if alias else None
+        found = self._read(_legacy_entry_name(oid)) if oid else None
+        if found is None:
+            return None
+        entry = VaultEntry.from_json(found[0], found[1], _legacy_entry_name(oid or ""))
+        entry.tenant_id = entry.tenant_id or self.home_tenant.lower()
+        return matching_entry(entry, organizer)
+
     def save(self, entry: VaultEntry) -> VaultEntry:
-        """Create (entry.etag None) or update (If-Match entry.etag); raise VaultConflictError otherwise."""
+        """Create (entry.etag None) or update (If-Match entry.etag), then point its aliases at it; raise
+        VaultConflictError when the entry changed meanwhile. An entry read from the layout before tenancy is
+        moved to its tenant's place."""
+        if not entry.tenant_id:
+            raise ValueError("a vault entry needs its organizer's tenant")
+        name = entry_name(entry.tenant_id, entry.oid)
+        moving = entry.etag is not None and entry.origin not in (None, name)
+        etag = self._write(name, entry.to_json(), etag=None if moving else entry.etag,
+                           create=moving or entry.etag is None)
+        if moving and entry.origin is not None:
+            self._remove(entry.origin, entry.etag)
+            alias = self._read(_legacy_alias_name(entry.upn))
+            if alias is not None and alias[0].strip() == entry.oid.lower():
+                self._remove(_legacy_alias_name(entry.upn), alias[1])
+        # Last writer wins for an alias: it only ever names the oid that most recently connected there.
+        for key in (entry.oid.lower(), upn_hash(entry.upn)):
+            self._write(f"{alias_prefix(key)}{entry.tenant_id.lower()}", entry.oid.lower())
+        return replace(entry, etag=etag, origin=name)
 
-    @abstractmethod
-    def delete(self, organizer: str) -> VaultEntry | None:
-        """Remove the organizer's entry and alias; the removed entry, or None."""
+    def delete(self, organizer: str, tenant: str | None = None) -> VaultEntry | None:
+        """Remove the organizer's entry and aliases; the removed entry, or None."""
+        entry = self.get(organizer, tenant)
+        if entry is None:
+            return None
+        self._remove(entry.origin or entry_name(entry.tenant_id, entry.oid))
+        for key in (entry.oid.lower(), upn_hash(entry.upn)):
+            self._remove(f"{alias_prefix(key)}{entry.tenant_id.lower()}")
+        self._remove(_legacy_alias_name(entry.upn))
+        return entry
 
-    @abstractmethod
-    def entries(self) -> Iterator[VaultEntry]:
-        """Every organizer's entry."""
+    def entries(self, tenant: str | None = None) -> Iterator[VaultEntry]:
+        """Every entry (of one tenant, if given), each with its ETag."""
+        names = self._names("organizers/")
+        current = {name.rsplit("/", 1)[1] for name in names if name.count("/") == 2}
+        for name in sorted(names):
+            legacy = name.count("/") == 1
+            if legacy and name.rsplit("/", 1)[1] in current:
+                continue  # moved already; the old copy is gone on its next write
+            found = self._read(name)
+            if found is None:
+                continue
+            entry = VaultEntry.from_json(found[0], found[1], name)
+            entry.tenant_id = entry.tenant_id or self.home_tenant.lower()
+            if tenant is None or entry.tenant_id == tenant.lower():
+                yield entry
+
+    # --- sign-in flows ------------------------------------------------------------------------------
 
     @abstractmethod
     def put_flow(self, key: str, flow: dict[str, Any], ttl_seconds: float = FLOW_MAX_SECONDS) -> None:
         """Keep a sign-in flow until the callback takes it, at most ttl_seconds."""
 
-    @abstractmethod
     def take_flow(self, key: str) -> dict[str, Any] | None:
-        """Read and delete a flow in one step: only one caller ever gets it; None if absent or expired."""
+        """Read and delete a flow in one step (delete under the read's ETag: of two concurrent callbacks only
+        one wins); None if absent or expired."""
+        found = self._read(f"flows/{key}")
+        if found is None or not self._remove(f"flows/{key}", found[1]):
+            return None
+        return unwrap_flow(found[0])
 
     @abstractmethod
     def purge_flows(self) -> int:
         """Delete abandoned expired flows; how many."""
 
     def store_connection(self, entry: VaultEntry) -> VaultEntry:
-        """Store a fresh connection, replacing any earlier one of the same organizer."""
+        """Store a fresh connection, replacing any earlier one of the same organizer in the same tenant."""
         for _ in range(5):
-            current = self.get(entry.oid)
+            current = self.get(entry.oid, entry.tenant_id or None)
             try:
-                return self.save(replace(entry, etag=current.etag if current else None))
+                return self.save(replace(entry, etag=current.etag if current else None,
+                                         origin=current.origin if current else None))
             except VaultConflictError:
                 continue  # someone refreshed the old entry meanwhile; ours replaces it anyway
         raise VaultUnavailableError("the organizer's vault entry kept changing while it was being replaced")
+
+
+def _alias_key(organizer: str) -> str:
+    kind, value = organizer_key(organizer)
+    return value if kind == "oid" else upn_hash(value)
 
 
 def wrap_flow(flow: dict[str, Any], ttl_seconds: float) -> str:
@@ -170,181 +314,3 @@ def matching_entry(entry: VaultEntry, organizer: str) -> VaultEntry | None:
     if kind == "upn" and entry.upn.lower() != value:
         return None
     return entry
-
-
-def _container_client(conn: StorageConnection, container: str) -> ContainerClient:
-    from azure.storage.blob import ContainerClient
-
-    if conn.connection_string:
-        return ContainerClient.from_connection_string(conn.connection_string, container)
-    if not conn.blob_service_uri:
-        raise SettingsError(["AzureWebJobsStorage has neither a connection string nor a blob service URI "
-                             "(AzureWebJobsStorage__blobServiceUri or __accountName)"])
-    # The same identity as the host's connection, in its synchronous flavour (the vault's callers are threads).
-    return ContainerClient(conn.blob_service_uri, container, credential=storage_credential(conn, asynchronous=False))
-
-
-class BlobTokenVault(TokenVault):
-    """The vault in a private blob container of the AzureWebJobsStorage account."""
-
-    def __init__(self, conn: StorageConnection, container: str) -> None:
-        self._conn = conn
-        self._container_name = container
-        self._client: ContainerClient | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def container(self) -> ContainerClient:
-        """The container client, made (and the container created, private) on first use."""
-        with self._lock:
-            if self._client is None:
-                from azure.core.exceptions import HttpResponseError, ResourceExistsError
-
-                client = _container_client(self._conn, self._container_name)
-                try:
-                    # No public_access argument: the container is private, as refresh tokens demand.
-                    _guarded(client.create_container)
-                except ResourceExistsError:
-                    pass
-                except VaultUnavailableError as exc:
-                    # An operator may hold a role on this container only, not the right to create one;
-                    # Bicep creates it in Azure, so carry on and let the first real call speak.
-                    cause = exc.__cause__
-                    if not (isinstance(cause, HttpResponseError) and cause.status_code == 403):
-                        raise
-                self._client = client
-            return self._client
-
-    def _download(self, name: str) -> tuple[bytes, str] | None:
-        from azure.core.exceptions import ResourceNotFoundError
-
-        try:
-            downloader = _guarded(self.container.download_blob, name)
-        except ResourceNotFoundError:
-            return None
-        return downloader.readall(), str(downloader.properties.etag)
-
-    def get(self, organizer: str) -> VaultEntry | None:
-        """The organizer's entry by object id or UPN."""
-        kind, value = organizer_key(organizer)
-        oid: str | None = value
-        if kind == "upn":
-            alias = self._download(f"aliases/{upn_hash(value)}")
-            oid = alias[0].decode().strip() if alias else None
-        found = self._download(f"organizers/{oid}.json") if oid else None
-        if found is None:
-            return None
-        return matching_entry(VaultEntry.from_json(found[0], found[1]), organizer)
-
-    def save(self, entry: VaultEntry) -> VaultEntry:
-        """Create (If-None-Match: *) or update (If-Match) the entry, then point its alias at it."""
-        from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-        from azure.storage.blob import ContentSettings
-
-        blob = self.container.get_blob_client(f"organizers/{entry.oid.lower()}.json")
-        settings = ContentSettings(content_type="application/json")
-        try:
-            if entry.etag is None:
-                result = _guarded(blob.upload_blob, entry.to_json(), overwrite=False, content_settings=settings)
-            else:
-                result = _guarded(blob.upload_blob, entry.to_json(), overwrite=True, content_settings=settings,
-                                  etag=entry.etag, match_condition=MatchConditions.IfNotModified)
-        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as exc:
-            raise VaultConflictError(f"vault entry changed since it was read ({type(exc).__name__})") from None
-        # Last writer wins for the alias: it only ever maps a UPN to the oid that most recently connected.
-        _guarded(self.container.upload_blob, f"aliases/{upn_hash(entry.upn)}", entry.oid.lower(), overwrite=True)
-        return replace(entry, etag=str(result["etag"]))
-
-    def delete(self, organizer: str) -> VaultEntry | None:
-        """Remove the entry and its alias."""
-        from azure.core.exceptions import ResourceNotFoundError
-
-        entry = self.get(organizer)
-        if entry is None:
-            return None
-        for name in (f"organizers/{entry.oid.lower()}.json", f"aliases/{upn_hash(entry.upn)}"):
-            try:
-                _guarded(self.container.delete_blob, name)
-            except ResourceNotFoundError:
-                pass
-        return entry
-
-    def entries(self) -> Iterator[VaultEntry]:
-        """Every entry (read one by one, each with its ETag)."""
-        names = [b.name for b in _guarded(lambda: list(self.container.list_blobs(name_starts_with="organizers/")))]
-        for name in names:
-            found = self._download(name)
-            if found is not None:
-                yield VaultEntry.from_json(found[0], found[1])
-
-    def put_flow(self, key: str, flow: dict[str, Any], ttl_seconds: float = FLOW_MAX_SECONDS) -> None:
-        """Keep a flow (create-only: a state is never reused)."""
-        from azure.core.exceptions import ResourceExistsError
-
-        text = wrap_flow(flow, ttl_seconds)
-        # The expiry rides along as metadata too, so purge_flows can judge a flow from a listing alone.
-        metadata = {"expires_at": str(int(json.loads(text)["expires_at"]))}
-        try:
-            _guarded(self.container.upload_blob, f"flows/{key}", text, overwrite=False, metadata=metadata)
-        except ResourceExistsError:
-            raise VaultConflictError("a sign-in flow with this state already exists") from None
-
-    def take_flow(self, key: str) -> dict[str, Any] | None:
-        """Read, then delete under the read's ETag: of two concurrent callbacks only one wins."""
-        from azure.core import MatchConditions
-        from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
-
-        found = self._download(f"flows/{key}")
-        if found is None:
-            return None
-        try:
-            _guarded(self.container.delete_blob, f"flows/{key}", etag=found[1],
-                     match_condition=MatchConditions.IfNotModified)
-        except (ResourceNotFoundError, ResourceModifiedError):
-            return None
-        return unwrap_flow(found[0])
-
-    def purge_flows(self) -> int:
-        """Delete abandoned flows whose expiry has passed (older flows without metadata: after the longest lifetime)."""
-        from azure.core.exceptions import ResourceNotFoundError
-
-        now = time.time()
-        blobs = _guarded(lambda: list(self.container.list_blobs(name_starts_with="flows/", include=["metadata"])))
-        purged = 0
-        for blob in blobs:
-            expires_at = (blob.metadata or {}).get("expires_at", "")
-            if expires_at.isdigit():
-                expired = int(expires_at) < now
-            else:
-                expired = blob.last_modified is not None and blob.last_modified.timestamp() < now - FLOW_MAX_SECONDS
-            if expired:
-                try:
-                    _guarded(self.container.delete_blob, blob.name)
-                    purged += 1
-                except ResourceNotFoundError:
-                    pass
-        return purged
-
-
-def _guarded(call: Any, *args: Any, **kwargs: Any) -> Any:
-    """Run a storage call; outages become VaultUnavailableError, answers the caller handles pass through."""
-    from azure.core.exceptions import (
-        HttpResponseError,
-        ResourceExistsError,
-        ResourceModifiedError,
-        ResourceNotFoundError,
-        ServiceRequestError,
-        ServiceResponseError,
-    )
-
-    try:
-        return call(*args, **kwargs)
-    except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
-        raise
-    except (ServiceRequestError, ServiceResponseError) as exc:
-        raise VaultUnavailableError(f"token vault unreachable ({type(exc).__name__})") from exc
-    except HttpResponseError as exc:
-        if exc.status_code == 412:
-            raise ResourceModifiedError(message=str(exc), response=exc.response) from exc
-        raise VaultUnavailableError(f"token vault answered {exc.status_code}") from exc

@@ -12,9 +12,15 @@ from typing import Any, TypeVar
 from shared.common.clock import utc_now
 from shared.exceptions import OrganizerNotConnectedError, TokenServiceUnavailableError, VaultConflictError
 from shared.identity.msal import MsalClients, MsalFailure, access_token
-from shared.identity.tokens import SCOPE_JOIN_URL, SCOPE_MEETING_LOOKUP, AccessToken, DelegatedTokenAcquirer
+from shared.identity.tokens import (
+    SCOPE_JOIN_URL,
+    SCOPE_MEETING_LOOKUP,
+    AccessToken,
+    DelegatedTokenAcquirer,
+    OrganizerIdentity,
+)
 from shared.identity.vault import ConnectionStatus, TokenVault, VaultEntry
-from shared.redaction import hash_user
+from shared.redaction import hash_tenant, hash_user
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -27,11 +33,13 @@ def connect_scopes(settings: Settings) -> list[str]:
     return [*SCOPE_JOIN_URL, *(SCOPE_MEETING_LOOKUP if settings.auth_connect_lookup_scope else ())]
 
 
-def reconnect_hint(settings: Settings, organizer: str) -> str:
+def reconnect_hint(settings: Settings, organizer: str, tenant: str | None = None) -> str:
     """How a person reconnects an organizer (no secrets: the function key is the admin's to add)."""
     where = settings.auth_redirect_uri.rsplit("/", 1)[0] + "/connect" if settings.auth_redirect_uri else None
     page = f"an admin opens {where}?organizer=<upn> with the function key, or " if where else "an admin "
-    return f"{page}runs `python -m shared.organizers connect-device {organizer_label(organizer)}`"
+    # The tenant id itself stays out: this text reaches logs, where tenants appear only hashed.
+    in_tenant = " --tenant <tenant id>" if tenant and settings.is_multi_tenant else ""
+    return f"{page}runs `python -m shared.organizers connect-device {organizer_label(organizer)}{in_tenant}`"
 
 
 def organizer_label(organizer: str) -> str:
@@ -52,7 +60,8 @@ def silent_refresh(clients: MsalClients, entry: VaultEntry, scopes: Sequence[str
             list(scopes), account=account, force_refresh=force_refresh)
         return result
 
-    return clients.run(entry.client_type, entry.cache, call)
+    # Every refresh goes to the organizer's own tenant, never to `organizations`.
+    return clients.run(entry.client_type, entry.cache, call, tenant=entry.tenant_id)
 
 
 def record_success(entry: VaultEntry, cache: str) -> VaultEntry:
@@ -68,6 +77,14 @@ def record_failure(entry: VaultEntry, failure_text: str, status: str | None = No
                    last_error=f"{utc_now()} {failure_text}"[:400])
 
 
+class _ConsentMissing(Exception):
+    """The identity platform says a scope was never consented (the connection itself is fine)."""
+
+    def __init__(self, failure: MsalFailure) -> None:
+        super().__init__(failure.summary())
+        self.failure = failure
+
+
 class VaultTokenAcquirer(DelegatedTokenAcquirer):
     """Delegated tokens from the organizer's vault entry; rotated refresh tokens are written back with ETags."""
 
@@ -80,58 +97,86 @@ class VaultTokenAcquirer(DelegatedTokenAcquirer):
         self._sleep = sleep
         # The last access token handed out per organizer and scopes (as a hash): asked again before it
         # is due for renewal means Graph refused it (DelegatedCredentials.invalidate), so refresh it.
-        self._handed_out: dict[tuple[str, tuple[str, ...]], str] = {}
+        self._handed_out: dict[tuple[OrganizerIdentity, tuple[str, ...]], str] = {}
 
-    def acquire(self, organizer: str, scopes: Sequence[str]) -> AccessToken:
-        """Silent token from the vault's cache; raise OrganizerNotConnectedError when a person must act."""
-        return self._acquire(organizer, scopes, force_refresh=False)
+    def identify(self, organizer: str, tenant: str | None) -> OrganizerIdentity:
+        """The organizer's tenant and object id from the vault; refused when `tenant` is not theirs or not allowed."""
+        if tenant is not None and not self._settings.tenant_allowed(tenant):
+            raise OrganizerNotConnectedError(
+                "the event's tenantId is not on ENTRA_ALLOWED_TENANTS: that tenant's organizers cannot connect, "
+                "and no token of another tenant is ever used for its events")
+        entry = self._vault.get(organizer, tenant)
+        if entry is None:
+            elsewhere = self._vault.tenants_of(organizer) if tenant is not None else []
+            if elsewhere:
+                raise self._not_connected(organizer, "does not belong to the event's tenantId (the organizer is "
+                                                     "connected in another tenant)", tenant)
+            raise self._not_connected(organizer, "has never connected (or was removed from the token vault)", tenant)
+        return entry.identity
 
-    def refresh(self, organizer: str) -> AccessToken:
+    def acquire(self, identity: OrganizerIdentity, scopes: Sequence[str]) -> AccessToken:
+        """One token for everything the app asks the organizer for (their connect scopes); if one of those was
+        never consented, a token for the scopes asked for now. OrganizerNotConnectedError when a person must act."""
+        wanted = list(dict.fromkeys([*connect_scopes(self._settings), *scopes]))
+        try:
+            return self._acquire(identity, wanted, force_refresh=False)
+        except _ConsentMissing:
+            if set(wanted) == set(scopes):
+                raise self._consent_missing(identity, scopes) from None
+        try:
+            return self._acquire(identity, scopes, force_refresh=False)
+        except _ConsentMissing:
+            raise self._consent_missing(identity, scopes) from None
+
+    def refresh(self, identity: OrganizerIdentity) -> AccessToken:
         """Redeem the refresh token now (keep-alive), storing the rotated one."""
-        return self._acquire(organizer, SCOPE_JOIN_URL, force_refresh=True)
+        try:
+            return self._acquire(identity, SCOPE_JOIN_URL, force_refresh=True)
+        except _ConsentMissing:
+            raise self._consent_missing(identity, SCOPE_JOIN_URL) from None
 
-    def _acquire(self, organizer: str, scopes: Sequence[str], *, force_refresh: bool) -> AccessToken:
-        tag = hash_user(organizer)
-        key = (organizer.strip().lower(), tuple(sorted(scopes)))
+    def _acquire(self, identity: OrganizerIdentity, scopes: Sequence[str], *, force_refresh: bool) -> AccessToken:
+        tags = {"organizer_hash": hash_user(identity.oid), "tenant_hash": hash_tenant(identity.tenant_id)}
+        key = (identity, tuple(sorted(scopes)))
         for _ in range(_MAX_ROUNDS):
-            entry = self._vault.get(organizer)
+            entry = self._vault.get_identity(identity)
             if entry is None:
-                raise self._not_connected(organizer, "has never connected (or was removed from the token vault)")
+                raise self._not_connected(identity.oid, "has never connected (or was removed from the token vault)",
+                                          identity.tenant_id)
             if entry.status != ConnectionStatus.CONNECTED:
                 # Do not hammer Entra with a refresh token it already refused; reconnecting resets the status.
-                raise self._not_connected(organizer, f"is {entry.status}: {entry.last_error or 'no detail'}")
+                raise self._not_connected(identity.oid, f"is {entry.status}: {entry.last_error or 'no detail'}",
+                                          identity.tenant_id)
             result, new_cache = silent_refresh(self._clients, entry, scopes, force_refresh=force_refresh)
             if result is not None and "access_token" in result and new_cache is None and not force_refresh:
                 if self._handed_out.get(key) == _fingerprint(result):
                     force_refresh = True
                     continue
                 self._handed_out[key] = _fingerprint(result)
-                return access_token(result)  # served from the stored cache: nothing rotated, nothing to write
+                return access_token(result, scopes)  # served from the stored cache: nothing rotated, nothing to write
             if result is not None and "access_token" in result:
                 self._handed_out[key] = _fingerprint(result)
                 if new_cache is None:
-                    return access_token(result)
+                    return access_token(result, scopes)
                 try:
                     self._vault.save(record_success(entry, new_cache))
                 except VaultConflictError:
-                    self._store_after_conflict(organizer, new_cache)
-                    return access_token(result)
-                log.info("organizer token refreshed", extra={"organizer_hash": tag, "outcome": "refreshed"})
-                return access_token(result)
+                    self._store_after_conflict(identity, new_cache)
+                    return access_token(result, scopes)
+                log.info("organizer token refreshed", extra={**tags, "outcome": "refreshed"})
+                return access_token(result, scopes)
             failure = MsalFailure.from_result(result)
             if failure.is_app_error:
                 raise failure.app_error()
-            if failure.is_consent and list(scopes) != list(SCOPE_JOIN_URL):
-                # The connection is fine for join URLs; this optional scope was never granted.
-                raise OrganizerNotConnectedError(
-                    f"organizer {tag} has not consented to {' '.join(scopes)} ({failure.summary()}); grant admin "
-                    f"consent for it, or reconnect with AUTH_CONNECT_LOOKUP_SCOPE=true: "
-                    f"{reconnect_hint(self._settings, organizer)}")
+            if failure.is_consent and set(scopes) != set(SCOPE_JOIN_URL):
+                # The connection is fine for join URLs; an optional scope was never granted.
+                raise _ConsentMissing(failure)
             if not failure.needs_reconnect:
                 raise TokenServiceUnavailableError(f"token refresh failed ({failure.summary()})")
-            # A refresh token another worker is rotating right now is refused too (strict rotation): give
-            # that worker time to store its new one, and decide only on the latest entry.
-            if self._newer_entry(organizer, entry) is not None:
+            # A refresh token another worker is rotating right now may be refused too (on a platform with
+            # single-use refresh tokens): give that worker time to store its new one, and decide only on the
+            # latest entry.
+            if self._newer_entry(identity, entry) is not None:
                 force_refresh = False  # the other worker has just refreshed it
                 continue
             status = ConnectionStatus.REVOKED if failure.revoked else ConnectionStatus.NEEDS_RECONNECT
@@ -140,27 +185,29 @@ class VaultTokenAcquirer(DelegatedTokenAcquirer):
             except VaultConflictError:
                 continue
             log.warning("organizer must reconnect: %s", failure.error,
-                        extra={"organizer_hash": tag, "status": status, "outcome": "needs_reconnect"})
-            raise self._not_connected(organizer, f"was refused by the identity platform: {failure.summary()}")
+                        extra={**tags, "status": status, "outcome": "needs_reconnect"})
+            raise self._not_connected(identity.oid, f"was refused by the identity platform: {failure.summary()}",
+                                      identity.tenant_id)
         raise TokenServiceUnavailableError("the organizer's vault entry kept changing during the token refresh")
 
-    def _newer_entry(self, organizer: str, entry: VaultEntry) -> VaultEntry | None:
+    def _newer_entry(self, identity: OrganizerIdentity, entry: VaultEntry) -> VaultEntry | None:
         """The entry once another worker has rewritten it, waiting up to the grace period; else None."""
         deadline = time.monotonic() + self._grace
         while True:
-            latest = self._vault.get(organizer)
+            latest = self._vault.get_identity(identity)
             if latest is None or latest.etag != entry.etag:
                 return latest or entry
             if time.monotonic() >= deadline:
                 return None
             self._sleep(min(0.25, self._grace))
 
-    def _store_after_conflict(self, organizer: str, new_cache: str) -> None:
+    def _store_after_conflict(self, identity: OrganizerIdentity, new_cache: str) -> None:
         """Our refresh succeeded but the entry changed meanwhile: keep the newer connected one, else ours."""
         for _ in range(_MAX_ROUNDS):
-            latest = self._vault.get(organizer)
+            latest = self._vault.get_identity(identity)
             if latest is None or latest.status == ConnectionStatus.REVOKED:
-                raise self._not_connected(organizer, "was removed from the token vault during the refresh")
+                raise self._not_connected(identity.oid, "was removed from the token vault during the refresh",
+                                          identity.tenant_id)
             if latest.status == ConnectionStatus.CONNECTED:
                 # Another worker stored a refresh token at least as new as ours: dropping ours loses nothing.
                 return
@@ -171,9 +218,16 @@ class VaultTokenAcquirer(DelegatedTokenAcquirer):
             except VaultConflictError:
                 continue
 
-    def _not_connected(self, organizer: str, why: str) -> OrganizerNotConnectedError:
+    def _consent_missing(self, identity: OrganizerIdentity, scopes: Sequence[str]) -> OrganizerNotConnectedError:
         return OrganizerNotConnectedError(
-            f"organizer {hash_user(organizer)} {why}. To reconnect, {reconnect_hint(self._settings, organizer)}")
+            f"organizer {hash_user(identity.oid)} has not consented to {' '.join(scopes)}; grant admin consent for "
+            f"it in their tenant, or reconnect with AUTH_CONNECT_LOOKUP_SCOPE=true: "
+            f"{reconnect_hint(self._settings, identity.oid, identity.tenant_id)}")
+
+    def _not_connected(self, organizer: str, why: str, tenant: str | None = None) -> OrganizerNotConnectedError:
+        return OrganizerNotConnectedError(
+            f"organizer {hash_user(organizer)} {why}. To reconnect, "
+            f"{reconnect_hint(self._settings, organizer, tenant)}")
 
 
 def _fingerprint(result: dict[str, Any]) -> str:

@@ -14,6 +14,7 @@ from shared.common.fields import (
     check_https_url,
     check_organizer,
     check_path_segment,
+    optional_guid,
     optional_text,
     optional_timestamp,
     required_text,
@@ -38,6 +39,8 @@ class AppointmentEvent:
     callback_url: str | None
     occurred_at: datetime | None
     schema: str
+    # The organizer's tenant, when the scheduler names it: the organizer must belong to it.
+    tenant_id: str | None = None
 
 
 def parse_event(text: str) -> AppointmentEvent:
@@ -145,4 +148,5 @@ def _build(data: dict[str, Any], *, event_id: Any, occurred_at: Any, schema: str
         callback_url=callback_url,
         occurred_at=optional_timestamp(occurred_at, "occurredAt"),
         schema=schema,
+        tenant_id=optional_guid(data, "tenantId"),
     )

@@ -22,6 +22,7 @@ def failed_event(rejection: Rejection, callback_url: str | None = None) -> Webho
     # Without an event id (unparseable message) the original text gives a stable identity instead.
     identity = rejection.event_id or "msg:" + hashlib.sha256(rejection.original_message.encode()).hexdigest()
     data = {"appointmentId": rejection.appointment_id, "organizer": rejection.organizer,
-            "eventId": rejection.event_id, "reason": rejection.reason, "detail": rejection.detail}
+            "tenantId": rejection.tenant_id, "eventId": rejection.event_id, "reason": rejection.reason,
+            "detail": rejection.detail}
     return webhook_event("failed", data, identity, callback_url=callback_url,
                          timestamp=rejection.rejected_at or None)

@@ -13,7 +13,7 @@ from shared.pipeline.inbound import AppointmentEvent, parse_event
 from shared.pipeline.join_url_resolver import JoinUrlResolver
 from shared.pipeline.notifications import failed_event, ready_event
 from shared.pipeline.records import JoinUrlResult, Rejection
-from shared.redaction import hash_user
+from shared.redaction import hash_tenant, hash_user
 from shared.settings import setting_default
 from shared.storage.idempotency import Claim, ClaimKind, IdempotencyStore
 from shared.storage.requeue import Requeuer, unwrap_requeued, wrap_requeued
@@ -81,23 +81,28 @@ class AppointmentProcessor:
         delivery = Delivery(unwrapped.text, dequeue_count, unwrapped.attempt)
         event: AppointmentEvent | None = None
         claim: Claim | None = None
+        tenant: str | None = None
         finished = False
         try:
             event = parse_event(delivery.text)
+            tenant = event.tenant_id
             claim = await self._idempotency.begin(_key(event), stale_after_seconds=self._stale_claim_seconds)
             if claim.kind is ClaimKind.COMPLETED and claim.result:
                 finished = True
                 result = JoinUrlResult.from_json(claim.result)
-                _log_outcome("ready", "duplicate", event, delivery, started)
+                _log_outcome("ready", "duplicate", event, delivery, started, tenant=result.tenant_id)
                 return Outcome("ready", result=result, webhook=ready_event(result, event.callback_url))
+            # Who the organizer is, in which tenant, before anything is asked of Graph: a tenantId the
+            # organizer does not belong to is refused here, and only that tenant's token is used after.
+            tenant = (await self._resolver.identify(event.organizer, event.tenant_id)).tenant_id
             meeting_id, join_url = await self._resolver.resolve(
-                event.organizer, event.online_meeting_id, event.join_web_url)
-            result = JoinUrlResult.for_event(event, meeting_id, join_url)
+                event.organizer, event.online_meeting_id, event.join_web_url, tenant=tenant)
+            result = JoinUrlResult.for_event(event, meeting_id, join_url, tenant)
             await self._idempotency.complete(_key(event), result.to_json(), claim)
             finished = True
         except PermanentError as exc:
-            rejection = _rejection(exc, delivery, event)
-            _log_outcome("rejected", rejection.reason, event, delivery, started, detail=exc.detail)
+            rejection = _rejection(exc, delivery, event, tenant)
+            _log_outcome("rejected", rejection.reason, event, delivery, started, detail=exc.detail, tenant=tenant)
             return Outcome("rejected", rejection=rejection,
                            webhook=failed_event(rejection, event.callback_url if event else None))
         except KeyInProgressError as exc:
@@ -106,13 +111,13 @@ class AppointmentProcessor:
         except ThrottledError as exc:
             return await self._requeue(delivery, event, exc, started, exc.retry_after or 1.0)
         except TransientError as exc:
-            _log_outcome("failed", exc.reason, event, delivery, started, detail=exc.detail)
+            _log_outcome("failed", exc.reason, event, delivery, started, detail=exc.detail, tenant=tenant)
             raise
         finally:
             # Rejections, requeues and transient failures give the claim back: a retry or replay starts fresh.
             if claim is not None and claim.owned and not finished and event is not None:
                 await self._idempotency.release(_key(event), claim)
-        _log_outcome("ready", None, event, delivery, started)
+        _log_outcome("ready", None, event, delivery, started, tenant=tenant)
         return Outcome("ready", result=result, webhook=ready_event(result, event.callback_url))
 
     def _undecodable(self, body: bytes, dequeue_count: int, exc: UnicodeDecodeError, started: float) -> Outcome:
@@ -138,11 +143,13 @@ def _key(event: AppointmentEvent) -> str:
     return f"evt:{event.event_id}"
 
 
-def _rejection(exc: PermanentError, delivery: Delivery, event: AppointmentEvent | None) -> Rejection:
+def _rejection(exc: PermanentError, delivery: Delivery, event: AppointmentEvent | None,
+               tenant: str | None) -> Rejection:
     event_id, appointment_id, organizer = (
         (event.event_id, event.appointment_id, event.organizer) if event else _best_effort_ids(delivery.text))
     return Rejection(reason=exc.reason, detail=exc.detail, original_message=delivery.text, event_id=event_id,
-                     appointment_id=appointment_id, organizer=organizer, dequeue_count=delivery.dequeue_count)
+                     appointment_id=appointment_id, organizer=organizer, dequeue_count=delivery.dequeue_count,
+                     tenant_id=tenant)
 
 
 def _best_effort_ids(text: str) -> tuple[str | None, str | None, str | None]:
@@ -162,7 +169,7 @@ def _best_effort_ids(text: str) -> tuple[str | None, str | None, str | None]:
 
 
 def _log_outcome(outcome: str, reason: str | None, event: AppointmentEvent | None, delivery: Delivery,
-                 started: float, **fields: object) -> None:
+                 started: float, *, tenant: str | None = None, **fields: object) -> None:
     duration_ms = round((time.perf_counter() - started) * 1000, 1)
     level = logging.WARNING if outcome in ("rejected", "failed") else logging.INFO
     log.log(level, "appointment %s: outcome=%s reason=%s dequeue_count=%d duration_ms=%.1f",
@@ -171,6 +178,8 @@ def _log_outcome(outcome: str, reason: str | None, event: AppointmentEvent | Non
                 "event_id": event.event_id if event else None,
                 "appointment_id": event.appointment_id if event else None,
                 "organizer_hash": hash_user(event.organizer) if event else None,
+                # Tenants in telemetry are hashed like organizers.
+                "tenant_hash": hash_tenant(tenant or (event.tenant_id if event else None)),
                 "outcome": outcome,
                 "reason": reason,
                 "duration_ms": duration_ms,

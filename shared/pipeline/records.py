@@ -21,13 +21,16 @@ class JoinUrlResult:
     join_url: str
     event_id: str
     resolved_at: str
+    tenant_id: str | None = None
 
     @classmethod
-    def for_event(cls, event: AppointmentEvent, meeting_id: str, join_url: str) -> JoinUrlResult:
-        """Build the result for an event."""
-        return cls(event.appointment_id, event.organizer, meeting_id, join_url, event.event_id, utc_now())
+    def for_event(cls, event: AppointmentEvent, meeting_id: str, join_url: str,
+                  tenant_id: str | None = None) -> JoinUrlResult:
+        """Build the result for an event (tenant_id: the organizer's tenant, when known)."""
+        return cls(event.appointment_id, event.organizer, meeting_id, join_url, event.event_id, utc_now(),
+                   tenant_id or event.tenant_id)
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, str | None]:
         """The wire form (camelCase, as in the contract)."""
         return {
             "appointmentId": self.appointment_id,
@@ -35,6 +38,7 @@ class JoinUrlResult:
             "onlineMeetingId": self.online_meeting_id,
             "joinUrl": self.join_url,
             "eventId": self.event_id,
+            "tenantId": self.tenant_id,
             "resolvedAt": self.resolved_at,
         }
 
@@ -47,7 +51,7 @@ class JoinUrlResult:
         """Read back a stored result (the idempotency record of a completed event)."""
         doc = json.loads(text)
         return cls(doc["appointmentId"], doc["organizer"], doc["onlineMeetingId"], doc["joinUrl"], doc["eventId"],
-                   doc["resolvedAt"])
+                   doc["resolvedAt"], doc.get("tenantId"))
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ class Rejection:
     organizer: str | None = None
     dequeue_count: int = 1
     rejected_at: str = ""
+    tenant_id: str | None = None
     # Set only when the message is not UTF-8 text: then it is kept as base64, byte for byte.
     original_bytes: bytes | None = None
     # Set when the original would not fit a queue message inside this record: kept whole in a blob.
@@ -83,6 +88,7 @@ class Rejection:
             "eventId": self.event_id,
             "appointmentId": self.appointment_id,
             "organizer": self.organizer,
+            "tenantId": self.tenant_id,
             "dequeueCount": self.dequeue_count,
             "rejectedAt": self.rejected_at or utc_now(),
             **original,

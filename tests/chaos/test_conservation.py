@@ -12,6 +12,7 @@ from chaos.runner import RunOptions, run
 from tests.log_scan import scan_text_file
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos]
+CONTOSO, FABRIKAM = "7d0c2e5a-1b3f-4c8e-9a6d-0e5f4b3c2a10", "3f9a7c21-6b4d-4e8a-a1c5-9d2e8f7b6a40"
 
 
 def _check(report) -> None:
@@ -24,6 +25,8 @@ def _check(report) -> None:
     # part of ok), the transport-level ones poisoned; the duplicates made no second webhook id.
     assert ledger.events == report.options.events
     assert ledger.ready + ledger.rejected + ledger.poison == ledger.events
+    # Organizers of two tenants: each tenant's events resolved, under its own tenant.
+    assert set(report.ready_by_tenant) == {CONTOSO, FABRIKAM}, report.ready_by_tenant
     findings = [finding for log in report.harness_logs for finding in scan_text_file(log)]
     assert not findings, "the app logged credentials or join links:\n" + "\n".join(map(str, findings[:10]))
 

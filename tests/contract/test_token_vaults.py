@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 
-from shared.exceptions import VaultConflictError
-from shared.identity.vault import BlobTokenVault, ConnectionStatus, TokenVault, flow_key
+from shared.exceptions import OrganizerNotConnectedError, VaultConflictError
+from shared.identity.tokens import OrganizerIdentity
+from shared.identity.vault import ConnectionStatus, TokenVault, VaultEntry, flow_key, upn_hash
+from shared.identity.vault_blob import BlobTokenVault
 from shared.testing.vault import InMemoryTokenVault
-from tests.auth_fakes import SCHEDULER, FakeIdentityPlatform, connected_entry
+from tests.auth_fakes import FABRIKAM_SCHEDULER, OTHER_TENANT, SCHEDULER, TENANT, FakeIdentityPlatform, connected_entry
 
 pytestmark = pytest.mark.contract
 
@@ -29,6 +31,13 @@ class Inspect:
         assert isinstance(self.vault, BlobTokenVault)
         return {blob.name for blob in self.vault.container.list_blobs()}
 
+    def put(self, name: str, text: str) -> None:
+        if isinstance(self.vault, InMemoryTokenVault):
+            self.vault._blobs[name] = (text, '"seeded"')
+            return
+        assert isinstance(self.vault, BlobTokenVault)
+        self.vault.container.upload_blob(name, text, overwrite=True)
+
     def rewrite(self, name: str, edit: Any) -> None:
         if isinstance(self.vault, InMemoryTokenVault):
             text = self.vault.raw(name)
@@ -43,9 +52,9 @@ class Inspect:
 @pytest.fixture(params=["memory", "blob"])
 def vault(request: pytest.FixtureRequest, azurite_conn: Any) -> Iterator[TokenVault]:
     if request.param == "memory":
-        yield InMemoryTokenVault()
+        yield InMemoryTokenVault(TENANT)
         return
-    blob_vault = BlobTokenVault(azurite_conn, "vault-" + uuid.uuid4().hex[:12])
+    blob_vault = BlobTokenVault(azurite_conn, "vault-" + uuid.uuid4().hex[:12], TENANT)
     yield blob_vault
     blob_vault.container.delete_container()
 
@@ -66,11 +75,57 @@ def test_entry_is_found_by_oid_and_by_upn_in_any_case(vault, idp):
     assert vault.get("someone@contoso.test") is None
 
 
-def test_upns_are_stored_only_as_hashes_in_blob_names(vault, idp):
+def test_entries_are_keyed_by_tenant_and_object_id_and_upns_only_hashed(vault, idp):
     stored(vault, idp)
     names = Inspect(vault).names()
-    assert f"organizers/{SCHEDULER['oid']}.json" in names
+    assert f"organizers/{TENANT}/{SCHEDULER['oid']}.json" in names
+    assert {f"aliases/{SCHEDULER['oid']}/{TENANT}", f"aliases/{upn_hash(SCHEDULER['upn'])}/{TENANT}"} <= names
     assert not any("scheduler@" in name for name in names)
+
+
+def test_an_organizer_is_found_in_their_tenant_and_only_there(vault, idp):
+    stored(vault, idp)
+    stored(vault, idp, user=FABRIKAM_SCHEDULER)
+    assert vault.get(SCHEDULER["upn"], TENANT).identity == OrganizerIdentity(TENANT, SCHEDULER["oid"])
+    assert vault.get(SCHEDULER["upn"], OTHER_TENANT) is None and vault.get(SCHEDULER["oid"], OTHER_TENANT) is None
+    assert vault.get(FABRIKAM_SCHEDULER["upn"]).tenant_id == OTHER_TENANT  # one tenant knows them: no tenant needed
+    fabrikam = OrganizerIdentity(OTHER_TENANT, FABRIKAM_SCHEDULER["oid"])
+    assert vault.get_identity(fabrikam).upn == "scheduler@fabrikam.test"
+    assert [e.upn for e in vault.entries(OTHER_TENANT)] == ["scheduler@fabrikam.test"]
+    assert vault.tenants_of(SCHEDULER["oid"]) == [TENANT]
+
+
+def test_an_identifier_known_in_two_tenants_needs_the_tenant(vault, idp):
+    stored(vault, idp)
+    stored(vault, idp, user={**SCHEDULER, "tid": OTHER_TENANT})  # (a test double: the same ids in two tenants)
+    with pytest.raises(OrganizerNotConnectedError, match="2 tenants"):
+        vault.get(SCHEDULER["upn"])
+    assert vault.get(SCHEDULER["upn"], OTHER_TENANT).tenant_id == OTHER_TENANT
+
+
+def test_entries_written_before_tenancy_are_found_and_moved_on_the_next_write(vault, idp):
+    # GIVEN an entry as the app wrote it before tenancy: no tenant, keyed by object id, UPN alias holding the oid
+    legacy = connected_entry(idp)
+    legacy.tenant_id = ""
+    inspect = Inspect(vault)
+    inspect.put(f"organizers/{SCHEDULER['oid']}.json", legacy.to_json())
+    inspect.put(f"aliases/{upn_hash(SCHEDULER['upn'])}", SCHEDULER["oid"])
+    # WHEN it is looked up, by either spelling, with or without the app's own tenant
+    found = vault.get(SCHEDULER["upn"])
+    assert found.tenant_id == TENANT and vault.get(SCHEDULER["oid"], TENANT).cache == legacy.cache
+    assert [e.oid for e in vault.entries()] == [SCHEDULER["oid"]]
+    # AND written (a refresh, say) THEN it moves to its tenant's place and the old blobs go
+    vault.save(dataclasses.replace(found, consecutive_failures=1))
+    names = inspect.names()
+    assert f"organizers/{TENANT}/{SCHEDULER['oid']}.json" in names
+    assert f"organizers/{SCHEDULER['oid']}.json" not in names and f"aliases/{upn_hash(SCHEDULER['upn'])}" not in names
+    assert vault.get(SCHEDULER["upn"]).consecutive_failures == 1 and len(list(vault.entries())) == 1
+
+
+def test_an_entry_needs_its_tenant(vault, idp):
+    entry = connected_entry(idp)
+    with pytest.raises(ValueError, match="tenant"):
+        vault.save(VaultEntry(**{**entry.health(), "cache": entry.cache, "tenant_id": ""}))
 
 
 def test_create_is_if_none_match_and_update_is_if_match(vault, idp):
@@ -92,7 +147,8 @@ def test_store_connection_replaces_an_earlier_connection(vault, idp):
 
 def test_alias_of_a_upn_that_moved_to_someone_else_does_not_match(vault, idp):
     stored(vault, idp)
-    Inspect(vault).rewrite(f"organizers/{SCHEDULER['oid']}.json", lambda text: text.replace("scheduler@", "renamed@"))
+    Inspect(vault).rewrite(f"organizers/{TENANT}/{SCHEDULER['oid']}.json",
+                           lambda text: text.replace("scheduler@", "renamed@"))
     assert vault.get(SCHEDULER["upn"]) is None and vault.get(SCHEDULER["oid"]) is not None
 
 

@@ -476,5 +476,6 @@ def test_admin_endpoints_in_form(stack: dict[str, Any], http: httpx.Client) -> N
     stats = http.get(stack["entra"]["admin_url"] + "/stats").json()
     assert {"token_requests", "by_grant", "by_user", "open"} <= stats.keys()
     config = http.put(stack["entra"]["admin_url"] + "/config", json={"auth_code_lifetime": 30})
-    assert config.json() == {"access_token_lifetime": 3600, "auth_code_lifetime": 30, "device_code_lifetime": 900}
+    assert config.json() == {"access_token_lifetime": 3600, "auth_code_lifetime": 30, "device_code_lifetime": 900,
+                             "refresh_token_rotation": "entra"}
     assert http.put(stack["entra"]["admin_url"] + "/config", json={"device_code_lifetime": 0}).status_code == 400

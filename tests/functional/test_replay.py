@@ -148,3 +148,36 @@ async def test_originals_kept_as_base64_or_in_a_blob_go_back_byte_for_byte(conn)
         (message,) = await client.peek_messages(max_messages=32)
         assert message.content == not_text
     assert await drain(conn, WEBHOOK_OUTBOX) == [big_outbox]
+CONTOSO, FABRIKAM = "7d0c2e5a-1b3f-4c8e-9a6d-0e5f4b3c2a10", "3f9a7c21-6b4d-4e8a-a1c5-9d2e8f7b6a40"
+
+
+async def test_tenant_filter_moves_only_that_tenants_messages_from_every_source(conn, capsys):
+    # GIVEN messages of two tenants (and one that names none) in each source
+    fabrikam_event = json.dumps({"id": "evt-f", "appointmentId": "a-f", "organizer": "o@fabrikam.example",
+                                 "tenantId": FABRIKAM, "onlineMeetingId": "m"})
+    contoso_event = json.dumps({"specversion": "1.0", "id": "evt-c", "source": "/s", "type": "appointment.created",
+                                "data": {"appointmentId": "a-c", "organizer": "o@contoso.example",
+                                         "tenantId": CONTOSO, "onlineMeetingId": "m"}})
+    await put(conn, queues.APPOINTMENTS_REJECTED,
+              Rejection("organizer_not_connected", "d", fabrikam_event, "evt-f", "a-f", tenant_id=FABRIKAM).to_json(),
+              Rejection("organizer_not_connected", "d", contoso_event, "evt-c", "a-c", tenant_id=CONTOSO).to_json())
+    await put(conn, queues.APPOINTMENTS_POISON, fabrikam_event, contoso_event, "no tenant here")
+
+    def outbox(event_id, tenant):
+        body = json.dumps({"type": "appointment.joinurl.failed", "data": {"tenantId": tenant, "eventId": event_id}})
+        return json.dumps({"webhookId": f"{event_id}_failed", "type": "appointment.joinurl.failed", "body": body})
+
+    await put(conn, WEBHOOK_DEAD_LETTER, DeadLetter("receiver_rejected", "410", outbox("evt-f", FABRIKAM),
+                                                    status=410).to_json())
+    await put(conn, WEBHOOK_OUTBOX_POISON, outbox("evt-c", CONTOSO), outbox("evt-f2", FABRIKAM))
+    # WHEN Fabrikam's are replayed (the command line, tenant in upper case)
+    args = ["--from", "all", "--tenant", FABRIKAM.upper(), "--connection-string", conn.connection_string,
+            "--no-progress"]
+    assert await asyncio.to_thread(main, args) == 0
+    # THEN only they moved; Contoso's and the tenant-less one stay where they were
+    assert capsys.readouterr().out.strip().startswith("moved=4 skipped=4")
+    assert await drain(conn, queues.APPOINTMENTS) == sorted([fabrikam_event, fabrikam_event])
+    assert await drain(conn, WEBHOOK_OUTBOX) == sorted([outbox("evt-f", FABRIKAM), outbox("evt-f2", FABRIKAM)])
+    assert sorted(await drain(conn, queues.APPOINTMENTS_POISON)) == sorted([contoso_event, "no tenant here"])
+    with pytest.raises(SystemExit):
+        main(["--from", "all", "--tenant", "contoso"])

@@ -30,6 +30,9 @@ def record(message, *args, name="shared.pipeline.processor", **extra):
     ("signing in with Local-Dev-Passw0rd!", "password"),
     ("refresh_token=0.AXkA-some-opaque-refresh-token", "credential_field"),
     ("GET /api/join-url?code=local-dev-function-key", "function_key"),
+    ("credential -----BEGIN PRIVATE KEY-----\nMIIEv...", "private_key"),
+    ("credential -----BEGIN RSA PRIVATE KEY-----\nMIIEv...", "private_key"),
+    ("X-IDENTITY-HEADER: local-dev-identity-header", "identity_header"),
 ])
 def test_each_kind_of_leak_is_found(text, kind):
     assert kind in {f.kind for f in scan_text(text, "test")}

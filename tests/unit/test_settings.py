@@ -71,7 +71,7 @@ def test_loopback_urls_follow_the_one_url_rule(url):
 def test_an_unresolved_key_vault_reference_is_never_a_secret():
     # GIVEN App Service could not resolve the references (the intake's secret was never created)
     from shared.settings import load_settings
-    base = {"AzureWebJobsStorage": "UseDevelopmentStorage=true", "ENTRA_TENANT_ID": "t", "ENTRA_CLIENT_ID": "c",
+    base = {"AzureWebJobsStorage": "UseDevelopmentStorage=true", "ENTRA_TENANT_ID": TENANT, "ENTRA_CLIENT_ID": "c",
             "ENTRA_CLIENT_SECRET": "s", "WEBHOOK_SECRET": "whsec_" + "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB",
             "AUTH_REDIRECT_URI": "https://app.example/api/auth/callback"}
     reference = "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/calcom-webhook-secret)"
@@ -80,3 +80,50 @@ def test_an_unresolved_key_vault_reference_is_never_a_secret():
     assert settings.calcom_webhook_secret is None
     with pytest.raises(SettingsError, match="ENTRA_CLIENT_SECRET is a Key Vault reference"):
         load_settings({**base, "ENTRA_CLIENT_SECRET": reference})
+# --- tenancy and the app's credential ---------------------------------------------------------------------
+
+TENANT = "7d0c2e5a-1b3f-4c8e-9a6d-0e5f4b3c2a10"
+FABRIKAM = "3f9a7c21-6b4d-4e8a-a1c5-9d2e8f7b6a40"
+
+
+def test_single_tenant_is_the_default_and_allows_its_own_tenant_only():
+    env = sample_env() | {"ENTRA_ALLOWED_TENANTS": ""}
+    del env["ENTRA_TENANCY"]
+    settings = load_settings(env)
+    assert settings.tenancy == "single" and settings.sign_in_tenant == TENANT
+    assert settings.allowed_tenants == (TENANT,) and settings.tenant_allowed(TENANT.upper())
+    assert not settings.tenant_allowed(FABRIKAM) and not settings.tenant_allowed(None)
+    with pytest.raises(SettingsError, match="ENTRA_TENANCY=single"):
+        load_settings(env | {"ENTRA_ALLOWED_TENANTS": FABRIKAM})
+
+
+def test_multi_tenant_signs_in_at_organizations_and_needs_a_list():
+    settings = load_settings(sample_env())
+    assert settings.is_multi_tenant and settings.sign_in_tenant == "organizations"
+    assert settings.allowed_tenants == (TENANT, FABRIKAM)
+    with pytest.raises(SettingsError, match="ENTRA_ALLOWED_TENANTS is empty") as caught:
+        load_settings(sample_env() | {"ENTRA_ALLOWED_TENANTS": ""})
+    assert "not 'every tenant'" in str(caught.value)
+    with pytest.raises(SettingsError, match="ENTRA_ALLOWED_TENANTS"):
+        load_settings(sample_env() | {"ENTRA_ALLOWED_TENANTS": "contoso.onmicrosoft.com"})
+    with pytest.raises(SettingsError, match="ENTRA_TENANT_ID"):
+        load_settings(sample_env() | {"ENTRA_TENANT_ID": "contoso"})
+
+
+@pytest.mark.parametrize(("kind", "needs"), [("client_secret", "ENTRA_CLIENT_SECRET"),
+                                             ("certificate", "ENTRA_CLIENT_CERTIFICATE")])
+def test_each_credential_kind_names_the_setting_it_needs(kind, needs):
+    with pytest.raises(SettingsError, match=needs):
+        load_settings(sample_env() | {"ENTRA_APP_CREDENTIAL": kind})
+
+
+def test_federated_needs_no_secret_and_bad_values_are_named_without_being_shown():
+    settings = load_settings(sample_env())
+    assert settings.app_credential == "federated" and settings.client_secret == ""
+    assert settings.managed_identity_client_id == "2a3b4c5d-6e7f-4a8b-9c0d-1e2f3a4b5c6d"
+    with pytest.raises(SettingsError) as caught:
+        load_settings(sample_env() | {"ENTRA_APP_CREDENTIAL": "certificate",
+                                      "ENTRA_CLIENT_CERTIFICATE": "-----BEGIN CERTIFICATE-----secret-bits"})
+    assert "ENTRA_CLIENT_CERTIFICATE=<redacted>" in str(caught.value) and "secret-bits" not in str(caught.value)
+    with pytest.raises(SettingsError, match="ENTRA_APP_CREDENTIAL"):
+        load_settings(sample_env() | {"ENTRA_APP_CREDENTIAL": "managed_identity"})

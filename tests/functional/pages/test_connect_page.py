@@ -9,34 +9,15 @@ from datetime import UTC, datetime, timedelta
 import azure.functions as func
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from devstack.harness import LocalTimerRequest
-from shared.identity.bearer import BearerValidator
 from shared.identity.vault import flow_key
-from shared.identity.vault_acquirer import VaultTokenAcquirer
 from shared.pages import connect as auth_flow
-from shared.pipeline.join_url_resolver import JoinUrlResolver
-from shared.testing.vault import InMemoryTokenVault
-from tests.auth_fakes import SCHEDULER, FakeIdentityPlatform, FakeMsalClients, connected_entry
-from tests.fakes import FakeGraph, no_sleep
+from tests.auth_fakes import SCHEDULER, connected_entry
+from tests.functional.pages.conftest import KEY
 
 pytestmark = pytest.mark.functional
 COOKIE = "va-connect"  # development over http; __Host-va-connect with https (see test below)
-KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-@pytest.fixture
-def world(function_app_module, monkeypatch):
-    """Fake vault and identity platform behind the worker's real services."""
-    services = function_app_module.services
-    idp, vault = FakeIdentityPlatform(), InMemoryTokenVault()
-    clients = FakeMsalClients(idp)
-    monkeypatch.setitem(services.__dict__, "vault", vault)
-    monkeypatch.setitem(services.__dict__, "msal_clients", clients)
-    monkeypatch.setitem(services.__dict__, "vault_acquirer",
-                        VaultTokenAcquirer(services.settings, vault, clients, rotation_grace_seconds=0))
-    return idp, vault
 
 
 def get(path, params=None, headers=None):
@@ -180,28 +161,11 @@ async def test_keep_alive_timer_refreshes_idle_organizers(indexed, world, caplog
 
 # --- the bearer twin ------------------------------------------------------------------------------------
 
-class Jwks:
-    def get_signing_key(self, kid):
-        if kid != "k1":
-            raise jwt.PyJWKClientError("unknown kid")
-        return jwt.PyJWK.from_dict(json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(KEY.public_key())))
-
-
-@pytest.fixture
-def bearer_world(function_app_module, monkeypatch):
-    services = function_app_module.services
-    fake = FakeGraph({(SCHEDULER["oid"], "m1"): "https://visit.teams.microsoft.com/x"})
-    monkeypatch.setitem(services.__dict__, "resolver", JoinUrlResolver(fake, inline_throttle_budget=0,
-                                                                      sleep=no_sleep))
-    monkeypatch.setitem(services.__dict__, "bearer", BearerValidator(services.settings, jwks_client=Jwks()))
-    return services.settings
-
-
 def api_token(settings, **overrides):
     now = int(time.time())
     claims = {"iss": f"{settings.authority_url}/v2.0", "aud": settings.api_audience, "exp": now + 600, "nbf": now,
               "oid": SCHEDULER["oid"], "preferred_username": SCHEDULER["upn"], "scp": "access_as_user",
-              **overrides}
+              "tid": settings.tenant_id, **overrides}
     return jwt.encode(claims, KEY, algorithm="RS256", headers={"kid": "k1"})
 
 

@@ -16,7 +16,7 @@ from shared.exceptions import (
     TokenServiceUnavailableError,
 )
 from shared.identity.keepalive import KeepAliveOutcome, run_keepalive
-from shared.identity.tokens import SCOPE_JOIN_URL, SCOPE_MEETING_LOOKUP, DelegatedCredentials
+from shared.identity.tokens import SCOPE_JOIN_URL, SCOPE_MEETING_LOOKUP, DelegatedCredentials, OrganizerIdentity
 from shared.identity.vault import ConnectionStatus, VaultEntry
 from shared.identity.vault_acquirer import VaultTokenAcquirer
 from shared.redaction import hash_user
@@ -24,7 +24,10 @@ from shared.services import build_acquirer
 from shared.settings import load_settings
 from shared.testing.vault import InMemoryTokenVault
 from tests.auth_fakes import (
+    FABRIKAM_SCHEDULER,
+    OTHER_TENANT,
     SCHEDULER,
+    TENANT,
     FakeIdentityPlatform,
     FakeMsalClients,
     connected_entry,
@@ -34,6 +37,8 @@ from tests.auth_fakes import (
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[3]
+# The organizer as the acquirer knows them once identified: tenant and object id.
+ID = OrganizerIdentity(TENANT, SCHEDULER["oid"])
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +56,7 @@ def idp():
 
 @pytest.fixture
 def vault():
-    return InMemoryTokenVault()
+    return InMemoryTokenVault(TENANT)
 
 
 def acquirer(settings, vault, idp, **kwargs):
@@ -76,7 +81,7 @@ def test_entries_from_newer_versions_still_load():
 def test_token_in_the_stored_cache_is_used_without_a_request_or_a_write(settings, vault, idp):
     stored(vault, idp)
     writes, requests = vault.writes, idp.requests
-    token = acquirer(settings, vault, idp).acquire(SCHEDULER["upn"], list(SCOPE_JOIN_URL))
+    token = acquirer(settings, vault, idp).acquire(ID, list(SCOPE_JOIN_URL))
     assert token.token.startswith("at-") and vault.writes == writes and idp.requests == requests
 
 
@@ -84,15 +89,15 @@ def test_a_token_graph_refused_is_not_handed_out_again(settings, vault, idp):
     # DelegatedCredentials asks again before expiry only after Graph refused the token (invalidate)
     stored(vault, idp)
     worker = acquirer(settings, vault, idp)
-    first = worker.acquire(SCHEDULER["upn"], list(SCOPE_JOIN_URL))
-    second = worker.acquire(SCHEDULER["upn"], list(SCOPE_JOIN_URL))
+    first = worker.acquire(ID, list(SCOPE_JOIN_URL))
+    second = worker.acquire(ID, list(SCOPE_JOIN_URL))
     assert second.token != first.token and idp.is_valid(vault.get(SCHEDULER["upn"]).cache)
 
 
 def test_refresh_stores_the_rotated_refresh_token_and_health(settings, vault, idp):
     entry = stored(vault, idp)
     vault.save(dataclasses.replace(entry, cache=expire_access_token(entry.cache), last_success_at=None))
-    acquirer(settings, vault, idp).acquire(SCHEDULER["oid"], list(SCOPE_JOIN_URL))
+    acquirer(settings, vault, idp).acquire(ID, list(SCOPE_JOIN_URL))
     after = vault.get(SCHEDULER["oid"])
     assert idp.is_valid(after.cache) and not idp.is_valid(entry.cache)
     assert after.last_success_at and after.last_refreshed_at and after.consecutive_failures == 0
@@ -100,7 +105,7 @@ def test_refresh_stores_the_rotated_refresh_token_and_health(settings, vault, id
 
 def test_missing_entry_says_how_to_reconnect(settings, vault, idp):
     with pytest.raises(OrganizerNotConnectedError) as caught:
-        acquirer(settings, vault, idp).acquire("nobody@contoso.test", list(SCOPE_JOIN_URL))
+        acquirer(settings, vault, idp).identify("nobody@contoso.test", None)
     detail = caught.value.detail
     assert "/api/auth/connect" in detail and "connect-device" in detail
     assert "nobody@" not in detail and hash_user("nobody@contoso.test") in detail
@@ -111,13 +116,13 @@ def test_refused_refresh_marks_the_entry_and_later_calls_fail_fast(settings, vau
     vault.save(dataclasses.replace(entry, cache=expire_access_token(entry.cache)))
     idp.answers.append(error("interaction_required", 50076, "MFA required"))
     with pytest.raises(OrganizerNotConnectedError):
-        acquirer(settings, vault, idp).acquire(SCHEDULER["upn"], list(SCOPE_JOIN_URL))
+        acquirer(settings, vault, idp).acquire(ID, list(SCOPE_JOIN_URL))
     after = vault.get(SCHEDULER["upn"])
     assert after.status == ConnectionStatus.NEEDS_RECONNECT and after.consecutive_failures == 1
     assert "interaction_required" in after.last_error and "AADSTS50076" in after.last_error
     requests = idp.requests
     with pytest.raises(OrganizerNotConnectedError, match="needs_reconnect"):
-        acquirer(settings, vault, idp).acquire(SCHEDULER["upn"], list(SCOPE_JOIN_URL))
+        acquirer(settings, vault, idp).acquire(ID, list(SCOPE_JOIN_URL))
     assert idp.requests == requests
 
 
@@ -126,7 +131,7 @@ def test_revoked_grant_is_recorded_as_revoked(settings, vault, idp):
     vault.save(dataclasses.replace(entry, cache=expire_access_token(entry.cache)))
     idp.answers.append(error("invalid_grant", 50173, "The provided grant has expired due to it being revoked"))
     with pytest.raises(OrganizerNotConnectedError):
-        acquirer(settings, vault, idp).acquire(SCHEDULER["upn"], list(SCOPE_JOIN_URL))
+        acquirer(settings, vault, idp).acquire(ID, list(SCOPE_JOIN_URL))
     assert vault.get(SCHEDULER["upn"]).status == ConnectionStatus.REVOKED
 
 
@@ -135,7 +140,7 @@ def test_transient_failure_is_transient_and_leaves_the_entry_alone(settings, vau
     entry = vault.save(dataclasses.replace(entry, cache=expire_access_token(entry.cache)))
     idp.answers.append(error("temporarily_unavailable", 90001, "try later"))
     with pytest.raises(TokenServiceUnavailableError):
-        acquirer(settings, vault, idp).acquire(SCHEDULER["upn"], list(SCOPE_JOIN_URL))
+        acquirer(settings, vault, idp).acquire(ID, list(SCOPE_JOIN_URL))
     assert vault.get(SCHEDULER["upn"]).etag == entry.etag
 
 
@@ -144,7 +149,7 @@ def test_app_registration_problems_are_permanent_but_not_the_organizers_fault(se
     vault.save(dataclasses.replace(entry, cache=expire_access_token(entry.cache)))
     idp.answers.append(error("invalid_client", 7000215, "Invalid client secret provided."))
     with pytest.raises(PermanentError) as caught:
-        acquirer(settings, vault, idp).acquire(SCHEDULER["upn"], list(SCOPE_JOIN_URL))
+        acquirer(settings, vault, idp).acquire(ID, list(SCOPE_JOIN_URL))
     assert caught.value.reason == "app_misconfigured"
     assert vault.get(SCHEDULER["upn"]).status == ConnectionStatus.CONNECTED
 
@@ -152,9 +157,10 @@ def test_app_registration_problems_are_permanent_but_not_the_organizers_fault(se
 def test_missing_consent_for_the_lookup_scope_does_not_disconnect_the_organizer(settings, vault, idp):
     entry = stored(vault, idp)
     vault.save(dataclasses.replace(entry, cache=expire_access_token(entry.cache)))
-    idp.answers.append(error("invalid_grant", 65001, "The user or administrator has not consented"))
+    # Neither the organizer's full set of scopes nor the lookup scope alone: consent is missing for it.
+    idp.answers += [error("invalid_grant", 65001, "The user or administrator has not consented")] * 2
     with pytest.raises(OrganizerNotConnectedError, match=r"OnlineMeetings\.Read"):
-        acquirer(settings, vault, idp).acquire(SCHEDULER["upn"], list(SCOPE_MEETING_LOOKUP))
+        acquirer(settings, vault, idp).acquire(ID, list(SCOPE_MEETING_LOOKUP))
     assert vault.get(SCHEDULER["upn"]).status == ConnectionStatus.CONNECTED
 
 
@@ -167,8 +173,8 @@ class RacingVault(InMemoryTokenVault):
         self.armed = False
         self._seen: set[int] = set()
 
-    def get(self, organizer):
-        entry = super().get(organizer)
+    def get(self, organizer, tenant=None):
+        entry = super().get(organizer, tenant)
         me = threading.get_ident()
         if self.armed and me not in self._seen:
             self._seen.add(me)
@@ -183,7 +189,7 @@ def race(settings, vault, idp, **kwargs):
 
     def run(worker):
         try:
-            results.append(worker.acquire(SCHEDULER["upn"], list(SCOPE_JOIN_URL)))
+            results.append(worker.acquire(ID, list(SCOPE_JOIN_URL)))
         except Exception as exc:
             errors.append(exc)
 
@@ -246,6 +252,43 @@ async def test_a_thousand_invocations_make_one_vault_acquire(settings, vault, id
     credentials = DelegatedCredentials(acquirer(settings, vault, idp))
     tokens = await asyncio.gather(*(credentials.token_for(SCHEDULER["upn"]) for _ in range(1000)))
     assert len(set(tokens)) == 1 and credentials.requests == 1 and idp.requests - requests == 1
+
+
+def test_every_refresh_goes_to_the_organizers_own_tenant(settings, vault, idp):
+    entry = stored(vault, idp, user=FABRIKAM_SCHEDULER)
+    vault.save(dataclasses.replace(entry, cache=expire_access_token(entry.cache)))
+    clients = FakeMsalClients(idp)
+    worker = VaultTokenAcquirer(settings, vault, clients, rotation_grace_seconds=0)
+    identity = worker.identify("Scheduler@Fabrikam.test", None)
+    assert identity == OrganizerIdentity(OTHER_TENANT, FABRIKAM_SCHEDULER["oid"])
+    worker.acquire(identity, list(SCOPE_JOIN_URL))
+    worker.refresh(identity)
+    assert clients.tenants == [OTHER_TENANT, OTHER_TENANT]
+
+
+def test_an_event_tenant_the_organizer_does_not_belong_to_is_refused(settings, vault, idp):
+    stored(vault, idp)
+    worker = acquirer(settings, vault, idp)
+    with pytest.raises(OrganizerNotConnectedError, match="does not belong to the event's tenantId"):
+        worker.identify(SCHEDULER["upn"], OTHER_TENANT)
+    with pytest.raises(OrganizerNotConnectedError, match="not on ENTRA_ALLOWED_TENANTS"):
+        worker.identify(SCHEDULER["upn"], "b2c4e6a8-0d1f-4a3b-8c5e-7f9a1b3d5e60")
+    assert worker.identify(SCHEDULER["oid"].upper(), TENANT.upper()) == ID
+
+
+async def test_one_token_per_organizer_however_events_spell_them_and_whatever_scope_they_need(settings, vault, idp):
+    # GIVEN an organizer whose stored access token has expired
+    entry = stored(vault, idp)
+    vault.save(dataclasses.replace(entry, cache=expire_access_token(entry.cache)))
+    credentials = DelegatedCredentials(acquirer(settings, vault, idp))
+    requests = idp.requests
+    # WHEN events name them by UPN, by object id, in other cases, with and without their tenant, for a join URL
+    # and for a joinWebUrl lookup
+    tokens = {await credentials.token_for(name, scopes, tenant)
+              for name in (SCHEDULER["upn"], SCHEDULER["oid"], "SCHEDULER@contoso.test")
+              for scopes in (SCOPE_JOIN_URL, SCOPE_MEETING_LOOKUP) for tenant in (None, TENANT)}
+    # THEN one token, one refresh
+    assert len(tokens) == 1 and credentials.requests == 1 and idp.requests - requests == 1
 
 
 def test_build_acquirer_knows_the_vault_mode(settings, vault):

@@ -15,6 +15,7 @@ from shared.exceptions import (
 )
 from shared.pipeline.join_url_resolver import JoinUrlResolver
 from shared.pipeline.processor import AppointmentProcessor
+from shared.redaction import hash_tenant
 from shared.storage.requeue import unwrap_requeued
 from shared.testing.idempotency import InMemoryIdempotencyStore
 from shared.testing.requeue import InMemoryRequeuer
@@ -157,3 +158,52 @@ async def test_bytes_that_are_not_utf8_are_rejected_with_the_bytes_kept_exactly(
     record = json.loads(outcome.rejection.to_json())
     assert outcome.kind == "rejected" and record["reason"] == "invalid_encoding" and graph.calls == []
     assert base64.b64decode(record["originalMessageBase64"]) == body and outcome.webhook is None
+
+
+# --- tenants -------------------------------------------------------------------------------------------
+
+TENANT = "7d0c2e5a-1b3f-4c8e-9a6d-0e5f4b3c2a10"
+FABRIKAM = "3f9a7c21-6b4d-4e8a-a1c5-9d2e8f7b6a40"
+
+
+async def test_results_carry_the_organizers_tenant_and_graph_is_asked_in_it():
+    processor, graph, _, _ = make()
+    outcome = await processor.process(event())
+    assert outcome.result.to_dict()["tenantId"] == TENANT and graph.tenants_used == [TENANT]
+    assert json.loads(outcome.webhook.body)["data"]["tenantId"] == TENANT
+
+
+async def test_an_event_of_the_organizers_own_tenant_resolves():
+    processor, _, _, _ = make()
+    outcome = await processor.process(event(tenantId=TENANT.upper()))
+    assert outcome.kind == "ready" and outcome.result.tenant_id == TENANT
+
+
+async def test_a_cross_tenant_event_is_rejected_before_graph_with_its_tenant_on_record_and_webhook(caplog):
+    processor, graph, _, _ = make()
+    with caplog.at_level("WARNING", logger="shared.pipeline.processor"):
+        outcome = await processor.process(event(tenantId=FABRIKAM))
+    record = outcome.rejection.to_dict()
+    assert outcome.kind == "rejected" and record["reason"] == "organizer_not_connected"
+    assert record["tenantId"] == FABRIKAM and graph.calls == []
+    assert json.loads(outcome.webhook.body)["data"]["tenantId"] == FABRIKAM
+    [line] = [r for r in caplog.records if getattr(r, "outcome", None) == "rejected"]
+    assert line.tenant_hash == hash_tenant(FABRIKAM) and FABRIKAM not in line.getMessage()
+
+
+async def test_a_tenant_id_must_be_a_guid():
+    processor, _, _, _ = make()
+    rejection = (await processor.process(event(tenantId="contoso.onmicrosoft.com"))).rejection
+    assert rejection.reason == "invalid_event" and "tenantId" in rejection.detail
+
+
+async def test_a_stored_result_from_before_tenancy_is_still_read():
+    store = InMemoryIdempotencyStore()
+    old = {"appointmentId": "apt-1", "organizer": ORG, "onlineMeetingId": "m1", "joinUrl": URL, "eventId": "evt-1",
+           "resolvedAt": "2026-11-21T09:00:01.234Z"}
+    claim = await store.begin("evt:evt-1", stale_after_seconds=300)
+    await store.complete("evt:evt-1", json.dumps(old), claim)
+    processor = AppointmentProcessor(JoinUrlResolver(FakeGraph(), inline_throttle_budget=0), InMemoryRequeuer(),
+                                     store, max_requeues=1)
+    outcome = await processor.process(event())
+    assert outcome.kind == "ready" and outcome.result.tenant_id is None

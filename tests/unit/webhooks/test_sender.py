@@ -111,12 +111,12 @@ def test_ready_event_body_is_the_contract_and_is_serialized_once():
 def test_failed_event_carries_reason_and_detail():
     rejection = Rejection(reason="meeting_not_found", detail="no such meeting", original_message="{}",
                           event_id="evt-2", appointment_id="appt-2", organizer="o@contoso.example",
-                          rejected_at="2026-11-03T20:00:00.000Z")
+                          rejected_at="2026-11-03T20:00:00.000Z", tenant_id="7d0c2e5a-1b3f-4c8e-9a6d-0e5f4b3c2a10")
     event = failed_event(rejection)
     assert event is not None and event.webhook_id == "evt-2_failed"
     assert json.loads(event.body) == {"type": EVENT_FAILED, "timestamp": "2026-11-03T20:00:00.000Z", "data": {
-        "appointmentId": "appt-2", "organizer": "o@contoso.example", "eventId": "evt-2",
-        "reason": "meeting_not_found", "detail": "no such meeting"}}
+        "appointmentId": "appt-2", "organizer": "o@contoso.example", "tenantId": "7d0c2e5a-1b3f-4c8e-9a6d-0e5f4b3c2a10",
+        "eventId": "evt-2", "reason": "meeting_not_found", "detail": "no such meeting"}}
 
 
 def test_failed_event_without_an_appointment_is_not_sent_and_without_event_id_is_stable():
