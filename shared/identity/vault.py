@@ -20,7 +20,8 @@ import hashlib
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -33,6 +34,8 @@ from shared.identity.tokens import OrganizerIdentity
 from shared.redaction import hash_user
 
 _ENTRY_VERSION = 1
+# A refresh redeems and stores in well under this; a holder that died releases the lock when it lapses.
+REFRESH_LEASE_SECONDS = 30
 # A flow is useless after this long anyway (Entra's authorization codes live ~10 minutes).
 FLOW_MAX_SECONDS = 600
 
@@ -163,6 +166,55 @@ class TokenVault(ABC):
     @abstractmethod
     def _remove(self, name: str, etag: str | None = None) -> bool:
         """Delete an item (only if unchanged, with an ETag); whether it was there to delete."""
+
+    @abstractmethod
+    def _lease(self, name: str, seconds: int) -> str | None:
+        """Take an exclusive lease on a lock item (made if missing) for `seconds` (15-60, as blob leases); its
+        id, or None while someone else holds it."""
+
+    @abstractmethod
+    def _release(self, name: str, lease_id: str) -> None:
+        """Give a lease back early (a lease that has lapsed or was taken meanwhile is left alone)."""
+
+    # --- one token refresh per organizer at a time, across every instance --------------------------
+
+    @staticmethod
+    def check_lease_seconds(seconds: int) -> int:
+        """Blob leases last 15 to 60 seconds (Azure Storage answers 400 to anything else)."""
+        if not 15 <= seconds <= 60:
+            raise ValueError(f"a lease lasts 15 to 60 seconds, not {seconds}")
+        return seconds
+
+    @contextmanager
+    def refresh_lock(self, identity: OrganizerIdentity, *, lease_seconds: int = REFRESH_LEASE_SECONDS,
+                     wait_seconds: float | None = None,
+                     sleep: Callable[[float], None] = time.sleep) -> Iterator[bool]:
+        """Hold the organizer's refresh lease while the body redeems and stores a refresh token.
+
+        Waits for another holder (at most `wait_seconds`, by default one lease: a holder that died lets go
+        when its lease lapses); yields whether the lease is held. A vault that cannot be reached yields False
+        rather than failing: the lease only keeps instances from racing, and Entra keeps a used refresh token
+        valid, so a refresh without it is still safe.
+        """
+        name = f"locks/{identity.tenant_id}/{identity.oid}"
+        deadline = time.monotonic() + (lease_seconds + 1 if wait_seconds is None else wait_seconds)
+        lease: str | None = None
+        try:
+            while True:
+                lease = self._lease(name, lease_seconds)
+                if lease is not None or time.monotonic() >= deadline:
+                    break
+                sleep(0.2)
+        except VaultUnavailableError:
+            lease = None
+        try:
+            yield lease is not None
+        finally:
+            if lease is not None:
+                try:
+                    self._release(name, lease)
+                except VaultUnavailableError:
+                    pass  # it lapses by itself
 
     # --- organizers: the one lookup rule ------------------------------------------------------------
 

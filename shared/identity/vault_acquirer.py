@@ -10,7 +10,12 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from shared.common.clock import utc_now
-from shared.exceptions import OrganizerNotConnectedError, TokenServiceUnavailableError, VaultConflictError
+from shared.exceptions import (
+    OrganizerNotConnectedError,
+    TokenServiceUnavailableError,
+    VaultConflictError,
+    VaultUnavailableError,
+)
 from shared.identity.msal import MsalClients, MsalFailure, access_token
 from shared.identity.tokens import (
     SCOPE_JOIN_URL,
@@ -26,6 +31,8 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _MAX_ROUNDS = 4
+# How long a rotated refresh token's store is retried (well inside the refresh lease) before it is kept in memory.
+SAVE_RETRY_SECONDS = 10.0
 
 
 def connect_scopes(settings: Settings) -> list[str]:
@@ -98,6 +105,8 @@ class VaultTokenAcquirer(DelegatedTokenAcquirer):
         # The last access token handed out per organizer and scopes (as a hash): asked again before it
         # is due for renewal means Graph refused it (DelegatedCredentials.invalidate), so refresh it.
         self._handed_out: dict[tuple[OrganizerIdentity, tuple[str, ...]], str] = {}
+        # Rotated refresh tokens the vault could not store yet: (the ETag they were redeemed from, MSAL cache).
+        self._unsaved: dict[OrganizerIdentity, tuple[str | None, str]] = {}
 
     def identify(self, organizer: str, tenant: str | None) -> OrganizerIdentity:
         """The organizer's tenant and object id from the vault; refused when `tenant` is not theirs or not allowed."""
@@ -136,6 +145,14 @@ class VaultTokenAcquirer(DelegatedTokenAcquirer):
             raise self._consent_missing(identity, SCOPE_JOIN_URL) from None
 
     def _acquire(self, identity: OrganizerIdentity, scopes: Sequence[str], *, force_refresh: bool) -> AccessToken:
+        # One refresh per organizer at a time across every instance: a second one waits, then finds the
+        # token the first stored instead of redeeming the refresh token again.
+        with self._vault.refresh_lock(identity, sleep=self._sleep):
+            self._store_unsaved(identity)
+            return self._acquire_locked(identity, scopes, force_refresh=force_refresh)
+
+    def _acquire_locked(self, identity: OrganizerIdentity, scopes: Sequence[str], *,
+                        force_refresh: bool) -> AccessToken:
         tags = {"organizer_hash": hash_user(identity.oid), "tenant_hash": hash_tenant(identity.tenant_id)}
         key = (identity, tuple(sorted(scopes)))
         for _ in range(_MAX_ROUNDS):
@@ -159,9 +176,17 @@ class VaultTokenAcquirer(DelegatedTokenAcquirer):
                 if new_cache is None:
                     return access_token(result, scopes)
                 try:
-                    self._vault.save(record_success(entry, new_cache))
+                    self._save_refreshed(entry, new_cache)
                 except VaultConflictError:
                     self._store_after_conflict(identity, new_cache)
+                    return access_token(result, scopes)
+                except VaultUnavailableError as exc:
+                    # The redeem worked; the store did not. Keep the new refresh token and store it before the
+                    # next refresh (see _store_unsaved): losing it would cost the organizer their connection
+                    # on a platform whose refresh tokens are single-use.
+                    self._unsaved[identity] = (entry.etag, new_cache)
+                    log.warning("organizer token refreshed but not stored (%s); kept to store later", exc.reason,
+                                extra={**tags, "outcome": "refreshed_unsaved"})
                     return access_token(result, scopes)
                 log.info("organizer token refreshed", extra={**tags, "outcome": "refreshed"})
                 return access_token(result, scopes)
@@ -189,6 +214,36 @@ class VaultTokenAcquirer(DelegatedTokenAcquirer):
             raise self._not_connected(identity.oid, f"was refused by the identity platform: {failure.summary()}",
                                       identity.tenant_id)
         raise TokenServiceUnavailableError("the organizer's vault entry kept changing during the token refresh")
+
+    def _save_refreshed(self, entry: VaultEntry, new_cache: str) -> None:
+        """Store a rotated refresh token, riding out a short storage pause (the refresh lease is held meanwhile)."""
+        deadline = time.monotonic() + SAVE_RETRY_SECONDS
+        pause = 0.25
+        while True:
+            try:
+                self._vault.save(record_success(entry, new_cache))
+                return
+            except VaultUnavailableError:
+                if time.monotonic() + pause > deadline:
+                    raise
+                self._sleep(pause)
+                pause = min(pause * 2, 2.0)
+
+    def _store_unsaved(self, identity: OrganizerIdentity) -> None:
+        """Store a refresh token whose save failed earlier, unless the entry has been written since."""
+        kept = self._unsaved.get(identity)
+        if kept is None:
+            return
+        base_etag, cache = kept
+        try:
+            latest = self._vault.get_identity(identity)
+            if latest is not None and latest.etag == base_etag:
+                self._vault.save(record_success(latest, cache))
+        except VaultConflictError:
+            pass  # written meanwhile: that entry is at least as new as ours
+        except VaultUnavailableError:
+            return  # still down: keep it for the next try
+        del self._unsaved[identity]
 
     def _newer_entry(self, identity: OrganizerIdentity, entry: VaultEntry) -> VaultEntry | None:
         """The entry once another worker has rewritten it, waiting up to the grace period; else None."""

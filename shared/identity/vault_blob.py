@@ -109,6 +109,34 @@ class BlobTokenVault(TokenVault):
             return False
         return True
 
+    def _lease(self, name: str, seconds: int) -> str | None:
+        from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+
+        blob = self.container.get_blob_client(name)
+        self.check_lease_seconds(seconds)
+        for _ in range(2):
+            try:
+                return str(_guarded(blob.acquire_lease, lease_duration=seconds).id)
+            except ResourceNotFoundError:
+                try:  # the first refresh of this organizer: make the lock item
+                    _guarded(blob.upload_blob, b"", overwrite=False)
+                except ResourceExistsError:
+                    pass
+            except (ResourceExistsError, HttpResponseError) as exc:
+                if getattr(exc, "status_code", None) == 409:
+                    return None  # held (LeaseAlreadyPresent)
+                raise
+        return None
+
+    def _release(self, name: str, lease_id: str) -> None:
+        from azure.core.exceptions import HttpResponseError
+        from azure.storage.blob import BlobLeaseClient
+
+        try:
+            _guarded(BlobLeaseClient(self.container.get_blob_client(name), lease_id).release)
+        except HttpResponseError:
+            pass  # lapsed, or taken by someone else since
+
     # --- sign-in flows ------------------------------------------------------------------------------
 
     def put_flow(self, key: str, flow: dict[str, Any], ttl_seconds: float = FLOW_MAX_SECONDS) -> None:

@@ -4,7 +4,9 @@ lookup rule itself is shared: shared/identity/vault.py)."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from shared.exceptions import VaultConflictError
@@ -14,10 +16,12 @@ from shared.identity.vault import FLOW_MAX_SECONDS, TokenVault, unwrap_flow, wra
 class InMemoryTokenVault(TokenVault):
     """The vault for unit tests: same semantics as the blob vault, ETags included."""
 
-    def __init__(self, home_tenant: str = "") -> None:
+    def __init__(self, home_tenant: str = "", *, clock: Callable[[], float] = time.monotonic) -> None:
         self.home_tenant = home_tenant
         self._lock = threading.Lock()
         self._blobs: dict[str, tuple[str, str]] = {}  # name -> (text, etag)
+        self._leases: dict[str, tuple[str, float]] = {}  # name -> (lease id, expires at)
+        self._clock = clock
         self.writes = 0
 
     def _read(self, name: str) -> tuple[str, str] | None:
@@ -47,6 +51,22 @@ class InMemoryTokenVault(TokenVault):
                 return False
             del self._blobs[name]
             return True
+
+    def _lease(self, name: str, seconds: int) -> str | None:
+        self.check_lease_seconds(seconds)
+        with self._lock:
+            self._blobs.setdefault(name, ("", f'"{uuid.uuid4().hex}"'))  # the lock item, as the blob vault makes it
+            held = self._leases.get(name)
+            if held is not None and held[1] > self._clock():
+                return None
+            lease_id = uuid.uuid4().hex
+            self._leases[name] = (lease_id, self._clock() + seconds)
+            return lease_id
+
+    def _release(self, name: str, lease_id: str) -> None:
+        with self._lock:
+            if self._leases.get(name, ("", 0.0))[0] == lease_id:
+                del self._leases[name]
 
     def put_flow(self, key: str, flow: dict[str, Any], ttl_seconds: float = FLOW_MAX_SECONDS) -> None:
         """Keep a flow."""

@@ -179,3 +179,26 @@ def test_flow_is_taken_once_and_expires(vault):
 def test_entries_lists_every_organizer(vault, idp):
     stored(vault, idp)
     assert [entry.oid for entry in vault.entries()] == [SCHEDULER["oid"]]
+
+
+def test_the_refresh_lease_is_exclusive_until_released(vault):
+    # GIVEN one instance holds an organizer's refresh lease
+    identity = OrganizerIdentity("7d0c2e5a-1b3f-4c8e-9a6d-0e5f4b3c2a10", SCHEDULER["oid"])
+    with vault.refresh_lock(identity) as held:
+        assert held
+        # THEN another cannot have it (it would wait; here it gives up at once)
+        with vault.refresh_lock(identity, wait_seconds=0) as second:
+            assert not second
+        # AND another organizer's lease is another lease
+        other = OrganizerIdentity(identity.tenant_id, "8e2f3a4b-5c6d-4e7f-9a0b-1c2d3e4f5a6b")
+        with vault.refresh_lock(other, wait_seconds=0) as third:
+            assert third
+    # WHEN released, the next instance gets it at once
+    with vault.refresh_lock(identity, wait_seconds=0) as after:
+        assert after
+
+
+def test_a_lease_lasts_fifteen_to_sixty_seconds(vault):
+    for seconds in (5, 61):
+        with pytest.raises(ValueError, match="15 to 60"):
+            vault._lease("locks/x/y", seconds)

@@ -14,6 +14,7 @@ from shared.exceptions import (
     OrganizerNotConnectedError,
     PermanentError,
     TokenServiceUnavailableError,
+    VaultUnavailableError,
 )
 from shared.identity.keepalive import KeepAliveOutcome, run_keepalive
 from shared.identity.tokens import SCOPE_JOIN_URL, SCOPE_MEETING_LOOKUP, DelegatedCredentials, OrganizerIdentity
@@ -165,13 +166,21 @@ def test_missing_consent_for_the_lookup_scope_does_not_disconnect_the_organizer(
 
 
 class RacingVault(InMemoryTokenVault):
-    """Makes the first `get` of each of two threads return before either writes (both read the same ETag)."""
+    """Makes the first `get` of each of two threads return before either writes (both read the same ETag).
+
+    Its refresh lease never excludes anyone: these races are the ones the lease prevents, and they must still
+    come out right when it cannot be held (storage unreachable, or a holder slower than its lease).
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.barrier = threading.Barrier(2, timeout=5)
         self.armed = False
         self._seen: set[int] = set()
+
+    def _lease(self, name, seconds):
+        # Everyone "gets" the lease while armed: nobody is excluded, as if it could not be enforced.
+        return f"racing-{threading.get_ident()}" if self.armed else super()._lease(name, seconds)
 
     def get(self, organizer, tenant=None):
         entry = super().get(organizer, tenant)
@@ -340,3 +349,75 @@ def test_keepalive_marks_a_revoked_organizer(settings, vault, idp):
     report = run_keepalive(vault, acquirer(settings, vault, idp), idle_hours=72, now=now)
     assert report.count(KeepAliveOutcome.NEEDS_RECONNECT) == 1
     assert vault.get(SCHEDULER["upn"]).status == ConnectionStatus.NEEDS_RECONNECT
+
+
+# --- one refresh at a time, across instances ----------------------------------------------------------
+
+def test_concurrent_refreshers_make_one_redeem_behind_the_refresh_lease(settings, idp):
+    # GIVEN an expired access token, a single-use-refresh-token platform, and two instances (own MSAL clients)
+    vault = InMemoryTokenVault()
+    entry = stored(vault, idp)
+    vault.save(dataclasses.replace(entry, cache=expire_access_token(entry.cache)))
+    requests = idp.requests
+    start = threading.Barrier(2)
+    results, errors = [], []
+
+    def run():
+        worker = acquirer(settings, vault, idp)
+        start.wait()
+        try:
+            results.append(worker.acquire(ID, list(SCOPE_JOIN_URL)))
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    # THEN one redeems, the other waits for its lease and takes the token it stored: one request, no race
+    assert errors == [] and len(results) == 2 and idp.requests - requests == 1
+    assert vault.get(SCHEDULER["upn"]).status == ConnectionStatus.CONNECTED
+
+
+class VaultThatCannotStore(InMemoryTokenVault):
+    """Reads work; writes of organizer entries fail the way an unreachable storage account does (`failures`)."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def _write(self, name, text, *, etag=None, create=False):
+        if name.startswith("organizers/") and self.failures > 0:
+            self.failures -= 1
+            raise VaultUnavailableError("token vault unreachable (ServiceRequestError)")
+        return super()._write(name, text, etag=etag, create=create)
+
+
+def test_a_refresh_token_redeemed_while_storage_is_down_is_stored_when_it_is_back(settings, idp):
+    # GIVEN a strict platform (a redeemed refresh token is spent) and a vault that cannot store for a while
+    vault = VaultThatCannotStore(failures=0)
+    entry = stored(vault, idp)
+    vault.save(dataclasses.replace(entry, cache=expire_access_token(entry.cache)))
+    vault.failures = 10**6
+    worker = acquirer(settings, vault, idp, sleep=lambda seconds: None)
+    # WHEN the refresh redeems the token but cannot store the new one
+    token = worker.acquire(ID, list(SCOPE_JOIN_URL))
+    # THEN the caller still gets its token, and the stored refresh token is now spent...
+    assert token.token and not idp.is_valid(vault.get(SCHEDULER["upn"]).cache)
+    # ...until storage answers again: the kept one is stored before the next refresh, nobody disconnected
+    vault.failures = 0
+    worker.refresh(ID)
+    after = vault.get(SCHEDULER["upn"])
+    assert after.status == ConnectionStatus.CONNECTED and idp.is_valid(after.cache)
+
+
+def test_a_short_storage_pause_after_a_redeem_is_ridden_out_under_the_lease(settings, idp):
+    vault = VaultThatCannotStore(failures=0)
+    entry = stored(vault, idp)
+    vault.save(dataclasses.replace(entry, cache=expire_access_token(entry.cache)))
+    vault.failures = 3
+    slept = []
+    acquirer(settings, vault, idp, sleep=slept.append).acquire(ID, list(SCOPE_JOIN_URL))
+    after = vault.get(SCHEDULER["upn"])
+    assert vault.failures == 0 and idp.is_valid(after.cache) and len(slept) == 3
