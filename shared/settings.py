@@ -83,6 +83,10 @@ class Settings:
     webhook_retry_base_seconds: float
     idempotency_stale_claim_seconds: float
     webhook_stale_claim_seconds: float
+    meeting_management: bool
+    appointments_table: str
+    client_sms: bool
+    client_sms_reminder: str | None
 
     @property
     def is_development(self) -> bool:
@@ -241,6 +245,16 @@ def _table_name(value: str) -> str:
     return value
 
 
+def _sms_reminder(read: _Reader) -> str | None:
+    value = read.raw("CLIENT_SMS_REMINDER").strip().lower()
+    if value in ("", "none"):
+        return None
+    if value != "mins15":
+        read.problems.append(f"CLIENT_SMS_REMINDER={value!r} is invalid: use none or mins15 (Graph's only lead time)")
+        return None
+    return value
+
+
 def _check_stale_claims(read: _Reader, settings: Settings) -> None:
     """A claim must outlive any live invocation, or a second worker would redo work still in progress."""
     stale, graph = settings.idempotency_stale_claim_seconds, settings.graph_timeout_seconds
@@ -326,6 +340,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                                                    "must be a positive number"),
         webhook_stale_claim_seconds=read.parse("WEBHOOK_STALE_CLAIM_SECONDS", _positive_float,
                                                "must be a positive number"),
+        meeting_management=bool(read.parse("MEETING_MANAGEMENT", _boolean, "must be true or false")),
+        appointments_table=read.parse("APPOINTMENTS_TABLE", _table_name,
+                                      "must be 3-63 letters and digits, starting with a letter") or "",
+        client_sms=bool(read.parse("CLIENT_SMS", _boolean, "must be true or false")),
+        client_sms_reminder=_sms_reminder(read),
     )
     _check_stale_claims(read, settings)
     if read.problems:

@@ -46,6 +46,16 @@ param webhookAllowedHosts string = ''
 param joinWebUrlLookups bool = true
 param tokenVaultContainerName string
 param idempotencyTableName string
+param appointmentsTableName string
+@description('Whether the app creates, updates and deletes the Teams meeting of each appointment (organizers then also consent to OnlineMeetings.ReadWrite).')
+param meetingManagement bool = false
+@description('Whether clients get Teams Premium SMS (organizers then also consent to VirtualAppointmentNotification.Send).')
+param clientSms bool = false
+@allowed([
+  'none'
+  'mins15'
+])
+param clientSmsReminder string = 'none'
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -80,6 +90,11 @@ var appSettings = {
   WEBHOOK_SECRET: '@Microsoft.KeyVault(SecretUri=${webhookSecretUri})'
   WEBHOOK_ALLOWED_HOSTS: webhookAllowedHosts
   IDEMPOTENCY_TABLE: idempotencyTableName
+  APPOINTMENTS_TABLE: appointmentsTableName
+  // Must match the delegated permissions on the app registration too (docs/deploy.md, step 1).
+  MEETING_MANAGEMENT: meetingManagement ? 'true' : 'false'
+  CLIENT_SMS: clientSms ? 'true' : 'false'
+  CLIENT_SMS_REMINDER: clientSmsReminder
   // --- Settings planned by open issues go last, listed in tests/infra/test_infra.py (PLANNED_SETTINGS).
 }
 

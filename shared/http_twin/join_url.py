@@ -65,6 +65,7 @@ async def get_join_url(req: func.HttpRequest, resolver: JoinUrlResolver, bearer:
         if assertion is not None and bearer is not None:
             caller, tokens = await _bearer_path(bearer, assertion)
         organizer, meeting_id, join_web_url = _lookup_params(req, caller)
+        organizer_join_url = join_web_url
         # No sleeping on a caller's connection: a 429 goes straight back with its Retry-After.
         meeting_id, join_url = await resolver.resolve(organizer, meeting_id, join_web_url,
                                                       inline_throttle_budget=0.0, tokens=tokens)
@@ -79,7 +80,9 @@ async def get_join_url(req: func.HttpRequest, resolver: JoinUrlResolver, bearer:
         return problem(500, "internal_error", "the lookup failed unexpectedly; it has been logged")
     log.info("join-url lookup ok", extra={"organizer_hash": hash_user(organizer), "outcome": "ready",
                                           "auth": "bearer" if caller is not None else "key"})
-    body = {"organizer": organizer, "onlineMeetingId": meeting_id, "joinUrl": join_url, "resolvedAt": utc_now()}
+    # The staff link is known when the caller gave it; looking it up would need another Graph call and scope.
+    body = {"organizer": organizer, "onlineMeetingId": meeting_id, "joinUrl": join_url,
+            "organizerJoinUrl": organizer_join_url, "resolvedAt": utc_now()}
     return func.HttpResponse(json.dumps(body), status_code=200, mimetype="application/json",
                              headers={"Cache-Control": "no-store"})
 

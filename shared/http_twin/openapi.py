@@ -13,6 +13,7 @@ JOIN_URL_ROUTE = "join-url"
 # The bearer-only twin: anonymous at the host (no function key), the function itself demands the token.
 ME_JOIN_URL_ROUTE = "me/join-url"
 OPENAPI_ROUTE = "openapi.json"
+APPOINTMENT_ROUTE = "appointments/{appointmentId}"
 
 
 def _problem_response(description: str, retry_after: bool = False) -> dict[str, Any]:
@@ -79,6 +80,55 @@ def _lookup_operation(*, bearer: bool) -> dict[str, Any]:
     return operation
 
 
+def _nullable(kind: str, description: str, **extra: Any) -> dict[str, Any]:
+    return {"type": [kind, "null"], "description": description, **extra}
+
+
+def _appointment_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["appointmentId", "organizer", "onlineMeetingId", "joinUrl", "organizerJoinUrl", "startDateTime",
+                     "endDateTime", "meetingCreatedByApp", "status"],
+        "properties": {
+            "appointmentId": {"type": "string"},
+            "organizer": {"type": "string"},
+            "tenantId": _nullable("string", "The organizer's tenant, when known."),
+            "onlineMeetingId": _nullable("string", "The appointment's Teams meeting."),
+            "joinUrl": _nullable("string", "The client's virtual-appointment link; null once cancelled.",
+                                 format="uri"),
+            "organizerJoinUrl": _nullable("string", "The meeting's joinWebUrl, for staff; null once cancelled or "
+                                          "when not known.", format="uri"),
+            "startDateTime": _nullable("string", "Start, when known.", format="date-time"),
+            "endDateTime": _nullable("string", "End, when known.", format="date-time"),
+            "subject": _nullable("string", "The meeting's subject, when given."),
+            "meetingCreatedByApp": {"type": "boolean", "description": "Whether the app created (owns) the meeting."},
+            "status": {"type": "string", "enum": ["scheduled", "cancelled"]},
+            "lastEventId": _nullable("string", "The last event applied."),
+            "lastEventType": _nullable("string", "Its type."),
+            "updatedAt": _nullable("string", "When the record last changed.", format="date-time"),
+        },
+    }
+
+
+def _appointment_operation() -> dict[str, Any]:
+    return {
+        "operationId": "getAppointment",
+        "summary": "An appointment's links, times and status, from the app's appointment record (no Graph call)",
+        "parameters": [{"name": "appointmentId", "in": "path", "required": True,
+                        "schema": _text("The scheduling system's appointment id.", minLength=1, maxLength=256,
+                                        pattern=r"^[^\r\n\x00]+$")}],
+        "responses": {
+            "200": {"description": "The appointment.", "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/Appointment"}}}},
+            "400": _problem_response("The appointment id is invalid."),
+            "401": {"description": "Missing or wrong function key (answered by the host)."},
+            "404": _problem_response("No appointment with that id has been processed."),
+            "500": _problem_response("Unexpected error."),
+            "503": _problem_response("The appointment records could not be read.", retry_after=True),
+        },
+    }
+
+
 @lru_cache(maxsize=1)
 def openapi_document() -> str:
     """The document as JSON text (built once)."""
@@ -96,6 +146,7 @@ def openapi_document() -> str:
         "paths": {
             f"/{JOIN_URL_ROUTE}": {"get": _lookup_operation(bearer=False)},
             f"/{ME_JOIN_URL_ROUTE}": {"get": _lookup_operation(bearer=True)},
+            f"/{APPOINTMENT_ROUTE}": {"get": _appointment_operation()},
         },
         "components": {
             "securitySchemes": {
@@ -113,9 +164,12 @@ def openapi_document() -> str:
                         "organizer": {"type": "string"},
                         "onlineMeetingId": {"type": "string"},
                         "joinUrl": {"type": "string", "format": "uri"},
+                        "organizerJoinUrl": _nullable("string", "The meeting's joinWebUrl, for staff (known when "
+                                                      "the lookup was by joinWebUrl).", format="uri"),
                         "resolvedAt": {"type": "string", "format": "date-time"},
                     },
                 },
+                "Appointment": _appointment_schema(),
                 "Problem": {
                     "type": "object",
                     "required": ["type", "title", "status", "detail", "reason"],

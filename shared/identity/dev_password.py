@@ -7,7 +7,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from shared.exceptions import OrganizerNotConnectedError, SettingsError, TokenServiceUnavailableError
+from shared.exceptions import (
+    MissingScopeError,
+    OrganizerNotConnectedError,
+    SettingsError,
+    TokenServiceUnavailableError,
+)
 from shared.identity.msal import MsalFailure, access_token, local_authority_session, unreachable
 from shared.identity.tokens import AccessToken, DelegatedTokenAcquirer
 from shared.redaction import hash_user
@@ -60,6 +65,9 @@ def token_from_result(result: dict[str, Any], organizer: str) -> AccessToken:
     if "access_token" in result:
         return access_token(result)
     failure = MsalFailure.from_result(result)
+    if failure.is_consent:
+        raise MissingScopeError(f"organizer {hash_user(organizer)} has not consented to a scope this event needs "
+                                f"({failure.summary()}); grant consent for it on the app registration")
     if failure.needs_reconnect:
         raise OrganizerNotConnectedError(
             f"organizer {hash_user(organizer)} must reconnect: the identity platform answered {failure.summary()}")

@@ -10,9 +10,21 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from shared.common.clock import utc_now
-from shared.exceptions import OrganizerNotConnectedError, TokenServiceUnavailableError, VaultConflictError
+from shared.exceptions import (
+    MissingScopeError,
+    OrganizerNotConnectedError,
+    TokenServiceUnavailableError,
+    VaultConflictError,
+)
 from shared.identity.msal import MsalClients, MsalFailure, access_token
-from shared.identity.tokens import SCOPE_JOIN_URL, SCOPE_MEETING_LOOKUP, AccessToken, DelegatedTokenAcquirer
+from shared.identity.tokens import (
+    SCOPE_JOIN_URL,
+    SCOPE_MEETING_LOOKUP,
+    SCOPE_MEETING_WRITE,
+    SCOPE_SMS,
+    AccessToken,
+    DelegatedTokenAcquirer,
+)
 from shared.identity.vault import ConnectionStatus, TokenVault, VaultEntry
 from shared.redaction import hash_user
 from shared.settings import Settings
@@ -23,8 +35,18 @@ _MAX_ROUNDS = 4
 
 
 def connect_scopes(settings: Settings) -> list[str]:
-    """What a connection asks for: the join URL scope, plus the lookup scope unless turned off."""
-    return [*SCOPE_JOIN_URL, *(SCOPE_MEETING_LOOKUP if settings.auth_connect_lookup_scope else ())]
+    """What a connection asks for: the join URL scope, plus each scope a setting turns on."""
+    return [*SCOPE_JOIN_URL, *(SCOPE_MEETING_LOOKUP if settings.auth_connect_lookup_scope else ()),
+            *(SCOPE_MEETING_WRITE if settings.meeting_management else ()), *(SCOPE_SMS if settings.client_sms else ())]
+
+
+def missing_scope(settings: Settings, organizer: str, scopes: Sequence[str], summary: str) -> MissingScopeError:
+    """The error for a connected organizer who never consented to `scopes`, saying how to grant them."""
+    names = " ".join(scope.rsplit("/", 1)[-1] for scope in scopes)
+    return MissingScopeError(
+        f"organizer {hash_user(organizer)} is connected but has not consented to {names} ({summary}). Grant it: "
+        f"an admin grants tenant-wide consent for {names} on the app registration, or the organizer reconnects "
+        f"now that the setting needing it is on ({reconnect_hint(settings, organizer)})")
 
 
 def reconnect_hint(settings: Settings, organizer: str) -> str:
@@ -122,11 +144,9 @@ class VaultTokenAcquirer(DelegatedTokenAcquirer):
             if failure.is_app_error:
                 raise failure.app_error()
             if failure.is_consent and list(scopes) != list(SCOPE_JOIN_URL):
-                # The connection is fine for join URLs; this optional scope was never granted.
-                raise OrganizerNotConnectedError(
-                    f"organizer {tag} has not consented to {' '.join(scopes)} ({failure.summary()}); grant admin "
-                    f"consent for it, or reconnect with AUTH_CONNECT_LOOKUP_SCOPE=true: "
-                    f"{reconnect_hint(self._settings, organizer)}")
+                # The connection is fine for join URLs; this optional scope was never granted. Retrying or
+                # reconnecting with the same scopes cannot help: the event needs consent first.
+                raise missing_scope(self._settings, organizer, scopes, failure.summary())
             if not failure.needs_reconnect:
                 raise TokenServiceUnavailableError(f"token refresh failed ({failure.summary()})")
             # A refresh token another worker is rotating right now is refused too (strict rotation): give

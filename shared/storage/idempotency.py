@@ -68,13 +68,13 @@ class IdempotencyStore(Protocol):
         """Give up an owned claim (transient failure) so a retry starts fresh."""
 
 
-def partition_key(key: str) -> str:
-    """The Table PartitionKey for an idempotency key: the prefix and two hex digits of its SHA-256."""
-    return PARTITION_PREFIX + hashlib.sha256(key.encode()).hexdigest()[:2]
+def partition_key(key: str, prefix: str = PARTITION_PREFIX) -> str:
+    """The Table PartitionKey for a key: the prefix and two hex digits of its SHA-256 (256 partitions)."""
+    return prefix + hashlib.sha256(key.encode()).hexdigest()[:2]
 
 
 def row_key(key: str) -> str:
-    """The Table RowKey for an idempotency key: readable when safe, a SHA-256 otherwise."""
+    """The Table RowKey for a key: readable when safe, a SHA-256 otherwise."""
     if _SAFE_KEY.match(key):
         return f"k_{key}"
     return f"h_{hashlib.sha256(key.encode()).hexdigest()}"

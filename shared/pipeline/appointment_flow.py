@@ -1,0 +1,209 @@
+"""Carries out the lifecycle decision against the appointment record and Graph, safely on many instances.
+
+Each round reads the record, asks `lifecycle.decide`, and for a Graph write (create, update, delete)
+first takes the record's lease with an ETag-conditioned write, so two workers never write one meeting at
+once (no lost update, no meeting left behind after a cancel). A Graph read (a supplied meeting) needs no
+lease: its record write is conditioned on the ETag read, and losing that race means deciding again. A
+worker that dies holding a lease is overtaken once the lease is stale (IDEMPOTENCY_STALE_CLAIM_SECONDS).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Protocol
+
+from shared.common.clock import format_timestamp, utc_now
+from shared.exceptions import KeyInProgressError, RecordConflictError, TransientError
+from shared.graph.meetings import Meeting, MeetingSpec, external_id
+from shared.pipeline.inbound import AppointmentEvent
+from shared.pipeline.join_url_resolver import JoinUrlResolver
+from shared.pipeline.lifecycle import (
+    GRAPH_WRITES,
+    Action,
+    MeetingFacts,
+    decide,
+    event_times,
+    lease_wait,
+    pending_record,
+    record_after,
+)
+from shared.pipeline.records import JoinUrlResult
+from shared.storage.appointments import CANCELLED, PENDING, AppointmentRecord, AppointmentStore
+
+log = logging.getLogger(__name__)
+_MAX_ROUNDS = 4
+
+
+class MeetingWrites(Protocol):
+    """The meeting writes the flow needs (graph.meetings.MeetingWriter, or a fake)."""
+
+    async def create_or_get(self, organizer: str, ext_id: str, spec: MeetingSpec) -> Meeting:
+        """createOrGet as the organizer."""
+
+    async def update(self, organizer: str, meeting_id: str, spec: MeetingSpec) -> Meeting:
+        """PATCH both times (and the subject)."""
+
+    async def delete(self, organizer: str, meeting_id: str) -> bool:
+        """DELETE; False if already gone."""
+
+
+# Before a cancelled meeting is deleted, its clients' cancellation SMS must go out: Graph sends SMS only
+# for a meeting that exists. The hook gets the record and the meeting id; it must never raise.
+BeforeDelete = Callable[[AppointmentRecord, str], "object"]
+
+
+@dataclass
+class Handled:
+    """What became of an event: its result and the action taken."""
+
+    result: JoinUrlResult
+    action: Action
+    notes: list[str] = field(default_factory=list)
+
+
+class AppointmentFlow:
+    """One appointment event against the record store and Graph; raises the app's classified errors."""
+
+    def __init__(self, resolver: JoinUrlResolver, meetings: MeetingWrites, store: AppointmentStore, *,
+                 meeting_management: bool, stale_after_seconds: float,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._resolver = resolver
+        self._meetings = meetings
+        self._store = store
+        self._management = meeting_management
+        self._stale = stale_after_seconds
+        self._clock = clock
+
+    async def handle(self, event: AppointmentEvent, before_delete: Sequence[BeforeDelete] = ()) -> Handled:
+        """Apply the event; the result says what the scheduler is told."""
+        owner = uuid.uuid4().hex
+        for _ in range(_MAX_ROUNDS):
+            record = await self._store.get(event.appointment_id)
+            wait = lease_wait(record, owner, self._clock(), self._stale)
+            if wait is not None:
+                raise KeyInProgressError("another worker is changing this appointment's meeting", retry_after=wait)
+            decision = decide(record, event, meeting_management=self._management)
+            if decision.error is not None:
+                raise decision.error
+            if decision.action is Action.REPLAY and record is not None:
+                return Handled(result_from(record, event), decision.action)
+            base = record
+            if decision.action in GRAPH_WRITES:
+                ext = (record.external_id if record and record.external_id else external_id(event.appointment_id))
+                lease = pending_record(record, event, ext).leased(owner, self._clock())
+                try:
+                    base = await (self._store.replace(lease) if record is not None else self._store.insert(lease))
+                except RecordConflictError:
+                    continue
+            made: list[Meeting] = []
+            try:
+                facts = await self._apply(decision.action, base, event, made, before_delete)
+            except BaseException:
+                if decision.action in GRAPH_WRITES and base is not None:
+                    await self._release(base, made)
+                raise
+            after = record_after(base, event, decision.action, facts,
+                                 external_id=base.external_id if base else None)
+            try:
+                stored = await (self._store.replace(replace(after, etag=base.etag)) if base is not None
+                                else self._store.insert(after))
+            except RecordConflictError:
+                if decision.action in GRAPH_WRITES:
+                    # Our lease was overtaken as stale: the overtaking worker redoes the (idempotent) write.
+                    raise TransientError("the appointment record changed under this worker's lease",
+                                         reason="appointment_contention", retry_after=1.0) from None
+                continue
+            return Handled(result_from(stored, event), decision.action)
+        raise TransientError("the appointment record kept changing under contention",
+                             reason="appointment_contention", retry_after=1.0)
+
+    async def _apply(self, action: Action, record: AppointmentRecord | None, event: AppointmentEvent,
+                     made: list[Meeting], before_delete: Sequence[BeforeDelete]) -> MeetingFacts:
+        start, end = event_times(event)
+        if action is Action.RESOLVE:
+            resolved, join_url = await self._resolver.resolve(event.organizer, event.online_meeting_id,
+                                                              event.join_web_url)
+            return MeetingFacts(resolved, join_url, event.join_web_url, start, end)
+        if action is Action.CREATE:
+            return await self._create(record, event, made)
+        assert record is not None
+        if action is Action.UPDATE and record.online_meeting_id is not None:
+            await self._meetings.update(record.organizer, record.online_meeting_id, self._spec(event, record))
+        if action in (Action.UPDATE, Action.ACKNOWLEDGE):
+            return MeetingFacts(record.online_meeting_id, record.join_url, record.organizer_join_url, start, end)
+        meeting_id: str | None = record.online_meeting_id or event.online_meeting_id
+        if action is Action.DELETE:
+            if meeting_id is None and record.external_id:
+                # A create died before recording its meeting: createOrGet finds (or makes) it, so it can go.
+                meeting_id = (await self._meetings.create_or_get(record.organizer, record.external_id,
+                                                                 MeetingSpec())).id
+            if meeting_id is not None:
+                for hook in before_delete:
+                    await _maybe_await(hook(record, meeting_id))
+                gone = await self._meetings.delete(record.organizer, meeting_id)
+                log.info("meeting of appointment %s deleted (%s)", event.appointment_id,
+                         "204" if gone else "already gone", extra={"appointment_id": event.appointment_id,
+                                                                   "outcome": "meeting_deleted"})
+        return MeetingFacts(meeting_id, None, None, record.start or start, record.end or end)
+
+    async def _create(self, record: AppointmentRecord | None, event: AppointmentEvent,
+                      made: list[Meeting]) -> MeetingFacts:
+        assert record is not None and record.external_id is not None
+        spec = self._spec(event, None)
+        meeting = await self._meetings.create_or_get(event.organizer, record.external_id, spec)
+        made.append(meeting)
+        if spec.start is not None and spec.end is not None and (meeting.start, meeting.end) != (spec.start, spec.end):
+            # createOrGet hands back an existing meeting unchanged (an earlier attempt made it with other
+            # times): only PATCH moves it.
+            meeting = replace(meeting, start=spec.start, end=spec.end)
+            await self._meetings.update(event.organizer, meeting.id, spec)
+        meeting_id, join_url = await self._resolver.resolve(event.organizer, meeting.id, None)
+        start = format_timestamp(meeting.start) if meeting.start else event_times(event)[0]
+        end = format_timestamp(meeting.end) if meeting.end else event_times(event)[1]
+        return MeetingFacts(meeting_id, join_url, meeting.join_web_url, start, end)
+
+    @staticmethod
+    def _spec(event: AppointmentEvent, record: AppointmentRecord | None) -> MeetingSpec:
+        schedule = event.schedule
+        subject = schedule.subject
+        if record is not None and subject == record.subject:
+            subject = None  # PATCH sends the subject only when it changed
+        return MeetingSpec(start=schedule.start, end=schedule.end, subject=subject,
+                           participants=tuple((p.user, p.role) for p in schedule.participants))
+
+    async def _release(self, held: AppointmentRecord, made: list[Meeting]) -> None:
+        """Give the lease back after a failure; a meeting made meanwhile stays on the record, never forgotten."""
+        try:
+            if made and held.online_meeting_id is None:
+                await self._store.replace(replace(held.unleased(), online_meeting_id=made[-1].id,
+                                                  organizer_join_url=made[-1].join_web_url))
+            elif held.status == PENDING and not made:
+                await self._store.delete(held)
+            else:
+                await self._store.replace(held.unleased())
+        except (RecordConflictError, TransientError) as exc:
+            # The lease then lapses by itself after IDEMPOTENCY_STALE_CLAIM_SECONDS.
+            log.warning("appointment lease not released: %s", type(exc).__name__,
+                        extra={"appointment_id": held.appointment_id})
+
+
+def result_from(record: AppointmentRecord, event: AppointmentEvent) -> JoinUrlResult:
+    """What the scheduler is told after `event`: the appointment's links, times and status from its record."""
+    cancelled = record.status == CANCELLED
+    return JoinUrlResult(
+        appointment_id=record.appointment_id, organizer=record.organizer, online_meeting_id=record.online_meeting_id,
+        join_url=None if cancelled else record.join_url, event_id=event.event_id, resolved_at=utc_now(),
+        organizer_join_url=None if cancelled else record.organizer_join_url, start=record.start, end=record.end,
+        meeting_created_by_app=record.meeting_created_by_app, event_type=event.event_type,
+        status="cancelled" if cancelled else "scheduled", tenant_id=record.tenant_id or event.tenant_id)
+
+
+async def _maybe_await(value: object) -> None:
+    import inspect
+
+    if inspect.isawaitable(value):
+        await value
