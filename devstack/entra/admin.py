@@ -1,4 +1,4 @@
-"""Loopback-only /_admin endpoints: counters, reset, lifetimes, revocation, forced MFA, device approval."""
+"""Loopback-only /_admin endpoints: counters, reset, lifetimes, revocation, forced MFA, device approval, consent."""
 
 from __future__ import annotations
 
@@ -68,7 +68,34 @@ async def admin_reset(request: web.Request) -> web.Response:
     emu.auth_code_lifetime = AUTH_CODE_LIFETIME
     emu.device_code_lifetime = DEVICE_CODE_LIFETIME
     emu.interaction_required.clear()
+    for client_id, scopes in emu.seed_admin_consent.items():
+        if scopes is None:
+            emu.clients[client_id].pop("delegated_scopes", None)
+        else:
+            emu.clients[client_id]["delegated_scopes"] = list(scopes)
     return web.json_response({"ok": True})
+
+
+async def admin_consent(request: web.Request) -> web.Response:
+    """PUT {"client_id", "scopes"}: the Graph scopes an admin consented to tenant-wide for the client (as in the
+    portal's "Grant admin consent"). DELETE {"user"}: forget what the user consented to. GET: both."""
+    emu = request.app[ENTRA_KEY]
+    if request.method == "PUT":
+        body = await _json_body(request)
+        client = emu.clients.get(str(body.get("client_id")))
+        scopes = body.get("scopes")
+        if client is None or not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+            return web.json_response({"error": "body must be {\"client_id\": ..., \"scopes\": [...]}"},
+                                     status=400)
+        client["delegated_scopes"] = list(scopes)
+    elif request.method == "DELETE":
+        user = await _admin_user(request, emu)
+        for key in [k for k in emu.user_consents if k[0] == user["oid"]]:
+            del emu.user_consents[key]
+    return web.json_response({
+        "admin": {cid: c.get("delegated_scopes") for cid, c in emu.clients.items()},
+        "users": [{"user": oid, "client_id": cid, "scopes": sorted(scopes)}
+                  for (oid, cid), scopes in emu.user_consents.items()]})
 
 
 async def admin_config(request: web.Request) -> web.Response:

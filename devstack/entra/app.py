@@ -10,6 +10,7 @@ from aiohttp import web
 from devstack.entra.admin import (
     DEFAULT_LIFETIME_KEY,
     admin_config,
+    admin_consent,
     admin_device_approve,
     admin_interaction_required,
     admin_reset,
@@ -41,6 +42,9 @@ ROUTES = (
     web.post("/_admin/interaction_required", admin_interaction_required),
     web.delete("/_admin/interaction_required", admin_interaction_required),
     web.post("/_admin/device/approve", admin_device_approve),
+    web.get("/_admin/consent", admin_consent),
+    web.put("/_admin/consent", admin_consent),
+    web.delete("/_admin/consent", admin_consent),
 )
 
 

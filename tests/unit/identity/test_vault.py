@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 
 from shared.exceptions import (
+    MissingScopeError,
     OrganizerNotConnectedError,
     PermanentError,
     TokenServiceUnavailableError,
 )
 from shared.identity.keepalive import KeepAliveOutcome, run_keepalive
-from shared.identity.tokens import SCOPE_JOIN_URL, SCOPE_MEETING_LOOKUP, DelegatedCredentials
+from shared.identity.tokens import SCOPE_JOIN_URL, SCOPE_MEETING_LOOKUP, SCOPE_MEETING_WRITE, DelegatedCredentials
 from shared.identity.vault import ConnectionStatus, VaultEntry
 from shared.identity.vault_acquirer import VaultTokenAcquirer
 from shared.redaction import hash_user
@@ -149,12 +150,20 @@ def test_app_registration_problems_are_permanent_but_not_the_organizers_fault(se
     assert vault.get(SCHEDULER["upn"]).status == ConnectionStatus.CONNECTED
 
 
-def test_missing_consent_for_the_lookup_scope_does_not_disconnect_the_organizer(settings, vault, idp):
+@pytest.mark.parametrize(("scopes", "name"), [(SCOPE_MEETING_LOOKUP, "OnlineMeetings.Read"),
+                                              (SCOPE_MEETING_WRITE, "OnlineMeetings.ReadWrite")])
+def test_missing_consent_for_an_optional_scope_is_missing_scope_and_keeps_the_connection(settings, vault, idp,
+                                                                                        scopes, name):
+    # GIVEN an organizer connected without consent for an optional scope
     entry = stored(vault, idp)
     vault.save(dataclasses.replace(entry, cache=expire_access_token(entry.cache)))
     idp.answers.append(error("invalid_grant", 65001, "The user or administrator has not consented"))
-    with pytest.raises(OrganizerNotConnectedError, match=r"OnlineMeetings\.Read"):
-        acquirer(settings, vault, idp).acquire(SCHEDULER["upn"], list(SCOPE_MEETING_LOOKUP))
+    # WHEN a token with that scope is needed THEN missing_scope names it and says how to grant it
+    with pytest.raises(MissingScopeError, match=name) as raised:
+        acquirer(settings, vault, idp).acquire(SCHEDULER["upn"], list(scopes))
+    assert raised.value.reason == "missing_scope" and "consent" in raised.value.detail
+    assert "connect-device" in raised.value.detail
+    # AND the connection itself stays healthy (join URLs keep working)
     assert vault.get(SCHEDULER["upn"]).status == ConnectionStatus.CONNECTED
 
 

@@ -115,7 +115,7 @@ def test_failed_event_carries_reason_and_detail():
     event = failed_event(rejection)
     assert event is not None and event.webhook_id == "evt-2_failed"
     assert json.loads(event.body) == {"type": EVENT_FAILED, "timestamp": "2026-11-03T20:00:00.000Z", "data": {
-        "appointmentId": "appt-2", "organizer": "o@contoso.example", "eventId": "evt-2",
+        "appointmentId": "appt-2", "organizer": "o@contoso.example", "tenantId": None, "eventId": "evt-2",
         "reason": "meeting_not_found", "detail": "no such meeting"}}
 
 
