@@ -57,16 +57,17 @@ class DevPasswordAcquirer(DelegatedTokenAcquirer):
                 result = app.acquire_token_by_username_password(user["upn"], user["password"], list(scopes))
         except (OSError, ValueError) as exc:
             raise unreachable(exc) from exc
-        return token_from_result(result, organizer)
+        return token_from_result(result, organizer, scopes)
 
 
-def token_from_result(result: dict[str, Any], organizer: str) -> AccessToken:
+def token_from_result(result: dict[str, Any], organizer: str, scopes: Sequence[str] = ()) -> AccessToken:
     """The token of an MSAL answer, or the app's error for its failure."""
     if "access_token" in result:
         return access_token(result)
     failure = MsalFailure.from_result(result)
     if failure.is_consent:
-        raise MissingScopeError(f"organizer {hash_user(organizer)} has not consented to a scope this event needs "
+        names = " ".join(scope.rsplit("/", 1)[-1] for scope in scopes) or "a scope this event needs"
+        raise MissingScopeError(f"organizer {hash_user(organizer)} has not consented to {names} "
                                 f"({failure.summary()}); grant consent for it on the app registration")
     if failure.needs_reconnect:
         raise OrganizerNotConnectedError(

@@ -130,7 +130,8 @@ class AppointmentFlow:
             return MeetingFacts(resolved, join_url, event.join_web_url, start, end)
         if action is Action.CREATE:
             return await self._create(record, event, made)
-        assert record is not None
+        if record is None:  # a cancellation before anything else: remembered, so a late create makes nothing
+            return MeetingFacts(event.online_meeting_id, None, None, start, end)
         if action is Action.UPDATE and record.online_meeting_id is not None:
             await self._meetings.update(record.organizer, record.online_meeting_id, self._spec(event, record))
         if action in (Action.UPDATE, Action.ACKNOWLEDGE):

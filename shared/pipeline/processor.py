@@ -24,6 +24,7 @@ from shared.webhooks.outbound import WebhookEvent
 log = logging.getLogger(__name__)
 # Azure Storage queues hide a message for at most 7 days.
 _MAX_VISIBILITY_DELAY = 7 * 24 * 3600 - 60
+_IN_PROGRESS_WAIT = 5.0
 
 
 @dataclass(frozen=True)
@@ -119,8 +120,11 @@ class AppointmentProcessor:
             return Outcome("rejected", rejection=rejection,
                            webhook=failed_event(rejection, event.callback_url if event else None))
         except KeyInProgressError as exc:
-            # Another worker holds this event right now: look again shortly instead of burning retries.
-            return await self._requeue(delivery, event, exc, started, max(exc.retry_after or 5.0, 5.0))
+            # Another worker holds this event (or its appointment's meeting) right now: look again shortly
+            # instead of burning retries. The holder is nearly always done within a second; waiting longer each
+            # time still outlasts a dead holder's claim (5 s, 15 s, 45 s, ... ends past the stale limit).
+            backoff = _IN_PROGRESS_WAIT * 3 ** delivery.requeue_attempt
+            return await self._requeue(delivery, event, exc, started, min(exc.retry_after or backoff, backoff))
         except ThrottledError as exc:
             return await self._requeue(delivery, event, exc, started, exc.retry_after or 1.0)
         except TransientError as exc:
