@@ -8,8 +8,8 @@ function app imports only what an invocation needs (cold start; docs/performance
 Top: operator commands and twins (nothing imports them)
     organizers.py   `python -m shared.organizers list|revoke|connect-device`: organizer connections.
     replay.py       `python -m shared.replay`: rejected, poison and dead-lettered messages back to their queue.
-    testing/        In-memory twins of the stores (idempotency, appointments, token vault, requeuer) for tests, the bench
-                    and chaos; each passes the same contract suite as the real one (tests/contract).
+    testing/        In-memory twins of the stores (idempotency, appointments, token vault, requeuer) for tests,
+                    the bench and chaos; each passes the same contract suite as the real one (tests/contract).
 
 services.py         The worker's long-lived objects (Graph client, token caches, stores), built on first use.
                     function_app.py wires triggers and bindings to it and to the HTTP adapters.
