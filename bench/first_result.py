@@ -15,6 +15,7 @@ from bench.common import (
     Figure,
     Report,
     child_env,
+    create_event_text,
     event_text,
     median,
     run_id,
@@ -55,16 +56,38 @@ assert response.status_code == 200, response.status_code
 """
 
 
+# The create path's baseline: the same imports, then the same two raw calls the app makes for an appointment
+# without a meeting (createOrGet as the organizer, then the new meeting's join URL).
+CREATE_BASELINE_CHILD = """
+import os, ssl, uuid
+import azure.functions, azure.identity, azure.storage.queue, msgraph
+import httpx
+context = ssl.create_default_context()
+context.load_verify_locations(cafile=os.environ["TLS_CA_BUNDLE"])
+base = os.environ["GRAPH_BASE_URL"]
+with httpx.Client(verify=context) as client:
+    made = client.post(base + "/me/onlineMeetings/createOrGet",
+                       headers={"Authorization": "Bearer " + os.environ["BENCH_WRITE_TOKEN"]},
+                       json={"externalId": uuid.uuid4().hex, "subject": "Bench",
+                             "startDateTime": "2026-12-01T09:00:00Z", "endDateTime": "2026-12-01T09:30:00Z"})
+    assert made.status_code == 201, made.status_code
+    url = base + "/users/" + os.environ["BENCH_ORGANIZER"] + "/onlineMeetings/" + made.json()["id"] \
+        + "/getVirtualAppointmentJoinWebUrl()"
+    answer = client.get(url, headers={"Authorization": "Bearer " + os.environ["BENCH_TOKEN"]})
+    assert answer.status_code == 200, answer.status_code
+"""
+
+
 def _spawn(code: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-c", code], env=env, cwd=REPO_ROOT,  # noqa: S603
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def _app_run(env: dict[str, str], queues: Any) -> float:
+def _app_run(env: dict[str, str], queues: Any, text: str | None = None) -> float:
     """Seconds from spawning the worker to the join URL being on `join-urls`."""
     for name in ("appointments", "join-urls", "webhook-outbox", "appointments-rejected"):
         queues[name].clear_messages()
-    queues["appointments"].send_message(event_text(f"first-{run_id()}"))
+    queues["appointments"].send_message(text or event_text(f"first-{run_id()}"))
     started = time.perf_counter()
     proc = _spawn(APP_CHILD, env)
     try:
@@ -79,9 +102,9 @@ def _app_run(env: dict[str, str], queues: Any) -> float:
         proc.wait(timeout=30)
 
 
-def _baseline_run(env: dict[str, str]) -> float:
+def _baseline_run(env: dict[str, str], code: str = BASELINE_CHILD) -> float:
     started = time.perf_counter()
-    proc = _spawn(BASELINE_CHILD, env)
+    proc = _spawn(code, env)
     _, err = proc.communicate(timeout=60)
     if proc.returncode:
         raise RuntimeError(f"baseline failed:\n{err.decode()[-3000:]}")
@@ -125,3 +148,38 @@ def measure(report: Report, endpoints: dict[str, Any]) -> None:
                       detail=f"process start -> join URL on join-urls: {app_s * 1000:.0f} ms (median of {RUNS}; "
                              f"range {min(app) * 1000:.0f}-{max(app) * 1000:.0f})",
                       baseline=f"SDK imports + one raw httpx call: {base_s * 1000:.0f} ms"))
+
+
+def measure_create(report: Report, endpoints: dict[str, Any]) -> None:
+    """The same, for an appointment without a meeting: the app's two Graph calls against the same two raw calls."""
+    from azure.storage.queue import QueueClient, TextBase64EncodePolicy
+
+    from shared.services import build_acquirer
+    from shared.settings import load_settings
+
+    settings = stack_settings(endpoints)
+    env = child_env(settings)
+    set_graph_latency(endpoints, 0)
+    conn = settings["AzureWebJobsStorage"]
+    queues = {name: QueueClient.from_connection_string(conn, name, message_encode_policy=TextBase64EncodePolicy())
+              for name in ("appointments", "join-urls", "webhook-outbox", "appointments-rejected")}
+    acquirer = build_acquirer(load_settings(settings))
+    graph = "https://graph.microsoft.com/"
+    base_env = {**env, "BENCH_ORGANIZER": ORGANIZER,
+                "BENCH_TOKEN": acquirer.acquire(ORGANIZER, [graph + "VirtualAppointment.Read"]).token,
+                "BENCH_WRITE_TOKEN": acquirer.acquire(ORGANIZER, [graph + "OnlineMeetings.ReadWrite"]).token}
+    _app_run(env, queues, create_event_text(f"first-create-{run_id()}"))  # warm-up
+    _baseline_run(base_env, CREATE_BASELINE_CHILD)
+    app: list[float] = []
+    base: list[float] = []
+    for _ in range(RUNS):
+        app.append(_app_run(env, queues, create_event_text(f"first-create-{run_id()}")))
+        base.append(_baseline_run(base_env, CREATE_BASELINE_CHILD))
+    for queue in queues.values():
+        queue.close()
+    app_s, base_s = median(app), median(base)
+    report.add(Figure("first_result_ratio_create", app_s / base_s, "<= 1.3",
+                      detail=f"process start -> both links on join-urls for an appointment without a meeting: "
+                             f"{app_s * 1000:.0f} ms (median of {RUNS}; range {min(app) * 1000:.0f}-"
+                             f"{max(app) * 1000:.0f})",
+                      baseline=f"SDK imports + raw createOrGet + raw join-URL call: {base_s * 1000:.0f} ms"))

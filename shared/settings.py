@@ -18,6 +18,8 @@ from shared.exceptions import SettingsError, WebhookSignatureError
 from shared.settings_registry import SETTINGS, SPECS_BY_NAME, SettingSpec, setting_default
 
 _DELEGATED_MODES = ("vault", "dev_password")
+# How long an event waits inside its invocation for another worker's lease on its appointment.
+LEASE_PATIENCE_SECONDS = 3.0
 _APP_ONLY_MODES = ("managed_identity", "client_credentials", "client_secret", "app_only", "certificate")
 
 
@@ -258,10 +260,13 @@ def _sms_reminder(read: _Reader) -> str | None:
 def _check_stale_claims(read: _Reader, settings: Settings) -> None:
     """A claim must outlive any live invocation, or a second worker would redo work still in progress."""
     stale, graph = settings.idempotency_stale_claim_seconds, settings.graph_timeout_seconds
-    if stale and graph and stale <= 2 * graph + settings.throttle_inline_max_seconds:
+    # The longest invocation: a cancel of the app's meeting whose create died (text, createOrGet, DELETE) or a
+    # create that must move the meeting it found (createOrGet, PATCH, join URL), after waiting for a lease.
+    longest = 4 * graph + settings.throttle_inline_max_seconds + LEASE_PATIENCE_SECONDS if graph else 0.0
+    if stale and graph and stale <= longest:
         read.problems.append(f"IDEMPOTENCY_STALE_CLAIM_SECONDS={stale:g} is invalid: must exceed the longest "
-                             f"invocation (2 x GRAPH_TIMEOUT_SECONDS + THROTTLE_INLINE_MAX_SECONDS = "
-                             f"{2 * graph + settings.throttle_inline_max_seconds:g} s)")
+                             f"invocation (4 x GRAPH_TIMEOUT_SECONDS + THROTTLE_INLINE_MAX_SECONDS + "
+                             f"{LEASE_PATIENCE_SECONDS:g} s waiting for an appointment's lease = {longest:g} s)")
     hook = settings.webhook_stale_claim_seconds
     timeouts = settings.webhook_connect_timeout_seconds + settings.webhook_read_timeout_seconds
     if hook and settings.webhook_connect_timeout_seconds and settings.webhook_read_timeout_seconds \

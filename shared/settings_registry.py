@@ -94,8 +94,9 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("IDEMPOTENCY_WINDOW_HOURS", "How long a processed event id is remembered.", default="24"),
     SettingSpec("IDEMPOTENCY_STALE_CLAIM_SECONDS", "An event claimed this long ago and never finished belongs to "
                 "a worker that died (crash, scale-in, timeout): another worker takes it over. Must stay above the "
-                "longest invocation (Graph timeout plus throttle budget); a lower value only speeds up recovery "
-                "after a crash.", default="300"),
+                "longest invocation (four Graph timeouts, the throttle budget and 3 s waiting for an appointment's "
+                "lease); it is also how long a dead worker's lease on an appointment lasts. A lower value only speeds "
+                "up recovery after a crash.", default="300"),
     SettingSpec("MEETING_MANAGEMENT", "`true`: the app owns the Teams meeting of each appointment. An event without "
                 "a meeting gets one (createOrGet as the organizer), a reschedule updates the meetings the app created, "
                 "a cancellation deletes them; the connect page and device-code command also ask for "

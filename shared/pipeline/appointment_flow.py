@@ -9,9 +9,10 @@ worker that dies holding a lease is overtaken once the lease is stale (IDEMPOTEN
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol
@@ -32,10 +33,12 @@ from shared.pipeline.lifecycle import (
     record_after,
 )
 from shared.pipeline.records import JoinUrlResult
+from shared.settings import LEASE_PATIENCE_SECONDS
 from shared.storage.appointments import CANCELLED, PENDING, AppointmentRecord, AppointmentStore
 
 log = logging.getLogger(__name__)
 _MAX_ROUNDS = 4
+_LEASE_POLL_SECONDS = 0.25
 
 
 class MeetingWrites(Protocol):
@@ -70,22 +73,22 @@ class AppointmentFlow:
 
     def __init__(self, resolver: JoinUrlResolver, meetings: MeetingWrites, store: AppointmentStore, *,
                  meeting_management: bool, stale_after_seconds: float,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 lease_patience: float = LEASE_PATIENCE_SECONDS, sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
         self._resolver = resolver
         self._meetings = meetings
         self._store = store
         self._management = meeting_management
         self._stale = stale_after_seconds
         self._clock = clock
+        self._lease_patience = lease_patience
+        self._sleep = sleep
 
     async def handle(self, event: AppointmentEvent, before_delete: Sequence[BeforeDelete] = ()) -> Handled:
         """Apply the event; the result says what the scheduler is told."""
         owner = uuid.uuid4().hex
         for _ in range(_MAX_ROUNDS):
-            record = await self._store.get(event.appointment_id)
-            wait = lease_wait(record, owner, self._clock(), self._stale)
-            if wait is not None:
-                raise KeyInProgressError("another worker is changing this appointment's meeting", retry_after=wait)
+            record = await self._held_elsewhere(event, owner)
             decision = decide(record, event, meeting_management=self._management)
             if decision.error is not None:
                 raise decision.error
@@ -120,6 +123,23 @@ class AppointmentFlow:
             return Handled(result_from(stored, event), decision.action)
         raise TransientError("the appointment record kept changing under contention",
                              reason="appointment_contention", retry_after=1.0)
+
+    async def _held_elsewhere(self, event: AppointmentEvent, owner: str) -> AppointmentRecord | None:
+        """The record, once no other worker holds its lease; KeyInProgressError if one still does after a while.
+
+        A holder is nearly always done within a Graph round trip or two, so waiting here briefly spares a
+        requeue; a holder that died is outwaited by the requeue's back-off instead.
+        """
+        waited = 0.0
+        while True:
+            record = await self._store.get(event.appointment_id)
+            wait = lease_wait(record, owner, self._clock(), self._stale)
+            if wait is None:
+                return record
+            if waited >= self._lease_patience:
+                raise KeyInProgressError("another worker is changing this appointment's meeting", retry_after=wait)
+            await self._sleep(_LEASE_POLL_SECONDS)
+            waited += _LEASE_POLL_SECONDS
 
     async def _apply(self, action: Action, record: AppointmentRecord | None, event: AppointmentEvent,
                      made: list[Meeting], before_delete: Sequence[BeforeDelete]) -> MeetingFacts:

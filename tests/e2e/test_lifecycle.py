@@ -210,6 +210,8 @@ async def test_organizer_without_the_write_scope_is_rejected_missing_scope_on_th
     with httpx.Client(base_url=stack["entra"]["admin_url"] + "/", verify=verify, timeout=10) as entra:
         entra.put("consent", json={"client_id": CLIENT_ID,
                                    "scopes": ["VirtualAppointment.Read", "OnlineMeetings.Read"]}).raise_for_status()
+        # (and who has not consented to it either, on a consent page of an earlier test)
+        entra.request("DELETE", "consent", json={"user": DR_ADAMS}).raise_for_status()
         try:
             # (an organizer no earlier test used, so no token with the scope is cached in the worker)
             appointment = apt()
