@@ -74,7 +74,8 @@ class AppointmentFlow:
     def __init__(self, resolver: JoinUrlResolver, meetings: MeetingWrites, store: AppointmentStore, *,
                  meeting_management: bool, stale_after_seconds: float,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 lease_patience: float = LEASE_PATIENCE_SECONDS, sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
+                 lease_patience: float = LEASE_PATIENCE_SECONDS,
+                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
         self._resolver = resolver
         self._meetings = meetings
         self._store = store
