@@ -187,7 +187,7 @@ def _best_effort_ids(text: str) -> tuple[str | None, str | None, str | None]:
     """Pull ids out of an invalid message so a person can find what it was about."""
     try:
         doc = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # deep nesting exhausts the decoder's recursion limit
         return None, None, None
     if not isinstance(doc, dict):
         return None, None, None
