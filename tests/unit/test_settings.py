@@ -66,3 +66,17 @@ def test_loopback_urls_follow_the_one_url_rule(url):
     assert load_settings(sample_env() | {"WEBHOOK_URL": url}).webhook_url == url
     with pytest.raises(SettingsError, match="WEBHOOK_URL"):
         load_settings(sample_env() | {"WEBHOOK_URL": url, "APP_ENVIRONMENT": "production"})
+
+
+def test_meeting_management_and_client_sms_are_off_by_default_and_validated():
+    env = {k: v for k, v in sample_env().items()
+           if k not in ("MEETING_MANAGEMENT", "CLIENT_SMS", "CLIENT_SMS_REMINDER", "APPOINTMENTS_TABLE")}
+    settings = load_settings(env)
+    assert (settings.meeting_management, settings.client_sms, settings.client_sms_reminder) == (False, False, None)
+    assert settings.appointments_table == "appointments"
+    with pytest.raises(SettingsError) as raised:
+        load_settings(env | {"MEETING_MANAGEMENT": "sometimes", "CLIENT_SMS_REMINDER": "mins60",
+                             "APPOINTMENTS_TABLE": "no-hyphens"})
+    problems = "\n".join(raised.value.problems)
+    assert "MEETING_MANAGEMENT" in problems and "CLIENT_SMS_REMINDER" in problems and "mins15" in problems
+    assert "APPOINTMENTS_TABLE" in problems

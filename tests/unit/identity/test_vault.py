@@ -306,3 +306,21 @@ def test_keepalive_marks_a_revoked_organizer(settings, vault, idp):
     report = run_keepalive(vault, acquirer(settings, vault, idp), idle_hours=72, now=now)
     assert report.count(KeepAliveOutcome.NEEDS_RECONNECT) == 1
     assert vault.get(SCHEDULER["upn"]).status == ConnectionStatus.NEEDS_RECONNECT
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    ({"MEETING_MANAGEMENT": "false", "CLIENT_SMS": "false", "AUTH_CONNECT_LOOKUP_SCOPE": "false"},
+     ["VirtualAppointment.Read"]),
+    ({"MEETING_MANAGEMENT": "true", "CLIENT_SMS": "false", "AUTH_CONNECT_LOOKUP_SCOPE": "true"},
+     ["VirtualAppointment.Read", "OnlineMeetings.Read", "OnlineMeetings.ReadWrite"]),
+    ({"MEETING_MANAGEMENT": "true", "CLIENT_SMS": "true", "AUTH_CONNECT_LOOKUP_SCOPE": "false"},
+     ["VirtualAppointment.Read", "OnlineMeetings.ReadWrite", "VirtualAppointmentNotification.Send"]),
+])
+def test_the_connect_page_and_device_code_ask_for_what_the_settings_turn_on(overrides, expected):
+    from shared.identity.vault_acquirer import connect_scopes
+
+    values = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+    values["DEV_USERS_FILE"] = str(ROOT / values["DEV_USERS_FILE"])
+    values.pop("TLS_CA_BUNDLE")
+    scopes = connect_scopes(load_settings(values | {"CREDENTIAL_MODE": "vault"} | overrides))
+    assert [scope.rsplit("/", 1)[-1] for scope in scopes] == expected
