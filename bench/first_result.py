@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bench.common import (
@@ -25,6 +26,7 @@ from bench.common import (
 
 RUNS = 5
 POLL_SECONDS = 0.005
+GRAPH = "https://graph.microsoft.com/"
 
 # The worker: import the app, index it, run the host until the first invocation has settled.
 APP_CHILD = f"""
@@ -111,8 +113,9 @@ def _baseline_run(env: dict[str, str], code: str = BASELINE_CHILD) -> float:
     return time.perf_counter() - started
 
 
-def measure(report: Report, endpoints: dict[str, Any]) -> None:
-    """Interleaved fresh processes, both warmed once (bytecode cache), medians."""
+def _interleaved(endpoints: dict[str, Any], app_text: Callable[[], str], baseline_code: str,
+                 baseline_env: Callable[[dict[str, str], Any], dict[str, str]]) -> tuple[list[float], list[float]]:
+    """Interleaved fresh processes, both warmed once (bytecode cache): (app seconds, baseline seconds)."""
     from azure.core.exceptions import ResourceExistsError
     from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
@@ -130,19 +133,28 @@ def measure(report: Report, endpoints: dict[str, Any]) -> None:
             queue.create_queue()
         except ResourceExistsError:
             pass
-    token = build_acquirer(load_settings(settings)).acquire(ORGANIZER, ["https://graph.microsoft.com/VirtualAppointment.Read"])
-    base_env = {**env, "BENCH_TOKEN": token.token,
-                "BENCH_URL": f"{settings['GRAPH_BASE_URL']}/users/{ORGANIZER}/onlineMeetings/{MEETING_ID}"
-                             "/getVirtualAppointmentJoinWebUrl()"}
-    _app_run(env, queues)  # warm-up: bytecode caches, the idempotency table, the queues
-    _baseline_run(base_env)
+    base_env = baseline_env(env, build_acquirer(load_settings(settings)))
+    _app_run(env, queues, app_text())  # warm-up: bytecode caches, the tables, the queues
+    _baseline_run(base_env, baseline_code)
     app: list[float] = []
     base: list[float] = []
     for _ in range(RUNS):
-        app.append(_app_run(env, queues))
-        base.append(_baseline_run(base_env))
+        app.append(_app_run(env, queues, app_text()))
+        base.append(_baseline_run(base_env, baseline_code))
     for queue in queues.values():
         queue.close()
+    return app, base
+
+
+def measure(report: Report, endpoints: dict[str, Any]) -> None:
+    """An event with its meeting: one Graph call, against the SDK imports and one raw call."""
+    def baseline_env(env: dict[str, str], acquirer: Any) -> dict[str, str]:
+        token = acquirer.acquire(ORGANIZER, [GRAPH + "VirtualAppointment.Read"])
+        return {**env, "BENCH_TOKEN": token.token,
+                "BENCH_URL": f"{env['GRAPH_BASE_URL']}/users/{ORGANIZER}/onlineMeetings/{MEETING_ID}"
+                             "/getVirtualAppointmentJoinWebUrl()"}
+
+    app, base = _interleaved(endpoints, lambda: event_text(f"first-{run_id()}"), BASELINE_CHILD, baseline_env)
     app_s, base_s = median(app), median(base)
     report.add(Figure("first_result_ratio", app_s / base_s, "<= 1.3",
                       detail=f"process start -> join URL on join-urls: {app_s * 1000:.0f} ms (median of {RUNS}; "
@@ -151,32 +163,14 @@ def measure(report: Report, endpoints: dict[str, Any]) -> None:
 
 
 def measure_create(report: Report, endpoints: dict[str, Any]) -> None:
-    """The same, for an appointment without a meeting: the app's two Graph calls against the same two raw calls."""
-    from azure.storage.queue import QueueClient, TextBase64EncodePolicy
+    """An appointment without a meeting: the app's two Graph calls against the same two raw calls."""
+    def baseline_env(env: dict[str, str], acquirer: Any) -> dict[str, str]:
+        return {**env, "BENCH_ORGANIZER": ORGANIZER,
+                "BENCH_TOKEN": acquirer.acquire(ORGANIZER, [GRAPH + "VirtualAppointment.Read"]).token,
+                "BENCH_WRITE_TOKEN": acquirer.acquire(ORGANIZER, [GRAPH + "OnlineMeetings.ReadWrite"]).token}
 
-    from shared.services import build_acquirer
-    from shared.settings import load_settings
-
-    settings = stack_settings(endpoints)
-    env = child_env(settings)
-    set_graph_latency(endpoints, 0)
-    conn = settings["AzureWebJobsStorage"]
-    queues = {name: QueueClient.from_connection_string(conn, name, message_encode_policy=TextBase64EncodePolicy())
-              for name in ("appointments", "join-urls", "webhook-outbox", "appointments-rejected")}
-    acquirer = build_acquirer(load_settings(settings))
-    graph = "https://graph.microsoft.com/"
-    base_env = {**env, "BENCH_ORGANIZER": ORGANIZER,
-                "BENCH_TOKEN": acquirer.acquire(ORGANIZER, [graph + "VirtualAppointment.Read"]).token,
-                "BENCH_WRITE_TOKEN": acquirer.acquire(ORGANIZER, [graph + "OnlineMeetings.ReadWrite"]).token}
-    _app_run(env, queues, create_event_text(f"first-create-{run_id()}"))  # warm-up
-    _baseline_run(base_env, CREATE_BASELINE_CHILD)
-    app: list[float] = []
-    base: list[float] = []
-    for _ in range(RUNS):
-        app.append(_app_run(env, queues, create_event_text(f"first-create-{run_id()}")))
-        base.append(_baseline_run(base_env, CREATE_BASELINE_CHILD))
-    for queue in queues.values():
-        queue.close()
+    app, base = _interleaved(endpoints, lambda: create_event_text(f"first-create-{run_id()}"),
+                             CREATE_BASELINE_CHILD, baseline_env)
     app_s, base_s = median(app), median(base)
     report.add(Figure("first_result_ratio_create", app_s / base_s, "<= 1.3",
                       detail=f"process start -> both links on join-urls for an appointment without a meeting: "

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from shared.exceptions import RecordConflictError
 from shared.settings import StorageConnection
 from shared.storage.idempotency import partition_key, row_key
-from shared.storage.table_rest import Entity, TableRestClient
+from shared.storage.table_rest import Entity, LazyTable, TableRestClient
 
 log = logging.getLogger(__name__)
 
@@ -119,25 +119,11 @@ def from_entity(entity: Entity) -> AppointmentRecord:
 FIELD_NAMES = tuple(f.name for f in fields(AppointmentRecord))
 
 
-class TableAppointmentStore:
+class TableAppointmentStore(LazyTable):
     """Azure Table store over the thin REST client: insert-if-absent, ETag-conditioned replace and delete."""
 
     def __init__(self, conn: StorageConnection, table_name: str, *, client: TableRestClient | None = None) -> None:
-        self._conn = conn
-        self._table_name = table_name
-        self._client = client
-
-    def _table(self) -> TableRestClient:
-        # Made on first use, inside the worker's event loop.
-        if self._client is None:
-            self._client = TableRestClient(self._conn, self._table_name)
-        return self._client
-
-    async def aclose(self) -> None:
-        """Close the table client."""
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        super().__init__(conn, table_name, client)
 
     async def get(self, appointment_id: str) -> AppointmentRecord | None:
         """The record with its ETag, or None (also when the table does not exist yet)."""
@@ -159,7 +145,7 @@ class TableAppointmentStore:
             except ResourceExistsError:
                 raise RecordConflictError(f"appointment record {row_key(record.appointment_id)} exists") from None
             except ResourceNotFoundError:
-                await self._create_table()  # first write against a fresh account
+                await self._ensure_table()
                 continue
             return replace(record, etag=etag)
         raise RecordConflictError("the appointment table could not be created")
@@ -187,11 +173,3 @@ class TableAppointmentStore:
                                        row_key(record.appointment_id), record.etag)
         except (ResourceModifiedError, ResourceNotFoundError):
             raise RecordConflictError(f"appointment record {row_key(record.appointment_id)} changed") from None
-
-    async def _create_table(self) -> None:
-        from azure.core.exceptions import ResourceExistsError
-
-        try:
-            await self._table().create_table()
-        except ResourceExistsError:
-            pass

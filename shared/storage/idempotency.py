@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from shared.exceptions import KeyInProgressError, TransientError
 from shared.settings import StorageConnection
-from shared.storage.table_rest import TableRestClient
+from shared.storage.table_rest import LazyTable, TableRestClient
 
 log = logging.getLogger(__name__)
 
@@ -120,36 +120,14 @@ def utc_clock() -> datetime:
     return datetime.now(UTC)
 
 
-class TableIdempotencyStore:
+class TableIdempotencyStore(LazyTable):
     """Azure Table store: create-if-absent and ETag-conditioned replace make ownership exclusive."""
 
     def __init__(self, conn: StorageConnection, table_name: str, window_seconds: float, *,
                  clock: Callable[[], datetime] = utc_clock, client: TableRestClient | None = None) -> None:
-        self._conn = conn
-        self._table_name = table_name
+        super().__init__(conn, table_name, client)
         self._window = timedelta(seconds=window_seconds)
         self._clock = clock
-        self._client = client
-
-    def _table(self) -> TableRestClient:
-        # Made on first use, inside the worker's event loop.
-        if self._client is None:
-            self._client = TableRestClient(self._conn, self._table_name)
-        return self._client
-
-    async def aclose(self) -> None:
-        """Close the table client."""
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
-
-    async def _ensure_table(self) -> None:
-        from azure.core.exceptions import ResourceExistsError
-
-        try:
-            await self._table().create_table()
-        except ResourceExistsError:
-            pass
 
     def _entity(self, key: str, state: str, started_at: datetime, now: datetime,
                 result: str | None = None, owner: str = "") -> dict[str, Any]:
