@@ -115,8 +115,11 @@ def _appointment_operation() -> dict[str, Any]:
         "operationId": "getAppointment",
         "summary": "An appointment's links, times and status, from the app's appointment record (no Graph call)",
         "parameters": [{"name": "appointmentId", "in": "path", "required": True,
-                        "schema": _text("The scheduling system's appointment id.", minLength=1, maxLength=256,
-                                        pattern=r"^[^\r\n\x00]+$")}],
+                        # A slash or a control character cannot travel in one path segment: such ids are
+                        # looked up through join-urls records instead.
+                        "schema": _text("The scheduling system's appointment id (no '/' and no control "
+                                        "characters).", minLength=1, maxLength=256,
+                                        pattern=r"^[^\x00-\x1f\x7f-\x9f/]+$")}],
         "responses": {
             "200": {"description": "The appointment.", "content": {
                 "application/json": {"schema": {"$ref": "#/components/schemas/Appointment"}}}},

@@ -98,17 +98,25 @@ class AppointmentFlow:
             base = record
             if decision.action in GRAPH_WRITES:
                 ext = (record.external_id if record and record.external_id else external_id(event.appointment_id))
-                lease = pending_record(record, event, ext).leased(owner, self._clock())
+                intent = pending_record(record, event, ext)
+                if decision.action is Action.DELETE:
+                    # The cancel is on record before the meeting goes: should this worker die after the DELETE,
+                    # a late create finds the appointment cancelled (and makes nothing), and the cancel's retry
+                    # deletes again (404 counts as done).
+                    intent = replace(intent, status=CANCELLED)
                 try:
-                    base = await (self._store.replace(lease) if record is not None else self._store.insert(lease))
+                    base = await (self._store.replace(intent.leased(owner, self._clock())) if record is not None
+                                  else self._store.insert(intent.leased(owner, self._clock())))
                 except RecordConflictError:
                     continue
             made: list[Meeting] = []
             try:
+                if decision.action is Action.DELETE and base is not None:
+                    base = await self._known_meeting(base)
                 facts = await self._apply(decision.action, base, event, made, before_delete)
             except BaseException:
                 if decision.action in GRAPH_WRITES and base is not None:
-                    await self._release(base, made)
+                    await self._release(base, made, record if decision.action is Action.DELETE else None)
                 raise
             after = record_after(base, event, decision.action, facts,
                                  external_id=base.external_id if base else None)
@@ -159,10 +167,6 @@ class AppointmentFlow:
             return MeetingFacts(record.online_meeting_id, record.join_url, record.organizer_join_url, start, end)
         meeting_id: str | None = record.online_meeting_id or event.online_meeting_id
         if action is Action.DELETE:
-            if meeting_id is None and record.external_id:
-                # A create died before recording its meeting: createOrGet finds (or makes) it, so it can go.
-                meeting_id = (await self._meetings.create_or_get(record.organizer, record.external_id,
-                                                                 MeetingSpec())).id
             if meeting_id is not None:
                 for hook in before_delete:
                     await _maybe_await(hook(record, meeting_id))
@@ -197,10 +201,28 @@ class AppointmentFlow:
         return MeetingSpec(start=schedule.start, end=schedule.end, subject=subject,
                            participants=tuple((p.user, p.role) for p in schedule.participants))
 
-    async def _release(self, held: AppointmentRecord, made: list[Meeting]) -> None:
-        """Give the lease back after a failure; a meeting made meanwhile stays on the record, never forgotten."""
+    async def _known_meeting(self, held: AppointmentRecord) -> AppointmentRecord:
+        """The record naming its meeting: a create that died before recording it left only the externalId, so
+        createOrGet finds the meeting, and its id is written down before the DELETE (a retry must not find the
+        externalId free again and make a second meeting)."""
+        if held.online_meeting_id is not None or not held.external_id:
+            return held
+        found = await self._meetings.create_or_get(held.organizer, held.external_id, MeetingSpec())
+        return await self._store.replace(replace(held, online_meeting_id=found.id,
+                                                 organizer_join_url=found.join_web_url))
+
+    async def _release(self, held: AppointmentRecord, made: list[Meeting],
+                       before_delete: AppointmentRecord | None = None) -> None:
+        """Give the lease back after a failure; a meeting made meanwhile stays on the record, never forgotten.
+
+        A failed delete puts back the record as it was before the cancel (a lapsed lease included, which
+        tells the next cancel to delete again), keeping the meeting id it may have learnt.
+        """
         try:
-            if made and held.online_meeting_id is None:
+            if before_delete is not None:
+                await self._store.replace(replace(before_delete, etag=held.etag,
+                                                  online_meeting_id=held.online_meeting_id))
+            elif made and held.online_meeting_id is None:
                 await self._store.replace(replace(held.unleased(), online_meeting_id=made[-1].id,
                                                   organizer_join_url=made[-1].join_web_url))
             elif held.status == PENDING and not made:

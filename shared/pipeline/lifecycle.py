@@ -74,7 +74,9 @@ def decide(record: store.AppointmentRecord | None, event: AppointmentEvent, *,
     if record is not None and known:
         if record.status == store.CANCELLED:
             if event.event_type == CANCELLED:
-                return Decision(Action.REPLAY)
+                # A lease left on a cancelled record: its worker died around the DELETE; delete again.
+                unfinished = record.lease_owner is not None and record.meeting_created_by_app
+                return Decision(Action.DELETE if unfinished else Action.REPLAY)
             return _reject(AppointmentCancelledError(
                 f"appointment {event.appointment_id!r} is cancelled; no meeting is made or changed for it"))
         order = compare(event, record)

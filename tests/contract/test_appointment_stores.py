@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from shared.exceptions import PermanentError, RecordConflictError, TransientError
+from shared.graph.meetings import MeetingSpec
 from shared.pipeline.inbound import parse_event
 from shared.pipeline.join_url_resolver import JoinUrlResolver
 from shared.storage.appointments import AppointmentRecord, AppointmentStore, TableAppointmentStore
@@ -153,3 +154,20 @@ async def test_two_workers_at_once_never_make_two_meetings_nor_lose_an_update(wo
     stored = await workers().get("apt-1")
     assert stored is not None and stored.status == "cancelled" and stored.last_sequence == 4
     assert stored.lease_owner is None
+
+
+async def test_a_worker_that_died_around_its_delete_leaves_no_meeting_and_no_second_one(workers):
+    # GIVEN an appointment whose create died before recording its meeting (a pending record, lease lapsed)
+    graph = FakeGraph()
+    (flow,) = flows(workers, graph, 1)
+    store = workers()
+    made = await graph.create_or_get(ORG, "va-test", MeetingSpec())
+    await store.insert(AppointmentRecord("apt-1", ORG, status="pending", meeting_created_by_app=True,
+                                         external_id="va-test", lease_owner="dead",
+                                         lease_at=datetime(2026, 1, 1, tzinfo=UTC)))
+    # WHEN the cancel comes, and then (out of order) the create and a retry of the cancel
+    assert await outcome(flow, event("cancelled", 3)) == "delete:cancelled"
+    assert await outcome(flow, event("created", 1)) == "appointment_cancelled"
+    assert await outcome(flow, event("cancelled", 3, "e-cancel-again")) == "replay:cancelled"
+    # THEN the meeting the dead create made is gone, and no other was ever made
+    assert (ORG, made.id) not in graph.meetings and len(graph.created) == 1

@@ -21,7 +21,8 @@ from tests.fuzz.strategies import ORG, messages
 pytestmark = [pytest.mark.unit, pytest.mark.fuzz]
 URL = "https://visit.teams.microsoft.com/webrtc-svc/api/route?convId=1"
 # Every reason a message can be rejected with on the queue path when Graph itself is healthy.
-MESSAGE_REASONS = {"invalid_json", "invalid_event", "unsupported_event_type", "meeting_not_found"}
+MESSAGE_REASONS = {"invalid_json", "invalid_event", "unsupported_event_type", "meeting_not_found",
+                   "meeting_required"}
 REASON_CODE = re.compile(r"^[a-z][a-z_]*[a-z]$")
 
 
@@ -36,7 +37,8 @@ def test_parse_event_returns_an_event_or_rejects_with_a_reason(text):
     event("parsed")
     assert isinstance(parsed, AppointmentEvent)
     assert parsed.event_id and parsed.appointment_id and parsed.organizer
-    assert (parsed.online_meeting_id is None) != (parsed.join_web_url is None) or parsed.online_meeting_id
+    # Without a meeting the event asks for one to be made (meeting management decides), so any mix parses.
+    assert parsed.event_type in ("appointment.created", "appointment.rescheduled", "appointment.cancelled")
 
 
 def _processor() -> AppointmentProcessor:

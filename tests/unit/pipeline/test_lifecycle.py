@@ -53,6 +53,9 @@ SUPPLIED = {"online_meeting_id": "m9", "meeting_created_by_app": False}
     # A create that died half-way left a pending record: a cancel deletes what it may have made
     (stored("pending", meeting_created_by_app=True, external_id="va-1"), event("cancelled"), True, Action.DELETE),
     (stored("pending", meeting_created_by_app=True, external_id="va-1"), event(), True, Action.CREATE),
+    # A worker died around its DELETE (the cancel recorded, the lease left): the next cancel deletes again
+    (stored("cancelled", **APP_MEETING, lease_owner="dead", lease_at=datetime(2026, 1, 1, tzinfo=UTC)),
+     event("cancelled", id="retry"), True, Action.DELETE),
 ])
 def test_each_event_in_each_state_has_one_action(record, evt, management, expected):
     assert decide(record, evt, meeting_management=management).action is expected
