@@ -20,7 +20,7 @@ from typing import Protocol
 from shared.common.clock import format_timestamp, utc_now
 from shared.exceptions import KeyInProgressError, RecordConflictError, TransientError
 from shared.graph.meetings import Meeting, MeetingSpec, external_id
-from shared.pipeline.inbound import AppointmentEvent
+from shared.pipeline.inbound import CREATED, AppointmentEvent
 from shared.pipeline.join_url_resolver import JoinUrlResolver
 from shared.pipeline.lifecycle import (
     GRAPH_WRITES,
@@ -88,8 +88,13 @@ class AppointmentFlow:
     async def handle(self, event: AppointmentEvent, before_delete: Sequence[BeforeDelete] = ()) -> Handled:
         """Apply the event; the result says what the scheduler is told."""
         owner = uuid.uuid4().hex
+        # A created event that names its meeting (contract v1's only event) is nearly always the appointment's
+        # first: it is decided as such without reading the record, whose conditional insert then tells if that
+        # was wrong (and the next round reads and decides again). One table request less on the common path.
+        assume_new = event.event_type == CREATED and event.has_meeting
         for _ in range(_MAX_ROUNDS):
-            record = await self._held_elsewhere(event, owner)
+            record = None if assume_new else await self._held_elsewhere(event, owner)
+            assume_new = False
             decision = decide(record, event, meeting_management=self._management)
             if decision.error is not None:
                 raise decision.error
