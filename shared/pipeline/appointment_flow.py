@@ -183,7 +183,8 @@ class AppointmentFlow:
 
     async def _create(self, record: AppointmentRecord | None, event: AppointmentEvent,
                       made: list[Meeting]) -> MeetingFacts:
-        assert record is not None and record.external_id is not None
+        if record is None or record.external_id is None:
+            raise ValueError("a create runs under its lease record, which names the externalId")
         spec = self._spec(event, None)
         meeting = await self._meetings.create_or_get(event.organizer, record.external_id, spec)
         made.append(meeting)
