@@ -88,15 +88,17 @@ class AppointmentFlow:
     async def handle(self, event: AppointmentEvent, before_delete: Sequence[BeforeDelete] = ()) -> Handled:
         """Apply the event; the result says what the scheduler is told."""
         owner = uuid.uuid4().hex
-        # A created event that names its meeting (contract v1's only event) is nearly always the appointment's
-        # first: it is decided as such without reading the record, whose conditional insert then tells if that
-        # was wrong (and the next round reads and decides again). One table request less on the common path.
-        assume_new = event.event_type == CREATED and event.has_meeting
+        # A created event is nearly always the appointment's first: it is decided as such without reading the
+        # record, and the conditional insert (of the record, or of the lease a create runs under) tells when that
+        # was wrong; the next round then reads and decides again. One table request less on the common paths.
+        assume_new = event.event_type == CREATED
         for _ in range(_MAX_ROUNDS):
-            record = None if assume_new else await self._held_elsewhere(event, owner)
-            assume_new = False
+            assumed, assume_new = assume_new, False
+            record = None if assumed else await self._held_elsewhere(event, owner)
             decision = decide(record, event, meeting_management=self._management)
             if decision.error is not None:
+                if assumed:
+                    continue  # a rejection is decided on the record as it is, never on an assumption
                 raise decision.error
             if decision.action is Action.REPLAY and record is not None:
                 return Handled(result_from(record, event), decision.action)
