@@ -110,6 +110,14 @@ def _appointment_schema() -> dict[str, Any]:
     }
 
 
+def _host_404(response: dict[str, Any]) -> dict[str, Any]:
+    """A path the host cannot route to the function (an id with a control character, say) gets the host's
+    own plain-text 404, before the app sees it."""
+    response["description"] += " An id the host cannot route is answered by the host itself, in plain text."
+    response["content"]["text/plain"] = {"schema": {"type": "string"}}
+    return response
+
+
 def _appointment_operation() -> dict[str, Any]:
     return {
         "operationId": "getAppointment",
@@ -125,7 +133,7 @@ def _appointment_operation() -> dict[str, Any]:
                 "application/json": {"schema": {"$ref": "#/components/schemas/Appointment"}}}},
             "400": _problem_response("The appointment id is invalid."),
             "401": {"description": "Missing or wrong function key (answered by the host)."},
-            "404": _problem_response("No appointment with that id has been processed."),
+            "404": _host_404(_problem_response("No appointment with that id has been processed.")),
             "500": _problem_response("Unexpected error."),
             "503": _problem_response("The appointment records could not be read.", retry_after=True),
         },
