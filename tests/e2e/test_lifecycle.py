@@ -245,3 +245,44 @@ async def test_the_http_twin_answers_from_the_appointment_record(host, queues_cl
     assert graph_admin.get("stats").json()["requests"] == requests_before  # no Graph call
     assert missing.status_code == 404 and missing.headers["content-type"].startswith("application/problem+json")
     assert missing.json()["reason"] == "appointment_not_found"
+
+
+@pytest.fixture
+async def sms_app(app_module, stack):
+    """The app with client SMS (and the reminder) on, for one test; the session's services come back after."""
+    from shared.services import Services
+    from shared.settings import load_settings
+
+    original = app_module.services
+    app_module.services = Services(load_settings({**stack["settings"], "CREDENTIAL_MODE": "dev_password",
+                                                  "CLIENT_SMS": "true", "CLIENT_SMS_REMINDER": "mins15"}))
+    try:
+        yield app_module
+    finally:
+        await app_module.services.aclose()
+        app_module.services = original
+
+
+async def test_client_sms_go_out_and_a_failed_one_is_recorded_without_touching_the_link(
+        sms_app, host, queues_client, graph_admin, receiver_admin):
+    clients = [{"displayName": "Ann Lee", "phone": "+14255550100", "timeZone": "America/New_York"}]
+    # GIVEN a tenant with Teams Premium: the created appointment's client gets a confirmation and the reminder
+    appointment = apt()
+    await send(queues_client, lifecycle("created", appointment, sequence=1, times=T1, clients=clients))
+    await host.drain(timeout=60)
+    sent = graph_admin.get("config").json()["sms_sent"]
+    assert sorted(s["type"] for s in sent) == ["confirmation", "mins15"] and all(s["recipients"] == 1 for s in sent)
+    # WHEN the tenant has no Teams Premium and the appointment is cancelled
+    graph_admin.put("config", json={"teams_premium": False}).raise_for_status()
+    await send(queues_client, lifecycle("cancelled", appointment, sequence=2, clients=clients))
+    await host.drain(timeout=60)
+    # THEN the meeting is still deleted and the scheduler told so; the failed text has its record and webhook
+    assert meetings_of(graph_admin, appointment) == []
+    results = {r["eventType"]: r for r in await outputs(queues_client, queues.JOIN_URLS)}
+    assert results["appointment.cancelled"]["status"] == "cancelled"
+    (failed,) = await outputs(queues_client, queues.SMS_FAILED)
+    assert failed["messageType"] == "cancellation" and failed["reason"] == "forbidden"
+    await host.drain(timeout=30)
+    hooks = by_type(receiver_admin.get("deliveries").json()["deliveries"], appointment)
+    assert hooks["appointment.joinurl.sms_failed"][0]["messageType"] == "cancellation"
+    assert hooks["appointment.joinurl.cancelled"]
