@@ -6,12 +6,19 @@ import os
 import azure.functions as func
 
 from shared import queues, telemetry
-from shared.http_twin import join_url
-from shared.http_twin.openapi import JOIN_URL_ROUTE, ME_JOIN_URL_ROUTE, OPENAPI_ROUTE, openapi_document
+from shared.http_twin import appointments, join_url
+from shared.http_twin.openapi import (
+    APPOINTMENT_ROUTE,
+    JOIN_URL_ROUTE,
+    ME_JOIN_URL_ROUTE,
+    OPENAPI_ROUTE,
+    openapi_document,
+)
 from shared.identity import keepalive
 from shared.intake import http as intake
 from shared.pages import connect as connect_page
 from shared.pages import organizers as organizers_page
+from shared.pipeline import sms as sms_sender
 from shared.services import Services
 from shared.settings import load_settings
 from shared.storage import queue_metrics
@@ -36,20 +43,41 @@ instrumented = telemetry.instrumented(os.environ)
 @app.queue_output(arg_name="rejected", queue_name=queues.APPOINTMENTS_REJECTED,
                   connection=queues.STORAGE_CONNECTION)
 @app.queue_output(arg_name="outbox", queue_name=queues.WEBHOOK_OUTBOX, connection=queues.STORAGE_CONNECTION)
+@app.queue_output(arg_name="sms", queue_name=queues.SMS_OUTBOX, connection=queues.STORAGE_CONNECTION)
+@app.queue_output(arg_name="sms_failed", queue_name=queues.SMS_FAILED, connection=queues.STORAGE_CONNECTION)
 @instrumented
 async def process_appointment(msg: func.QueueMessage, results: func.Out[str], rejected: func.Out[str],
-                              outbox: func.Out[str]) -> None:
-    """Appointment event → join URL on `join-urls`, or a rejection; each with its webhook on the outbox.
+                              outbox: func.Out[list[str]], sms: func.Out[list[str]],
+                              sms_failed: func.Out[list[str]]) -> None:
+    """Appointment event → its result on `join-urls`, or a rejection; each with its webhook on the outbox.
 
-    Transient failures raise, so the host retries and finally moves the message to the poison queue.
+    Client texts go to `sms-outbox` (a cancellation's is sent before the meeting is deleted; if it failed, its
+    record goes to `sms-failed`). Transient failures raise, so the host retries, then moves the message to poison.
     """
     outcome = await services.processor.process(msg.get_body(), msg.dequeue_count or 1)
     if outcome.result is not None:
         results.set(outcome.result.to_json())
     if outcome.rejection is not None:
         rejected.set(outcome.rejection.to_json())
-    if outcome.webhook is not None:
-        outbox.set(outcome.webhook.to_message())
+    if hooks := outcome.webhooks():
+        outbox.set(hooks)
+    if outcome.sms:
+        sms.set([job.to_json() for job in outcome.sms])
+    if outcome.sms_failures:
+        sms_failed.set([failure.record for failure in outcome.sms_failures])
+
+
+@app.function_name("send_sms")
+@app.queue_trigger(arg_name="msg", queue_name=queues.SMS_OUTBOX, connection=queues.STORAGE_CONNECTION)
+@app.queue_output(arg_name="sms_failed", queue_name=queues.SMS_FAILED, connection=queues.STORAGE_CONNECTION)
+@app.queue_output(arg_name="outbox", queue_name=queues.WEBHOOK_OUTBOX, connection=queues.STORAGE_CONNECTION)
+@instrumented
+async def send_sms(msg: func.QueueMessage, sms_failed: func.Out[str], outbox: func.Out[str]) -> None:
+    """A client text (Teams Premium) apart from the join link: a failure becomes its record and its webhook."""
+    failure = await sms_sender.send_job(services.meetings, msg.get_body().decode("utf-8", "replace"))
+    if failure is not None:
+        sms_failed.set(failure.record)
+        outbox.set(failure.webhook.to_message())
 
 
 @app.function_name("deliver_webhook")
@@ -70,6 +98,14 @@ async def deliver_webhook(msg: func.QueueMessage, dead_letter: func.Out[str]) ->
 async def get_join_url(req: func.HttpRequest) -> func.HttpResponse:
     """The HTTP twin: ad-hoc join-URL lookup."""
     return await join_url.get_join_url(req, services.resolver)
+
+
+@app.function_name("get_appointment")
+@app.route(route=APPOINTMENT_ROUTE, methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@instrumented
+async def get_appointment(req: func.HttpRequest) -> func.HttpResponse:
+    """The HTTP twin: an appointment's links, times and status from its record (no Graph call)."""
+    return await appointments.get_appointment(req, services.appointments)
 
 
 @app.function_name("openapi")

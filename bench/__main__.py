@@ -127,6 +127,21 @@ def e2e_figure(report: Report, data: dict[str, Any]) -> None:
                                f"latency load at batchSize/latency = {batch / latency:.0f}"))
 
 
+def create_figure(report: Report, data: dict[str, Any]) -> None:
+    """The create path: two Graph calls per event (createOrGet, then the join URL)."""
+    _check(data)
+    concurrency, latency = data["concurrency"], data["latency_ms"] / 1000
+    ideal = concurrency / (2 * latency)
+    run = data["create_run"]
+    rate = run["ok"] / run["seconds"]
+    report.add(Figure("throughput_efficiency_create", rate / ideal, ">= 0.9",
+                      detail=f"{rate:.1f} events/s in-process, events without a meeting (createOrGet then "
+                             f"getVirtualAppointmentJoinWebUrl, Graph latency {data['latency_ms']:.0f} ms each; "
+                             f"appointment record read, lease and write; {concurrency} at a time; {run['ok']} "
+                             f"events; {run['cpu_seconds'] * 1000 / run['events']:.1f} ms CPU per event)",
+                      baseline=f"concurrency / (2 x latency) = {ideal:.0f} events/s"))
+
+
 def token_figures(report: Report, data: dict[str, Any]) -> None:
     """Item 5."""
     _check(data)
@@ -186,9 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run every benchmark (or those named with --only)."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--only", nargs="*", default=None,
-                        choices=["cold", "deploy", "first", "throughput", "e2e", "tokens", "memory"])
+                        choices=["cold", "deploy", "first", "throughput", "e2e", "create", "tokens", "memory"])
     args = parser.parse_args(argv)
-    wanted = set(args.only or ["cold", "deploy", "first", "throughput", "e2e", "tokens", "memory"])
+    wanted = set(args.only or ["cold", "deploy", "first", "throughput", "e2e", "create", "tokens", "memory"])
     started = time.monotonic()
     report = Report()
     batch, threshold = queue_concurrency()
@@ -199,18 +214,21 @@ def main(argv: list[str] | None = None) -> int:
         guarded(report, "cold_index_ratio", lambda: cold_start.measure(report))
     if "deploy" in wanted:
         guarded(report, "deploy_size_mb", lambda: deploy_size.measure(report))
-    if wanted & {"first", "throughput", "e2e", "tokens", "memory"}:
+    if wanted & {"first", "throughput", "e2e", "create", "tokens", "memory"}:
         with local_stack() as endpoints, tempfile.TemporaryDirectory(prefix="bench-") as tmp:
             endpoints_file = Path(tmp) / "endpoints.json"
             endpoints_file.write_text(json.dumps(endpoints))
             phases: list[tuple[str, str, Callable[[Report, dict[str, Any]], None]]] = [
                 ("throughput", "throughput_efficiency", throughput_figures),
                 ("e2e", "throughput_efficiency_e2e", e2e_figure),
+                ("create", "throughput_efficiency_create", create_figure),
                 ("tokens", "token_requests_per_1000", token_figures),
                 ("memory", "rss_growth", memory_figure),
             ]
             if "first" in wanted:
                 guarded(report, "first_result_ratio", lambda: first_result.measure(report, endpoints))
+                guarded(report, "first_result_ratio_create",
+                        lambda: first_result.measure_create(report, endpoints))
             for phase, figure, render in phases:
                 if phase in wanted:
                     guarded(report, figure,

@@ -131,6 +131,13 @@ def event_text(event_id: str, organizer: str = ORGANIZER, meeting_id: str = MEET
                        "appointmentId": f"apt-{event_id}", "organizer": organizer, "onlineMeetingId": meeting_id})
 
 
+def create_event_text(event_id: str, organizer: str = ORGANIZER) -> str:
+    """An appointment without a meeting: the app creates one (createOrGet, then its join URL)."""
+    return json.dumps({"id": event_id, "type": "appointment.created", "appointmentId": f"apt-{event_id}",
+                       "organizer": organizer, "sequence": 1, "subject": "Bench",
+                       "startDateTime": "2026-12-01T09:00:00Z", "endDateTime": "2026-12-01T09:30:00Z"})
+
+
 def run_id() -> str:
     """A short unique prefix, so events of different runs never hit each other's idempotency records."""
     return uuid.uuid4().hex[:8]

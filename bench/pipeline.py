@@ -23,6 +23,7 @@ from bench.common import (
     MEETING_ID,
     ORGANIZER,
     admin,
+    create_event_text,
     event_text,
     queue_concurrency,
     rss_mb,
@@ -84,7 +85,8 @@ class Worker:
         # (its cost per insert grows with the row count), which Azure Table storage does not.
         table = f"bench{run_id()}"
         os.environ["IDEMPOTENCY_TABLE"] = table
-        _TABLES.append(table)
+        os.environ["APPOINTMENTS_TABLE"] = table + "apts"
+        _TABLES.extend((table, table + "apts"))
         services = Services(load_settings())
         if in_memory_idempotency:
             services.idempotency = InMemoryIdempotencyStore()  # type: ignore[misc]
@@ -95,9 +97,9 @@ class Worker:
         """One queue-triggered invocation, outputs collected as the host would."""
         from azure.functions.queue import QueueMessage
 
-        results, rejected, outbox = self._out(), self._out(), self._out()
+        results, rejected, outbox, sms, sms_failed = (self._out() for _ in range(5))
         await self._function(msg=QueueMessage(body=text.encode(), dequeue_count=1), results=results,
-                             rejected=rejected, outbox=outbox)
+                             rejected=rejected, outbox=outbox, sms=sms, sms_failed=sms_failed)
         return results.get() is not None
 
 
@@ -181,6 +183,25 @@ async def throughput(endpoints: dict[str, Any], concurrency: int, latency_ms: fl
     return out
 
 
+async def create(endpoints: dict[str, Any], concurrency: int, latency_ms: float) -> dict[str, Any]:
+    """The create path in one worker: events without a meeting, each createOrGet then the join URL (two Graph
+    calls, each at `latency_ms`), `concurrency` at a time; ideal = concurrency / (2 x latency)."""
+    worker = Worker()
+    worker.fresh_services()
+    tag = run_id()
+    set_graph_latency(endpoints, 0)
+    await drive(worker.invoke, (create_event_text(f"warm-{tag}-{i}") for i in range(100)), concurrency)
+    set_graph_latency(endpoints, latency_ms)
+    n = concurrency * 25
+    started = time.process_time()
+    seconds, ok, failed = await drive(worker.invoke, (create_event_text(f"create-{tag}-{i}") for i in range(n)),
+                                      concurrency)
+    cpu = time.process_time() - started
+    set_graph_latency(endpoints, 0)
+    return {"concurrency": concurrency, "latency_ms": latency_ms,
+            "create_run": {"events": n, "ok": ok, "failed": failed, "seconds": seconds, "cpu_seconds": cpu}}
+
+
 async def tokens(endpoints: dict[str, Any], concurrency: int) -> dict[str, Any]:
     """Item 5: token-endpoint calls for 1,000 events of one organizer, at the default and a short lifetime."""
     worker = Worker()
@@ -228,12 +249,12 @@ async def memory(endpoints: dict[str, Any], concurrency: int, total: int = 10_00
 
 
 async def drop_tables() -> None:
-    """Delete the idempotency tables this process's runs made (Azurite keeps them in memory)."""
+    """Delete the idempotency and appointment tables this process's runs made (Azurite keeps them in memory)."""
     from azure.data.tables.aio import TableServiceClient
 
     async with TableServiceClient.from_connection_string(os.environ["AzureWebJobsStorage"]) as service:
         for table in _TABLES:
-            await service.delete_table(table)
+            await service.delete_table(table)  # absent (never written) is fine: delete_table ignores it
     _TABLES.clear()
 
 
@@ -291,6 +312,7 @@ async def e2e(endpoints: dict[str, Any], concurrency: int, latency_ms: float) ->
 PHASES: dict[str, Callable[[dict[str, Any], int], Awaitable[dict[str, Any]]]] = {
     "throughput": lambda e, c: throughput(e, c, float(os.environ.get("BENCH_LATENCY_MS", "200"))),
     "e2e": lambda e, c: e2e(e, c, float(os.environ.get("BENCH_LATENCY_MS", "200"))),
+    "create": lambda e, c: create(e, c, float(os.environ.get("BENCH_LATENCY_MS", "200"))),
     "tokens": tokens,
     "memory": memory,
 }

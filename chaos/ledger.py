@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chaos.workload import POISON, READY, REJECTED, PlannedEvent, text_key
+from shared.graph.meetings import external_id
 from shared.storage.requeue import unwrap_requeued
 
 WEBHOOK_DELIVERED, WEBHOOK_DEAD_LETTER, WEBHOOK_POISON = "delivered", "dead_letter", "outbox_poison"
@@ -41,6 +42,9 @@ class QueueSnapshot:
     outbox_poison: list[str] = field(default_factory=list)
     deliveries: list[Mapping[str, Any]] = field(default_factory=list)
     in_flight: int = 0  # messages still on appointments / webhook-outbox when the snapshot was taken
+    # The Graph emulator's meetings (its admin API), live and deleted: what the app created and removed.
+    meetings: list[Mapping[str, Any]] = field(default_factory=list)
+    deleted_meetings: list[Mapping[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -67,19 +71,25 @@ class Ledger:
     unverified_deliveries: int  # deliveries whose signature the receiver could not verify
     result_copies: int  # join-urls records beyond one per event (duplicates re-emit their result)
     in_flight: int
+    # Meetings the app created whose appointment is cancelled (its cancel was processed) or unknown.
+    orphan_meetings: list[str] = field(default_factory=list)
+    # Appointments with more than one meeting ever created for them.
+    duplicate_meetings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         """Nothing lost, one place each, the right place, one webhook id each, nothing unexplained."""
         return not (self.lost or self.conflicts or self.misplaced or self.late_rejections or self.unknown
                     or self.webhook_lost or self.two_webhook_ids or self.unexpected_webhooks
-                    or self.unverified_deliveries or self.in_flight)
+                    or self.unverified_deliveries or self.in_flight or self.orphan_meetings
+                    or self.duplicate_meetings)
 
     def line(self) -> str:
         """The one-line ledger."""
         return (f"events={self.events} ready={self.ready} rejected={self.rejected} poison={self.poison} "
                 f"webhooks_delivered={self.webhooks_delivered} webhook_dead_letter={self.webhook_dead_letter} "
-                f"lost={len(self.lost)}")
+                f"lost={len(self.lost)} orphan_meetings={len(self.orphan_meetings)} "
+                f"duplicate_meetings={len(self.duplicate_meetings)}")
 
     def details(self) -> str:
         """The other checks, one line."""
@@ -94,7 +104,7 @@ class Ledger:
         """Examples of whatever went wrong, for the report."""
         out = []
         for name in ("lost", "conflicts", "misplaced", "late_rejections", "unknown", "webhook_lost",
-                     "two_webhook_ids", "unexpected_webhooks"):
+                     "two_webhook_ids", "unexpected_webhooks", "orphan_meetings", "duplicate_meetings"):
             items = getattr(self, name)
             if items:
                 out.append(f"{name}: {', '.join(items[:limit])}{' …' if len(items) > limit else ''}")
@@ -109,7 +119,9 @@ class Ledger:
                 "unknown": len(self.unknown), "webhook_lost": len(self.webhook_lost),
                 "two_webhook_ids": len(self.two_webhook_ids), "unexpected_webhooks": len(self.unexpected_webhooks),
                 "duplicate_deliveries": self.duplicate_deliveries, "unverified": self.unverified_deliveries,
-                "result_copies": self.result_copies, "in_flight": self.in_flight, "ok": self.ok}
+                "result_copies": self.result_copies, "in_flight": self.in_flight,
+                "orphan_meetings": len(self.orphan_meetings), "duplicate_meetings": len(self.duplicate_meetings),
+                "ok": self.ok}
 
 
 def _json(text: str) -> Any:
@@ -122,7 +134,7 @@ def _json(text: str) -> Any:
 def _event_id_of_webhook(webhook_id: str | None) -> str | None:
     if not webhook_id:
         return None
-    for suffix in ("_ready", "_failed"):
+    for suffix in ("_ready", "_updated", "_cancelled", "_failed"):
         if webhook_id.endswith(suffix):
             return webhook_id[: -len(suffix)]
     return None
@@ -170,6 +182,8 @@ def compute_ledger(planned: Iterable[PlannedEvent], snapshot: QueueSnapshot, *,
         late = first_attempt and record.get("dequeueCount") != 1
         if event.reason is not None and (late or record.get("reason") != event.reason):
             late_rejections.append(f"{key}(reason={record.get('reason')},dequeueCount={record.get('dequeueCount')})")
+        elif event.allowed_reasons and record.get("reason") not in event.allowed_reasons:
+            late_rejections.append(f"{key}(reason={record.get('reason')})")
 
     for content in snapshot.poison:
         text = decode_queue_text(content)
@@ -225,17 +239,20 @@ def compute_ledger(planned: Iterable[PlannedEvent], snapshot: QueueSnapshot, *,
         delivered_ids = {w for w in ids if WEBHOOK_DELIVERED in webhook_places[w]}
         if len(delivered_ids) > 1:
             two_ids.append(f"{key}({','.join(sorted(delivered_ids))})")
-        owed = event.webhook_id is not None and (READY in reached or REJECTED in reached)
-        if owed and event.webhook_id not in ids:
+        owed_id = event.failed_webhook_id if REJECTED in reached and event.failed_webhook_id else event.webhook_id
+        owed = owed_id is not None and (READY in reached or REJECTED in reached)
+        if owed and owed_id not in ids:
             webhook_lost.append(key)
         for webhook_id in ids:
-            if webhook_id != event.webhook_id or not owed:
+            if webhook_id != owed_id or not owed:
                 unexpected.append(webhook_id)
             elif len(webhook_places[webhook_id]) > 1:
                 conflicts.append(f"{webhook_id}({'+'.join(sorted(webhook_places[webhook_id]))})")
 
     def count(place: str) -> int:
         return sum(1 for reached in places.values() if place in reached)
+
+    orphans, duplicates = meeting_checks(events.values(), places, snapshot)
 
     return Ledger(
         events=len(events), places=dict(places), ready=count(READY), rejected=count(REJECTED),
@@ -246,4 +263,35 @@ def compute_ledger(planned: Iterable[PlannedEvent], snapshot: QueueSnapshot, *,
         webhook_poison=sum(1 for places_ in webhook_places.values() if WEBHOOK_POISON in places_),
         webhook_lost=webhook_lost, two_webhook_ids=two_ids, unexpected_webhooks=unexpected,
         duplicate_deliveries=sum(n - 1 for n in delivered_2xx.values()), unverified_deliveries=unverified,
-        result_copies=sum(n - 1 for n in result_counts.values()), in_flight=snapshot.in_flight)
+        result_copies=sum(n - 1 for n in result_counts.values()), in_flight=snapshot.in_flight,
+        orphan_meetings=orphans, duplicate_meetings=duplicates)
+
+
+def meeting_checks(planned: Iterable[PlannedEvent], places: Mapping[str, set[str]],
+                   snapshot: QueueSnapshot) -> tuple[list[str], list[str]]:
+    """Orphan meetings (the app's, left for a cancelled or unknown appointment) and duplicate meetings.
+
+    An appointment counts as cancelled once its cancel was processed (ended in join-urls or rejected); a
+    cancel parked in poison is waiting for a replay, and the ledger shows it under poison already.
+    """
+    appointments: dict[str, bool] = {}
+    for event in planned:
+        if event.kind != "lifecycle" or not event.appointment_id:
+            continue
+        processed_cancel = event.extra.get("type") == "cancelled" and bool(places.get(event.key, set()) - {POISON})
+        appointments[event.appointment_id] = appointments.get(event.appointment_id, False) or processed_cancel
+    by_external_id = {external_id(appointment): appointment for appointment in appointments}
+    made: dict[str, set[str]] = defaultdict(set)
+    for meeting in [*snapshot.meetings, *snapshot.deleted_meetings]:
+        if meeting.get("externalId"):
+            made[by_external_id.get(str(meeting["externalId"]), f"unknown:{meeting['externalId']}")].add(
+                str(meeting.get("id")))
+    orphans = []
+    for meeting in snapshot.meetings:
+        ext = meeting.get("externalId")
+        if not ext:
+            continue  # a meeting the scheduler supplied (seeded): never the app's to delete
+        appointment = by_external_id.get(str(ext))
+        if appointment is None or appointments[appointment]:
+            orphans.append(f"{meeting.get('id')}({appointment or 'unknown appointment'})")
+    return orphans, sorted(f"{appointment}({len(ids)})" for appointment, ids in made.items() if len(ids) > 1)

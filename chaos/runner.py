@@ -80,6 +80,8 @@ class FaultMix:
     receiver_slow_ms: int = 3000
     duplicates: float = 0.05
     malformed: float = 0.05
+    # Share of events that are the lifecycle of appointments without a meeting (the app creates, moves, deletes).
+    lifecycle: float = 0.15
 
     def graph_rules(self) -> list[dict[str, Any]]:
         """Emulator rules whose *marginal* probabilities are the mix (rules are tried in order)."""
@@ -310,7 +312,8 @@ async def run(options: RunOptions) -> RunReport:
 async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[str, Any],
                         started: float) -> RunReport:
     mix = options.mix
-    workload = build_workload(options.events, options.seed, malformed=mix.malformed, duplicates=mix.duplicates)
+    workload = build_workload(options.events, options.seed, malformed=mix.malformed, duplicates=mix.duplicates,
+                              lifecycle=mix.lifecycle)
     verify = ssl.create_default_context(cafile=endpoints["ca_bundle"])
     graph_admin = httpx.AsyncClient(base_url=endpoints["graph"]["admin_url"] + "/", verify=verify, timeout=30)
     receiver_admin = httpx.AsyncClient(base_url=endpoints["receiver"]["admin_url"] + "/", verify=verify,
@@ -328,7 +331,8 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
         async with QueueServiceClient.from_connection_string(endpoints["azurite"]["connection_string"]) as client:
             await _ensure_queues(client)
             _say(options, f"chaos: {options.events} events (+{workload.duplicates} duplicates, "
-                          f"{workload.malformed} malformed), seed {options.seed}, stack in {state_dir}")
+                          f"{workload.malformed} malformed, {workload.lifecycle} lifecycle events of "
+                          f"{len(workload.appointments)} appointments), seed {options.seed}, stack in {state_dir}")
             await _send_all(client, workload)
             _say(options, f"chaos: {len(workload.messages)} messages enqueued in "
                           f"{time.monotonic() - started:.1f}s; starting the app")
@@ -370,7 +374,9 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
                 dead_letter=await _read_all(client, queues.WEBHOOK_DEAD_LETTER),
                 outbox_poison=await _read_all(client, queues.WEBHOOK_OUTBOX_POISON),
                 deliveries=(await receiver_admin.get("deliveries")).json()["deliveries"],
-                in_flight=in_flight)
+                in_flight=in_flight,
+                meetings=(await graph_admin.get("meetings")).json(),
+                deleted_meetings=(await graph_admin.get("meetings", params={"deleted": "true"})).json())
         graph_stats = (await graph_admin.get("stats")).json()
     finally:
         harness.stop()

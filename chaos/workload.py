@@ -74,14 +74,23 @@ class PlannedEvent:
     event_id: str | None = None
     appointment_id: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    # Lifecycle events may also be rejected (out of order: stale_event, appointment_cancelled), then with this
+    # webhook instead, and only for one of these reasons.
+    failed_webhook_id: str | None = None
+    allowed_reasons: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
 class Workload:
-    """The planned events, and the messages to send in order (duplicates included, shuffled)."""
+    """The planned events, and the messages to send in order (duplicates included, shuffled).
+
+    `appointments`: each lifecycle appointment (no meeting given: the app creates it) and whether the
+    scheduler cancelled it, so the ledger can say which meetings must be gone.
+    """
 
     events: list[PlannedEvent]
     messages: list[tuple[str, bool]]  # (text, raw)
+    appointments: dict[str, bool] = field(default_factory=dict)
 
     @property
     def duplicates(self) -> int:
@@ -89,7 +98,11 @@ class Workload:
 
     @property
     def malformed(self) -> int:
-        return sum(e.kind != "valid" for e in self.events)
+        return sum(e.kind not in ("valid", "lifecycle") for e in self.events)
+
+    @property
+    def lifecycle(self) -> int:
+        return sum(e.kind == "lifecycle" for e in self.events)
 
 
 def _valid(rng: random.Random, prefix: str, n: int) -> PlannedEvent:
@@ -116,6 +129,34 @@ def _valid(rng: random.Random, prefix: str, n: int) -> PlannedEvent:
     return PlannedEvent(key=event_id, kind="valid", text=json.dumps(doc), allowed=frozenset({READY, POISON}),
                         webhook_id=f"{event_id}_ready", event_id=event_id, appointment_id=appointment_id,
                         extra={"envelope": envelope})
+
+
+LIFECYCLE_REASONS = frozenset({"stale_event", "appointment_cancelled"})
+_SUFFIXES = {"created": "ready", "rescheduled": "updated", "cancelled": "cancelled"}
+
+
+def _lifecycle(rng: random.Random, prefix: str, n: int, room: int) -> tuple[list[PlannedEvent], bool]:
+    """One appointment without a meeting: created, maybe rescheduled (once or twice), maybe cancelled."""
+    appointment_id = f"apt-{prefix}-life-{n:06d}"
+    organizer = rng.choice((SCHEDULER, ADAMS_UPN))
+    kinds = ["created"] + ["rescheduled"] * rng.choice((0, 1, 1, 2))
+    cancelled = rng.random() < 0.5
+    kinds = ([*kinds, "cancelled"] if cancelled else kinds)[:room]
+    cancelled = kinds[-1] == "cancelled"
+    planned = []
+    for sequence, kind in enumerate(kinds, start=1):
+        event_id = f"{prefix}-{n:06d}-{sequence}"
+        doc: dict[str, object] = {"id": event_id, "type": f"appointment.{kind}", "appointmentId": appointment_id,
+                                  "organizer": organizer, "sequence": sequence, "subject": f"Chaos {n}"}
+        if kind != "cancelled":
+            doc["startDateTime"] = f"2026-12-{sequence:02d}T09:00:00Z"
+            doc["endDateTime"] = f"2026-12-{sequence:02d}T09:30:00Z"
+        planned.append(PlannedEvent(key=event_id, kind="lifecycle", text=json.dumps(doc),
+                                    allowed=frozenset({READY, REJECTED, POISON}),
+                                    webhook_id=f"{event_id}_{_SUFFIXES[kind]}", event_id=event_id,
+                                    appointment_id=appointment_id, extra={"type": kind, "sequence": sequence},
+                                    failed_webhook_id=f"{event_id}_failed", allowed_reasons=LIFECYCLE_REASONS))
+    return planned, cancelled
 
 
 def _malformed(kind: str, prefix: str, n: int) -> PlannedEvent:
@@ -152,23 +193,35 @@ def _malformed(kind: str, prefix: str, n: int) -> PlannedEvent:
 
 
 def build_workload(events: int, seed: int, *, malformed: float = 0.05, duplicates: float = 0.05,
-                   prefix: str | None = None) -> Workload:
-    """`events` distinct events, `malformed` of them malformed, `duplicates` of them sent twice."""
+                   lifecycle: float = 0.0, prefix: str | None = None) -> Workload:
+    """`events` distinct events, `malformed` of them malformed, `duplicates` of them sent twice, and about
+    `lifecycle` of them the created, rescheduled and cancelled events of appointments without a meeting."""
     rng = random.Random(seed)  # noqa: S311 - a repeatable workload, not a secret
     prefix = prefix or f"chaos{seed}"
     n_malformed = round(events * malformed)
     kinds = list(MALFORMED_REASONS)
     planned: list[PlannedEvent] = []
+    appointments: dict[str, bool] = {}
     malformed_slots = set(rng.sample(range(events), n_malformed))
     k = 0
-    for n in range(events):
+    lifecycle_left = round(events * lifecycle)
+    n = 0
+    while n < events:
         if n in malformed_slots:
             planned.append(_malformed(kinds[k % len(kinds)], prefix, n))
             k += 1
+        elif lifecycle_left > 0 and rng.random() < lifecycle * 2:
+            group, cancelled = _lifecycle(rng, prefix, n, min(lifecycle_left, events - n))
+            appointments[str(group[0].appointment_id)] = cancelled
+            planned += group
+            lifecycle_left -= len(group)
+            n += len(group)
+            continue
         else:
             planned.append(_valid(rng, prefix, n))
+        n += 1
     for event in rng.sample(planned, round(events * duplicates)):
         event.copies = 2
     messages = [(e.text, e.raw) for e in planned for _ in range(e.copies)]
-    rng.shuffle(messages)
-    return Workload(planned, messages)
+    rng.shuffle(messages)  # so the events of one appointment arrive out of order, too
+    return Workload(planned, messages, appointments)

@@ -134,7 +134,8 @@ async def run_demo(endpoints: dict[str, Any], timeout: float) -> int:
     organizers = sorted({m["organizer"] for m in meetings if users[m["organizer"]]["tenant_id"]
                          in settings.allowed_tenants},
                         key=lambda oid: (users[oid]["tenant_id"] != home, users[oid]["tenant_id"], users[oid]["upn"]))
-    events = sample_events(uuid.uuid4().hex[:6], settings.allowed_tenants)
+    run_id = uuid.uuid4().hex[:6]
+    events = sample_events(run_id, settings.allowed_tenants)
     wanted = {event_id for event_id, _ in events}
     answers: dict[str, dict[str, Any]] = {}
     async with QueueServiceClient.from_connection_string(conn) as service, \
@@ -154,26 +155,34 @@ async def run_demo(endpoints: dict[str, Any], timeout: float) -> int:
               "tenants (plain JSON, CloudEvents, Event Grid) to 'appointments'")
         outputs = {name: service.get_queue_client(name, message_decode_policy=BinaryBase64DecodePolicy())
                    for name in ("join-urls", "appointments-rejected")}
-        deadline = time.monotonic() + timeout
+
+        async def collect(wanted: set[str], answers: dict[str, dict[str, Any]],
+                          webhooks: dict[str, dict[str, Any]]) -> None:
+            deadline = time.monotonic() + timeout
+            while (wanted - answers.keys() or wanted - webhooks.keys()) and time.monotonic() < deadline:
+                webhooks.update(await _webhooks_received(endpoints, wanted))
+                for name, queue in outputs.items():
+                    try:
+                        async for message in queue.receive_messages(max_messages=32, visibility_timeout=5):
+                            record = json.loads(message.content)
+                            if record.get("eventId") in wanted:
+                                answers[record["eventId"]] = {"queue": name, **record}
+                                await queue.delete_message(message)
+                    except ResourceNotFoundError:  # the queue appears with the first output written to it
+                        continue
+                await asyncio.sleep(0.2)
+
         webhooks: dict[str, dict[str, Any]] = {}
-        while (wanted - answers.keys() or wanted - webhooks.keys()) and time.monotonic() < deadline:
-            webhooks.update(await _webhooks_received(endpoints, wanted))
-            for name, queue in outputs.items():
-                try:
-                    async for message in queue.receive_messages(max_messages=32, visibility_timeout=5):
-                        record = json.loads(message.content)
-                        if record.get("eventId") in wanted:
-                            answers[record["eventId"]] = {"queue": name, **record}
-                            await queue.delete_message(message)
-                except ResourceNotFoundError:  # the queue appears with the first output written to it
-                    continue
-            await asyncio.sleep(0.2)
+        await collect(wanted, answers, webhooks)
+        ok = _report(events, answers, webhooks, timeout, users)
+        if settings.meeting_management:
+            ok = await _lifecycle(inbox, collect, run_id) and ok
     await services.aclose()
-    return _report(events, answers, webhooks, timeout, users)
+    return 0 if ok else 1
 
 
 def _report(events: list[tuple[str, str]], answers: dict[str, dict[str, Any]], webhooks: dict[str, dict[str, Any]],
-            timeout: float, users: dict[str, dict[str, Any]]) -> int:
+            timeout: float, users: dict[str, dict[str, Any]]) -> bool:
     tenant_names = {u["tenant_id"]: u["tenant_name"] for u in users.values()}
     print()
     for event_id, _ in events:
@@ -201,7 +210,48 @@ def _report(events: list[tuple[str, str]], answers: dict[str, dict[str, Any]], w
                   for t in dict.fromkeys(a.get("tenantId") for a in arrived)}
     print(f"\n{len(arrived)}/{len(events)} join URLs arrived in 'join-urls' "
           f"({', '.join(f'{name}: {count}' for name, count in per_tenant.items())})")
-    return 0 if ok else 1
+    return ok
+
+
+def lifecycle_events(run_id: str) -> list[tuple[str, str]]:
+    """One appointment with no meeting: created, rescheduled, cancelled (event id, message text)."""
+    appointment = f"apt-{run_id}-life"
+    base = {"appointmentId": appointment, "organizer": "scheduler@contoso.test"}
+    created = {"id": f"demo-{run_id}-created", "type": "appointment.created", **base, "sequence": 1,
+               "subject": "Video consultation", "startDateTime": "2026-12-01T09:00:00+01:00",
+               "endDateTime": "2026-12-01T09:30:00+01:00",
+               "participants": [{"user": "dr.adams@contoso.test", "role": "presenter"}]}
+    moved = {"id": f"demo-{run_id}-moved", "type": "appointment.rescheduled", **base, "sequence": 2,
+             "startDateTime": "2026-12-02T14:00:00+01:00", "endDateTime": "2026-12-02T14:30:00+01:00"}
+    cancelled = {"id": f"demo-{run_id}-cancelled", "type": "appointment.cancelled", **base, "sequence": 3}
+    return [(doc["id"], json.dumps(doc)) for doc in (created, moved, cancelled)]
+
+
+async def _lifecycle(inbox: Any, collect: Any, run_id: str) -> bool:
+    """The appointment lifecycle: each step sent once the previous one's webhook has arrived."""
+    print("\nan appointment with no meeting (MEETING_MANAGEMENT=true: the app creates the Teams meeting):")
+    ok = True
+    for event_id, text in lifecycle_events(run_id):
+        answers: dict[str, dict[str, Any]] = {}
+        webhooks: dict[str, dict[str, Any]] = {}
+        await inbox.send_message(text)
+        await collect({event_id}, answers, webhooks)
+        answer, hook = answers.get(event_id), webhooks.get(event_id)
+        kind = json.loads(text)["type"]
+        if answer is None or hook is None or answer["queue"] != "join-urls":
+            print(f"  {kind}: no answer (see the rejected queue)" if answer is None else
+                  f"  {kind}: {answer.get('reason')}: {answer.get('detail')}")
+            ok = False
+            continue
+        print(f"  {kind}  meeting={answer['onlineMeetingId'][:24]}…  created by the app: "
+              f"{answer['meetingCreatedByApp']}  status={answer['status']}")
+        if answer["status"] == "scheduled":
+            print(f"    {answer['startDateTime']} – {answer['endDateTime']}")
+            print(f"    client link (joinUrl):         {answer['joinUrl']}")
+            print(f"    staff link (organizerJoinUrl): {answer['organizerJoinUrl']}")
+        print(f"    webhook {hook['webhook_id']}  {hook['type']}  signature {'valid' if hook['valid'] else 'INVALID'}")
+        ok = ok and hook["valid"]
+    return ok
 
 
 async def _webhooks_received(endpoints: dict[str, Any], event_ids: set[str]) -> dict[str, dict[str, Any]]:

@@ -67,6 +67,15 @@ param webhookAllowedHosts string = ''
 
 @description('Events may carry a joinWebUrl instead of an onlineMeetingId: organizers then also consent to OnlineMeetings.Read (add it to the app registration). false: VirtualAppointment.Read only.')
 param joinWebUrlLookups bool = true
+@description('The app creates, reschedules and deletes the Teams meeting of each appointment (needs delegated OnlineMeetings.ReadWrite).')
+param meetingManagement bool = false
+@description('Teams Premium SMS to clients (needs delegated VirtualAppointmentNotification.Send).')
+param clientSms bool = false
+@allowed([
+  'none'
+  'mins15'
+])
+param clientSmsReminder string = 'none'
 
 @minLength(3)
 @description('E-mail address that receives alert notifications.')
@@ -163,11 +172,15 @@ var queueNames = [
   'webhook-outbox'
   'webhook-outbox-poison'
   'webhook-dead-letter'
+  'sms-outbox'
+  'sms-outbox-poison'
+  'sms-failed'
 ]
 var tokenVaultContainerName = 'token-vault'
 // Original messages too big to copy into their rejection or dead-letter record (MESSAGE_OVERFLOW_CONTAINER).
 var messageOverflowContainerName = 'message-overflow'
 var idempotencyTableName = 'idempotency'
+var appointmentsTableName = 'appointments'
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: !empty(resourceGroupName) ? resourceGroupName : '${abbrs.resourcesResourceGroups}${environmentName}'
@@ -212,6 +225,7 @@ module storage './app/storage.bicep' = {
     ]
     tableNames: [
       idempotencyTableName
+      appointmentsTableName
     ]
     logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
   }
@@ -283,6 +297,10 @@ module functionApp './app/function-app.bicep' = {
     intakeWebhookSecretUri: keyVault.outputs.intakeWebhookSecretUri
     intakeOrganizerMap: intakeOrganizerMap
     intakeOrganizerDomains: intakeOrganizerDomains
+    appointmentsTableName: appointmentsTableName
+    meetingManagement: meetingManagement
+    clientSms: clientSms
+    clientSmsReminder: clientSmsReminder
   }
   // The host must be able to reach storage, App Insights and the Key Vault references on first start.
   dependsOn: [

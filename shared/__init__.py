@@ -9,15 +9,15 @@ Top: operator commands and twins (nothing imports them)
     organizers.py   `python -m shared.organizers list|revoke|connect-device [--tenant]`: organizer connections.
     replay.py       `python -m shared.replay [--tenant]`: rejected, poison and dead-lettered messages back to
                     their queue.
-    testing/        In-memory twins of the stores (idempotency, token vault, requeuer, overflow) for tests, the bench
-                    and chaos; each passes the same contract suite as the real one (tests/contract).
+    testing/        In-memory twins of the stores (idempotency, appointments, token vault, requeuer, overflow) for
+                    tests, the bench and chaos; each passes the same contract suite as the real one (tests/contract).
 
 services.py         The worker's long-lived objects (Graph client, token caches, stores), built on first use.
                     function_app.py wires triggers and bindings to it and to the HTTP adapters.
 
 HTTP adapters: the only code that speaks azure.functions and problem+json
-    http_twin/      The HTTP twin: join-URL lookups with a function key or a bearer token (join_url), and
-                    its OpenAPI document (openapi).
+    http_twin/      The HTTP twin: join-URL lookups with a function key or a bearer token (join_url), an
+                    appointment's record (appointments), and its OpenAPI document (openapi).
     pages/          HTML for people, in one look (look: a stylesheet allowed by its hash): the connect page, the
                     admin-consent link and their callback (connect), the operator page (organizers).
     intake/         Webhook intakes for schedulers (below http_twin, whose OpenAPI document describes them):
@@ -25,13 +25,16 @@ HTTP adapters: the only code that speaks azure.functions and problem+json
                     contract-v1 event they build (events), organizer mapping (organizers), settings (config)
                     and the HTTP functions' logic (http).
 
-pipeline/           One appointment message in, one outcome out: parse the inbound event (inbound), resolve
-                    the join URL through Graph with throttling inside a budget (join_url_resolver), build
-                    the result or rejection (records) and its webhook (notifications), claim the event id
-                    once (processor).
+pipeline/           One appointment message in, one outcome out: parse the inbound event (inbound) and its
+                    lifecycle fields (appointment_fields), decide what it does to the appointment, once, as
+                    pure functions (lifecycle), carry that out against the appointment record and Graph
+                    under a lease (appointment_flow), resolve join URLs with throttling inside a budget
+                    (join_url_resolver), client texts (sms), build the result or rejection (records) and
+                    its webhook (notifications), claim the event id once (processor).
 
-graph/              Microsoft Graph through msgraph-sdk: the two calls the app makes and the one
-                    classification of Graph's failures (gateway), over an aiohttp pool (transport).
+graph/              Microsoft Graph through msgraph-sdk: the join-URL calls and the one classification of
+                    Graph's failures (gateway), meeting writes and client SMS as the organizer on /me
+                    (meetings), over an aiohttp pool (transport).
 webhooks/           Telling the scheduling system: outbound event types and outbox messages (outbound), the
                     signed POST to a guarded destination (sender), once per webhook-id with back-off
                     (dispatcher).
@@ -46,8 +49,9 @@ identity/           Delegated tokens only (Graph refuses app-only tokens for thi
 
 storage/            Azure Storage as the app writes it: queue clients (queue_client), requeue envelope and
                     requeuer (requeue), the Table REST client (table_rest), idempotency records and their
-                    claim rule (idempotency), originals too big for a queue record kept in a blob (overflow),
-                    the storage credential (credentials), queue depth metrics (queue_metrics).
+                    claim rule (idempotency), appointment records (appointments), originals too big for a
+                    queue record kept in a blob (overflow), the storage credential (credentials), queue depth
+                    metrics (queue_metrics).
 
 Foundation: everything may use these
     settings.py     Every setting validated at start-up into one typed Settings, each problem named.

@@ -90,6 +90,33 @@ class OrganizerNotConnectedError(PermanentError):
     http_status = 403
 
 
+class MissingScopeError(ForbiddenError):
+    """The organizer is connected, but never consented to a scope this event needs (detail: how to grant it)."""
+
+    reason = "missing_scope"
+
+
+class MeetingRequiredError(InvalidEventError):
+    """A created event without a meeting while meeting management is off."""
+
+    reason = "meeting_required"
+    http_status = 422
+
+
+class StaleEventError(PermanentError):
+    """A change older than the one already applied to the appointment: no Graph call was made."""
+
+    reason = "stale_event"
+    http_status = 409
+
+
+class AppointmentCancelledError(PermanentError):
+    """A create or reschedule of an appointment that is already cancelled: no meeting is made or changed."""
+
+    reason = "appointment_cancelled"
+    http_status = 409
+
+
 class GraphRequestError(PermanentError):
     """Graph rejected the request itself (400-class other than 403/404/429)."""
 
@@ -143,6 +170,12 @@ class KeyInProgressError(TransientError):
     """Another worker is processing the same idempotency key right now; retry after retry_after seconds."""
 
     reason = "duplicate_in_progress"
+
+
+class RecordConflictError(JoinLinkError):
+    """An appointment record changed (or appeared, or went) since it was read: read it and decide again."""
+
+    reason = "appointment_record_conflict"
 
 
 class VaultConflictError(JoinLinkError):

@@ -13,5 +13,10 @@ WEBHOOK_OUTBOX = "webhook-outbox"
 WEBHOOK_OUTBOX_POISON = "webhook-outbox-poison"
 WEBHOOK_DEAD_LETTER = "webhook-dead-letter"
 
+# Client SMS (Teams Premium) apart from the join link: a job per SMS, and a record per SMS that failed.
+SMS_OUTBOX = "sms-outbox"
+SMS_OUTBOX_POISON = "sms-outbox-poison"
+SMS_FAILED = "sms-failed"
+
 ALL_QUEUES = (APPOINTMENTS, APPOINTMENTS_POISON, APPOINTMENTS_REJECTED, JOIN_URLS,
-              WEBHOOK_OUTBOX, WEBHOOK_OUTBOX_POISON, WEBHOOK_DEAD_LETTER)
+              WEBHOOK_OUTBOX, WEBHOOK_OUTBOX_POISON, WEBHOOK_DEAD_LETTER, SMS_OUTBOX, SMS_OUTBOX_POISON, SMS_FAILED)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from shared.exceptions import OrganizerNotConnectedError, SettingsError
 from shared.graph.gateway import GraphGateway
+from shared.graph.meetings import MeetingWriter
 from shared.identity.app_credential import AppCredential
 from shared.identity.bearer import BearerValidator
 from shared.identity.dev_password import DevPasswordAcquirer
@@ -17,10 +18,12 @@ from shared.identity.vault_acquirer import VaultTokenAcquirer
 from shared.identity.vault_blob import BlobTokenVault
 from shared.intake.config import IntakeSettings
 from shared.intake.organizers import OrganizerMap
+from shared.pipeline.appointment_flow import AppointmentFlow
 from shared.pipeline.join_url_resolver import JoinUrlResolver
 from shared.pipeline.processor import AppointmentProcessor
 from shared.queues import APPOINTMENTS, WEBHOOK_OUTBOX
 from shared.settings import Settings
+from shared.storage.appointments import TableAppointmentStore
 from shared.storage.idempotency import TableIdempotencyStore
 from shared.storage.overflow import BlobOverflowStore
 from shared.storage.requeue import QueueRequeuer
@@ -123,11 +126,30 @@ class Services:
         return BlobOverflowStore(self.settings.storage, self.settings.message_overflow_container)
 
     @cached_property
+    def meetings(self) -> MeetingWriter:
+        """Meeting writes and client SMS as the organizer (same Graph client)."""
+        return MeetingWriter(self.graph)
+
+    @cached_property
+    def appointments(self) -> TableAppointmentStore:
+        """One record per appointment: its meeting, the last change applied, its status."""
+        return TableAppointmentStore(self.settings.storage, self.settings.appointments_table)
+
+    @cached_property
+    def flow(self) -> AppointmentFlow:
+        """The appointment lifecycle against the record store and Graph."""
+        return AppointmentFlow(self.resolver, self.meetings, self.appointments,
+                               meeting_management=self.settings.meeting_management,
+                               stale_after_seconds=self.settings.idempotency_stale_claim_seconds)
+
+    @cached_property
     def processor(self) -> AppointmentProcessor:
         """The queue function's logic."""
-        return AppointmentProcessor(self.resolver, QueueRequeuer(self.settings.storage, APPOINTMENTS),
+        return AppointmentProcessor(self.flow, QueueRequeuer(self.settings.storage, APPOINTMENTS),
                                     self.idempotency, max_requeues=self.settings.throttle_max_requeues,
-                                    stale_claim_seconds=self.settings.idempotency_stale_claim_seconds)
+                                    stale_claim_seconds=self.settings.idempotency_stale_claim_seconds,
+                                    sms=self.meetings if self.settings.client_sms else None,
+                                    sms_reminder=self.settings.client_sms_reminder)
 
     @cached_property
     def webhooks(self) -> WebhookDispatcher:
@@ -144,7 +166,7 @@ class Services:
 
     async def aclose(self) -> None:
         """Close every client that was built (tests and local tools; the host never stops a worker this way)."""
-        for name in ("processor", "webhooks", "idempotency", "graph", "overflow"):
+        for name in ("processor", "webhooks", "idempotency", "appointments", "graph", "overflow"):
             built = self.__dict__.pop(name, None)
             if built is not None:
                 await built.aclose()

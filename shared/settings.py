@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from shared import settings_values as values
@@ -16,6 +16,8 @@ from shared.exceptions import SettingsError
 from shared.settings_registry import SETTINGS, SettingSpec, setting_default
 
 _DELEGATED_MODES = ("vault", "dev_password")
+# How long an event waits inside its invocation for another worker's lease on its appointment.
+LEASE_PATIENCE_SECONDS = 3.0
 _APP_ONLY_MODES = ("managed_identity", "client_credentials", "client_secret", "app_only", "certificate")
 TENANCIES = ("single", "multi")
 APP_CREDENTIALS = ("client_secret", "certificate", "federated")
@@ -91,11 +93,15 @@ class Settings:
     webhook_retry_base_seconds: float
     idempotency_stale_claim_seconds: float
     webhook_stale_claim_seconds: float
-    calcom_webhook_secret: str | None = None
-    calendly_webhook_signing_key: str | None = None
-    intake_webhook_secrets: tuple[str, ...] = ()
-    intake_organizer_map: Mapping[str, str] = field(default_factory=dict)
-    intake_organizer_domains: tuple[str, ...] = ()
+    calcom_webhook_secret: str | None
+    calendly_webhook_signing_key: str | None
+    intake_webhook_secrets: tuple[str, ...]
+    intake_organizer_map: Mapping[str, str]
+    intake_organizer_domains: tuple[str, ...]
+    meeting_management: bool
+    appointments_table: str
+    client_sms: bool
+    client_sms_reminder: str | None
 
     @property
     def is_development(self) -> bool:
@@ -197,13 +203,26 @@ def _app_credential(read: values.Reader) -> tuple[str, str, str | None, str | No
     return kind, secret, certificate, identity
 
 
+def _sms_reminder(read: values.Reader) -> str | None:
+    value = read.raw("CLIENT_SMS_REMINDER").strip().lower()
+    if value in ("", "none"):
+        return None
+    if value != "mins15":
+        read.problems.append(f"CLIENT_SMS_REMINDER={value!r} is invalid: use none or mins15 (Graph's only lead time)")
+        return None
+    return value
+
+
 def _check_stale_claims(read: values.Reader, settings: Settings) -> None:
     """A claim must outlive any live invocation, or a second worker would redo work still in progress."""
     stale, graph = settings.idempotency_stale_claim_seconds, settings.graph_timeout_seconds
-    if stale and graph and stale <= 2 * graph + settings.throttle_inline_max_seconds:
+    # The longest invocation: a cancel of the app's meeting whose create died (text, createOrGet, DELETE) or a
+    # create that must move the meeting it found (createOrGet, PATCH, join URL), after waiting for a lease.
+    longest = 4 * graph + settings.throttle_inline_max_seconds + LEASE_PATIENCE_SECONDS if graph else 0.0
+    if stale and graph and stale <= longest:
         read.problems.append(f"IDEMPOTENCY_STALE_CLAIM_SECONDS={stale:g} is invalid: must exceed the longest "
-                             f"invocation (2 x GRAPH_TIMEOUT_SECONDS + THROTTLE_INLINE_MAX_SECONDS = "
-                             f"{2 * graph + settings.throttle_inline_max_seconds:g} s)")
+                             f"invocation (4 x GRAPH_TIMEOUT_SECONDS + THROTTLE_INLINE_MAX_SECONDS + "
+                             f"{LEASE_PATIENCE_SECONDS:g} s waiting for an appointment's lease = {longest:g} s)")
     hook = settings.webhook_stale_claim_seconds
     timeouts = settings.webhook_connect_timeout_seconds + settings.webhook_read_timeout_seconds
     if hook and settings.webhook_connect_timeout_seconds and settings.webhook_read_timeout_seconds \
@@ -305,6 +324,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                                         "must be a JSON object whose values are Entra object ids or UPNs") or {},
         intake_organizer_domains=read.parse("INTAKE_ORGANIZER_DOMAINS", values.domains,
                                             "must be comma-separated e-mail domains (contoso.com)") or (),
+        meeting_management=bool(read.parse("MEETING_MANAGEMENT", values.boolean, "must be true or false")),
+        appointments_table=read.parse("APPOINTMENTS_TABLE", values.table_name,
+                                      "must be 3-63 letters and digits, starting with a letter") or "",
+        client_sms=bool(read.parse("CLIENT_SMS", values.boolean, "must be true or false")),
+        client_sms_reminder=_sms_reminder(read),
     )
     _check_stale_claims(read, settings)
     if read.problems:

@@ -116,8 +116,23 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("IDEMPOTENCY_WINDOW_HOURS", "How long a processed event id is remembered.", default="24"),
     SettingSpec("IDEMPOTENCY_STALE_CLAIM_SECONDS", "An event claimed this long ago and never finished belongs to "
                 "a worker that died (crash, scale-in, timeout): another worker takes it over. Must stay above the "
-                "longest invocation (Graph timeout plus throttle budget); a lower value only speeds up recovery "
-                "after a crash.", default="300"),
+                "longest invocation (four Graph timeouts, the throttle budget and 3 s waiting for an appointment's "
+                "lease); it is also how long a dead worker's lease on an appointment lasts. A lower value only speeds "
+                "up recovery after a crash.", default="300"),
+    SettingSpec("MEETING_MANAGEMENT", "`true`: the app owns the Teams meeting of each appointment. An event without "
+                "a meeting gets one (createOrGet as the organizer), a reschedule updates the meetings the app created, "
+                "a cancellation deletes them; the connect page and device-code command also ask for "
+                "OnlineMeetings.ReadWrite. `false`: every created event must carry a meeting (`meeting_required`).",
+                default="false"),
+    SettingSpec("APPOINTMENTS_TABLE", "Table (in the AzureWebJobsStorage account) holding one record per appointment: "
+                "its meeting, whether the app created it, the last change applied, its status.",
+                default="appointments"),
+    SettingSpec("CLIENT_SMS", "`true`: clients with a phone number get Teams Premium SMS (confirmation, reschedule, "
+                "cancellation); the connect page and device-code command also ask for "
+                "VirtualAppointmentNotification.Send. An SMS failure never fails the join link.", default="false"),
+    SettingSpec("CLIENT_SMS_REMINDER", "`mins15`: with CLIENT_SMS on, also ask Teams to text clients a reminder 15 "
+                "minutes before the appointment (the one lead time Graph offers). `none`: no reminder.",
+                default="none"),
     SettingSpec("WEBHOOK_STALE_CLAIM_SECONDS", "A webhook delivery claimed this long ago and never finished "
                 "belongs to a worker that died mid-POST: another worker delivers it again (same webhook-id). Must "
                 "stay above the webhook connect plus read timeouts.", default="120"),

@@ -67,6 +67,63 @@ class FakeGraph:
             raise MeetingNotFoundError("no online meeting of the organizer has that joinWebUrl") from None
 
 
+    # --- meeting writes (shared.graph.meetings.MeetingWriter's interface) ------------------------------
+
+    async def create_or_get(self, organizer: str, ext_id: str, spec: Any, tokens: Any = None,
+                            tenant: str | None = None) -> Any:
+        """createOrGet keyed on organizer + externalId, as Graph does; the meeting's join URL is derived."""
+        from datetime import UTC, datetime, timedelta
+
+        from shared.graph.meetings import Meeting
+
+        self.calls.append(("createOrGet", organizer, ext_id))
+        self._maybe_fail()
+        created = getattr(self, "created", {})
+        self.created = created
+        if (organizer, ext_id) not in created:
+            start = spec.start or datetime.now(UTC)
+            meeting = Meeting(f"made-{len(created) + 1}", f"https://teams.microsoft.com/l/meetup-join/{ext_id}",
+                              start, spec.end or start + timedelta(hours=1))
+            created[(organizer, ext_id)] = meeting
+            self.meetings[(organizer, meeting.id)] = f"https://visit.teams.microsoft.com/route?m={meeting.id}"
+        return created[(organizer, ext_id)]
+
+    async def update(self, organizer: str, meeting_id: str, spec: Any, tokens: Any = None,
+                     tenant: str | None = None) -> Any:
+        from shared.exceptions import MeetingNotFoundError
+        from shared.graph.meetings import Meeting
+
+        self.calls.append(("patch", organizer, meeting_id))
+        self._maybe_fail()
+        if (organizer, meeting_id) not in self.meetings:
+            raise MeetingNotFoundError("Graph 404 NotFound: no such meeting")
+        return Meeting(meeting_id, None, spec.start, spec.end)
+
+    async def delete(self, organizer: str, meeting_id: str, tokens: Any = None, tenant: str | None = None) -> bool:
+        self.calls.append(("delete", organizer, meeting_id))
+        self._maybe_fail()
+        return self.meetings.pop((organizer, meeting_id), None) is not None
+
+    async def send_sms(self, organizer: str, meeting_id: str, message_type: str, attendees: Any,
+                       tokens: Any = None, tenant: str | None = None) -> None:
+        self.calls.append(("sms:" + message_type, organizer, meeting_id))
+        self._maybe_fail()
+
+    async def send_reminder_sms(self, organizer: str, meeting_id: str, remind_before: str, attendees: Any,
+                                tokens: Any = None, tenant: str | None = None) -> None:
+        self.calls.append(("sms:reminder", organizer, meeting_id))
+        self._maybe_fail()
+
+
+def make_flow(graph: FakeGraph, resolver: Any, store: Any = None, *, management: bool = False) -> Any:
+    """The lifecycle flow over a fake Graph and (by default) the in-memory appointment store."""
+    from shared.pipeline.appointment_flow import AppointmentFlow
+    from shared.testing.appointments import InMemoryAppointmentStore
+
+    return AppointmentFlow(resolver, graph, store if store is not None else InMemoryAppointmentStore(),
+                           meeting_management=management, stale_after_seconds=300.0)
+
+
 class FakeAcquirer(DelegatedTokenAcquirer):
     """Hands out numbered tokens; counts how often it was asked. `people` maps spellings (lower-cased UPN or
     oid) to one identity; anyone else is their own, in TENANT."""

@@ -1,4 +1,4 @@
-"""Loopback-only /_admin endpoints: counters, reset, lifetimes, revocation, forced MFA, device approval."""
+"""Loopback-only /_admin endpoints: counters, reset, lifetimes, revocation, forced MFA, device approval, consent."""
 
 from __future__ import annotations
 
@@ -80,6 +80,11 @@ async def admin_reset(request: web.Request) -> web.Response:
     emu.device_code_lifetime = DEVICE_CODE_LIFETIME
     emu.refresh_token_rotation = ROTATION_ENTRA
     emu.interaction_required.clear()
+    for client_id, scopes in emu.seed_admin_consent.items():
+        if scopes is None:
+            emu.clients[client_id].pop("delegated_scopes", None)
+        else:
+            emu.clients[client_id]["delegated_scopes"] = list(scopes)
     return web.json_response({"ok": True})
 
 
@@ -104,10 +109,41 @@ async def admin_config(request: web.Request) -> web.Response:
 
 
 async def admin_consent(request: web.Request) -> web.Response:
-    """POST {"tenant", "client_id"}: an admin of the tenant consents to the app for everyone in it, as through
-    /adminconsent. DELETE: the consent is withdrawn (users of that tenant then need an admin again)."""
+    """Consent, as an admin or a user gives it.
+
+    POST {"tenant", "client_id"}: an admin of the tenant consents to the app for everyone in it (/adminconsent).
+    PUT {"client_id", "scopes"}: the Graph scopes admin consent grants the app ("Grant admin consent").
+    DELETE {"tenant", "client_id"}: the tenant's consent is withdrawn; DELETE {"user"}: what the user consented
+    to for themselves is forgotten. GET: the scopes, the tenants' consents and the users'.
+    """
     emu = request.app[ENTRA_KEY]
-    body = await _json_body(request)
+    body = await _json_body(request) if request.method != "GET" else {}
+    if request.method == "PUT":
+        return await _consent_scopes(emu, body)
+    if request.method == "POST" or (request.method == "DELETE" and "tenant" in body):
+        return await _tenant_consent(emu, request.method, body)
+    if request.method == "DELETE":
+        user = await _admin_user(request, emu)
+        for key in [k for k in emu.user_consents if k[0] == user["oid"]]:
+            del emu.user_consents[key]
+        emu.directory.user_consents = {c for c in emu.directory.user_consents if c[1] != user["oid"]}
+    return web.json_response({
+        "admin": {cid: c.get("delegated_scopes") for cid, c in emu.clients.items()},
+        "tenants": {tenant.tenant_id: sorted(tenant.admin_consents) for tenant in emu.directory.tenants.values()},
+        "users": [{"user": oid, "client_id": cid, "scopes": sorted(scopes)}
+                  for (oid, cid), scopes in emu.user_consents.items()]})
+
+
+async def _consent_scopes(emu: Any, body: dict[str, Any]) -> web.Response:
+    client = emu.clients.get(str(body.get("client_id")))
+    scopes = body.get("scopes")
+    if client is None or not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+        return web.json_response({"error": "body must be {\"client_id\": ..., \"scopes\": [...]}"}, status=400)
+    client["delegated_scopes"] = list(scopes)
+    return web.json_response({"client_id": client["client_id"], "scopes": client["delegated_scopes"]})
+
+
+async def _tenant_consent(emu: Any, method: str, body: dict[str, Any]) -> web.Response:
     tenant_id, client_id = body.get("tenant"), body.get("client_id")
     if not isinstance(tenant_id, str) or not isinstance(client_id, str):
         return web.json_response({"error": "body must be {\"tenant\": id, \"client_id\": id}"}, status=400)
@@ -116,7 +152,7 @@ async def admin_consent(request: web.Request) -> web.Response:
         emu.find_client(client_id)
     except EntraError as err:
         return web.json_response({"error": err.error, "error_description": err.message}, status=404)
-    if request.method == "DELETE":
+    if method == "DELETE":
         tenant.admin_consents.discard(client_id)
         emu.directory.user_consents = {c for c in emu.directory.user_consents
                                        if not (c[0] == tenant.tenant_id and c[2] == client_id)}

@@ -50,7 +50,9 @@ ROUTES = (
     web.post("/_admin/interaction_required", admin_interaction_required),
     web.delete("/_admin/interaction_required", admin_interaction_required),
     web.post("/_admin/device/approve", admin_device_approve),
+    web.get("/_admin/consent", admin_consent),
     web.post("/_admin/consent", admin_consent),
+    web.put("/_admin/consent", admin_consent),
     web.delete("/_admin/consent", admin_consent),
 )
 

@@ -58,7 +58,7 @@ def _check_authorize_request(emu: EntraEmulator, client: Mapping[str, Any], quer
     if sign_in.code_challenge is not None and sign_in.code_challenge_method not in ("S256", "plain"):
         raise EntraError(400, "invalid_request", 501491,
                          f"Invalid code_challenge_method '{sign_in.code_challenge_method}'.")
-    emu.resolve_scopes(require(query, "scope"), client)
+    emu.resolve_scopes(require(query, "scope"), client, interactive=True)
     if query.get("prompt") == "none":
         raise EntraError(400, "login_required", 50058,
                          "A silent sign-in request was sent but no user is signed in.")

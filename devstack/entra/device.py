@@ -21,7 +21,7 @@ async def device_authorization(request: web.Request) -> web.Response:
         client = emu.find_client(require(form, "client_id"))
         emu.directory.client_usable_in(client, tenant)
         scope = require(form, "scope")
-        emu.resolve_scopes(scope, client)
+        emu.resolve_scopes(scope, client, interactive=True)
     except EntraError as err:
         return error_response(err, correlation_id)
     device_code, auth = emu.start_device_flow(client, scope, tenant)

@@ -70,6 +70,10 @@ class EntraEmulator:
                 self.apis[c["app_id_uri"].lower()] = c
                 self.apis[c["client_id"].lower()] = c
         self.refresh_tokens: dict[str, RefreshGrant] = {}
+        # What each user consented to for a client on a consent page (authorize, device code), beyond the
+        # tenant-wide admin consent (a client's `delegated_scopes`): (user oid, client id) -> scope names.
+        self.user_consents: dict[tuple[str, str], set[str]] = {}
+        self.seed_admin_consent = {c["client_id"]: c.get("delegated_scopes") for c in self.clients.values()}
         self.sign_ins: dict[str, SignIn] = {}
         self.auth_codes: dict[str, AuthCode] = {}
         self.device_auths: dict[str, DeviceAuthorization] = {}
@@ -136,11 +140,14 @@ class EntraEmulator:
 
     # --- scopes ----------------------------------------------------------------------------------
 
-    def resolve_scopes(self, scope: str, client: Mapping[str, Any]) -> ScopeGrant:
+    def resolve_scopes(self, scope: str, client: Mapping[str, Any], *, user_oid: str | None = None,
+                       interactive: bool = False) -> ScopeGrant:
         """Resolve a requested scope string to one resource's scopes, enforcing consent.
 
         One token has one audience, so scopes of two resources in one request are refused
-        (AADSTS28000), as Entra does; the OIDC scopes MSAL always adds go with any resource.
+        (AADSTS28000), as Entra does; the OIDC scopes MSAL always adds go with any resource. A Graph scope
+        needs admin consent, or the user's own consent: given on a consent page (`interactive`, for any
+        permission the app registration lists), or earlier for this client. Otherwise AADSTS65001.
         """
         by_resource: dict[str, list[str]] = {}
         oidc: list[str] = []
@@ -158,6 +165,10 @@ class EntraEmulator:
             return ScopeGrant(GRAPH_RESOURCE, (), tuple(oidc))
         [(resource, names)] = by_resource.items()
         available = self._consented_scopes(resource, client)
+        if resource == GRAPH_RESOURCE:
+            extra = (client.get("api_permissions", []) if interactive
+                     else self.user_consents.get((user_oid or "", client["client_id"]), set()))
+            available = {**{s.lower(): s for s in extra}, **available}
         granted: list[str] = []
         for name in names:
             for wanted in (list(available.values()) if name == ".default" else [name]):
@@ -203,9 +214,14 @@ class EntraEmulator:
 
     def issue_user_tokens(self, user: Mapping[str, Any], client: Mapping[str, Any], scope: str,
                           *, nonce: str | None = None, client_info: bool = True,
-                          public: bool = False) -> dict[str, Any]:
-        """Build a delegated token response (access, id, refresh token, client_info) for a user."""
-        grant = self.resolve_scopes(scope, client)
+                          public: bool = False, consented: bool = False) -> dict[str, Any]:
+        """Build a delegated token response (access, id, refresh token, client_info) for a user.
+
+        `consented`: the user has just been through a consent page for these scopes (remembered).
+        """
+        grant = self.resolve_scopes(scope, client, user_oid=user["oid"], interactive=consented)
+        if consented and grant.resource == GRAPH_RESOURCE:
+            self.user_consents.setdefault((user["oid"], client["client_id"]), set()).update(grant.scopes)
         now = int(time.time())
         lifetime = self.access_token_lifetime
         client_id = client["client_id"]

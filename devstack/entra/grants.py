@@ -128,7 +128,7 @@ async def grant_authorization_code(emu: EntraEmulator, req: TokenRequest) -> dic
     user = _user_of(emu, code.user_oid)
     code.redeemed = True
     return emu.issue_user_tokens(user, req.client, sign_in.scope, nonce=sign_in.nonce,
-                                 client_info=req.wants_client_info, public=not req.confidential)
+                                 client_info=req.wants_client_info, public=not req.confidential, consented=True)
 
 
 async def grant_device_code(emu: EntraEmulator, req: TokenRequest) -> dict[str, Any]:
@@ -149,7 +149,7 @@ async def grant_device_code(emu: EntraEmulator, req: TokenRequest) -> dict[str, 
                          "OAuth 2.0 device flow error. Authorization is pending. Continue polling.")
     del emu.device_auths[device_code]
     return emu.issue_user_tokens(_user_of(emu, auth.user_oid), req.client, auth.scope,
-                                 client_info=req.wants_client_info, public=not req.confidential)
+                                 client_info=req.wants_client_info, public=not req.confidential, consented=True)
 
 
 async def grant_on_behalf_of(emu: EntraEmulator, req: TokenRequest) -> dict[str, Any]:

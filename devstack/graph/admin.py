@@ -50,8 +50,29 @@ async def admin_add_meetings(request: web.Request) -> web.Response:
 
 
 async def admin_list_meetings(request: web.Request) -> web.Response:
-    """All stored meetings."""
-    return web.json_response(list(request.app[GRAPH_KEY].meetings.values()))
+    """Stored meetings; `?organizer=<oid or upn>` keeps that organizer's, `?deleted=true` lists deleted ones."""
+    emu = request.app[GRAPH_KEY]
+    source = emu.deleted if request.query.get("deleted") == "true" else emu.meetings
+    organizer = request.query.get("organizer")
+    wanted = emu.oid_of(organizer) if organizer else None
+    return web.json_response([m for m in source.values() if wanted is None or m["organizer"] == wanted])
+
+
+async def admin_get_config(request: web.Request) -> web.Response:
+    """Tenant behaviour: whether it has Teams Premium (SMS), and what was written so far."""
+    emu = request.app[GRAPH_KEY]
+    return web.json_response({"teams_premium": emu.teams_premium, "updates": emu.updates,
+                              "sms_sent": emu.sms_sent})
+
+
+async def admin_put_config(request: web.Request) -> web.Response:
+    """{"teams_premium": false}: the SMS actions answer 403, as in a tenant without Teams Premium."""
+    emu = request.app[GRAPH_KEY]
+    body = await request.json()
+    if not isinstance(body, dict) or not isinstance(body.get("teams_premium", True), bool):
+        return web.json_response({"error": "body must be {\"teams_premium\": true|false}"}, status=400)
+    emu.teams_premium = body.get("teams_premium", emu.teams_premium)
+    return await admin_get_config(request)
 
 
 async def admin_delete_meeting(request: web.Request) -> web.Response:
@@ -69,8 +90,11 @@ async def admin_stats(request: web.Request) -> web.Response:
 
 
 async def admin_reset(request: web.Request) -> web.Response:
-    """Reset counters and faults (meetings stay)."""
+    """Reset counters, faults and the tenant's configuration (meetings stay)."""
     emu = request.app[GRAPH_KEY]
     emu.stats = GraphStats()
     emu.faults = FaultConfig()
+    emu.teams_premium = True
+    emu.updates = 0
+    emu.sms_sent.clear()
     return web.json_response({"ok": True})

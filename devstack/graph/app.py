@@ -11,8 +11,10 @@ from aiohttp import web
 from devstack.graph.admin import (
     admin_add_meetings,
     admin_delete_meeting,
+    admin_get_config,
     admin_get_faults,
     admin_list_meetings,
+    admin_put_config,
     admin_put_faults,
     admin_reset,
     admin_stats,
@@ -30,6 +32,8 @@ ADMIN_ROUTES = (
     web.get("/_admin/meetings", admin_list_meetings),
     web.post("/_admin/meetings", admin_add_meetings),
     web.delete("/_admin/meetings/{id}", admin_delete_meeting),
+    web.get("/_admin/config", admin_get_config),
+    web.put("/_admin/config", admin_put_config),
 )
 
 

@@ -72,7 +72,8 @@ async def graph_handler(request: web.Request) -> web.Response:
         await asyncio.sleep(emu.faults.latency_ms / 1000)
     try:
         status, body = await _serve(request, emu, stats_key)
-        response = _json(status, body, headers)
+        # 202 and 204 (SMS actions, DELETE) carry no body.
+        response = _json(status, body, headers) if body is not None else web.Response(status=status, headers=headers)
     except GraphError as err:
         if err.status == 401:
             headers["WWW-Authenticate"] = ('Bearer realm="", authorization_uri='

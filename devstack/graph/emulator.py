@@ -97,6 +97,14 @@ class GraphEmulator:
         self.issuer_base = issuer_base.rstrip("/")
         self.issuer = f"{self.issuer_base}/{self.tenant_id}/v2.0"
         self.meetings: dict[str, dict[str, Any]] = {}
+        # createOrGet's key: (tenant, organizer oid, externalId) -> meeting id.
+        self.external_ids: dict[tuple[str, str, str], str] = {}
+        # Deleted meetings, kept for the admin API (tests and chaos count them).
+        self.deleted: dict[str, dict[str, Any]] = {}
+        self.updates = 0
+        self.sms_sent: list[dict[str, Any]] = []
+        # A tenant without Teams Premium gets 403 from the SMS actions (PUT /_admin/config).
+        self.teams_premium = True
         for m in meetings:
             self.add_meeting(m)
         self.faults = FaultConfig()
@@ -120,8 +128,8 @@ class GraphEmulator:
         organizer = raw.get("organizer")
         if not isinstance(organizer, str) or not organizer:
             raise ValueError("meeting needs an 'organizer' (oid or upn)")
-        organizer = self._oid_of(organizer)
-        participants = [self._oid_of(p) for p in raw.get("participants", [])]
+        organizer = self.oid_of(organizer)
+        participants = [self.oid_of(p) for p in raw.get("participants", [])]
         # A meeting lives in its organizer's tenant.
         tenant = raw.get("tenant_id") or self.users.get(organizer, {}).get("tenant_id") or self.tenant_id
         thread = f"19:meeting_{secrets.token_hex(8)}@thread.v2"
@@ -137,7 +145,8 @@ class GraphEmulator:
         self.meetings[mid] = meeting
         return meeting
 
-    def _oid_of(self, ref: str) -> str:
+    def oid_of(self, ref: str) -> str:
+        """The object id of a user named by object id or UPN (the reference itself if unknown)."""
         user = self.users.get(ref) or self._users_by_upn.get(ref.lower())
         return user["oid"] if user else ref
 
@@ -152,7 +161,7 @@ class GraphEmulator:
 
         thread = _thread_id(m["id"])
         return {
-            "id": m["id"], "subject": m["subject"], "joinWebUrl": m["joinWebUrl"],
+            "id": m["id"], "subject": m["subject"], "joinWebUrl": m["joinWebUrl"], "externalId": m.get("externalId"),
             "creationDateTime": m.get("creationDateTime"), "startDateTime": m.get("startDateTime"),
             "endDateTime": m.get("endDateTime"), "isBroadcast": False,
             "allowedPresenters": "everyone", "allowMeetingChat": "enabled",

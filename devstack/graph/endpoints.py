@@ -11,6 +11,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from devstack.graph.emulator import Caller, GraphError
+from devstack.graph.meeting_writes import (
+    create_or_get,
+    delete_online_meeting,
+    send_virtual_appointment_reminder_sms,
+    send_virtual_appointment_sms,
+    update_online_meeting,
+)
 from devstack.graph.routing import Call, Route
 
 GRAPH_ROOT = "https://graph.microsoft.com/v1.0"
@@ -92,6 +99,12 @@ async def find_online_meetings_by_join_url(call: Call) -> tuple[int, Any]:
 # ones of the same shape (onlineMeetings/createOrGet before onlineMeetings/{meeting_id}).
 ROUTES: tuple[Route, ...] = (
     Route("GET", "onlineMeetings", find_online_meetings_by_join_url),
+    Route("POST", "onlineMeetings/createOrGet", create_or_get),
+    Route("PATCH", "onlineMeetings/{meeting_id}", update_online_meeting),
+    Route("DELETE", "onlineMeetings/{meeting_id}", delete_online_meeting),
+    Route("POST", "onlineMeetings/{meeting_id}/sendVirtualAppointmentSms", send_virtual_appointment_sms),
+    Route("POST", "onlineMeetings/{meeting_id}/sendVirtualAppointmentReminderSms",
+          send_virtual_appointment_reminder_sms),
     Route("GET", "onlineMeetings/{meeting_id}", get_online_meeting),
     Route("GET", "onlineMeetings/{meeting_id}/getVirtualAppointmentJoinWebUrl()",
           get_virtual_appointment_join_web_url),

@@ -68,6 +68,16 @@ param intakeWebhookSecretUri string
 param intakeOrganizerMap string = ''
 @description('INTAKE_ORGANIZER_DOMAINS: e-mail domains whose hosts are their own UPN.')
 param intakeOrganizerDomains string = ''
+param appointmentsTableName string
+@description('Whether the app creates, updates and deletes the Teams meeting of each appointment (organizers then also consent to OnlineMeetings.ReadWrite).')
+param meetingManagement bool = false
+@description('Whether clients get Teams Premium SMS (organizers then also consent to VirtualAppointmentNotification.Send).')
+param clientSms bool = false
+@allowed([
+  'none'
+  'mins15'
+])
+param clientSmsReminder string = 'none'
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -111,6 +121,11 @@ var appSettings = {
   INTAKE_WEBHOOK_SECRET: '@Microsoft.KeyVault(SecretUri=${intakeWebhookSecretUri})'
   INTAKE_ORGANIZER_MAP: intakeOrganizerMap
   INTAKE_ORGANIZER_DOMAINS: intakeOrganizerDomains
+  APPOINTMENTS_TABLE: appointmentsTableName
+  // Must match the delegated permissions on the app registration too (docs/deploy.md, step 1).
+  MEETING_MANAGEMENT: meetingManagement ? 'true' : 'false'
+  CLIENT_SMS: clientSms ? 'true' : 'false'
+  CLIENT_SMS_REMINDER: clientSmsReminder
   // --- Settings planned by open issues go last, listed in tests/infra/test_infra.py (PLANNED_SETTINGS).
 }
 

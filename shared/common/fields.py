@@ -88,3 +88,24 @@ def optional_timestamp(value: Any, field: str) -> datetime | None:
         return parse_timestamp(value)
     except ValueError:
         raise InvalidEventError(f"{field!r} {value!r} is not an ISO 8601 timestamp") from None
+
+
+def optional_offset_timestamp(data: dict[str, Any], field: str) -> datetime | None:
+    """An optional ISO 8601 timestamp that must carry its UTC offset (a naive time names no instant)."""
+    value = optional_timestamp(data.get(field), field)
+    if value is not None and value.utcoffset() is None:
+        raise InvalidEventError(f"{field!r} must carry a UTC offset (e.g. 2026-11-21T09:00:00+01:00 or ...Z)")
+    return value
+
+
+def optional_integer(data: dict[str, Any], field: str, *, low: int, high: int) -> int | None:
+    """An optional whole number within [low, high]; raise InvalidEventError naming the field otherwise."""
+    value = data.get(field)
+    if value is None:
+        return None
+    # bool is an int in Python, and 3.0 is a float in JSON: neither is a whole number here.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidEventError(f"{field!r} must be a whole number")
+    if not low <= value <= high:
+        raise InvalidEventError(f"{field!r} must be between {low} and {high}")
+    return value

@@ -102,7 +102,10 @@ def build_graph_client(settings: Settings) -> tuple[GraphServiceClient, AiohttpT
 
 
 class GraphGateway:
-    """The two Graph calls the app makes, with every failure classified into the app's errors."""
+    """The join-URL calls the app makes, with every failure classified into the app's errors.
+
+    Meeting writes (graph/meetings.py) go through the same client and the same classification.
+    """
 
     def __init__(self, settings: Settings, credentials: TokenSource) -> None:
         self._settings = settings
@@ -134,6 +137,20 @@ class GraphGateway:
                        tokens: TokenSource | None = None) -> OrganizerIdentity:
         """The organizer's tenant and object id, as the token source knows them."""
         return await (tokens or self._credentials).identify(organizer, tenant)
+
+    @property
+    def my_meetings_url(self) -> str:
+        """`/me/onlineMeetings`: with a delegated token, the only path Graph accepts for meeting writes."""
+        return f"{self._settings.graph_base_url.rstrip('/')}/me/onlineMeetings"
+
+    def token_source(self, tokens: TokenSource | None) -> TokenSource:
+        """The given token source, or the worker's organizer credentials."""
+        return tokens or self._credentials
+
+    async def call(self, organizer: str, tokens: TokenSource, request: Callable[[], Awaitable[Any]],
+                   tenant: str | None = None) -> Any:
+        """Send one Graph request; failures come back as the app's classified errors."""
+        return await self._call(organizer, tokens, request, tenant)
 
     async def join_web_url(self, organizer: str, meeting_id: str, tokens: TokenSource | None = None,
                            tenant: str | None = None) -> str:

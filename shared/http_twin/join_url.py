@@ -72,6 +72,7 @@ async def get_join_url(req: func.HttpRequest, resolver: JoinUrlResolver, bearer:
             caller, tokens = await _bearer_path(bearer, assertion, credential)
         organizer, meeting_id, join_web_url, tenant = _lookup_params(req, caller)
         tenant = (await resolver.identify(organizer, tenant, tokens)).tenant_id
+        organizer_join_url = join_web_url
         # No sleeping on a caller's connection: a 429 goes straight back with its Retry-After.
         meeting_id, join_url = await resolver.resolve(organizer, meeting_id, join_web_url,
                                                       inline_throttle_budget=0.0, tokens=tokens, tenant=tenant)
@@ -86,8 +87,9 @@ async def get_join_url(req: func.HttpRequest, resolver: JoinUrlResolver, bearer:
         return problem(500, "internal_error", "the lookup failed unexpectedly; it has been logged")
     log.info("join-url lookup ok", extra={"organizer_hash": hash_user(organizer), "tenant_hash": hash_tenant(tenant),
                                           "outcome": "ready", "auth": "bearer" if caller is not None else "key"})
-    body = {"organizer": organizer, "onlineMeetingId": meeting_id, "joinUrl": join_url, "tenantId": tenant,
-            "resolvedAt": utc_now()}
+    # The staff link is known when the caller gave it; looking it up would need another Graph call and scope.
+    body = {"organizer": organizer, "onlineMeetingId": meeting_id, "joinUrl": join_url,
+            "organizerJoinUrl": organizer_join_url, "tenantId": tenant, "resolvedAt": utc_now()}
     return func.HttpResponse(json.dumps(body), status_code=200, mimetype="application/json",
                              headers={"Cache-Control": "no-store"})
 

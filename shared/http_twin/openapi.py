@@ -18,6 +18,7 @@ JOIN_URL_ROUTE = "join-url"
 # The bearer-only twin: anonymous at the host (no function key), the function itself demands the token.
 ME_JOIN_URL_ROUTE = "me/join-url"
 OPENAPI_ROUTE = "openapi.json"
+APPOINTMENT_ROUTE = "appointments/{appointmentId}"
 
 
 def _problem_response(description: str, retry_after: bool = False) -> dict[str, Any]:
@@ -126,6 +127,40 @@ def _intake_operation(operation_id: str, summary: str, body_schema: str, signatu
     }
 
 
+def _host_404(response: dict[str, Any]) -> dict[str, Any]:
+    """A path the host cannot route to the function (an id with a control character, say) gets the host's
+    own plain-text 404, before the app sees it."""
+    response["description"] += " An id the host cannot route is answered by the host itself, in plain text."
+    response["content"]["text/plain"] = {"schema": {"type": "string"}}
+    return response
+
+
+def _appointment_operation() -> dict[str, Any]:
+    return {
+        "operationId": "getAppointment",
+        "tags": ["appointments"],
+        "summary": "An appointment's links, times and status, from the app's appointment record (no Graph call)",
+        "description": "What the app last applied to the appointment: its meeting, both links (null once "
+                       "cancelled), times, status and whether the app created the meeting. Answered from the "
+                       "appointment record, so it costs no Graph call and works while Graph is down.",
+        "parameters": [{"name": "appointmentId", "in": "path", "required": True,
+                        # A slash or a control character cannot travel in one path segment: such ids are
+                        # looked up through join-urls records instead.
+                        "schema": _text("The scheduling system's appointment id (no '/' and no control "
+                                        "characters).", minLength=1, maxLength=256,
+                                        pattern=r"^[^\x00-\x1f\x7f-\x9f/]+$")}],
+        "responses": {
+            "200": {"description": "The appointment.", "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/Appointment"}}}},
+            "400": _problem_response("The appointment id is invalid."),
+            "401": {"description": "Missing or wrong function key (answered by the host)."},
+            "404": _host_404(_problem_response("No appointment with that id has been processed.")),
+            "500": _problem_response("Unexpected error."),
+            "503": _problem_response("The appointment records could not be read.", retry_after=True),
+        },
+    }
+
+
 @lru_cache(maxsize=1)
 def openapi_document() -> str:
     """The document as JSON text (built once)."""
@@ -143,7 +178,8 @@ def openapi_document() -> str:
         "servers": [{"url": "/api"}],
         "tags": [{"name": "join-url", "description": "The HTTP twin: ad-hoc join-URL lookups."},
                  {"name": "intake", "description": "Webhook intakes: scheduler bookings in, contract-v1 events "
-                                                   "onto the appointments queue."}],
+                                                   "onto the appointments queue."},
+                 {"name": "appointments", "description": "Appointments as the app last applied them."}],
         "security": [{"functionKeyHeader": []}, {"functionKeyQuery": []}],
         "paths": {
             f"/{JOIN_URL_ROUTE}": {"get": _lookup_operation(bearer=False)},
@@ -158,6 +194,9 @@ def openapi_document() -> str:
             f"/{STANDARD_ROUTE}": {"post": _intake_operation(
                 "intakeStandardWebhooks", "Contract-v1 event from any Standard Webhooks sender", "AppointmentEvent",
                 "webhook-signature", "Standard Webhooks 1.0 (with webhook-id and webhook-timestamp).")},
+
+
+            f"/{APPOINTMENT_ROUTE}": {"get": _appointment_operation()},
         },
         "components": {
             "securitySchemes": {

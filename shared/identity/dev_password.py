@@ -8,7 +8,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from shared.exceptions import OrganizerNotConnectedError, SettingsError, TokenServiceUnavailableError
+from shared.exceptions import (
+    MissingScopeError,
+    OrganizerNotConnectedError,
+    SettingsError,
+    TokenServiceUnavailableError,
+)
 from shared.identity.app_credential import AppCredential
 from shared.identity.msal import MsalFailure, access_token, local_authority_session, unreachable
 from shared.identity.tokens import AccessToken, DelegatedTokenAcquirer, OrganizerIdentity
@@ -74,6 +79,10 @@ def token_from_result(result: dict[str, Any], organizer: str, scopes: Sequence[s
     if "access_token" in result:
         return access_token(result, scopes)
     failure = MsalFailure.from_result(result)
+    if failure.is_consent:
+        names = " ".join(scope.rsplit("/", 1)[-1] for scope in scopes) or "a scope this event needs"
+        raise MissingScopeError(f"organizer {hash_user(organizer)} has not consented to {names} "
+                                f"({failure.summary()}); grant consent for it on the app registration")
     if failure.needs_reconnect:
         raise OrganizerNotConnectedError(
             f"organizer {hash_user(organizer)} must reconnect: the identity platform answered {failure.summary()}")

@@ -24,6 +24,10 @@ GRAPH_RESOURCE = "https://graph.microsoft.com/"
 # only when an event carries a joinWebUrl and the meeting id must be looked up.
 SCOPE_JOIN_URL = (GRAPH_RESOURCE + "VirtualAppointment.Read",)
 SCOPE_MEETING_LOOKUP = (GRAPH_RESOURCE + "OnlineMeetings.Read",)
+# Meeting management (MEETING_MANAGEMENT): createOrGet, PATCH and DELETE as the organizer.
+SCOPE_MEETING_WRITE = (GRAPH_RESOURCE + "OnlineMeetings.ReadWrite",)
+# Client SMS (CLIENT_SMS, Teams Premium): sendVirtualAppointmentSms and sendVirtualAppointmentReminderSms.
+SCOPE_SMS = (GRAPH_RESOURCE + "VirtualAppointmentNotification.Send",)
 # Refresh this long before expiry, so a token never expires between cache read and Graph's check.
 _EXPIRY_MARGIN_SECONDS = 300.0
 # How long a spelling of an organizer (UPN or object id) is trusted to name the same person without asking

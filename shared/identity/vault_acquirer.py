@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from shared.common.clock import utc_now
 from shared.exceptions import (
+    MissingScopeError,
     OrganizerNotConnectedError,
     TokenServiceUnavailableError,
     VaultConflictError,
@@ -20,6 +21,8 @@ from shared.identity.msal import MsalClients, MsalFailure, access_token
 from shared.identity.tokens import (
     SCOPE_JOIN_URL,
     SCOPE_MEETING_LOOKUP,
+    SCOPE_MEETING_WRITE,
+    SCOPE_SMS,
     AccessToken,
     DelegatedTokenAcquirer,
     OrganizerIdentity,
@@ -36,8 +39,19 @@ SAVE_RETRY_SECONDS = 10.0
 
 
 def connect_scopes(settings: Settings) -> list[str]:
-    """What a connection asks for: the join URL scope, plus the lookup scope unless turned off."""
-    return [*SCOPE_JOIN_URL, *(SCOPE_MEETING_LOOKUP if settings.auth_connect_lookup_scope else ())]
+    """What a connection asks for: the join URL scope, plus each scope a setting turns on."""
+    return [*SCOPE_JOIN_URL, *(SCOPE_MEETING_LOOKUP if settings.auth_connect_lookup_scope else ()),
+            *(SCOPE_MEETING_WRITE if settings.meeting_management else ()), *(SCOPE_SMS if settings.client_sms else ())]
+
+
+def missing_scope(settings: Settings, organizer: str, scopes: Sequence[str], summary: str,
+                  tenant: str | None = None) -> MissingScopeError:
+    """The error for a connected organizer who never consented to `scopes`, saying how to grant them."""
+    names = " ".join(scope.rsplit("/", 1)[-1] for scope in scopes)
+    return MissingScopeError(
+        f"organizer {hash_user(organizer)} is connected but has not consented to {names} ({summary}). Grant it: "
+        f"an admin grants consent for {names} in the organizer's tenant (the app's admin-consent link), or the "
+        f"organizer reconnects now that the setting needing it is on ({reconnect_hint(settings, organizer, tenant)})")
 
 
 def reconnect_hint(settings: Settings, organizer: str, tenant: str | None = None) -> str:
@@ -129,20 +143,20 @@ class VaultTokenAcquirer(DelegatedTokenAcquirer):
         wanted = list(dict.fromkeys([*connect_scopes(self._settings), *scopes]))
         try:
             return self._acquire(identity, wanted, force_refresh=False)
-        except _ConsentMissing:
+        except _ConsentMissing as first:
             if set(wanted) == set(scopes):
-                raise self._consent_missing(identity, scopes) from None
+                raise self._consent_missing(identity, scopes, first.failure) from None
         try:
             return self._acquire(identity, scopes, force_refresh=False)
-        except _ConsentMissing:
-            raise self._consent_missing(identity, scopes) from None
+        except _ConsentMissing as missing:
+            raise self._consent_missing(identity, scopes, missing.failure) from None
 
     def refresh(self, identity: OrganizerIdentity) -> AccessToken:
         """Redeem the refresh token now (keep-alive), storing the rotated one."""
         try:
             return self._acquire(identity, SCOPE_JOIN_URL, force_refresh=True)
-        except _ConsentMissing:
-            raise self._consent_missing(identity, SCOPE_JOIN_URL) from None
+        except _ConsentMissing as missing:
+            raise self._consent_missing(identity, SCOPE_JOIN_URL, missing.failure) from None
 
     def _acquire(self, identity: OrganizerIdentity, scopes: Sequence[str], *, force_refresh: bool) -> AccessToken:
         # One refresh per organizer at a time across every instance: a second one waits, then finds the
@@ -273,11 +287,10 @@ class VaultTokenAcquirer(DelegatedTokenAcquirer):
             except VaultConflictError:
                 continue
 
-    def _consent_missing(self, identity: OrganizerIdentity, scopes: Sequence[str]) -> OrganizerNotConnectedError:
-        return OrganizerNotConnectedError(
-            f"organizer {hash_user(identity.oid)} has not consented to {' '.join(scopes)}; grant admin consent for "
-            f"it in their tenant, or reconnect with AUTH_CONNECT_LOOKUP_SCOPE=true: "
-            f"{reconnect_hint(self._settings, identity.oid, identity.tenant_id)}")
+    def _consent_missing(self, identity: OrganizerIdentity, scopes: Sequence[str],
+                         failure: MsalFailure | None = None) -> MissingScopeError:
+        return missing_scope(self._settings, identity.oid, scopes, failure.summary() if failure else "consent_required",
+                             identity.tenant_id)
 
     def _not_connected(self, organizer: str, why: str, tenant: str | None = None) -> OrganizerNotConnectedError:
         return OrganizerNotConnectedError(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -20,16 +20,23 @@ from shared.common.fields import (
     required_text,
 )
 from shared.exceptions import InvalidEventError, UnsupportedEventTypeError
+from shared.pipeline.appointment_fields import Schedule, parse_schedule
 
-EVENT_TYPE = "appointment.created"
+CREATED = "appointment.created"
+RESCHEDULED = "appointment.rescheduled"
+CANCELLED = "appointment.cancelled"
+EVENT_TYPES = (CREATED, RESCHEDULED, CANCELLED)
+# Plain JSON without `type` is a created event: what a contract v1 producer sends.
+EVENT_TYPE = CREATED
 # A second copy of one of these in one object would leave which event this is to the parser's choice.
 IDENTIFYING_FIELDS = frozenset({"id", "type", "eventType", "specversion", "data", "data_base64", "appointmentId",
-                                "organizer", "tenantId", "onlineMeetingId", "joinWebUrl"})
+                                "organizer", "tenantId", "onlineMeetingId", "joinWebUrl", "sequence",
+                                "startDateTime", "endDateTime"})
 
 
 @dataclass(frozen=True)
 class AppointmentEvent:
-    """An "appointment created" event, whatever envelope it came in."""
+    """An appointment event (created, rescheduled or cancelled), whatever envelope it came in."""
 
     event_id: str
     appointment_id: str
@@ -39,8 +46,14 @@ class AppointmentEvent:
     callback_url: str | None
     occurred_at: datetime | None
     schema: str
-    # The organizer's tenant, when the scheduler names it: the organizer must belong to it.
+    event_type: str = CREATED
+    schedule: Schedule = field(default_factory=Schedule)
     tenant_id: str | None = None
+
+    @property
+    def has_meeting(self) -> bool:
+        """Whether the scheduler named the meeting (an id or a joinWebUrl)."""
+        return self.online_meeting_id is not None or self.join_web_url is not None
 
 
 def parse_event(text: str) -> AppointmentEvent:
@@ -63,7 +76,8 @@ def parse_event(text: str) -> AppointmentEvent:
 def _from_plain(doc: dict[str, Any]) -> AppointmentEvent:
     event_type = doc.get("type", EVENT_TYPE)
     _check_type(event_type)
-    return _build(doc, event_id=doc.get("id"), occurred_at=doc.get("occurredAt"), schema="plain")
+    return _build(doc, event_id=doc.get("id"), occurred_at=doc.get("occurredAt"), schema="plain",
+                  event_type=event_type)
 
 
 def _from_cloudevent(doc: dict[str, Any]) -> AppointmentEvent:
@@ -75,14 +89,14 @@ def _from_cloudevent(doc: dict[str, Any]) -> AppointmentEvent:
     _check_type(doc["type"])
     data = _data_object(doc, "CloudEvent")
     return _build(data, event_id=doc["id"], occurred_at=data.get("occurredAt") or doc.get("time"),
-                  schema="cloudevents")
+                  schema="cloudevents", event_type=doc["type"])
 
 
 def _from_eventgrid(doc: dict[str, Any]) -> AppointmentEvent:
     _check_type(doc.get("eventType"))
     data = _data_object(doc, "Event Grid event")
     return _build(data, event_id=doc.get("id"), occurred_at=data.get("occurredAt") or doc.get("eventTime"),
-                  schema="eventgrid")
+                  schema="eventgrid", event_type=doc["eventType"])
 
 
 def _json(text: str, what: str) -> Any:
@@ -123,17 +137,19 @@ def _base64_data(doc: dict[str, Any]) -> Any:
 def _check_type(event_type: Any) -> None:
     if not isinstance(event_type, str) or not event_type:
         raise InvalidEventError("event type is required")
-    if event_type != EVENT_TYPE:
-        raise UnsupportedEventTypeError(f"event type {event_type!r} is not handled; expected {EVENT_TYPE!r}")
+    if event_type not in EVENT_TYPES:
+        raise UnsupportedEventTypeError(f"event type {event_type!r} is not handled; expected one of "
+                                        + ", ".join(repr(t) for t in EVENT_TYPES))
 
 
-def _build(data: dict[str, Any], *, event_id: Any, occurred_at: Any, schema: str) -> AppointmentEvent:
+def _build(data: dict[str, Any], *, event_id: Any, occurred_at: Any, schema: str,
+           event_type: str) -> AppointmentEvent:
+    # Whether a created event without a meeting may have one made depends on MEETING_MANAGEMENT: the
+    # pipeline decides (meeting_required), not the parser.
     meeting_id = optional_text(data, "onlineMeetingId")
     if meeting_id is not None:
         check_path_segment("onlineMeetingId", meeting_id)
     join_web_url = optional_text(data, "joinWebUrl", limit=MAX_URL)
-    if meeting_id is None and join_web_url is None:
-        raise InvalidEventError("one of 'onlineMeetingId' or 'joinWebUrl' is required")
     if join_web_url is not None:
         check_https_url("joinWebUrl", join_web_url)
     callback_url = optional_text(data, "callbackUrl", limit=MAX_URL)
@@ -148,5 +164,7 @@ def _build(data: dict[str, Any], *, event_id: Any, occurred_at: Any, schema: str
         callback_url=callback_url,
         occurred_at=optional_timestamp(occurred_at, "occurredAt"),
         schema=schema,
+        event_type=event_type,
+        schedule=parse_schedule(data, times_required=event_type == RESCHEDULED),
         tenant_id=optional_guid(data, "tenantId"),
     )

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import hashlib
 
+from shared.pipeline.inbound import CANCELLED, RESCHEDULED
 from shared.pipeline.records import JoinUrlResult, Rejection
 from shared.webhooks.outbound import WebhookEvent, webhook_event
 
+# The webhook a result sends follows the event it answers: a reschedule that overtook its create still
+# sends `updated` (with both links, which the scheduler may be seeing for the first time).
+_RESULT_KINDS = {RESCHEDULED: "updated", CANCELLED: "cancelled"}
+
 
 def ready_event(result: JoinUrlResult, callback_url: str | None = None) -> WebhookEvent:
-    """The `appointment.joinurl.ready` event for a result."""
-    return webhook_event("ready", result.to_dict(), result.event_id, callback_url=callback_url,
-                         timestamp=result.resolved_at)
+    """The webhook for a result: `.ready` (created), `.updated` (rescheduled) or `.cancelled` (cancelled)."""
+    return webhook_event(_RESULT_KINDS.get(result.event_type, "ready"), result.to_dict(), result.event_id,
+                         callback_url=callback_url, timestamp=result.resolved_at)
 
 
 def failed_event(rejection: Rejection, callback_url: str | None = None) -> WebhookEvent | None:

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from shared.common import strict_json
 from shared.common.strict_json import decode_utf8
 from shared.exceptions import KeyInProgressError, PermanentError, ThrottledError, TransientError
-from shared.pipeline.inbound import AppointmentEvent, parse_event
-from shared.pipeline.join_url_resolver import JoinUrlResolver
+from shared.pipeline.appointment_flow import AppointmentFlow, BeforeDelete
+from shared.pipeline.inbound import CANCELLED, AppointmentEvent, parse_event
 from shared.pipeline.notifications import failed_event, ready_event
 from shared.pipeline.records import JoinUrlResult, Rejection
+from shared.pipeline.sms import SmsFailure, SmsJob, SmsSending, plan_sms, send_now, windows_attendees
 from shared.redaction import hash_tenant, hash_user
 from shared.settings import setting_default
+from shared.storage.appointments import AppointmentRecord
 from shared.storage.idempotency import Claim, ClaimKind, IdempotencyStore
 from shared.storage.requeue import Requeuer, unwrap_requeued, wrap_requeued
 from shared.webhooks.outbound import WebhookEvent
@@ -22,6 +24,7 @@ from shared.webhooks.outbound import WebhookEvent
 log = logging.getLogger(__name__)
 # Azure Storage queues hide a message for at most 7 days.
 _MAX_VISIBILITY_DELAY = 7 * 24 * 3600 - 60
+_IN_PROGRESS_WAIT = 5.0
 
 
 @dataclass(frozen=True)
@@ -35,12 +38,22 @@ class Delivery:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What became of one message: `ready` (a result), `rejected` (a rejection) or `requeued`."""
+    """What became of one message: `ready` (a result), `rejected` (a rejection) or `requeued`.
+
+    `sms` are texts for `sms-outbox`; `sms_failures` are texts that failed inline (a cancellation's).
+    """
 
     kind: str
     result: JoinUrlResult | None = None
     rejection: Rejection | None = None
     webhook: WebhookEvent | None = None
+    sms: tuple[SmsJob, ...] = ()
+    sms_failures: tuple[SmsFailure, ...] = ()
+
+    def webhooks(self) -> list[str]:
+        """Every outbox message of this outcome: its own webhook, then one per failed text."""
+        hooks = [self.webhook] if self.webhook is not None else []
+        return [hook.to_message() for hook in (*hooks, *(f.webhook for f in self.sms_failures))]
 
 
 class AppointmentProcessor:
@@ -52,9 +65,12 @@ class AppointmentProcessor:
     may have died after recording the result but before the host wrote its outputs.
     """
 
-    def __init__(self, resolver: JoinUrlResolver, requeuer: Requeuer, idempotency: IdempotencyStore, *,
-                 max_requeues: int, stale_claim_seconds: float | None = None) -> None:
-        self._resolver = resolver
+    def __init__(self, flow: AppointmentFlow, requeuer: Requeuer, idempotency: IdempotencyStore, *,
+                 max_requeues: int, stale_claim_seconds: float | None = None, sms: SmsSending | None = None,
+                 sms_reminder: str | None = None) -> None:
+        self._flow = flow
+        self._sms = sms
+        self._sms_reminder = sms_reminder
         self._requeuer = requeuer
         self._idempotency = idempotency
         self._max_requeues = max_requeues
@@ -94,10 +110,14 @@ class AppointmentProcessor:
                 return Outcome("ready", result=result, webhook=ready_event(result, event.callback_url))
             # Who the organizer is, in which tenant, before anything is asked of Graph: a tenantId the
             # organizer does not belong to is refused here, and only that tenant's token is used after.
-            tenant = (await self._resolver.identify(event.organizer, event.tenant_id)).tenant_id
-            meeting_id, join_url = await self._resolver.resolve(
-                event.organizer, event.online_meeting_id, event.join_web_url, tenant=tenant)
-            result = JoinUrlResult.for_event(event, meeting_id, join_url, tenant)
+            tenant = (await self._flow.identify(event.organizer, event.tenant_id)).tenant_id
+            event = replace(event, tenant_id=tenant)
+            inline: list[SmsFailure | None] = []
+            handled = await self._flow.handle(event, self._before_delete(event, inline))
+            result = handled.result
+            texts = plan_sms(event, handled.action, result, reminder=self._sms_reminder) if self._sms else []
+            # A cancellation text already sent inline (before the delete) is not queued again.
+            jobs = tuple(job for job in texts if not (inline and job.message_type == "cancellation"))
             await self._idempotency.complete(_key(event), result.to_json(), claim)
             finished = True
         except PermanentError as exc:
@@ -106,8 +126,11 @@ class AppointmentProcessor:
             return Outcome("rejected", rejection=rejection,
                            webhook=failed_event(rejection, event.callback_url if event else None))
         except KeyInProgressError as exc:
-            # Another worker holds this event right now: look again shortly instead of burning retries.
-            return await self._requeue(delivery, event, exc, started, max(exc.retry_after or 5.0, 5.0))
+            # Another worker holds this event (or its appointment's meeting) right now: look again shortly
+            # instead of burning retries. The holder is nearly always done within a second; waiting longer each
+            # time still outlasts a dead holder's claim (5 s, 15 s, 45 s, ... ends past the stale limit).
+            backoff = _IN_PROGRESS_WAIT * 3 ** delivery.requeue_attempt
+            return await self._requeue(delivery, event, exc, started, min(exc.retry_after or backoff, backoff))
         except ThrottledError as exc:
             return await self._requeue(delivery, event, exc, started, exc.retry_after or 1.0)
         except TransientError as exc:
@@ -117,8 +140,23 @@ class AppointmentProcessor:
             # Rejections, requeues and transient failures give the claim back: a retry or replay starts fresh.
             if claim is not None and claim.owned and not finished and event is not None:
                 await self._idempotency.release(_key(event), claim)
-        _log_outcome("ready", None, event, delivery, started, tenant=tenant)
-        return Outcome("ready", result=result, webhook=ready_event(result, event.callback_url))
+        _log_outcome("ready", None, event, delivery, started, tenant=tenant, action=handled.action.value)
+        return Outcome("ready", result=result, webhook=ready_event(result, event.callback_url), sms=jobs,
+                       sms_failures=tuple(f for f in inline if f is not None))
+
+    def _before_delete(self, event: AppointmentEvent, inline: list[SmsFailure | None]) -> list[BeforeDelete]:
+        """With client SMS on, the cancellation text goes out just before the meeting is deleted."""
+        sender = self._sms
+        attendees = windows_attendees(event.schedule.clients) if sender is not None else ()
+        if sender is None or not attendees or event.event_type != CANCELLED:
+            return []
+
+        async def text_then_delete(record: AppointmentRecord, meeting_id: str) -> None:
+            job = SmsJob(event.appointment_id, record.organizer, event.event_id, meeting_id, "cancellation",
+                         attendees, record.tenant_id, None, event.callback_url)
+            inline.append(await send_now(sender, job))
+
+        return [text_then_delete]
 
     def _undecodable(self, body: bytes, dequeue_count: int, exc: UnicodeDecodeError, started: float) -> Outcome:
         # No text, so no event and no webhook: the rejection keeps the bytes exactly, for a person to look at.

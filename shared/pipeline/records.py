@@ -6,39 +6,57 @@ import base64
 import json
 from dataclasses import dataclass
 
-from shared.common.clock import utc_now
-from shared.pipeline.inbound import AppointmentEvent
+from shared.common.clock import format_timestamp, utc_now
+from shared.pipeline.inbound import CREATED, AppointmentEvent
 from shared.storage.overflow import KeptMessage
+
+SCHEDULED = "scheduled"
+CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True)
 class JoinUrlResult:
-    """A resolved join URL: the durable answer written to `join-urls`."""
+    """An appointment's links after one event: the durable answer written to `join-urls`."""
 
     appointment_id: str
     organizer: str
-    online_meeting_id: str
-    join_url: str
+    online_meeting_id: str | None
+    join_url: str | None
     event_id: str
     resolved_at: str
+    organizer_join_url: str | None = None
+    start: str | None = None
+    end: str | None = None
+    meeting_created_by_app: bool = False
+    event_type: str = CREATED
+    status: str = SCHEDULED
     tenant_id: str | None = None
 
     @classmethod
-    def for_event(cls, event: AppointmentEvent, meeting_id: str, join_url: str,
-                  tenant_id: str | None = None) -> JoinUrlResult:
-        """Build the result for an event (tenant_id: the organizer's tenant, when known)."""
+    def for_event(cls, event: AppointmentEvent, meeting_id: str, join_url: str) -> JoinUrlResult:
+        """The result of a created event whose meeting the scheduler supplied (contract v1's only case)."""
+        schedule = event.schedule
         return cls(event.appointment_id, event.organizer, meeting_id, join_url, event.event_id, utc_now(),
-                   tenant_id or event.tenant_id)
+                   organizer_join_url=event.join_web_url,
+                   start=format_timestamp(schedule.start) if schedule.start else None,
+                   end=format_timestamp(schedule.end) if schedule.end else None,
+                   event_type=event.event_type, tenant_id=event.tenant_id)
 
-    def to_dict(self) -> dict[str, str | None]:
+    def to_dict(self) -> dict[str, object]:
         """The wire form (camelCase, as in the contract)."""
         return {
             "appointmentId": self.appointment_id,
             "organizer": self.organizer,
             "onlineMeetingId": self.online_meeting_id,
             "joinUrl": self.join_url,
-            "eventId": self.event_id,
+            "organizerJoinUrl": self.organizer_join_url,
+            "startDateTime": self.start,
+            "endDateTime": self.end,
+            "meetingCreatedByApp": self.meeting_created_by_app,
+            "eventType": self.event_type,
+            "status": self.status,
             "tenantId": self.tenant_id,
+            "eventId": self.event_id,
             "resolvedAt": self.resolved_at,
         }
 
@@ -48,10 +66,14 @@ class JoinUrlResult:
 
     @classmethod
     def from_json(cls, text: str) -> JoinUrlResult:
-        """Read back a stored result (the idempotency record of a completed event)."""
+        """Read back a stored result (the idempotency record of a completed event; v1 records lack the new fields)."""
         doc = json.loads(text)
-        return cls(doc["appointmentId"], doc["organizer"], doc["onlineMeetingId"], doc["joinUrl"], doc["eventId"],
-                   doc["resolvedAt"], doc.get("tenantId"))
+        return cls(doc["appointmentId"], doc["organizer"], doc.get("onlineMeetingId"), doc.get("joinUrl"),
+                   doc["eventId"], doc["resolvedAt"], organizer_join_url=doc.get("organizerJoinUrl"),
+                   start=doc.get("startDateTime"), end=doc.get("endDateTime"),
+                   meeting_created_by_app=bool(doc.get("meetingCreatedByApp", False)),
+                   event_type=doc.get("eventType") or CREATED, status=doc.get("status") or SCHEDULED,
+                   tenant_id=doc.get("tenantId"))
 
 
 @dataclass(frozen=True)
@@ -64,9 +86,9 @@ class Rejection:
     event_id: str | None = None
     appointment_id: str | None = None
     organizer: str | None = None
+    tenant_id: str | None = None
     dequeue_count: int = 1
     rejected_at: str = ""
-    tenant_id: str | None = None
     # Set only when the message is not UTF-8 text: then it is kept as base64, byte for byte.
     original_bytes: bytes | None = None
     # Set when the original would not fit a queue message inside this record: kept whole in a blob.

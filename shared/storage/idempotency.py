@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from shared.exceptions import KeyInProgressError, TransientError
 from shared.settings import StorageConnection
-from shared.storage.table_rest import TableRestClient
+from shared.storage.table_rest import LazyTable, TableRestClient
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +68,13 @@ class IdempotencyStore(Protocol):
         """Give up an owned claim (transient failure) so a retry starts fresh."""
 
 
-def partition_key(key: str) -> str:
-    """The Table PartitionKey for an idempotency key: the prefix and two hex digits of its SHA-256."""
-    return PARTITION_PREFIX + hashlib.sha256(key.encode()).hexdigest()[:2]
+def partition_key(key: str, prefix: str = PARTITION_PREFIX) -> str:
+    """The Table PartitionKey for a key: the prefix and two hex digits of its SHA-256 (256 partitions)."""
+    return prefix + hashlib.sha256(key.encode()).hexdigest()[:2]
 
 
 def row_key(key: str) -> str:
-    """The Table RowKey for an idempotency key: readable when safe, a SHA-256 otherwise."""
+    """The Table RowKey for a key: readable when safe, a SHA-256 otherwise."""
     if _SAFE_KEY.match(key):
         return f"k_{key}"
     return f"h_{hashlib.sha256(key.encode()).hexdigest()}"
@@ -120,36 +120,14 @@ def utc_clock() -> datetime:
     return datetime.now(UTC)
 
 
-class TableIdempotencyStore:
+class TableIdempotencyStore(LazyTable):
     """Azure Table store: create-if-absent and ETag-conditioned replace make ownership exclusive."""
 
     def __init__(self, conn: StorageConnection, table_name: str, window_seconds: float, *,
                  clock: Callable[[], datetime] = utc_clock, client: TableRestClient | None = None) -> None:
-        self._conn = conn
-        self._table_name = table_name
+        super().__init__(conn, table_name, client)
         self._window = timedelta(seconds=window_seconds)
         self._clock = clock
-        self._client = client
-
-    def _table(self) -> TableRestClient:
-        # Made on first use, inside the worker's event loop.
-        if self._client is None:
-            self._client = TableRestClient(self._conn, self._table_name)
-        return self._client
-
-    async def aclose(self) -> None:
-        """Close the table client."""
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
-
-    async def _ensure_table(self) -> None:
-        from azure.core.exceptions import ResourceExistsError
-
-        try:
-            await self._table().create_table()
-        except ResourceExistsError:
-            pass
 
     def _entity(self, key: str, state: str, started_at: datetime, now: datetime,
                 result: str | None = None, owner: str = "") -> dict[str, Any]:

@@ -297,3 +297,32 @@ def _error(status: int, payload: bytes, method: str) -> Exception:
     exc = HttpResponseError(message=text)
     exc.status_code = status
     return exc
+
+
+class LazyTable:
+    """A store's one table: its REST client made on first use (inside the worker's event loop), closed once."""
+
+    def __init__(self, conn: StorageConnection, table_name: str, client: TableRestClient | None = None) -> None:
+        self._conn = conn
+        self._table_name = table_name
+        self._client = client
+
+    def _table(self) -> TableRestClient:
+        if self._client is None:
+            self._client = TableRestClient(self._conn, self._table_name)
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the table client."""
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def _ensure_table(self) -> None:
+        """Create the table if it is missing (the first write against a fresh account)."""
+        from azure.core.exceptions import ResourceExistsError
+
+        try:
+            await self._table().create_table()
+        except ResourceExistsError:
+            pass

@@ -12,9 +12,14 @@ from typing import Any
 from shared.common.clock import utc_now
 
 EVENT_READY = "appointment.joinurl.ready"
+EVENT_UPDATED = "appointment.joinurl.updated"
+EVENT_CANCELLED = "appointment.joinurl.cancelled"
 EVENT_FAILED = "appointment.joinurl.failed"
-_KINDS = {"ready": EVENT_READY, "failed": EVENT_FAILED, EVENT_READY: EVENT_READY, EVENT_FAILED: EVENT_FAILED}
-_SUFFIX = {EVENT_READY: "ready", EVENT_FAILED: "failed"}
+EVENT_SMS_FAILED = "appointment.joinurl.sms_failed"
+# Kind (the webhook-id suffix) -> event type; either names an event.
+_SUFFIX = {EVENT_READY: "ready", EVENT_UPDATED: "updated", EVENT_CANCELLED: "cancelled", EVENT_FAILED: "failed",
+           EVENT_SMS_FAILED: "sms_failed"}
+_KINDS = {**{suffix: event_type for event_type, suffix in _SUFFIX.items()}, **{t: t for t in _SUFFIX}}
 # Event ids that can stand in a webhook-id as they are; anything else (dots above all: the id is part
 # of the signed content) is hashed, which keeps the id stable across retries and replays.
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
@@ -62,7 +67,7 @@ def webhook_id_for(event_id: str, kind: str) -> str:
 
 def webhook_event(kind: str, data: Mapping[str, Any], event_id: str, *, callback_url: str | None = None,
                   timestamp: str | None = None) -> WebhookEvent:
-    """Build an outbox event (`ready`/`failed` or the full type) with its body serialized once, for good."""
+    """Build an outbox event (a kind such as `ready` or the full type) with its body serialized once, for good."""
     event_type = _KINDS.get(kind)
     if event_type is None:
         raise ValueError(f"unknown webhook kind {kind!r}")

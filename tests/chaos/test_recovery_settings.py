@@ -33,7 +33,7 @@ def test_the_chaos_runs_settings_are_valid():
 
 
 @pytest.mark.parametrize(("name", "value", "names"), [
-    ("IDEMPOTENCY_STALE_CLAIM_SECONDS", "15", "2 x GRAPH_TIMEOUT_SECONDS"),
+    ("IDEMPOTENCY_STALE_CLAIM_SECONDS", "15", "4 x GRAPH_TIMEOUT_SECONDS"),
     ("WEBHOOK_STALE_CLAIM_SECONDS", "12", "WEBHOOK_CONNECT_TIMEOUT_SECONDS + WEBHOOK_READ_TIMEOUT_SECONDS"),
 ])
 def test_a_claim_shorter_than_an_invocation_is_refused(name, value, names):

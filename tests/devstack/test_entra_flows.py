@@ -399,7 +399,8 @@ def test_azure_identity_on_behalf_of_then_graph(stack: dict[str, Any], http: htt
     claims = _claims(graph_token)
     assert (claims["aud"], claims["oid"], claims["appid"]) == ("https://graph.microsoft.com", SCHEDULER["oid"],
                                                               API["client_id"])
-    assert set(claims["scp"].split()) == {"VirtualAppointment.Read", "OnlineMeetings.Read"}
+    # `.default`: every Graph permission the admin consented for the app (directory.json's delegated_scopes)
+    assert set(claims["scp"].split()) == set(API["delegated_scopes"])
 
     mid = quote(CARDIOLOGY["id"], safe="")
     url = f"{stack['graph']['base_url']}/me/onlineMeetings/{mid}/getVirtualAppointmentJoinWebUrl()"

@@ -11,7 +11,7 @@ from shared.pipeline.join_url_resolver import JoinUrlResolver
 from shared.pipeline.processor import AppointmentProcessor
 from shared.testing.idempotency import InMemoryIdempotencyStore
 from shared.testing.requeue import InMemoryRequeuer
-from tests.fakes import CapturingOut, FakeGraph, no_sleep
+from tests.fakes import CapturingOut, FakeGraph, make_flow, no_sleep
 
 pytestmark = pytest.mark.functional
 ORG = "scheduler@contoso.test"
@@ -26,8 +26,8 @@ def graph(function_app_module, monkeypatch):
     services = function_app_module.services
     monkeypatch.setitem(services.__dict__, "resolver", resolver)
     monkeypatch.setitem(services.__dict__, "processor",
-                        AppointmentProcessor(resolver, InMemoryRequeuer(), InMemoryIdempotencyStore(),
-                                             max_requeues=3))
+                        AppointmentProcessor(make_flow(fake, resolver), InMemoryRequeuer(),
+                                             InMemoryIdempotencyStore(), max_requeues=3))
     return fake
 
 
@@ -41,11 +41,12 @@ def event(**fields) -> str:
 
 
 async def call_queue(indexed, body, dequeue_count=1):
-    results, rejected, outbox = CapturingOut(), CapturingOut(), CapturingOut()
+    results, rejected, outbox, sms, sms_failed = (CapturingOut() for _ in range(5))
     await indexed["process_appointment"].get_user_function()(
-        msg=queue_message(body, dequeue_count), results=results, rejected=rejected, outbox=outbox)
+        msg=queue_message(body, dequeue_count), results=results, rejected=rejected, outbox=outbox, sms=sms,
+        sms_failed=sms_failed)
     if results.get():  # a rejection without an appointment id has no one to notify
-        assert json.loads(outbox.get())["type"] == "appointment.joinurl.ready"
+        assert json.loads(outbox.get()[0])["type"] == "appointment.joinurl.ready"
     return results.get(), rejected.get()
 
 

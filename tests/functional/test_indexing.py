@@ -50,7 +50,12 @@ def test_process_appointment_is_async_and_outputs_on_the_contract_queues(indexed
     assert inspect.iscoroutinefunction(function.get_user_function())
     queues = {b.name: getattr(b, "queue_name", None) for b in function.get_bindings()}
     assert queues == {"msg": "appointments", "results": "join-urls", "rejected": "appointments-rejected",
-                      "outbox": "webhook-outbox"}
+                      "outbox": "webhook-outbox", "sms": "sms-outbox", "sms_failed": "sms-failed"}
+
+
+def test_send_sms_reads_the_sms_outbox_and_records_failures(indexed):
+    queues = {b.name: getattr(b, "queue_name", None) for b in indexed["send_sms"].get_bindings()}
+    assert queues == {"msg": "sms-outbox", "sms_failed": "sms-failed", "outbox": "webhook-outbox"}
 
 
 def test_deliver_webhook_reads_the_outbox_and_dead_letters(indexed):

@@ -93,6 +93,9 @@ IDENTITY_CONNECTION_SETTINGS = {
 }
 
 EXPECTED_QUEUES = {
+    "sms-outbox",
+    "sms-outbox-poison",
+    "sms-failed",
     "appointments",
     "appointments-poison",
     "appointments-rejected",
@@ -396,7 +399,8 @@ def test_storage_holds_every_queue_container_and_table() -> None:
     assert code_queues <= bicep_queues, f"queues the code uses that Bicep does not create: {code_queues - bicep_queues}"
     registry = _registry()
     pairs = (("IDEMPOTENCY_TABLE", "idempotencyTableName"), ("TOKEN_VAULT_CONTAINER", "tokenVaultContainerName"),
-             ("MESSAGE_OVERFLOW_CONTAINER", "messageOverflowContainerName"))
+             ("MESSAGE_OVERFLOW_CONTAINER", "messageOverflowContainerName"),
+             ("APPOINTMENTS_TABLE", "appointmentsTableName"))
     for setting, var in pairs:
         if setting in registry and registry[setting].default is not None:
             assert registry[setting].default == variables[var]["value"], f"{setting} default differs from Bicep"
@@ -406,7 +410,7 @@ def test_storage_holds_every_queue_container_and_table() -> None:
     assert storage_module["queueNames"] == "queueNames"
     assert storage_module["containerNames"] == ["deploymentContainerName", "tokenVaultContainerName",
                                                 "messageOverflowContainerName"]
-    assert storage_module["tableNames"] == ["idempotencyTableName"]
+    assert storage_module["tableNames"] == ["idempotencyTableName", "appointmentsTableName"]
     for queue in EXPECTED_QUEUES:
         assert re.fullmatch(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}", queue), queue
 

@@ -127,3 +127,15 @@ def test_federated_needs_no_secret_and_bad_values_are_named_without_being_shown(
     assert "ENTRA_CLIENT_CERTIFICATE=<redacted>" in str(caught.value) and "secret-bits" not in str(caught.value)
     with pytest.raises(SettingsError, match="ENTRA_APP_CREDENTIAL"):
         load_settings(sample_env() | {"ENTRA_APP_CREDENTIAL": "managed_identity"})
+def test_meeting_management_and_client_sms_are_off_by_default_and_validated():
+    env = {k: v for k, v in sample_env().items()
+           if k not in ("MEETING_MANAGEMENT", "CLIENT_SMS", "CLIENT_SMS_REMINDER", "APPOINTMENTS_TABLE")}
+    settings = load_settings(env)
+    assert (settings.meeting_management, settings.client_sms, settings.client_sms_reminder) == (False, False, None)
+    assert settings.appointments_table == "appointments"
+    with pytest.raises(SettingsError) as raised:
+        load_settings(env | {"MEETING_MANAGEMENT": "sometimes", "CLIENT_SMS_REMINDER": "mins60",
+                             "APPOINTMENTS_TABLE": "no-hyphens"})
+    problems = "\n".join(raised.value.problems)
+    assert "MEETING_MANAGEMENT" in problems and "CLIENT_SMS_REMINDER" in problems and "mins15" in problems
+    assert "APPOINTMENTS_TABLE" in problems

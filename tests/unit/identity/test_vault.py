@@ -11,13 +11,20 @@ from pathlib import Path
 import pytest
 
 from shared.exceptions import (
+    MissingScopeError,
     OrganizerNotConnectedError,
     PermanentError,
     TokenServiceUnavailableError,
     VaultUnavailableError,
 )
 from shared.identity.keepalive import KeepAliveOutcome, run_keepalive
-from shared.identity.tokens import SCOPE_JOIN_URL, SCOPE_MEETING_LOOKUP, DelegatedCredentials, OrganizerIdentity
+from shared.identity.tokens import (
+    SCOPE_JOIN_URL,
+    SCOPE_MEETING_LOOKUP,
+    SCOPE_MEETING_WRITE,
+    DelegatedCredentials,
+    OrganizerIdentity,
+)
 from shared.identity.vault import ConnectionStatus, VaultEntry
 from shared.identity.vault_acquirer import VaultTokenAcquirer
 from shared.redaction import hash_user
@@ -155,13 +162,21 @@ def test_app_registration_problems_are_permanent_but_not_the_organizers_fault(se
     assert vault.get(SCHEDULER["upn"]).status == ConnectionStatus.CONNECTED
 
 
-def test_missing_consent_for_the_lookup_scope_does_not_disconnect_the_organizer(settings, vault, idp):
+@pytest.mark.parametrize(("scopes", "name"), [(SCOPE_MEETING_LOOKUP, "OnlineMeetings.Read"),
+                                              (SCOPE_MEETING_WRITE, "OnlineMeetings.ReadWrite")])
+def test_missing_consent_for_an_optional_scope_is_missing_scope_and_keeps_the_connection(settings, vault, idp,
+                                                                                        scopes, name):
+    # GIVEN an organizer connected without consent for an optional scope
     entry = stored(vault, idp)
     vault.save(dataclasses.replace(entry, cache=expire_access_token(entry.cache)))
-    # Neither the organizer's full set of scopes nor the lookup scope alone: consent is missing for it.
+    # Neither the organizer's full set of scopes nor the asked scope alone: consent is missing for it.
     idp.answers += [error("invalid_grant", 65001, "The user or administrator has not consented")] * 2
-    with pytest.raises(OrganizerNotConnectedError, match=r"OnlineMeetings\.Read"):
-        acquirer(settings, vault, idp).acquire(ID, list(SCOPE_MEETING_LOOKUP))
+    # WHEN a token with that scope is needed THEN missing_scope names it and says how to grant it
+    with pytest.raises(MissingScopeError, match=name) as raised:
+        acquirer(settings, vault, idp).acquire(ID, list(scopes))
+    assert raised.value.reason == "missing_scope" and "consent" in raised.value.detail
+    assert "connect-device" in raised.value.detail
+    # AND the connection itself stays healthy (join URLs keep working)
     assert vault.get(SCHEDULER["upn"]).status == ConnectionStatus.CONNECTED
 
 
@@ -421,3 +436,19 @@ def test_a_short_storage_pause_after_a_redeem_is_ridden_out_under_the_lease(sett
     acquirer(settings, vault, idp, sleep=slept.append).acquire(ID, list(SCOPE_JOIN_URL))
     after = vault.get(SCHEDULER["upn"])
     assert vault.failures == 0 and idp.is_valid(after.cache) and len(slept) == 3
+@pytest.mark.parametrize(("overrides", "expected"), [
+    ({"MEETING_MANAGEMENT": "false", "CLIENT_SMS": "false", "AUTH_CONNECT_LOOKUP_SCOPE": "false"},
+     ["VirtualAppointment.Read"]),
+    ({"MEETING_MANAGEMENT": "true", "CLIENT_SMS": "false", "AUTH_CONNECT_LOOKUP_SCOPE": "true"},
+     ["VirtualAppointment.Read", "OnlineMeetings.Read", "OnlineMeetings.ReadWrite"]),
+    ({"MEETING_MANAGEMENT": "true", "CLIENT_SMS": "true", "AUTH_CONNECT_LOOKUP_SCOPE": "false"},
+     ["VirtualAppointment.Read", "OnlineMeetings.ReadWrite", "VirtualAppointmentNotification.Send"]),
+])
+def test_the_connect_page_and_device_code_ask_for_what_the_settings_turn_on(overrides, expected):
+    from shared.identity.vault_acquirer import connect_scopes
+
+    values = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+    values["DEV_USERS_FILE"] = str(ROOT / values["DEV_USERS_FILE"])
+    values.pop("TLS_CA_BUNDLE")
+    scopes = connect_scopes(load_settings(values | {"CREDENTIAL_MODE": "vault"} | overrides))
+    assert [scope.rsplit("/", 1)[-1] for scope in scopes] == expected

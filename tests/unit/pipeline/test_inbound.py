@@ -47,7 +47,8 @@ def test_join_web_url_instead_of_meeting_id():
     ("[1, 2]", "invalid_event", "exactly one"),
     ('"text"', "invalid_event", "JSON object"),
     (json.dumps({"id": "e", "organizer": ORGANIZER, "onlineMeetingId": "m"}), "invalid_event", "appointmentId"),
-    (json.dumps({"id": "e", "appointmentId": "a", "organizer": ORGANIZER}), "invalid_event", "joinWebUrl"),
+    (json.dumps({"id": "e", "type": "appointment.rescheduled", "appointmentId": "a", "organizer": ORGANIZER}),
+     "invalid_event", "startDateTime"),
     (json.dumps({"id": "e", **FIELDS, "organizer": "not a user"}), "invalid_event", "organizer"),
     (json.dumps({**FIELDS}), "invalid_event", "'id'"),
     (json.dumps({"id": "e", **FIELDS, "joinWebUrl": "http://teams/x", "onlineMeetingId": None}),
@@ -67,7 +68,7 @@ def test_bad_messages_are_rejected_with_a_reason(message, reason, fragment):
 
 def test_unknown_event_type_has_its_own_reason():
     with pytest.raises(UnsupportedEventTypeError) as caught:
-        parse_event(json.dumps({"id": "e", "type": "appointment.cancelled", **FIELDS}))
+        parse_event(json.dumps({"id": "e", "type": "appointment.noshow", **FIELDS}))
     assert caught.value.reason == "unsupported_event_type"
 
 

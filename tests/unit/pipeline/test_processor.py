@@ -19,7 +19,7 @@ from shared.redaction import hash_tenant
 from shared.storage.requeue import unwrap_requeued
 from shared.testing.idempotency import InMemoryIdempotencyStore
 from shared.testing.requeue import InMemoryRequeuer
-from tests.fakes import FakeGraph
+from tests.fakes import FakeGraph, make_flow
 
 pytestmark = pytest.mark.unit
 ORG = "scheduler@contoso.test"
@@ -39,8 +39,9 @@ def make(graph=None, budget=2.0, max_requeues=3):
 
     graph = graph or FakeGraph({(ORG, "m1"): URL})
     requeuer = InMemoryRequeuer()
-    processor = AppointmentProcessor(JoinUrlResolver(graph, inline_throttle_budget=budget, sleep=sleep),
-                                     requeuer, InMemoryIdempotencyStore(), max_requeues=max_requeues)
+    resolver = JoinUrlResolver(graph, inline_throttle_budget=budget, sleep=sleep)
+    processor = AppointmentProcessor(make_flow(graph, resolver), requeuer, InMemoryIdempotencyStore(),
+                                     max_requeues=max_requeues)
     return processor, graph, requeuer, slept
 
 
@@ -78,7 +79,8 @@ async def test_unknown_meeting_and_invalid_messages_are_rejected_with_ids_kept()
     assert (await processor.process(event(onlineMeetingId="nope"))).rejection.reason == "meeting_not_found"
     bad = json.dumps({"id": "evt-9", "appointmentId": "apt-9", "organizer": ORG})
     rejection = (await processor.process(bad, dequeue_count=1)).rejection
-    assert (rejection.reason, rejection.event_id, rejection.appointment_id) == ("invalid_event", "evt-9", "apt-9")
+    # No meeting and meeting management off (the default): the event needs its meeting.
+    assert (rejection.reason, rejection.event_id, rejection.appointment_id) == ("meeting_required", "evt-9", "apt-9")
 
 
 async def test_transient_failures_raise_for_the_host_to_retry():

@@ -1,0 +1,272 @@
+"""Carries out the lifecycle decision against the appointment record and Graph, safely on many instances.
+
+Each round reads the record, asks `lifecycle.decide`, and for a Graph write (create, update, delete)
+first takes the record's lease with an ETag-conditioned write, so two workers never write one meeting at
+once (no lost update, no meeting left behind after a cancel). A Graph read (a supplied meeting) needs no
+lease: its record write is conditioned on the ETag read, and losing that race means deciding again. A
+worker that dies holding a lease is overtaken once the lease is stale (IDEMPOTENCY_STALE_CLAIM_SECONDS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Protocol
+
+from shared.common.clock import format_timestamp, utc_now
+from shared.exceptions import KeyInProgressError, RecordConflictError, TransientError
+from shared.graph.meetings import Meeting, MeetingSpec, external_id
+from shared.identity.tokens import OrganizerIdentity
+from shared.pipeline.inbound import CREATED, AppointmentEvent
+from shared.pipeline.join_url_resolver import JoinUrlResolver
+from shared.pipeline.lifecycle import (
+    GRAPH_WRITES,
+    Action,
+    MeetingFacts,
+    decide,
+    event_times,
+    lease_wait,
+    pending_record,
+    record_after,
+)
+from shared.pipeline.records import JoinUrlResult
+from shared.settings import LEASE_PATIENCE_SECONDS
+from shared.storage.appointments import CANCELLED, PENDING, AppointmentRecord, AppointmentStore
+
+log = logging.getLogger(__name__)
+_MAX_ROUNDS = 4
+_LEASE_POLL_SECONDS = 0.25
+
+
+class MeetingWrites(Protocol):
+    """The meeting writes the flow needs (graph.meetings.MeetingWriter, or a fake)."""
+
+    async def create_or_get(self, organizer: str, ext_id: str, spec: MeetingSpec, *,
+                            tenant: str | None = None) -> Meeting:
+        """createOrGet as the organizer (in `tenant`, whose token alone may be used)."""
+
+    async def update(self, organizer: str, meeting_id: str, spec: MeetingSpec, *, tenant: str | None = None) -> Meeting:
+        """PATCH both times (and the subject)."""
+
+    async def delete(self, organizer: str, meeting_id: str, *, tenant: str | None = None) -> bool:
+        """DELETE; False if already gone."""
+
+
+# Before a cancelled meeting is deleted, its clients' cancellation SMS must go out: Graph sends SMS only
+# for a meeting that exists. The hook gets the record and the meeting id; it must never raise.
+BeforeDelete = Callable[[AppointmentRecord, str], "object"]
+
+
+@dataclass
+class Handled:
+    """What became of an event: its result and the action taken."""
+
+    result: JoinUrlResult
+    action: Action
+    notes: list[str] = field(default_factory=list)
+
+
+class AppointmentFlow:
+    """One appointment event against the record store and Graph; raises the app's classified errors."""
+
+    def __init__(self, resolver: JoinUrlResolver, meetings: MeetingWrites, store: AppointmentStore, *,
+                 meeting_management: bool, stale_after_seconds: float,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 lease_patience: float = LEASE_PATIENCE_SECONDS,
+                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
+        self._resolver = resolver
+        self._meetings = meetings
+        self._store = store
+        self._management = meeting_management
+        self._stale = stale_after_seconds
+        self._clock = clock
+        self._lease_patience = lease_patience
+        self._sleep = sleep
+
+    async def identify(self, organizer: str, tenant: str | None) -> OrganizerIdentity:
+        """Who the organizer is (tenant and object id), before any Graph call for them."""
+        return await self._resolver.identify(organizer, tenant)
+
+    async def handle(self, event: AppointmentEvent, before_delete: Sequence[BeforeDelete] = ()) -> Handled:
+        """Apply the event; the result says what the scheduler is told."""
+        owner = uuid.uuid4().hex
+        # A created event is nearly always the appointment's first: it is decided as such without reading the
+        # record, and the conditional insert (of the record, or of the lease a create runs under) tells when that
+        # was wrong; the next round then reads and decides again. One table request less on the common paths.
+        assume_new = event.event_type == CREATED
+        for _ in range(_MAX_ROUNDS):
+            assumed, assume_new = assume_new, False
+            record = None if assumed else await self._held_elsewhere(event, owner)
+            decision = decide(record, event, meeting_management=self._management)
+            if decision.error is not None:
+                if assumed:
+                    continue  # a rejection is decided on the record as it is, never on an assumption
+                raise decision.error
+            if decision.action is Action.REPLAY and record is not None:
+                return Handled(result_from(record, event), decision.action)
+            base = record
+            if decision.action in GRAPH_WRITES:
+                ext = (record.external_id if record and record.external_id else external_id(event.appointment_id))
+                intent = pending_record(record, event, ext)
+                if decision.action is Action.DELETE:
+                    # The cancel is on record before the meeting goes: should this worker die after the DELETE,
+                    # a late create finds the appointment cancelled (and makes nothing), and the cancel's retry
+                    # deletes again (404 counts as done).
+                    intent = replace(intent, status=CANCELLED)
+                try:
+                    base = await (self._store.replace(intent.leased(owner, self._clock())) if record is not None
+                                  else self._store.insert(intent.leased(owner, self._clock())))
+                except RecordConflictError:
+                    continue
+            made: list[Meeting] = []
+            try:
+                if decision.action is Action.DELETE and base is not None:
+                    base = await self._known_meeting(base)
+                facts = await self._apply(decision.action, base, event, made, before_delete)
+            except BaseException:
+                if decision.action in GRAPH_WRITES and base is not None:
+                    await self._release(base, made, record if decision.action is Action.DELETE else None)
+                raise
+            after = record_after(base, event, decision.action, facts,
+                                 external_id=base.external_id if base else None)
+            try:
+                stored = await (self._store.replace(replace(after, etag=base.etag)) if base is not None
+                                else self._store.insert(after))
+            except RecordConflictError:
+                if decision.action in GRAPH_WRITES:
+                    # Our lease was overtaken as stale: the overtaking worker redoes the (idempotent) write.
+                    raise TransientError("the appointment record changed under this worker's lease",
+                                         reason="appointment_contention", retry_after=1.0) from None
+                continue
+            return Handled(result_from(stored, event), decision.action)
+        raise TransientError("the appointment record kept changing under contention",
+                             reason="appointment_contention", retry_after=1.0)
+
+    async def _held_elsewhere(self, event: AppointmentEvent, owner: str) -> AppointmentRecord | None:
+        """The record, once no other worker holds its lease; KeyInProgressError if one still does after a while.
+
+        A holder is nearly always done within a Graph round trip or two, so waiting here briefly spares a
+        requeue; a holder that died is outwaited by the requeue's back-off instead.
+        """
+        waited = 0.0
+        while True:
+            record = await self._store.get(event.appointment_id)
+            wait = lease_wait(record, owner, self._clock(), self._stale)
+            if wait is None:
+                return record
+            if waited >= self._lease_patience:
+                raise KeyInProgressError("another worker is changing this appointment's meeting", retry_after=wait)
+            await self._sleep(_LEASE_POLL_SECONDS)
+            waited += _LEASE_POLL_SECONDS
+
+    async def _apply(self, action: Action, record: AppointmentRecord | None, event: AppointmentEvent,
+                     made: list[Meeting], before_delete: Sequence[BeforeDelete]) -> MeetingFacts:
+        start, end = event_times(event)
+        if action is Action.RESOLVE:
+            resolved, join_url = await self._resolver.resolve(event.organizer, event.online_meeting_id,
+                                                              event.join_web_url, tenant=event.tenant_id)
+            return MeetingFacts(resolved, join_url, event.join_web_url, start, end)
+        if action is Action.CREATE:
+            return await self._create(record, event, made)
+        if record is None:  # a cancellation before anything else: remembered, so a late create makes nothing
+            return MeetingFacts(event.online_meeting_id, None, None, start, end)
+        if action is Action.UPDATE and record.online_meeting_id is not None:
+            await self._meetings.update(record.organizer, record.online_meeting_id, self._spec(event, record),
+                                        tenant=record.tenant_id or event.tenant_id)
+        if action in (Action.UPDATE, Action.ACKNOWLEDGE):
+            return MeetingFacts(record.online_meeting_id, record.join_url, record.organizer_join_url, start, end)
+        meeting_id: str | None = record.online_meeting_id or event.online_meeting_id
+        if action is Action.DELETE:
+            if meeting_id is not None:
+                for hook in before_delete:
+                    await _maybe_await(hook(record, meeting_id))
+                gone = await self._meetings.delete(record.organizer, meeting_id,
+                                                   tenant=record.tenant_id or event.tenant_id)
+                log.info("meeting of appointment %s deleted (%s)", event.appointment_id,
+                         "204" if gone else "already gone", extra={"appointment_id": event.appointment_id,
+                                                                   "outcome": "meeting_deleted"})
+        return MeetingFacts(meeting_id, None, None, record.start or start, record.end or end)
+
+    async def _create(self, record: AppointmentRecord | None, event: AppointmentEvent,
+                      made: list[Meeting]) -> MeetingFacts:
+        if record is None or record.external_id is None:
+            raise ValueError("a create runs under its lease record, which names the externalId")
+        spec = self._spec(event, None)
+        meeting = await self._meetings.create_or_get(event.organizer, record.external_id, spec,
+                                                     tenant=event.tenant_id)
+        made.append(meeting)
+        if spec.start is not None and spec.end is not None and (meeting.start, meeting.end) != (spec.start, spec.end):
+            # createOrGet hands back an existing meeting unchanged (an earlier attempt made it with other
+            # times): only PATCH moves it.
+            meeting = replace(meeting, start=spec.start, end=spec.end)
+            await self._meetings.update(event.organizer, meeting.id, spec, tenant=event.tenant_id)
+        meeting_id, join_url = await self._resolver.resolve(event.organizer, meeting.id, None,
+                                                            tenant=event.tenant_id)
+        start = format_timestamp(meeting.start) if meeting.start else event_times(event)[0]
+        end = format_timestamp(meeting.end) if meeting.end else event_times(event)[1]
+        return MeetingFacts(meeting_id, join_url, meeting.join_web_url, start, end)
+
+    @staticmethod
+    def _spec(event: AppointmentEvent, record: AppointmentRecord | None) -> MeetingSpec:
+        schedule = event.schedule
+        subject = schedule.subject
+        if record is not None and subject == record.subject:
+            subject = None  # PATCH sends the subject only when it changed
+        return MeetingSpec(start=schedule.start, end=schedule.end, subject=subject,
+                           participants=tuple((p.user, p.role) for p in schedule.participants))
+
+    async def _known_meeting(self, held: AppointmentRecord) -> AppointmentRecord:
+        """The record naming its meeting: a create that died before recording it left only the externalId, so
+        createOrGet finds the meeting, and its id is written down before the DELETE (a retry must not find the
+        externalId free again and make a second meeting)."""
+        if held.online_meeting_id is not None or not held.external_id:
+            return held
+        found = await self._meetings.create_or_get(held.organizer, held.external_id, MeetingSpec(),
+                                                   tenant=held.tenant_id)
+        return await self._store.replace(replace(held, online_meeting_id=found.id,
+                                                 organizer_join_url=found.join_web_url))
+
+    async def _release(self, held: AppointmentRecord, made: list[Meeting],
+                       before_delete: AppointmentRecord | None = None) -> None:
+        """Give the lease back after a failure; a meeting made meanwhile stays on the record, never forgotten.
+
+        A failed delete puts back the record as it was before the cancel (a lapsed lease included, which
+        tells the next cancel to delete again), keeping the meeting id it may have learnt.
+        """
+        try:
+            if before_delete is not None:
+                await self._store.replace(replace(before_delete, etag=held.etag,
+                                                  online_meeting_id=held.online_meeting_id))
+            elif made and held.online_meeting_id is None:
+                await self._store.replace(replace(held.unleased(), online_meeting_id=made[-1].id,
+                                                  organizer_join_url=made[-1].join_web_url))
+            elif held.status == PENDING and not made:
+                await self._store.delete(held)
+            else:
+                await self._store.replace(held.unleased())
+        except (RecordConflictError, TransientError) as exc:
+            # The lease then lapses by itself after IDEMPOTENCY_STALE_CLAIM_SECONDS.
+            log.warning("appointment lease not released: %s", type(exc).__name__,
+                        extra={"appointment_id": held.appointment_id})
+
+
+def result_from(record: AppointmentRecord, event: AppointmentEvent) -> JoinUrlResult:
+    """What the scheduler is told after `event`: the appointment's links, times and status from its record."""
+    cancelled = record.status == CANCELLED
+    return JoinUrlResult(
+        appointment_id=record.appointment_id, organizer=record.organizer, online_meeting_id=record.online_meeting_id,
+        join_url=None if cancelled else record.join_url, event_id=event.event_id, resolved_at=utc_now(),
+        organizer_join_url=None if cancelled else record.organizer_join_url, start=record.start, end=record.end,
+        meeting_created_by_app=record.meeting_created_by_app, event_type=event.event_type,
+        status="cancelled" if cancelled else "scheduled", tenant_id=record.tenant_id or event.tenant_id)
+
+
+async def _maybe_await(value: object) -> None:
+    import inspect
+
+    if inspect.isawaitable(value):
+        await value
