@@ -31,7 +31,11 @@ def test_demo_connects_two_tenants_and_prints_their_links_without_a_secret(stack
     for organizer in ("scheduler@fabrikam.test (Fabrikam Clinics)", "scheduler@contoso.test (Contoso"):
         assert re.search(re.escape(organizer) + r".* opens the connect link and signs in: Connected", out), organizer
     assert "5/5 join URLs arrived in 'join-urls' (Contoso (the app's home tenant): 3, Fabrikam Clinics: 2)" in out
-    assert out.count("signature valid") == 5
+    # AND with meeting management on: an appointment without a meeting gets both links, then is moved and cancelled
+    for kind in ("appointment.joinurl.ready", "appointment.joinurl.updated", "appointment.joinurl.cancelled"):
+        assert re.search(rf"webhook \S+  {re.escape(kind)}  signature valid", out), kind
+    assert "staff link (organizerJoinUrl): https://teams.microsoft.com/" in out
+    assert out.count("signature valid") == 5 + 3
     # Every confidential token request proved the app with the federated credential: no secret was ever sent.
     verify = ssl.create_default_context(cafile=stack["ca_bundle"])
     stats = httpx.get(stack["entra"]["admin_url"] + "/stats", verify=verify).json()

@@ -176,11 +176,22 @@ async def test_device_code_connect_with_admin_approval_and_the_cli(vault_app, st
 
 
 class BarrierVault(BlobTokenVault):
-    """The blob vault, but each thread's first read waits for the other's, so both start from one ETag."""
+    """The blob vault, but each thread's first read waits for the other's, so both start from one ETag.
+
+    Its refresh lease excludes no one: this is the race the lease prevents, which must still come out right
+    when the lease cannot be held (storage unreachable, or a holder slower than its lease).
+    """
 
     def __init__(self, conn: Any, container: str, barrier: threading.Barrier, armed: threading.Event) -> None:
         super().__init__(conn, container)
         self._barrier, self._armed, self._seen = barrier, armed, threading.local()
+
+    def _lease(self, name: str, seconds: int) -> str | None:
+        return f"racing-{threading.get_ident()}" if self._armed.is_set() else super()._lease(name, seconds)
+
+    def _release(self, name: str, lease_id: str) -> None:
+        if not lease_id.startswith("racing-"):
+            super()._release(name, lease_id)
 
     def get(self, organizer: str, tenant: str | None = None) -> Any:
         entry = super().get(organizer, tenant)
@@ -223,6 +234,27 @@ async def test_two_workers_refreshing_at_once_never_lose_the_rotated_refresh_tok
     # AND a third worker can still refresh: a lost write would have left a spent refresh token behind
     fresh = VaultTokenAcquirer(settings, vault_app.vault, MsalClients(settings))
     assert (await asyncio.to_thread(fresh.refresh, identity)).token
+
+
+async def test_two_instances_refreshing_at_once_redeem_once_behind_the_lease(host, vault_app, stack, entra):
+    # GIVEN strict single-use refresh tokens (the harshest platform) and a connected organizer
+    entra.put("config", json={"refresh_token_rotation": "strict"}).raise_for_status()
+    async with browser(stack) as client:
+        assert (await connect_in_browser(host, vault_app, client, SCHEDULER)).status_code == 200
+    settings = vault_app.settings
+    identity = vault_app.vault.get(SCHEDULER["oid"]).identity
+    expire_access_tokens(vault_app.vault, SCHEDULER["upn"])
+    before = entra.get("stats").json()["by_grant"].get("refresh_token", 0)
+    # WHEN two instances (own MSAL apps, own blob clients) need a token for the organizer at the same moment
+    workers = [VaultTokenAcquirer(settings, BlobTokenVault(settings.storage, settings.token_vault_container),
+                                  MsalClients(settings)) for _ in range(2)]
+    scopes = ["https://graph.microsoft.com/VirtualAppointment.Read"]
+    tokens = await asyncio.gather(*(asyncio.to_thread(w.acquire, identity, scopes) for w in workers))
+    # THEN one redeems the refresh token under the blob lease and the other takes the token it stored
+    assert all(t.token for t in tokens)
+    assert entra.get("stats").json()["by_grant"]["refresh_token"] - before == 1
+    entry = vault_app.vault.get(SCHEDULER["oid"])
+    assert entry.status == ConnectionStatus.CONNECTED and entry.consecutive_failures == 0
 
 
 async def test_revoked_organizer_is_rejected_on_the_first_attempt(host, vault_app, stack, entra, queues_client):
