@@ -40,25 +40,22 @@ instrumented = telemetry.instrumented(os.environ)
 @app.function_name("process_appointment")
 @app.queue_trigger(arg_name="msg", queue_name=queues.APPOINTMENTS, connection=queues.STORAGE_CONNECTION)
 @app.queue_output(arg_name="results", queue_name=queues.JOIN_URLS, connection=queues.STORAGE_CONNECTION)
-@app.queue_output(arg_name="rejected", queue_name=queues.APPOINTMENTS_REJECTED,
-                  connection=queues.STORAGE_CONNECTION)
 @app.queue_output(arg_name="outbox", queue_name=queues.WEBHOOK_OUTBOX, connection=queues.STORAGE_CONNECTION)
 @app.queue_output(arg_name="sms", queue_name=queues.SMS_OUTBOX, connection=queues.STORAGE_CONNECTION)
 @app.queue_output(arg_name="sms_failed", queue_name=queues.SMS_FAILED, connection=queues.STORAGE_CONNECTION)
 @instrumented
-async def process_appointment(msg: func.QueueMessage, results: func.Out[str], rejected: func.Out[str],
-                              outbox: func.Out[list[str]], sms: func.Out[list[str]],
-                              sms_failed: func.Out[list[str]]) -> None:
+async def process_appointment(msg: func.QueueMessage, results: func.Out[str], outbox: func.Out[list[str]],
+                              sms: func.Out[list[str]], sms_failed: func.Out[list[str]]) -> None:
     """Appointment event → its result on `join-urls`, or a rejection; each with its webhook on the outbox.
 
-    Client texts go to `sms-outbox` (a cancellation's is sent before the meeting is deleted; if it failed, its
-    record goes to `sms-failed`). Transient failures raise, so the host retries, then moves the message to poison.
+    A rejection's record goes to `appointments-rejected` from the processor itself, before its `.failed` webhook
+    can exist: output bindings are written after the function returns, in no documented order. Client texts go
+    to `sms-outbox` (a cancellation's is sent before the meeting is deleted; if it failed, its record goes to
+    `sms-failed`). Transient failures raise, so the host retries, then moves the message to poison.
     """
-    outcome = await services.processor.process(msg.get_body(), msg.dequeue_count or 1)
+    outcome = await services.processor.process(msg.get_body(), msg.dequeue_count or 1, msg.id)
     if outcome.result is not None:
         results.set(outcome.result.to_json())
-    if outcome.rejection is not None:
-        rejected.set(outcome.rejection.to_json())
     if hooks := outcome.webhooks():
         outbox.set(hooks)
     if outcome.sms:

@@ -21,11 +21,13 @@ from shared.intake.organizers import OrganizerMap
 from shared.pipeline.appointment_flow import AppointmentFlow
 from shared.pipeline.join_url_resolver import JoinUrlResolver
 from shared.pipeline.processor import AppointmentProcessor
-from shared.queues import APPOINTMENTS, WEBHOOK_OUTBOX
+from shared.pipeline.rejections import RejectionRecorder
+from shared.queues import APPOINTMENTS, APPOINTMENTS_REJECTED, WEBHOOK_OUTBOX
 from shared.settings import Settings
 from shared.storage.appointments import TableAppointmentStore
 from shared.storage.idempotency import TableIdempotencyStore
 from shared.storage.overflow import BlobOverflowStore
+from shared.storage.queue_client import QueueWriter
 from shared.storage.requeue import QueueRequeuer
 
 if TYPE_CHECKING:
@@ -145,8 +147,12 @@ class Services:
     @cached_property
     def processor(self) -> AppointmentProcessor:
         """The queue function's logic."""
+        rejections = RejectionRecorder(QueueWriter(self.settings.storage, APPOINTMENTS_REJECTED), self.overflow,
+                                       self.idempotency,
+                                       stale_claim_seconds=self.settings.idempotency_stale_claim_seconds)
         return AppointmentProcessor(self.flow, QueueRequeuer(self.settings.storage, APPOINTMENTS),
-                                    self.idempotency, max_requeues=self.settings.throttle_max_requeues,
+                                    self.idempotency, rejections=rejections,
+                                    max_requeues=self.settings.throttle_max_requeues,
                                     stale_claim_seconds=self.settings.idempotency_stale_claim_seconds,
                                     sms=self.meetings if self.settings.client_sms else None,
                                     sms_reminder=self.settings.client_sms_reminder)

@@ -170,3 +170,16 @@ class CapturingOut(func.Out[Any]):
 
 async def no_sleep(seconds: float) -> None:
     """A sleep that records nothing and waits for nothing."""
+
+
+def make_rejections() -> Any:
+    """A RejectionRecorder writing to memory (its `sink.sent` holds the records, in order)."""
+    from shared.pipeline.rejections import RejectionRecorder
+    from shared.testing.idempotency import InMemoryIdempotencyStore
+    from shared.testing.overflow import InMemoryOverflowStore
+    from shared.testing.requeue import InMemoryQueueWriter
+
+    recorder = RejectionRecorder(InMemoryQueueWriter(), InMemoryOverflowStore(), InMemoryIdempotencyStore(),
+                                 stale_claim_seconds=300)
+    recorder.sink = recorder._sink
+    return recorder

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, replace
@@ -13,6 +14,7 @@ from shared.pipeline.appointment_flow import AppointmentFlow, BeforeDelete
 from shared.pipeline.inbound import CANCELLED, AppointmentEvent, parse_event
 from shared.pipeline.notifications import failed_event, ready_event
 from shared.pipeline.records import JoinUrlResult, Rejection
+from shared.pipeline.rejections import RejectionRecorder
 from shared.pipeline.sms import SmsFailure, SmsJob, SmsSending, plan_sms, send_now, windows_attendees
 from shared.redaction import hash_tenant, hash_user
 from shared.settings import setting_default
@@ -66,9 +68,10 @@ class AppointmentProcessor:
     """
 
     def __init__(self, flow: AppointmentFlow, requeuer: Requeuer, idempotency: IdempotencyStore, *,
-                 max_requeues: int, stale_claim_seconds: float | None = None, sms: SmsSending | None = None,
-                 sms_reminder: str | None = None) -> None:
+                 rejections: RejectionRecorder, max_requeues: int, stale_claim_seconds: float | None = None,
+                 sms: SmsSending | None = None, sms_reminder: str | None = None) -> None:
         self._flow = flow
+        self._rejections = rejections
         self._sms = sms
         self._sms_reminder = sms_reminder
         self._requeuer = requeuer
@@ -83,14 +86,19 @@ class AppointmentProcessor:
         """Release the requeuer's connections."""
         await self._requeuer.aclose()
 
-    async def process(self, body: bytes | str, dequeue_count: int = 1) -> Outcome:
-        """Process one message; TransientError (and unexpected errors) propagate for the host to retry."""
+    async def process(self, body: bytes | str, dequeue_count: int = 1, message_id: str | None = None) -> Outcome:
+        """Process one message; TransientError (and unexpected errors) propagate for the host to retry.
+
+        A rejection's record is written here, before the `.failed` webhook is handed back for the outbox:
+        `message_id` (the queue message's) makes a retry of the same message find its record written.
+        """
         started = time.perf_counter()
+        message_key = message_id or hashlib.sha256(body if isinstance(body, bytes) else body.encode()).hexdigest()
         if isinstance(body, bytes):
             try:
                 text = decode_utf8(body)
             except UnicodeDecodeError as exc:
-                return self._undecodable(body, dequeue_count, exc, started)
+                return await self._undecodable(body, dequeue_count, exc, started, message_key)
         else:
             text = body
         unwrapped = unwrap_requeued(text)
@@ -121,7 +129,7 @@ class AppointmentProcessor:
             await self._idempotency.complete(_key(event), result.to_json(), claim)
             finished = True
         except PermanentError as exc:
-            rejection = _rejection(exc, delivery, event, tenant)
+            rejection = await self._rejections.record(_rejection(exc, delivery, event, tenant), message_key)
             _log_outcome("rejected", rejection.reason, event, delivery, started, detail=exc.detail, tenant=tenant)
             return Outcome("rejected", rejection=rejection,
                            webhook=failed_event(rejection, event.callback_url if event else None))
@@ -158,10 +166,12 @@ class AppointmentProcessor:
 
         return [text_then_delete]
 
-    def _undecodable(self, body: bytes, dequeue_count: int, exc: UnicodeDecodeError, started: float) -> Outcome:
+    async def _undecodable(self, body: bytes, dequeue_count: int, exc: UnicodeDecodeError, started: float,
+                           message_key: str) -> Outcome:
         # No text, so no event and no webhook: the rejection keeps the bytes exactly, for a person to look at.
-        rejection = Rejection(reason="invalid_encoding", detail=f"message is not UTF-8 text (byte {exc.start})",
-                              original_message="", original_bytes=body, dequeue_count=dequeue_count)
+        rejection = await self._rejections.record(
+            Rejection(reason="invalid_encoding", detail=f"message is not UTF-8 text (byte {exc.start})",
+                      original_message="", original_bytes=body, dequeue_count=dequeue_count), message_key)
         _log_outcome("rejected", rejection.reason, None, Delivery("", dequeue_count), started)
         return Outcome("rejected", rejection=rejection)
 

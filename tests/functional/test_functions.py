@@ -11,7 +11,7 @@ from shared.pipeline.join_url_resolver import JoinUrlResolver
 from shared.pipeline.processor import AppointmentProcessor
 from shared.testing.idempotency import InMemoryIdempotencyStore
 from shared.testing.requeue import InMemoryRequeuer
-from tests.fakes import CapturingOut, FakeGraph, make_flow, no_sleep
+from tests.fakes import CapturingOut, FakeGraph, make_flow, make_rejections, no_sleep
 
 pytestmark = pytest.mark.functional
 ORG = "scheduler@contoso.test"
@@ -25,9 +25,10 @@ def graph(function_app_module, monkeypatch):
     resolver = JoinUrlResolver(fake, inline_throttle_budget=2.0, sleep=no_sleep)
     services = function_app_module.services
     monkeypatch.setitem(services.__dict__, "resolver", resolver)
+    rejections = make_rejections()
     monkeypatch.setitem(services.__dict__, "processor",
                         AppointmentProcessor(make_flow(fake, resolver), InMemoryRequeuer(),
-                                             InMemoryIdempotencyStore(), max_requeues=3))
+                                             InMemoryIdempotencyStore(), rejections=rejections, max_requeues=3))
     return fake
 
 
@@ -41,13 +42,19 @@ def event(**fields) -> str:
 
 
 async def call_queue(indexed, body, dequeue_count=1):
-    results, rejected, outbox, sms, sms_failed = (CapturingOut() for _ in range(5))
-    await indexed["process_appointment"].get_user_function()(
-        msg=queue_message(body, dequeue_count), results=results, rejected=rejected, outbox=outbox, sms=sms,
-        sms_failed=sms_failed)
+    results, outbox, sms, sms_failed = (CapturingOut() for _ in range(4))
+    import function_app
+
+    function = indexed["process_appointment"].get_user_function()
+    rejections = function_app.services.processor._rejections.sink
+    written = len(rejections.sent)
+    await function(msg=queue_message(body, dequeue_count), results=results, outbox=outbox, sms=sms,
+                   sms_failed=sms_failed)
     if results.get():  # a rejection without an appointment id has no one to notify
         assert json.loads(outbox.get()[0])["type"] == "appointment.joinurl.ready"
-    return results.get(), rejected.get()
+    # The rejection record is the processor's own write (before its webhook can exist), not an output binding.
+    rejected = rejections.sent[written] if len(rejections.sent) > written else None
+    return results.get(), rejected
 
 
 async def test_event_becomes_a_result_on_join_urls(indexed, graph):

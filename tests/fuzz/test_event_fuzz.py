@@ -15,7 +15,7 @@ from shared.pipeline.processor import AppointmentProcessor
 from shared.storage.requeue import unwrap_requeued
 from shared.testing.idempotency import InMemoryIdempotencyStore
 from shared.testing.requeue import InMemoryRequeuer
-from tests.fakes import FakeGraph, make_flow, no_sleep
+from tests.fakes import FakeGraph, make_flow, make_rejections, no_sleep
 from tests.fuzz.strategies import ORG, messages
 
 pytestmark = [pytest.mark.unit, pytest.mark.fuzz]
@@ -45,7 +45,7 @@ def _processor() -> AppointmentProcessor:
     graph = FakeGraph({(ORG, "m1"): URL}, {(ORG, "https://teams.microsoft.com/l/x"): "m1"})
     resolver = JoinUrlResolver(graph, inline_throttle_budget=2.0, sleep=no_sleep)
     return AppointmentProcessor(make_flow(graph, resolver), InMemoryRequeuer(), InMemoryIdempotencyStore(),
-                                max_requeues=3)
+                                rejections=make_rejections(), max_requeues=3)
 
 
 @given(messages)

@@ -10,6 +10,7 @@ from shared.exceptions import (
     ForbiddenError,
     GraphUnavailableError,
     OrganizerNotConnectedError,
+    TableStoreUnavailableError,
     ThrottledError,
     TransientError,
 )
@@ -19,7 +20,7 @@ from shared.redaction import hash_tenant
 from shared.storage.requeue import unwrap_requeued
 from shared.testing.idempotency import InMemoryIdempotencyStore
 from shared.testing.requeue import InMemoryRequeuer
-from tests.fakes import FakeGraph, make_flow
+from tests.fakes import FakeGraph, make_flow, make_rejections
 
 pytestmark = pytest.mark.unit
 ORG = "scheduler@contoso.test"
@@ -41,7 +42,7 @@ def make(graph=None, budget=2.0, max_requeues=3):
     requeuer = InMemoryRequeuer()
     resolver = JoinUrlResolver(graph, inline_throttle_budget=budget, sleep=sleep)
     processor = AppointmentProcessor(make_flow(graph, resolver), requeuer, InMemoryIdempotencyStore(),
-                                     max_requeues=max_requeues)
+                                     rejections=make_rejections(), max_requeues=max_requeues)
     return processor, graph, requeuer, slept
 
 
@@ -206,6 +207,39 @@ async def test_a_stored_result_from_before_tenancy_is_still_read():
     claim = await store.begin("evt:evt-1", stale_after_seconds=300)
     await store.complete("evt:evt-1", json.dumps(old), claim)
     processor = AppointmentProcessor(JoinUrlResolver(FakeGraph(), inline_throttle_budget=0), InMemoryRequeuer(),
-                                     store, max_requeues=1)
+                                     store, rejections=make_rejections(), max_requeues=1)
     outcome = await processor.process(event())
     assert outcome.kind == "ready" and outcome.result.tenant_id is None
+
+
+async def test_a_rejection_is_written_before_its_webhook_is_handed_back_and_once_per_message():
+    # GIVEN a processor whose rejection records go to an in-memory queue
+    rejections = make_rejections()
+    processor = AppointmentProcessor(make_flow(FakeGraph(), JoinUrlResolver(FakeGraph(), inline_throttle_budget=0)),
+                                     InMemoryRequeuer(), InMemoryIdempotencyStore(), rejections=rejections,
+                                     max_requeues=1)
+    bad = event(onlineMeetingId=".")
+    # WHEN a bad event is processed (the host retries the same message once: the outbox write had failed)
+    first = await processor.process(bad, dequeue_count=1, message_id="m-1")
+    again = await processor.process(bad, dequeue_count=2, message_id="m-1")
+    # THEN its record was written by the time the webhook came back, and only once for that message
+    assert first.webhook is not None and again.webhook is not None
+    assert first.webhook.webhook_id == again.webhook.webhook_id
+    assert [json.loads(text)["reason"] for text in rejections.sink.sent] == ["invalid_event"]
+    # AND a second copy of the event (another message) gets its own record
+    await processor.process(bad, dequeue_count=1, message_id="m-2")
+    assert len(rejections.sink.sent) == 2
+
+
+async def test_a_rejection_record_that_cannot_be_written_raises_so_no_webhook_goes_out():
+    rejections = make_rejections()
+
+    async def unavailable(text, *, delay_seconds=0):
+        raise TableStoreUnavailableError("queue PUT failed")
+
+    rejections.sink.send = unavailable
+    processor = AppointmentProcessor(make_flow(FakeGraph(), JoinUrlResolver(FakeGraph(), inline_throttle_budget=0)),
+                                     InMemoryRequeuer(), InMemoryIdempotencyStore(), rejections=rejections,
+                                     max_requeues=1)
+    with pytest.raises(TableStoreUnavailableError):
+        await processor.process(event(onlineMeetingId="."), message_id="m-1")

@@ -12,7 +12,7 @@ from shared.pipeline.join_url_resolver import JoinUrlResolver
 from shared.pipeline.processor import AppointmentProcessor
 from shared.testing.idempotency import InMemoryIdempotencyStore
 from shared.testing.requeue import InMemoryRequeuer
-from tests.fakes import FakeGraph, make_flow, no_sleep
+from tests.fakes import FakeGraph, make_flow, make_rejections, no_sleep
 
 pytestmark = pytest.mark.unit
 ORG = "scheduler@contoso.test"
@@ -31,7 +31,8 @@ def event(kind: str, sequence: int, **fields) -> str:
 def processor(graph: FakeGraph, reminder: str | None = "mins15") -> AppointmentProcessor:
     resolver = JoinUrlResolver(graph, inline_throttle_budget=0.0, sleep=no_sleep)
     return AppointmentProcessor(make_flow(graph, resolver, management=True), InMemoryRequeuer(),
-                                InMemoryIdempotencyStore(), max_requeues=3, sms=graph, sms_reminder=reminder)
+                                InMemoryIdempotencyStore(), rejections=make_rejections(),
+                                max_requeues=3, sms=graph, sms_reminder=reminder)
 
 
 async def test_created_queues_a_confirmation_and_the_reminder_for_clients_with_a_phone():
