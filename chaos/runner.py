@@ -62,7 +62,8 @@ ORGANIZERS = (SCHEDULER_UPN, ADAMS_UPN)
 # each organizer every half minute of the run.
 TOKEN_LIFETIME_SECONDS = 330
 # The heavier run `--heavy` selects (README's Reliability section, docs/reliability.md).
-HEAVY = {"events": 10000, "kills": 6, "storage_pause": 20.0, "refresh_kills": ("before", "between", "after")}
+HEAVY = {"events": 10000, "kills": 6, "storage_pause": 20.0, "refresh_kills": ("before", "between", "after"),
+         "timeout": 2400.0}
 
 
 @dataclass(frozen=True)
@@ -460,21 +461,22 @@ def main(argv: list[str] | None = None) -> int:
                         help="10,000 events, 6 kills, a 20 s storage pause, a refresh kill at every stage")
     parser.add_argument("--token-lifetime", type=int, default=TOKEN_LIFETIME_SECONDS,
                         help="access-token lifetime in seconds (the app refreshes 300 s before expiry)")
-    parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the queues to settle")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="seconds to wait for the queues to settle (default 900; --heavy 2400)")
     parser.add_argument("--state-dir", type=Path, help="where the stack lives (default: a temporary directory)")
     parser.add_argument("--json", type=Path, help="also write the ledger and fault figures as JSON here")
     args = parser.parse_args(argv)
     base: dict[str, Any] = dict(HEAVY) if args.heavy else {"events": 2000, "kills": 2, "storage_pause": 5.0,
-                                                            "refresh_kills": ("between",)}
+                                                            "refresh_kills": ("between",), "timeout": 900.0}
     if args.refresh_kills is not None:
         base["refresh_kills"] = tuple(s for s in args.refresh_kills.split(",") if s and s != "none")
-    for name in ("events", "kills", "storage_pause"):
+    for name in ("events", "kills", "storage_pause", "timeout"):
         if getattr(args, name) is not None:
             base[name] = getattr(args, name)
     disruptions = Disruptions(instances=args.instances, kills=base["kills"], storage_pause=base["storage_pause"],
                               refresh_kills=base["refresh_kills"])
     options = RunOptions(events=base["events"], seed=args.seed, disruptions=disruptions,
-                         token_lifetime=args.token_lifetime, timeout=args.timeout, state_dir=args.state_dir)
+                         token_lifetime=args.token_lifetime, timeout=base["timeout"], state_dir=args.state_dir)
     report = asyncio.run(run(options))
     print_report(report)
     if args.json:
