@@ -49,7 +49,6 @@ class LocalHost(QueueTriggers, TimerTriggers, HttpTriggers):
         max_polling_cap: float = 1.0,
         http_host: str = "127.0.0.1",
         stop_timeout: float = 30.0,
-        api_version: str | None = None,
         lease_seconds: int = RECEIVE_VISIBILITY_SECONDS,
         host_id: str | None = None,
     ) -> None:
@@ -71,8 +70,6 @@ class LocalHost(QueueTriggers, TimerTriggers, HttpTriggers):
         self.http_base_url: str | None = None
         http_section = ci_get(ci_get(self.host_json, "extensions", {}) or {}, "http", {}) or {}
         self.route_prefix = str(ci_get(http_section, "routePrefix", "api")).strip("/")
-        # Kept for callers of the earlier SDK-based host; the REST client speaks one fixed version.
-        self._api_version = api_version
         self.account = StorageAccount.from_connection_string(connection_string)
         # Instances with one host id share their timers' listener locks (the host: the site name, or
         # AzureFunctionsWebHost__hostid).
