@@ -9,6 +9,7 @@ from shared import queues, telemetry
 from shared.http_twin import join_url
 from shared.http_twin.openapi import JOIN_URL_ROUTE, ME_JOIN_URL_ROUTE, OPENAPI_ROUTE, openapi_document
 from shared.identity import keepalive
+from shared.intake import http as intake
 from shared.pages import connect as connect_page
 from shared.services import Services
 from shared.settings import load_settings
@@ -57,7 +58,7 @@ async def process_appointment(msg: func.QueueMessage, results: func.Out[str], re
 @instrumented
 async def deliver_webhook(msg: func.QueueMessage, dead_letter: func.Out[str]) -> None:
     """Outbox event → signed POST to the scheduler; never calls Graph. Permanent failures dead-letter."""
-    record = await services.webhooks.dispatch(msg.get_body().decode("utf-8", "replace"))
+    record = await services.webhooks.dispatch(msg.get_body())
     if record is not None:
         dead_letter.set(record.to_json())
 
@@ -84,6 +85,36 @@ def openapi(req: func.HttpRequest) -> func.HttpResponse:
 async def get_my_join_url(req: func.HttpRequest) -> func.HttpResponse:
     """The HTTP twin for Entra bearer callers (no function key): Graph is called On-Behalf-Of the caller."""
     return await join_url.get_join_url(req, services.resolver, services.bearer, require_bearer=True)
+
+
+# Webhook intakes: the sender's own signature is checked by the function (the function key too, by the host:
+# put `?code=<key>` in the URL the scheduler posts to). The event is written by the queue output binding,
+# which the host flushes before the response leaves: a 2xx means it is on `appointments`.
+@app.function_name("intake_calcom")
+@app.route(route=intake.CALCOM_ROUTE, methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@app.queue_output(arg_name="appointments", queue_name=queues.APPOINTMENTS, connection=queues.STORAGE_CONNECTION)
+@instrumented
+async def intake_calcom(req: func.HttpRequest, appointments: func.Out[str]) -> func.HttpResponse:
+    """Cal.com booking webhooks → contract-v1 events on `appointments`."""
+    return await intake.receive_calcom(req, services.intake, appointments)
+
+
+@app.function_name("intake_calendly")
+@app.route(route=intake.CALENDLY_ROUTE, methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@app.queue_output(arg_name="appointments", queue_name=queues.APPOINTMENTS, connection=queues.STORAGE_CONNECTION)
+@instrumented
+async def intake_calendly(req: func.HttpRequest, appointments: func.Out[str]) -> func.HttpResponse:
+    """Calendly invitee webhooks → contract-v1 events on `appointments`."""
+    return await intake.receive_calendly(req, services.intake, appointments)
+
+
+@app.function_name("intake_standard_webhooks")
+@app.route(route=intake.STANDARD_ROUTE, methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@app.queue_output(arg_name="appointments", queue_name=queues.APPOINTMENTS, connection=queues.STORAGE_CONNECTION)
+@instrumented
+async def intake_standard_webhooks(req: func.HttpRequest, appointments: func.Out[str]) -> func.HttpResponse:
+    """Contract-v1 events from any Standard Webhooks sender → `appointments`."""
+    return await intake.receive_standard(req, services.intake, appointments)
 
 
 @app.function_name("connect")

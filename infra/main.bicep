@@ -63,6 +63,38 @@ param operatorPrincipalId string = ''
 @description('Principal type of operatorPrincipalId.')
 param operatorPrincipalType string = 'User'
 
+@secure()
+@description('Cal.com webhook secret (Key Vault calcom-webhook-secret). Empty: the Cal.com intake stays off.')
+param calcomWebhookSecret string = ''
+
+@secure()
+@description('Calendly webhook signing key (Key Vault calendly-webhook-signing-key). Empty: the Calendly intake stays off.')
+param calendlyWebhookSigningKey string = ''
+
+@secure()
+@description('Standard Webhooks secret (whsec_...) of a scheduler posting contract-v1 events. Empty: that intake stays off.')
+param intakeWebhookSecret string = ''
+
+@description('INTAKE_ORGANIZER_MAP: JSON object mapping scheduler hosts (e-mail, event type, or *) to Teams organizers.')
+param intakeOrganizerMap string = ''
+
+@description('INTAKE_ORGANIZER_DOMAINS: comma-separated e-mail domains whose scheduler hosts are their own UPN.')
+param intakeOrganizerDomains string = ''
+
+@description('Optional object id of the scheduling system\'s principal: Storage Queue Data Message Sender on appointments and Storage Queue Data Message Processor on join-urls (and EventGrid Data Sender on the topic when it is on). Empty: none.')
+param schedulerPrincipalId string = ''
+
+@allowed([
+  'User'
+  'Group'
+  'ServicePrincipal'
+])
+@description('Principal type of schedulerPrincipalId.')
+param schedulerPrincipalType string = 'ServicePrincipal'
+
+@description('Create an Event Grid topic (CloudEvents 1.0 input, Entra-only) that delivers into the appointments queue.')
+param eventGridTopic bool = false
+
 @allowed([
   512
   2048
@@ -113,6 +145,8 @@ var queueNames = [
   'webhook-dead-letter'
 ]
 var tokenVaultContainerName = 'token-vault'
+// Original messages too big to copy into their rejection or dead-letter record (MESSAGE_OVERFLOW_CONTAINER).
+var messageOverflowContainerName = 'message-overflow'
 var idempotencyTableName = 'idempotency'
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
@@ -154,6 +188,7 @@ module storage './app/storage.bicep' = {
     containerNames: [
       deploymentContainerName
       tokenVaultContainerName
+      messageOverflowContainerName
     ]
     tableNames: [
       idempotencyTableName
@@ -171,6 +206,9 @@ module keyVault './app/keyvault.bicep' = {
     tags: tags
     entraClientSecret: entraClientSecret
     webhookSecret: webhookSecret
+    calcomWebhookSecret: calcomWebhookSecret
+    calendlyWebhookSigningKey: calendlyWebhookSigningKey
+    intakeWebhookSecret: intakeWebhookSecret
     readerPrincipalId: identity.outputs.principalId
     logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
   }
@@ -184,6 +222,7 @@ module rbac './app/rbac.bicep' = {
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     managedIdentityPrincipalId: identity.outputs.principalId
     tokenVaultContainerName: tokenVaultContainerName
+    messageOverflowContainerName: messageOverflowContainerName
     operatorPrincipalId: operatorPrincipalId
     operatorPrincipalType: operatorPrincipalType
   }
@@ -214,6 +253,11 @@ module functionApp './app/function-app.bicep' = {
     joinWebUrlLookups: joinWebUrlLookups
     tokenVaultContainerName: tokenVaultContainerName
     idempotencyTableName: idempotencyTableName
+    calcomWebhookSecretUri: keyVault.outputs.calcomWebhookSecretUri
+    calendlyWebhookSigningKeyUri: keyVault.outputs.calendlyWebhookSigningKeyUri
+    intakeWebhookSecretUri: keyVault.outputs.intakeWebhookSecretUri
+    intakeOrganizerMap: intakeOrganizerMap
+    intakeOrganizerDomains: intakeOrganizerDomains
   }
   // The host must be able to reach storage, App Insights and the Key Vault references on first start.
   dependsOn: [
@@ -231,6 +275,30 @@ module alerts './app/alerts.bicep' = {
     tags: tags
     applicationInsightsId: monitoring.outputs.applicationInsightsId
     alertEmail: alertEmail
+  }
+}
+
+module schedulerAccess './app/scheduler-access.bicep' = if (!empty(schedulerPrincipalId)) {
+  name: 'scheduler-access'
+  scope: rg
+  params: {
+    storageAccountName: storage.outputs.name
+    schedulerPrincipalId: schedulerPrincipalId
+    schedulerPrincipalType: schedulerPrincipalType
+  }
+}
+
+module eventGrid './app/eventgrid.bicep' = if (eventGridTopic) {
+  name: 'eventgrid'
+  scope: rg
+  params: {
+    name: '${abbrs.eventGridDomainsTopics}${resourceToken}'
+    location: location
+    tags: tags
+    storageAccountName: storage.outputs.name
+    actionGroupId: alerts.outputs.actionGroupId
+    schedulerPrincipalId: schedulerPrincipalId
+    schedulerPrincipalType: schedulerPrincipalType
   }
 }
 
@@ -256,3 +324,5 @@ output ENTRA_REDIRECT_URI string = '${functionApp.outputs.uri}/api/auth/callback
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
+output EVENT_GRID_TOPIC_ENDPOINT string = eventGridTopic ? eventGrid.outputs.endpoint : ''
+output SERVICE_API_INTAKE_URLS string = '${functionApp.outputs.uri}/api/intake/{calcom|calendly|standard-webhooks}?code=<function key>'

@@ -8,7 +8,7 @@ function app imports only what an invocation needs (cold start; docs/performance
 Top: operator commands and twins (nothing imports them)
     organizers.py   `python -m shared.organizers list|revoke|connect-device`: organizer connections.
     replay.py       `python -m shared.replay`: rejected, poison and dead-lettered messages back to their queue.
-    testing/        In-memory twins of the stores (idempotency, token vault, requeuer) for tests, the bench
+    testing/        In-memory twins of the stores (idempotency, token vault, requeuer, overflow) for tests, the bench
                     and chaos; each passes the same contract suite as the real one (tests/contract).
 
 services.py         The worker's long-lived objects (Graph client, token caches, stores), built on first use.
@@ -18,6 +18,10 @@ HTTP adapters: the only code that speaks azure.functions and problem+json
     http_twin/      The HTTP twin: join-URL lookups with a function key or a bearer token (join_url), and
                     its OpenAPI document (openapi).
     pages/          HTML for people: the connect page and its callback (connect).
+    intake/         Webhook intakes for schedulers (below http_twin, whose OpenAPI document describes them):
+                    one module per source (calcom, calendly, standard), their signatures (signatures), the
+                    contract-v1 event they build (events), organizer mapping (organizers), settings (config)
+                    and the HTTP functions' logic (http).
 
 pipeline/           One appointment message in, one outcome out: parse the inbound event (inbound), resolve
                     the join URL through Graph with throttling inside a budget (join_url_resolver), build
@@ -38,12 +42,13 @@ identity/           Delegated tokens only (Graph refuses app-only tokens for thi
 
 storage/            Azure Storage as the app writes it: queue clients (queue_client), requeue envelope and
                     requeuer (requeue), the Table REST client (table_rest), idempotency records and their
-                    claim rule (idempotency), the storage credential (credentials), queue depth metrics
-                    (queue_metrics).
+                    claim rule (idempotency), originals too big for a queue record kept in a blob (overflow),
+                    the storage credential (credentials), queue depth metrics (queue_metrics).
 
 Foundation: everything may use these
     settings.py     Every setting validated at start-up into one typed Settings, each problem named.
     settings_registry.py  Every setting declared once (SETTINGS): meaning, default, required, secret.
+    contracts.py    The published JSON Schemas (contracts/schemas), read on first use (OpenAPI, tests).
     telemetry.py    Application Insights on the first invocation, only when configured; gauges.
     queues.py       Queue names the functions bind to.
     problems.py     RFC 9457 problem details (for the HTTP adapters only).

@@ -56,6 +56,13 @@ class UnsupportedEventTypeError(InvalidEventError):
     reason = "unsupported_event_type"
 
 
+class UnmappedOrganizerError(PermanentError):
+    """A scheduler's booking names a host that no organizer mapping covers (webhook intake: 422)."""
+
+    reason = "organizer_unmapped"
+    http_status = 422
+
+
 class MeetingNotFoundError(PermanentError):
     """Graph does not know the meeting (or no meeting has that joinWebUrl)."""
 

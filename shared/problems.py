@@ -12,7 +12,8 @@ from shared.exceptions import BearerError, JoinLinkError, PermanentError, Transi
 PROBLEM_JSON = "application/problem+json"
 _TITLES = {
     400: "Bad request", 401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
-    429: "Too many requests", 500: "Internal server error", 502: "Bad gateway", 503: "Service unavailable",
+    413: "Content too large", 422: "Unprocessable content", 429: "Too many requests", 500: "Internal server error",
+    502: "Bad gateway", 503: "Service unavailable",
 }
 
 

@@ -28,6 +28,7 @@ from shared import queues
 from shared.exceptions import UnreadableRecordError
 from shared.queues import WEBHOOK_DEAD_LETTER, WEBHOOK_OUTBOX, WEBHOOK_OUTBOX_POISON
 from shared.settings import StorageConnection
+from shared.storage.overflow import BlobOverflowStore, KeptMessage
 from shared.storage.queue_client import queue_client
 
 if TYPE_CHECKING:
@@ -42,15 +43,16 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$", re.IGNORECASE)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def _record_field(name: str) -> Callable[[bytes], tuple[bytes, str | None]]:
-    def extract(content: bytes) -> tuple[bytes, str | None]:
+def _record_field(name: str) -> Callable[[bytes], tuple[bytes | KeptMessage, str | None]]:
+    """A record's copy of the original: `<name>` (text), `<name>Base64` (not UTF-8), or `<name>Blob` (kept)."""
+    def extract(content: bytes) -> tuple[bytes | KeptMessage, str | None]:
         try:
             doc = json.loads(content)
         except (ValueError, RecursionError):
             raise UnreadableRecordError("record is not JSON") from None
         if not isinstance(doc, dict):
             raise UnreadableRecordError("record is not a JSON object")
-        payload: bytes | None = None
+        payload: bytes | KeptMessage | None = None
         if isinstance(doc.get(name), str) and doc[name]:
             payload = doc[name].encode("utf-8")
         elif isinstance(doc.get(name + "Base64"), str):
@@ -59,6 +61,11 @@ def _record_field(name: str) -> Callable[[bytes], tuple[bytes, str | None]]:
                 payload = base64.b64decode(doc[name + "Base64"], validate=True)
             except ValueError:
                 raise UnreadableRecordError(f"record's {name + 'Base64'!r} is not base64") from None
+        elif doc.get(name + "Blob") is not None:
+            try:
+                payload = KeptMessage.from_dict(doc[name + "Blob"])
+            except ValueError:
+                raise UnreadableRecordError(f"record's {name + 'Blob'!r} is not a kept-message reference") from None
         if not payload:
             raise UnreadableRecordError(f"record has no {name!r}")
         reason = doc.get("reason")
@@ -67,7 +74,7 @@ def _record_field(name: str) -> Callable[[bytes], tuple[bytes, str | None]]:
     return extract
 
 
-def _as_is(content: bytes) -> tuple[bytes, str | None]:
+def _as_is(content: bytes) -> tuple[bytes | KeptMessage, str | None]:
     # A poison message is the original message itself; it carries no reason.
     return content, None
 
@@ -78,7 +85,7 @@ class Route:
 
     source: str
     target: str
-    extract: Callable[[bytes], tuple[bytes, str | None]]
+    extract: Callable[[bytes], tuple[bytes | KeptMessage, str | None]]
 
 
 ROUTES: dict[str, Route] = {
@@ -198,6 +205,7 @@ async def replay_queue(conn: StorageConnection, source: str, *, reason: str | No
             await _ensure_queue(dst)
         bar = ProgressBar(source, total) if progress else None
         held: list[QueueMessage] = []
+        kept: dict[str, BlobOverflowStore] = {}
         seen: set[str] = set()
         moved_here = 0
         try:
@@ -226,6 +234,9 @@ async def replay_queue(conn: StorageConnection, source: str, *, reason: str | No
                     summary.would_move += 1
                     held.append(message)
                     continue
+                if isinstance(payload, KeptMessage):
+                    store = kept.setdefault(payload.container, BlobOverflowStore(conn, payload.container))
+                    payload = await store.read(payload)
                 # Copy first: if the delete below fails, the worst case is a duplicate, never a loss.
                 await dst.send_message(payload)
                 try:
@@ -244,6 +255,8 @@ async def replay_queue(conn: StorageConnection, source: str, *, reason: str | No
                     await src.update_message(message.id, message.pop_receipt, visibility_timeout=0)
                 except HttpResponseError:
                     pass  # the hold has lapsed on its own
+            for store in kept.values():
+                await store.aclose()
             if bar:
                 bar.close()
     summary.by_source[source] = summary.by_source.get(source, 0) + moved_here

@@ -11,13 +11,16 @@ from shared.identity.bearer import BearerValidator
 from shared.identity.dev_password import DevPasswordAcquirer
 from shared.identity.msal import MsalClients
 from shared.identity.tokens import DelegatedCredentials, DelegatedTokenAcquirer
-from shared.identity.vault import BlobTokenVault, TokenVault
+from shared.identity.vault import BlobTokenVault, ConnectionStatus, TokenVault
 from shared.identity.vault_acquirer import VaultTokenAcquirer
+from shared.intake.config import IntakeSettings
+from shared.intake.organizers import OrganizerMap
 from shared.pipeline.join_url_resolver import JoinUrlResolver
 from shared.pipeline.processor import AppointmentProcessor
 from shared.queues import APPOINTMENTS, WEBHOOK_OUTBOX
 from shared.settings import Settings
 from shared.storage.idempotency import TableIdempotencyStore
+from shared.storage.overflow import BlobOverflowStore
 from shared.storage.requeue import QueueRequeuer
 
 if TYPE_CHECKING:
@@ -70,6 +73,21 @@ class Services:
         return BearerValidator(self.settings)
 
     @cached_property
+    def intake(self) -> IntakeSettings:
+        """The webhook intakes' secrets and organizer mapping."""
+        return IntakeSettings(
+            calcom_secret=self.settings.calcom_webhook_secret,
+            calendly_signing_key=self.settings.calendly_webhook_signing_key,
+            standard_secrets=self.settings.intake_webhook_secrets,
+            organizers=OrganizerMap(self.settings.intake_organizer_map, self.settings.intake_organizer_domains,
+                                    connected=self._is_connected))
+
+    def _is_connected(self, upn: str) -> bool:
+        """Whether a UPN names an organizer connected in the token vault (blocking: a blob read)."""
+        entry = self.vault.get(upn)
+        return entry is not None and entry.status == ConnectionStatus.CONNECTED
+
+    @cached_property
     def graph(self) -> GraphGateway:
         """The worker's Graph client."""
         return GraphGateway(self.settings, self.credentials)
@@ -86,6 +104,11 @@ class Services:
                                      self.settings.idempotency_window_hours * 3600)
 
     @cached_property
+    def overflow(self) -> BlobOverflowStore:
+        """Originals too big for their rejection or dead-letter record, kept whole in a blob."""
+        return BlobOverflowStore(self.settings.storage, self.settings.message_overflow_container)
+
+    @cached_property
     def processor(self) -> AppointmentProcessor:
         """The queue function's logic."""
         return AppointmentProcessor(self.resolver, QueueRequeuer(self.settings.storage, APPOINTMENTS),
@@ -100,14 +123,14 @@ class Services:
 
         return WebhookDispatcher(
             WebhookSender.from_settings(self.settings), self.idempotency,
-            QueueRequeuer(self.settings.storage, WEBHOOK_OUTBOX),
+            QueueRequeuer(self.settings.storage, WEBHOOK_OUTBOX), self.overflow,
             max_attempts=self.settings.webhook_max_attempts,
             base_delay_seconds=self.settings.webhook_retry_base_seconds,
             stale_claim_seconds=self.settings.webhook_stale_claim_seconds)
 
     async def aclose(self) -> None:
         """Close every client that was built (tests and local tools; the host never stops a worker this way)."""
-        for name in ("processor", "webhooks", "idempotency", "graph"):
+        for name in ("processor", "webhooks", "idempotency", "graph", "overflow"):
             built = self.__dict__.pop(name, None)
             if built is not None:
                 await built.aclose()

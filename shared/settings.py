@@ -5,19 +5,22 @@ What each setting means and its default: shared/settings_registry.py.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from shared.common.ids import is_guid, is_upn
 from shared.common.standard_webhooks import decode_secret
 from shared.common.urls import is_allowed_url
 from shared.exceptions import SettingsError, WebhookSignatureError
 from shared.settings_registry import SETTINGS, SPECS_BY_NAME, SettingSpec, setting_default
 
 _DELEGATED_MODES = ("vault", "dev_password")
+_UNRESOLVED_REFERENCE = "@Microsoft.KeyVault("
 _APP_ONLY_MODES = ("managed_identity", "client_credentials", "client_secret", "app_only", "certificate")
 
 
@@ -65,6 +68,7 @@ class Settings:
     throttle_inline_max_seconds: float
     throttle_max_requeues: int
     token_vault_container: str
+    message_overflow_container: str
     auth_redirect_uri: str | None
     auth_connect_lookup_scope: bool
     api_audience: str
@@ -83,6 +87,11 @@ class Settings:
     webhook_retry_base_seconds: float
     idempotency_stale_claim_seconds: float
     webhook_stale_claim_seconds: float
+    calcom_webhook_secret: str | None = None
+    calendly_webhook_signing_key: str | None = None
+    intake_webhook_secrets: tuple[str, ...] = ()
+    intake_organizer_map: Mapping[str, str] = field(default_factory=dict)
+    intake_organizer_domains: tuple[str, ...] = ()
 
     @property
     def is_development(self) -> bool:
@@ -105,6 +114,13 @@ class _Reader:
     def raw(self, name: str) -> str:
         spec = SPECS_BY_NAME[name]
         value = self._env.get(name, "").strip()
+        if value.startswith(_UNRESOLVED_REFERENCE):
+            # App Service leaves a Key Vault reference it cannot resolve as literal text: never a secret's value.
+            # An optional secret whose Key Vault entry does not exist (an intake not turned on) is unset.
+            if spec.required:
+                self.problems.append(f"{name} is a Key Vault reference App Service could not resolve (check the "
+                                     "secret exists and the app identity holds Key Vault Secrets User)")
+            value = ""
         if not value and spec.name == "AzureWebJobsStorage":
             # Identity-based connections have no single value; the presence of any service URI counts.
             if any(k.startswith("AzureWebJobsStorage__") for k in self._env):
@@ -235,6 +251,26 @@ def _host_patterns(value: str) -> tuple[str, ...]:
     return patterns
 
 
+def _organizer_map(value: str) -> dict[str, str]:
+    doc = json.loads(value)
+    if not isinstance(doc, dict):
+        raise ValueError(value)
+    entries: dict[str, str] = {}
+    for key, target in doc.items():
+        if not isinstance(target, str) or not (is_guid(target.strip()) or is_upn(target.strip())):
+            raise ValueError(key)
+        entries[key.strip().lower()] = target.strip()
+    return entries
+
+
+def _domains(value: str) -> tuple[str, ...]:
+    domains = tuple(part.strip().lower().lstrip("@") for part in value.split(",") if part.strip())
+    for domain in domains:
+        if "." not in domain or any(ch in domain for ch in " /\\@*:"):
+            raise ValueError(domain)
+    return domains
+
+
 def _table_name(value: str) -> str:
     if not (3 <= len(value) <= 63 and value[0].isalpha() and value.isalnum() and value.isascii()):
         raise ValueError(value)
@@ -297,6 +333,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         token_vault_container=read.parse("TOKEN_VAULT_CONTAINER", _container_name,
                                          "must be a blob container name (3-63 lowercase letters, digits, hyphens)")
         or "",
+        message_overflow_container=read.parse("MESSAGE_OVERFLOW_CONTAINER", _container_name,
+                                              "must be a blob container name (3-63 lowercase letters, digits, "
+                                              "hyphens)") or "",
         auth_redirect_uri=_redirect_uri(read, env_map, environment, mode),
         auth_connect_lookup_scope=bool(read.parse("AUTH_CONNECT_LOOKUP_SCOPE", _boolean, "must be true or false")),
         api_audience=_template(read, "API_AUDIENCE", env_map) or "",
@@ -326,6 +365,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                                                    "must be a positive number"),
         webhook_stale_claim_seconds=read.parse("WEBHOOK_STALE_CLAIM_SECONDS", _positive_float,
                                                "must be a positive number"),
+        calcom_webhook_secret=read.raw("CALCOM_WEBHOOK_SECRET") or None,
+        calendly_webhook_signing_key=read.raw("CALENDLY_WEBHOOK_SIGNING_KEY") or None,
+        intake_webhook_secrets=read.parse("INTAKE_WEBHOOK_SECRET", _webhook_secrets,
+                                          "must be one or two comma-separated whsec_<base64> secrets of 24-64 "
+                                          "bytes") or (),
+        intake_organizer_map=read.parse("INTAKE_ORGANIZER_MAP", _organizer_map,
+                                        "must be a JSON object whose values are Entra object ids or UPNs") or {},
+        intake_organizer_domains=read.parse("INTAKE_ORGANIZER_DOMAINS", _domains,
+                                            "must be comma-separated e-mail domains (contoso.com)") or (),
     )
     _check_stale_claims(read, settings)
     if read.problems:

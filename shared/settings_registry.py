@@ -91,6 +91,10 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 default="0 */5 * * * *"),
     SettingSpec("IDEMPOTENCY_TABLE", "Table (in the AzureWebJobsStorage account) holding one record per "
                 "processed event id, so a redelivered event never calls Graph twice.", default="idempotency"),
+    SettingSpec("MESSAGE_OVERFLOW_CONTAINER", "Private blob container (in the AzureWebJobsStorage account) keeping "
+                "whole any original message too big to copy into its rejection or dead-letter record (queue "
+                "messages hold at most 64 KiB); the record points at it and `python -m shared.replay` reads it "
+                "back.", default="message-overflow"),
     SettingSpec("IDEMPOTENCY_WINDOW_HOURS", "How long a processed event id is remembered.", default="24"),
     SettingSpec("IDEMPOTENCY_STALE_CLAIM_SECONDS", "An event claimed this long ago and never finished belongs to "
                 "a worker that died (crash, scale-in, timeout): another worker takes it over. Must stay above the "
@@ -99,6 +103,21 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("WEBHOOK_STALE_CLAIM_SECONDS", "A webhook delivery claimed this long ago and never finished "
                 "belongs to a worker that died mid-POST: another worker delivers it again (same webhook-id). Must "
                 "stay above the webhook connect plus read timeouts.", default="120"),
+    SettingSpec("CALCOM_WEBHOOK_SECRET", "Secret of the Cal.com webhook that posts to /api/intake/calcom (checked "
+                "against X-Cal-Signature-256). Unset: that intake answers 404.", secret=True),
+    SettingSpec("CALENDLY_WEBHOOK_SIGNING_KEY", "Signing key of the Calendly webhook subscription that posts to "
+                "/api/intake/calendly (checked against Calendly-Webhook-Signature). Unset: that intake answers 404.",
+                secret=True),
+    SettingSpec("INTAKE_WEBHOOK_SECRET", "Standard Webhooks secret `whsec_<base64>` of a scheduler posting contract-v1 "
+                "events to /api/intake/standard-webhooks; two, comma-separated, during rotation. Unset: that intake "
+                "answers 404.", secret=True),
+    SettingSpec("INTAKE_ORGANIZER_MAP", "JSON object mapping a scheduler's host to a Teams organizer (UPN or object "
+                "id): keys are host e-mail addresses, `calcom:event-type:<id or slug>`, `calendly:event-type:<event "
+                "type URI>`, or `*` for every booking. Checked in that order, except `*`: before it, a host who is "
+                "a connected organizer (by UPN) and hosts in INTAKE_ORGANIZER_DOMAINS are their own organizer; a "
+                "host nothing maps is refused with 422."),
+    SettingSpec("INTAKE_ORGANIZER_DOMAINS", "Comma-separated e-mail domains whose scheduler hosts sign in to Teams "
+                "with that same address (their e-mail is their UPN)."),
 )
 
 SPECS_BY_NAME = {spec.name: spec for spec in SETTINGS}

@@ -1,4 +1,4 @@
-"""Print the README's settings table from the registry in shared/settings.py (the one source of truth)."""
+"""Print the README's settings table from the registry in shared/settings_registry.py (the one source of truth)."""
 
 import sys
 from pathlib import Path

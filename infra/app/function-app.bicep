@@ -46,6 +46,14 @@ param webhookAllowedHosts string = ''
 param joinWebUrlLookups bool = true
 param tokenVaultContainerName string
 param idempotencyTableName string
+@description('Versionless Key Vault secret URIs of the intakes\' secrets (an intake whose secret does not exist stays off).')
+param calcomWebhookSecretUri string
+param calendlyWebhookSigningKeyUri string
+param intakeWebhookSecretUri string
+@description('INTAKE_ORGANIZER_MAP: JSON object, scheduler host (e-mail, event type or *) to Teams organizer.')
+param intakeOrganizerMap string = ''
+@description('INTAKE_ORGANIZER_DOMAINS: e-mail domains whose hosts are their own UPN.')
+param intakeOrganizerDomains string = ''
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -80,6 +88,12 @@ var appSettings = {
   WEBHOOK_SECRET: '@Microsoft.KeyVault(SecretUri=${webhookSecretUri})'
   WEBHOOK_ALLOWED_HOSTS: webhookAllowedHosts
   IDEMPOTENCY_TABLE: idempotencyTableName
+  // Webhook intakes (Cal.com, Calendly, Standard Webhooks): each is on once its secret exists in Key Vault.
+  CALCOM_WEBHOOK_SECRET: '@Microsoft.KeyVault(SecretUri=${calcomWebhookSecretUri})'
+  CALENDLY_WEBHOOK_SIGNING_KEY: '@Microsoft.KeyVault(SecretUri=${calendlyWebhookSigningKeyUri})'
+  INTAKE_WEBHOOK_SECRET: '@Microsoft.KeyVault(SecretUri=${intakeWebhookSecretUri})'
+  INTAKE_ORGANIZER_MAP: intakeOrganizerMap
+  INTAKE_ORGANIZER_DOMAINS: intakeOrganizerDomains
   // --- Settings planned by open issues go last, listed in tests/infra/test_infra.py (PLANNED_SETTINGS).
 }
 

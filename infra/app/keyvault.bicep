@@ -13,6 +13,18 @@ param entraClientSecret string
 @secure()
 param webhookSecret string
 
+@secure()
+@description('Cal.com webhook secret; empty: the Cal.com intake stays off (no Key Vault entry).')
+param calcomWebhookSecret string = ''
+
+@secure()
+@description('Calendly webhook signing key; empty: the Calendly intake stays off.')
+param calendlyWebhookSigningKey string = ''
+
+@secure()
+@description('Standard Webhooks intake secret (whsec_...); empty: that intake stays off.')
+param intakeWebhookSecret string = ''
+
 @description('Principal id of the identity that resolves the Key Vault references (the app identity).')
 param readerPrincipalId string
 
@@ -75,6 +87,36 @@ resource webhookSecretEntry 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
   }
 }
 
+// The intakes' secrets exist only for the intakes turned on. The app settings always reference them: App
+// Service leaves a reference it cannot resolve as its literal text, which the app treats as unset (shared/settings.py).
+var intakeSecrets = [
+  {
+    name: 'calcom-webhook-secret'
+    value: calcomWebhookSecret
+  }
+  {
+    name: 'calendly-webhook-signing-key'
+    value: calendlyWebhookSigningKey
+  }
+  {
+    name: 'intake-webhook-secret'
+    value: intakeWebhookSecret
+  }
+]
+
+resource intakeSecretEntries 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = [for secret in intakeSecrets: if (!empty(secret.value)) {
+  parent: vault
+  name: secret.name
+  // checkov:skip=CKV_AZURE_41:A scheduler's webhook secret is set on the scheduler's side and rotated with it by the operator; an expiry here would silently switch the intake off.
+  properties: {
+    value: secret.value
+    contentType: 'text/plain'
+    attributes: {
+      enabled: true
+    }
+  }
+}]
+
 resource secretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(vault.id, readerPrincipalId, keyVaultSecretsUserRoleId)
   scope: vault
@@ -104,3 +146,7 @@ output uri string = vault.properties.vaultUri
 // Versionless URIs: App Service picks up a rotated secret without a redeployment.
 output entraClientSecretUri string = entraClientSecretEntry.properties.secretUri
 output webhookSecretUri string = webhookSecretEntry.properties.secretUri
+output calcomWebhookSecretUri string = '${vault.properties.vaultUri}secrets/calcom-webhook-secret'
+output calendlyWebhookSigningKeyUri string = '${vault.properties.vaultUri}secrets/calendly-webhook-signing-key'
+output intakeWebhookSecretUri string = '${vault.properties.vaultUri}secrets/intake-webhook-secret'
+

@@ -4,6 +4,7 @@ param storageAccountName string
 param applicationInsightsName string
 param managedIdentityPrincipalId string
 param tokenVaultContainerName string
+param messageOverflowContainerName string
 
 @description('Optional operator (person or group) for the replay command and device-code connect; empty for none.')
 param operatorPrincipalId string = ''
@@ -15,6 +16,8 @@ param operatorPrincipalType string = 'User'
 var storageBlobDataOwnerRoleId = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
 // Storage Blob Data Contributor: operator writes an organizer's token cache in the token-vault container.
 var storageBlobDataContributorRoleId = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+// Storage Blob Data Reader: the replay command reads originals kept in the message-overflow container.
+var storageBlobDataReaderRoleId = '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
 // Storage Queue Data Contributor: queue triggers, output bindings, re-enqueue, queue_metrics, replay.
 var storageQueueDataContributorRoleId = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
 // Storage Table Data Contributor: the idempotency table.
@@ -34,6 +37,11 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
 resource tokenVaultContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
   parent: blobService
   name: tokenVaultContainerName
+}
+
+resource messageOverflowContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobService
+  name: messageOverflowContainerName
 }
 
 resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
@@ -95,6 +103,16 @@ resource operatorTokenVaultWriter 'Microsoft.Authorization/roleAssignments@2022-
   scope: tokenVaultContainer
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributorRoleId)
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
+  }
+}
+
+resource operatorOverflowReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
+  name: guid(messageOverflowContainer.id, operatorPrincipalId, storageBlobDataReaderRoleId)
+  scope: messageOverflowContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataReaderRoleId)
     principalId: operatorPrincipalId
     principalType: operatorPrincipalType
   }

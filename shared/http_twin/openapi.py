@@ -1,4 +1,7 @@
-"""The HTTP twin's OpenAPI 3.1 document, served by the app."""
+"""The app's OpenAPI 3.1 document (the HTTP twin and the webhook intakes), served by the app.
+
+Its schemas are the published contracts (contracts/schemas), embedded when the document is first built.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,8 @@ from functools import lru_cache
 from typing import Any
 
 from shared.common.ids import GUID_PATTERN
+from shared.contracts import openapi_components
+from shared.intake.http import CALCOM_ROUTE, CALENDLY_ROUTE, STANDARD_ROUTE
 from shared.problems import PROBLEM_JSON
 
 JOIN_URL_ROUTE = "join-url"
@@ -46,6 +51,10 @@ def _lookup_operation(*, bearer: bool) -> dict[str, Any]:
                  "else." if bearer else "Organizer's Entra object id or UPN.")
     operation: dict[str, Any] = {
         "operationId": "getMyJoinUrl" if bearer else "getJoinUrl",
+        "tags": ["join-url"],
+        "description": ("The caller's Entra token is exchanged On-Behalf-Of, so Graph sees the caller." if bearer
+                        else "Server-to-server, with a function key: Graph is called with the organizer's "
+                             "connected (delegated) credential."),
         "summary": ("Get the join URL of a meeting of the signed-in user (On-Behalf-Of)" if bearer
                     else "Get the virtual-appointment join URL of a meeting"),
         "parameters": [
@@ -61,7 +70,7 @@ def _lookup_operation(*, bearer: bool) -> dict[str, Any]:
         ],
         "responses": {
             "200": {"description": "The join URL.", "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/JoinUrl"}}}},
+                "application/json": {"schema": {"$ref": "#/components/schemas/JoinUrlLookup"}}}},
             "400": _problem_response("The query is invalid."),
             "401": (_problem_response("Missing, expired or invalid bearer token (see WWW-Authenticate).")
                     if bearer else {"description": "Missing or wrong function key (answered by the host)."}),
@@ -79,6 +88,38 @@ def _lookup_operation(*, bearer: bool) -> dict[str, Any]:
     return operation
 
 
+def _intake_operation(operation_id: str, summary: str, body_schema: str, signature_header: str,
+                      signature_rule: str) -> dict[str, Any]:
+    headers = [{"name": signature_header, "in": "header", "required": True,
+                "schema": _text(signature_rule, minLength=1)}]
+    if signature_header == "webhook-signature":
+        headers += [{"name": "webhook-id", "in": "header", "required": True, "schema": _text("Message id.")},
+                    {"name": "webhook-timestamp", "in": "header", "required": True,
+                     "schema": _text("Unix seconds; older than 5 minutes is refused.")}]
+    accepted = {"application/json": {"schema": {"$ref": "#/components/schemas/IntakeAccepted"}}}
+    return {
+        "operationId": operation_id,
+        "tags": ["intake"],
+        "summary": summary,
+        "description": "Verifies the sender's signature, translates the delivery to a contract-v1 event and "
+                       "writes it to the appointments queue; 2xx only once it is there.",
+        "parameters": headers,
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": {"$ref": f"#/components/schemas/{body_schema}"}}}},
+        "responses": {
+            "200": {"description": "Genuine, but nothing to enqueue (another trigger).", "content": accepted},
+            "202": {"description": "The event is on the appointments queue.", "content": accepted},
+            "400": _problem_response("The body cannot be mapped to a contract-v1 event."),
+            "401": _problem_response("Missing, bad or stale signature (or, from the host, a missing function "
+                                     "key)."),
+            "404": _problem_response("This intake is off (its secret is not configured)."),
+            "413": _problem_response("The body is too large."),
+            "422": _problem_response("The booking's host maps to no Teams organizer."),
+            "500": {"description": "The event could not be enqueued; the sender should retry."},
+        },
+    }
+
+
 @lru_cache(maxsize=1)
 def openapi_document() -> str:
     """The document as JSON text (built once)."""
@@ -87,15 +128,30 @@ def openapi_document() -> str:
         "info": {
             "title": "Virtual appointment join links",
             "version": "1.0.0",
-            "description": "Ad-hoc lookup of a Microsoft Teams virtual appointment's join URL. Graph is called "
-                           "with the organizer's delegated credential (getVirtualAppointmentJoinWebUrl supports "
-                           "delegated permissions only).",
+            "description": "Ad-hoc lookup of a Microsoft Teams virtual appointment's join URL (Graph is called "
+                           "with the organizer's delegated credential: getVirtualAppointmentJoinWebUrl supports "
+                           "delegated permissions only), and the webhook intakes for schedulers. The message "
+                           "schemas are the published contracts; the queues are described by the AsyncAPI "
+                           "document (contracts/asyncapi.yaml).",
         },
         "servers": [{"url": "/api"}],
+        "tags": [{"name": "join-url", "description": "The HTTP twin: ad-hoc join-URL lookups."},
+                 {"name": "intake", "description": "Webhook intakes: scheduler bookings in, contract-v1 events "
+                                                   "onto the appointments queue."}],
         "security": [{"functionKeyHeader": []}, {"functionKeyQuery": []}],
         "paths": {
             f"/{JOIN_URL_ROUTE}": {"get": _lookup_operation(bearer=False)},
             f"/{ME_JOIN_URL_ROUTE}": {"get": _lookup_operation(bearer=True)},
+            f"/{CALCOM_ROUTE}": {"post": _intake_operation(
+                "intakeCalcom", "Cal.com booking webhook (BOOKING_CREATED, _RESCHEDULED, _CANCELLED)",
+                "CalcomWebhook", "X-Cal-Signature-256", "Hex HMAC-SHA256 of the raw body under the webhook secret.")},
+            f"/{CALENDLY_ROUTE}": {"post": _intake_operation(
+                "intakeCalendly", "Calendly invitee webhook (invitee.created, invitee.canceled)", "CalendlyWebhook",
+                "Calendly-Webhook-Signature", "t=<unix seconds>,v1=<hex HMAC-SHA256 of '<t>.' + raw body>; "
+                "older than 3 minutes is refused.")},
+            f"/{STANDARD_ROUTE}": {"post": _intake_operation(
+                "intakeStandardWebhooks", "Contract-v1 event from any Standard Webhooks sender", "AppointmentEvent",
+                "webhook-signature", "Standard Webhooks 1.0 (with webhook-id and webhook-timestamp).")},
         },
         "components": {
             "securitySchemes": {
@@ -105,30 +161,7 @@ def openapi_document() -> str:
                                 "description": "Microsoft Entra access token for this API (audience: the app's "
                                                "Application ID URI, scope access_as_user)."},
             },
-            "schemas": {
-                "JoinUrl": {
-                    "type": "object",
-                    "required": ["organizer", "onlineMeetingId", "joinUrl", "resolvedAt"],
-                    "properties": {
-                        "organizer": {"type": "string"},
-                        "onlineMeetingId": {"type": "string"},
-                        "joinUrl": {"type": "string", "format": "uri"},
-                        "resolvedAt": {"type": "string", "format": "date-time"},
-                    },
-                },
-                "Problem": {
-                    "type": "object",
-                    "required": ["type", "title", "status", "detail", "reason"],
-                    "properties": {
-                        "type": {"type": "string"},
-                        "title": {"type": "string"},
-                        "status": {"type": "integer"},
-                        "detail": {"type": "string"},
-                        "reason": {"type": "string", "description": "Stable reason code."},
-                        "instance": {"type": "string"},
-                    },
-                },
-            },
+            "schemas": openapi_components(),
         },
     }
     return json.dumps(doc, indent=2)

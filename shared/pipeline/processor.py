@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
 
+from shared.common import strict_json
 from shared.common.strict_json import decode_utf8
 from shared.exceptions import KeyInProgressError, PermanentError, ThrottledError, TransientError
 from shared.pipeline.inbound import AppointmentEvent, parse_event
@@ -148,7 +148,7 @@ def _rejection(exc: PermanentError, delivery: Delivery, event: AppointmentEvent 
 def _best_effort_ids(text: str) -> tuple[str | None, str | None, str | None]:
     """Pull ids out of an invalid message so a person can find what it was about."""
     try:
-        doc = json.loads(text)
+        doc = strict_json.loads(text)
     except ValueError:
         return None, None, None
     if not isinstance(doc, dict):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from shared.common.clock import utc_now
 from shared.pipeline.inbound import AppointmentEvent
+from shared.storage.overflow import KeptMessage
 
 
 @dataclass(frozen=True)
@@ -63,12 +64,19 @@ class Rejection:
     rejected_at: str = ""
     # Set only when the message is not UTF-8 text: then it is kept as base64, byte for byte.
     original_bytes: bytes | None = None
+    # Set when the original would not fit a queue message inside this record: kept whole in a blob.
+    original_blob: KeptMessage | None = None
 
     def to_dict(self) -> dict[str, object]:
         """The wire form written to `appointments-rejected`."""
-        original: dict[str, object] = (
-            {"originalMessage": self.original_message} if self.original_bytes is None
-            else {"originalMessage": None, "originalMessageBase64": base64.b64encode(self.original_bytes).decode()})
+        original: dict[str, object]
+        if self.original_blob is not None:
+            original = {"originalMessage": None, "originalMessageBlob": self.original_blob.to_dict()}
+        elif self.original_bytes is not None:
+            encoded = base64.b64encode(self.original_bytes).decode()
+            original = {"originalMessage": None, "originalMessageBase64": encoded}
+        else:
+            original = {"originalMessage": self.original_message}
         return {
             "reason": self.reason,
             "detail": self.detail,

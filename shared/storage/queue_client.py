@@ -32,3 +32,24 @@ def queue_client(conn: StorageConnection, queue_name: str) -> QueueClient:
         raise SettingsError(["AzureWebJobsStorage has neither a connection string nor a queue service URI "
                              "(AzureWebJobsStorage__queueServiceUri or __accountName)"])
     return QueueClient(conn.queue_service_uri, queue_name, credential=storage_credential(conn), **policies)
+
+
+class QueueWriter:
+    """Sends to one storage queue; the client is made on first use, in the worker's event loop."""
+
+    def __init__(self, conn: StorageConnection, queue_name: str) -> None:
+        self._conn = conn
+        self._queue_name = queue_name
+        self._client: QueueClient | None = None
+
+    async def send(self, text: str, *, delay_seconds: int = 0) -> None:
+        """Enqueue text, invisible for delay_seconds (visible at once by default)."""
+        if self._client is None:
+            self._client = queue_client(self._conn, self._queue_name)
+        await self._client.send_message(text, visibility_timeout=delay_seconds or None)
+
+    async def aclose(self) -> None:
+        """Close the queue client."""
+        if self._client is not None:
+            await self._client.close()
+            self._client = None

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-from shared.settings import StorageConnection
-
-if TYPE_CHECKING:
-    from azure.storage.queue.aio import QueueClient
+from shared.storage.queue_client import QueueWriter
 
 REQUEUE_KEY = "$requeue"
 
@@ -57,24 +54,9 @@ class Requeuer(Protocol):
         """Release connections."""
 
 
-class QueueRequeuer:
-    """Requeues onto a storage queue; the client is made on first use, in the worker's event loop."""
-
-    def __init__(self, conn: StorageConnection, queue_name: str) -> None:
-        self._conn = conn
-        self._queue_name = queue_name
-        self._client: QueueClient | None = None
+class QueueRequeuer(QueueWriter):
+    """Requeues onto a storage queue (a QueueWriter that sends hidden copies)."""
 
     async def requeue(self, text: str, delay_seconds: int) -> None:
         """Enqueue text, invisible for delay_seconds."""
-        if self._client is None:
-            from shared.storage.queue_client import queue_client
-
-            self._client = queue_client(self._conn, self._queue_name)
-        await self._client.send_message(text, visibility_timeout=delay_seconds)
-
-    async def aclose(self) -> None:
-        """Close the queue client."""
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        await self.send(text, delay_seconds=delay_seconds)

@@ -1,4 +1,4 @@
-"""The in-memory twin of QueueRequeuer."""
+"""The in-memory twins of QueueRequeuer and QueueWriter."""
 
 from __future__ import annotations
 
@@ -12,6 +12,20 @@ class InMemoryRequeuer:
     async def requeue(self, text: str, delay_seconds: int) -> None:
         """Remember text and its delay."""
         self.sent.append((text, delay_seconds))
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+class InMemoryQueueWriter:
+    """The in-memory twin of QueueWriter: remembers what was sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def send(self, text: str, *, delay_seconds: int = 0) -> None:
+        """Remember text."""
+        self.sent.append(text)
 
     async def aclose(self) -> None:
         """Nothing to release."""

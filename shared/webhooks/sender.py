@@ -19,6 +19,7 @@ from shared.common.tls import ssl_context
 from shared.common.urls import host_of, is_allowed_url
 from shared.exceptions import DestinationRefusedError, PermanentError, WebhookTransientError
 from shared.settings import Settings, setting_default
+from shared.storage.overflow import KeptMessage
 from shared.webhooks.destination import DnsResolver, GuardedTransport, host_allowed
 from shared.webhooks.outbound import WebhookEvent
 
@@ -44,9 +45,13 @@ class DeadLetter:
     response_excerpt: str | None = None
     destination_host: str | None = None
     dead_lettered_at: str = field(default_factory=utc_now)
+    # Set when the outbox message could not be copied into the record (too big, or not UTF-8 text).
+    outbox_blob: KeptMessage | None = None
 
     def to_dict(self) -> dict[str, object]:
         """The wire form written to `webhook-dead-letter`."""
+        message: dict[str, object] = ({"outboxMessage": self.outbox_message} if self.outbox_blob is None
+                                      else {"outboxMessage": None, "outboxMessageBlob": self.outbox_blob.to_dict()})
         return {
             "reason": self.reason,
             "detail": self.detail,
@@ -56,7 +61,7 @@ class DeadLetter:
             "type": self.type,
             "destinationHost": self.destination_host,
             "deadLetteredAt": self.dead_lettered_at,
-            "outboxMessage": self.outbox_message,
+            **message,
         }
 
     def to_json(self) -> str:

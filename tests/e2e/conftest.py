@@ -18,6 +18,7 @@ from azure.storage.queue.aio import QueueServiceClient
 from devstack.harness import LocalHost
 from devstack.stack import start_stack, stop_stack
 from shared import queues
+from tests.schemas import QUEUE_SCHEMAS, WEBHOOK_BODY, assert_message_valid, assert_valid, errors
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,11 +60,22 @@ def host_json(**overrides: Any) -> dict[str, Any]:
     return doc
 
 
+class ContractCheckingHost(LocalHost):
+    """The harness, checking every record the app writes to a queue against its published schema first."""
+
+    async def _write_queue_output(self, fn: Any, binding: Any, value: Any) -> None:
+        queue = binding.queue_name
+        if value is not None and queue in QUEUE_SCHEMAS:
+            for item in value if isinstance(value, (list, tuple)) else [value]:
+                assert_message_valid(queue, item if isinstance(item, str) else bytes(item).decode())
+        await super()._write_queue_output(fn, binding, value)
+
+
 @pytest.fixture
 async def host(stack: dict[str, Any], app_module: Any, queues_client: QueueServiceClient) -> AsyncIterator[LocalHost]:
-    """The harness running the app. Retries are immediate (visibilityTimeout 0) to keep tests fast;
-    maxDequeueCount and everything else come from host.json."""
-    async with LocalHost(app_module.app, connection_string=stack["azurite"]["connection_string"],
+    """The harness running the app, every record it writes checked against the contracts. Retries are
+    immediate (visibilityTimeout 0) to keep tests fast; maxDequeueCount and everything else come from host.json."""
+    async with ContractCheckingHost(app_module.app, connection_string=stack["azurite"]["connection_string"],
                          host_json=host_json(visibilityTimeout="00:00:00"), http_port=0) as local_host:
         yield local_host
 
@@ -81,8 +93,16 @@ async def queues_client(stack: dict[str, Any]) -> AsyncIterator[QueueServiceClie
         yield client
 
 
-async def send(client: QueueServiceClient, text: str, queue: str = queues.APPOINTMENTS) -> None:
-    """Enqueue as producers do with azure-storage-queue: base64 text."""
+async def send(client: QueueServiceClient, text: str, queue: str = queues.APPOINTMENTS, *,
+               contract_valid: bool = True) -> None:
+    """Enqueue as producers do with azure-storage-queue: base64 text. The message must be valid against the
+    published schema, or, when a test sends a broken one on purpose (`contract_valid=False`), invalid."""
+    if queue in QUEUE_SCHEMAS:
+        try:
+            problems = errors(QUEUE_SCHEMAS[queue], json.loads(text))
+        except ValueError:
+            problems = ["not JSON"]
+        assert bool(problems) != contract_valid, f"contract_valid={contract_valid} but: {problems or 'valid'}"
     queue_client = client.get_queue_client(queue, message_encode_policy=TextBase64EncodePolicy())
     await queue_client.send_message(text)
 
@@ -131,3 +151,12 @@ def reset_faults(request: pytest.FixtureRequest) -> Iterator[None]:
     for name in ("graph_admin", "receiver_admin"):
         if name in request.fixturenames:
             request.getfixturevalue(name).post("reset")
+
+
+@pytest.fixture(autouse=True)
+def webhooks_follow_the_contract(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every webhook body the local scheduling system received during a test is valid against the schema."""
+    yield
+    if "receiver_admin" in request.fixturenames:
+        for delivery in request.getfixturevalue("receiver_admin").get("deliveries").json()["deliveries"]:
+            assert_valid(WEBHOOK_BODY, json.loads(delivery["raw_body"]))

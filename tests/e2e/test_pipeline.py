@@ -78,7 +78,7 @@ async def test_join_web_url_is_resolved_through_graph(host, queues_client):
     (plain("bad-3", appointment_id="apt-z", organizer="nobody@contoso.test"), "organizer_not_connected"),
 ])
 async def test_bad_event_is_rejected_on_its_first_attempt(host, queues_client, graph_admin, message, reason):
-    await send(queues_client, message)
+    await send(queues_client, message, contract_valid=reason != "invalid_json")
     await host.drain(timeout=30)
     (record,) = [json.loads(t) for t in await read_all(queues_client, queues.APPOINTMENTS_REJECTED)]
     assert record["reason"] == reason and record["dequeueCount"] == 1 and record["originalMessage"] == message

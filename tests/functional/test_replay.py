@@ -122,3 +122,29 @@ def test_durations():
     assert parse_age("10m") == timedelta(minutes=10) and parse_age("1.5h") == timedelta(minutes=90)
     with pytest.raises(ValueError):
         parse_age("ten minutes")
+
+
+async def test_originals_kept_as_base64_or_in_a_blob_go_back_byte_for_byte(conn):
+    # GIVEN a rejection of bytes that are not UTF-8 (kept as base64), and a dead letter whose outbox message
+    # was too big to copy (kept in the overflow container)
+    from shared.storage.overflow import BlobOverflowStore
+
+    not_text = b'{"id": "evt-x", "appointmentId": "a-\xff"}'
+    await put(conn, queues.APPOINTMENTS_REJECTED,
+              Rejection("invalid_encoding", "not UTF-8", "", original_bytes=not_text).to_json())
+    # Fits a queue message (30 KB), but not once escaped again inside a record (60 KB).
+    big_outbox = json.dumps({"webhookId": "w_1", "type": "t", "body": '"' * 15_000})
+    store = BlobOverflowStore(conn, "message-overflow")
+    try:
+        kept = await store.keep(big_outbox.encode())
+    finally:
+        await store.aclose()
+    await put(conn, WEBHOOK_DEAD_LETTER, DeadLetter("receiver_rejected", "400", "", outbox_blob=kept).to_json())
+    # WHEN both are replayed
+    summary = await replay(conn, "all", progress=False)
+    # THEN each original is back on its queue exactly as it was
+    assert summary.moved == 2 and summary.unreadable == 0
+    async with queue_client(conn, queues.APPOINTMENTS) as client:
+        (message,) = await client.peek_messages(max_messages=32)
+        assert message.content == not_text
+    assert await drain(conn, WEBHOOK_OUTBOX) == [big_outbox]

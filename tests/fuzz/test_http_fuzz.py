@@ -130,7 +130,7 @@ def test_any_query_and_token_get_a_documented_answer(twin_functions, route, quer
     assert str(status) in documented and status != 500, response.get_body()
     body = json.loads(response.get_body())
     if status == 200:
-        jsonschema.validate(body, _schema("JoinUrl"))
+        jsonschema.validate(body, _schema("JoinUrlLookup"))
         assert route == "get_join_url" or token == "valid", "only a genuine token opens the bearer route"
     else:
         assert response.mimetype == "application/problem+json"

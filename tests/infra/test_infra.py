@@ -103,6 +103,9 @@ ROLE_IDS = {
     "974c5e8b-45b9-4653-ba55-5f855dd0fb88": "Storage Queue Data Contributor",
     "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3": "Storage Table Data Contributor",
     "3913510d-42f4-4e42-8a64-420c390055eb": "Monitoring Metrics Publisher",
+    "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a": "Storage Queue Data Message Sender",
+    "8a0f0c08-91a1-4084-bc3d-661d67233fed": "Storage Queue Data Message Processor",
+    "d5a91429-5739-47e2-a06b-3470a27159e7": "EventGrid Data Sender",
     "4633458b-17de-408a-b874-0445c86b69e6": "Key Vault Secrets User",
 }
 BROAD_ROLE_IDS = {
@@ -335,7 +338,8 @@ def test_storage_holds_every_queue_container_and_table() -> None:
             code_queues.add(getattr(webhooks, constant))
     assert code_queues <= bicep_queues, f"queues the code uses that Bicep does not create: {code_queues - bicep_queues}"
     registry = _registry()
-    pairs = (("IDEMPOTENCY_TABLE", "idempotencyTableName"), ("TOKEN_VAULT_CONTAINER", "tokenVaultContainerName"))
+    pairs = (("IDEMPOTENCY_TABLE", "idempotencyTableName"), ("TOKEN_VAULT_CONTAINER", "tokenVaultContainerName"),
+             ("MESSAGE_OVERFLOW_CONTAINER", "messageOverflowContainerName"))
     for setting, var in pairs:
         if setting in registry and registry[setting].default is not None:
             assert registry[setting].default == variables[var]["value"], f"{setting} default differs from Bicep"
@@ -343,7 +347,8 @@ def test_storage_holds_every_queue_container_and_table() -> None:
     assert variables["idempotencyTableName"]["value"] == "idempotency"
     storage_module = parse_bicep(MAIN_BICEP)["modules"]["storage"]["config"]["params"]
     assert storage_module["queueNames"] == "queueNames"
-    assert storage_module["containerNames"] == ["deploymentContainerName", "tokenVaultContainerName"]
+    assert storage_module["containerNames"] == ["deploymentContainerName", "tokenVaultContainerName",
+                                                "messageOverflowContainerName"]
     assert storage_module["tableNames"] == ["idempotencyTableName"]
     for queue in EXPECTED_QUEUES:
         assert re.fullmatch(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}", queue), queue
@@ -387,8 +392,13 @@ def test_key_vault_and_application_insights() -> None:
     assert vault["enableRbacAuthorization"] is True
     assert vault["enableSoftDelete"] is True
     assert vault["enablePurgeProtection"] is True
-    secrets = {res["config"]["name"] for _, _, res in resources_of_type("Microsoft.KeyVault/vaults/secrets")}
+    secrets = {body(res)["name"] for _, _, res in resources_of_type("Microsoft.KeyVault/vaults/secrets")
+               if isinstance(body(res)["name"], str)}
     assert secrets == {"entra-client-secret", "webhook-secret"}
+    # The intakes' secrets, one per intake turned on (a loop over intakeSecrets).
+    intake = parse_bicep(INFRA / "app" / "keyvault.bicep")["variables"]["intakeSecrets"]["value"]
+    assert {entry["name"] for entry in intake} == {"calcom-webhook-secret", "calendly-webhook-signing-key",
+                                                   "intake-webhook-secret"}
     components = resources_of_type("Microsoft.Insights/components")
     created = [res for _, _, res in components if not res.get("existing")]
     assert len(created) == 1 and created[0]["config"]["properties"]["DisableLocalAuth"] is True
@@ -568,3 +578,31 @@ def test_workflow_passes_actionlint() -> None:
     completed = subprocess.run([binary, "-no-color", str(WORKFLOW)], capture_output=True, text=True,
                                timeout=ACTIONLINT_TIMEOUT_SECONDS, cwd=REPO, check=False)
     assert completed.returncode == 0, f"actionlint:\n{completed.stdout}{completed.stderr}"
+
+
+def test_scheduler_gets_queue_scoped_least_privilege() -> None:
+    access = parse_bicep(INFRA / "app" / "scheduler-access.bicep")
+    scopes = {name: body(res)["scope"] for name, res in access["resources"].items()
+              if res["type"] == "Microsoft.Authorization/roleAssignments"}
+    assert scopes == {"schedulerSender": "appointmentsQueue", "schedulerProcessor": "resultsQueue"}
+    queues = {name: body(res)["name"] for name, res in access["resources"].items()
+              if res["type"] == "Microsoft.Storage/storageAccounts/queueServices/queues"}
+    assert queues == {"appointmentsQueue": "appointmentsQueueName", "resultsQueue": "resultsQueueName"}
+    defaults = {name: p.get("default") for name, p in access["parameters"].items()}
+    assert (defaults["appointmentsQueueName"], defaults["resultsQueueName"]) == ("appointments", "join-urls")
+
+
+def test_event_grid_front_door() -> None:
+    grid = parse_bicep(INFRA / "app" / "eventgrid.bicep")
+    topic = body(grid["resources"]["topic"])["properties"]
+    assert topic["inputSchema"] == "CloudEventSchemaV1_0" and topic["disableLocalAuth"] is True
+    subscription = body(grid["resources"]["subscription"])["properties"]
+    assert subscription["deliveryWithResourceIdentity"]["destination"]["endpointType"] == "StorageQueue"
+    assert subscription["retryPolicy"] == {"maxDeliveryAttempts": "maxDeliveryAttempts",
+                                           "eventTimeToLiveInMinutes": "eventTimeToLiveInMinutes"}
+    dead_letter = subscription["deadLetterWithResourceIdentity"]["deadLetterDestination"]
+    assert dead_letter["endpointType"] == "StorageBlob"
+    text = (INFRA / "app" / "eventgrid.bicep").read_text()
+    assert "DeadLetteredCount" in text and "DeliveryAttemptFailCount" in text
+    main = parse_bicep(MAIN_BICEP)
+    assert main["parameters"]["eventGridTopic"]["default"] is False

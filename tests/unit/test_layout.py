@@ -14,7 +14,7 @@ import pytest
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
-HTTP_ADAPTERS = ("shared.http_twin", "shared.pages", "shared.problems")
+HTTP_ADAPTERS = ("shared.http_twin", "shared.pages", "shared.intake", "shared.problems")
 LIMITS = {"shared": 450, "devstack": 600}
 
 

@@ -66,3 +66,17 @@ def test_loopback_urls_follow_the_one_url_rule(url):
     assert load_settings(sample_env() | {"WEBHOOK_URL": url}).webhook_url == url
     with pytest.raises(SettingsError, match="WEBHOOK_URL"):
         load_settings(sample_env() | {"WEBHOOK_URL": url, "APP_ENVIRONMENT": "production"})
+
+
+def test_an_unresolved_key_vault_reference_is_never_a_secret():
+    # GIVEN App Service could not resolve the references (the intake's secret was never created)
+    from shared.settings import load_settings
+    base = {"AzureWebJobsStorage": "UseDevelopmentStorage=true", "ENTRA_TENANT_ID": "t", "ENTRA_CLIENT_ID": "c",
+            "ENTRA_CLIENT_SECRET": "s", "WEBHOOK_SECRET": "whsec_" + "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB",
+            "AUTH_REDIRECT_URI": "https://app.example/api/auth/callback"}
+    reference = "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/calcom-webhook-secret)"
+    settings = load_settings({**base, "CALCOM_WEBHOOK_SECRET": reference})
+    # THEN the intake is off rather than keyed with the reference text
+    assert settings.calcom_webhook_secret is None
+    with pytest.raises(SettingsError, match="ENTRA_CLIENT_SECRET is a Key Vault reference"):
+        load_settings({**base, "ENTRA_CLIENT_SECRET": reference})

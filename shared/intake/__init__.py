@@ -1,0 +1,1 @@
+"""intake: see the map in shared/__init__.py."""

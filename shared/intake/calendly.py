@@ -1,0 +1,72 @@
+"""Calendly: invitee.created / invitee.canceled webhooks → contract-v1 events.
+
+A Calendly reschedule is two deliveries: `invitee.canceled` with `rescheduled: true` (ignored here) and an
+`invitee.created` whose `old_invitee` names the invitee it replaces, which becomes one
+`appointment.rescheduled` of the appointment keyed by that old invitee. Calendly keeps no id across
+reschedules, so a second reschedule (or a cancel after one) names the invitee of the previous booking.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.exceptions import InvalidEventError
+from shared.intake.events import (
+    CANCELLED,
+    CREATED,
+    RESCHEDULED,
+    Ignored,
+    IntakeEvent,
+    as_list,
+    as_object,
+    build_event,
+    client,
+    stable_event_id,
+    teams_join_url,
+    text_field,
+)
+from shared.intake.organizers import OrganizerMap
+
+SOURCE = "calendly"
+
+
+def translate(doc: Any, organizers: OrganizerMap) -> IntakeEvent | Ignored:
+    """One Calendly webhook body (parsed JSON) → the event for `appointments`, or Ignored."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("payload"), dict):
+        raise InvalidEventError("a Calendly webhook body has 'event' and a 'payload' object",
+                                reason="invalid_payload")
+    trigger = doc.get("event")
+    if trigger not in ("invitee.created", "invitee.canceled"):
+        return Ignored(f"Calendly event {str(trigger)[:64]!r} needs no appointment event")
+    invitee: dict[str, Any] = doc["payload"]
+    uri = text_field(invitee, "uri", 512)
+    scheduled = invitee.get("scheduled_event")
+    if uri is None or not isinstance(scheduled, dict):
+        raise InvalidEventError("the Calendly invitee has no 'uri' or 'scheduled_event'", reason="invalid_payload")
+    event_id = stable_event_id(SOURCE, str(trigger), uri)
+    old_invitee = text_field(invitee, "old_invitee", 512)
+    if trigger == "invitee.canceled":
+        if invitee.get("rescheduled") is True:
+            return Ignored("the cancel half of a reschedule: the invitee.created that follows carries the change",
+                           event_id=event_id, appointment_id=f"{SOURCE}:{uri}")
+        event_type = CANCELLED
+    else:
+        event_type = RESCHEDULED if old_invitee else CREATED
+    hosts = [as_object(m) for m in as_list(scheduled.get("event_memberships"))]
+    email = hosts[0].get("user_email") if hosts and isinstance(hosts[0].get("user_email"), str) else None
+    keys = [f"calendly:event-type:{scheduled['event_type']}"] if isinstance(scheduled.get("event_type"), str) else []
+    location = as_object(scheduled.get("location"))
+    person = client(invitee.get("name"), invitee.get("email"), invitee.get("timezone"),
+                    invitee.get("text_reminder_number"))
+    return build_event(
+        event_id=event_id,
+        event_type=event_type,
+        appointment_id=f"{SOURCE}:{old_invitee or uri}",
+        organizer=organizers.organizer_for(email, keys),
+        start=scheduled.get("start_time"),
+        end=scheduled.get("end_time"),
+        subject=scheduled.get("name"),
+        join_web_url=teams_join_url(location.get("join_url")),
+        clients=[person] if person else [],
+        occurred_at=doc.get("created_at"),
+    )

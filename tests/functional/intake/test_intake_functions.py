@@ -1,0 +1,147 @@
+"""The intake functions called as the host calls them: a real func.HttpRequest, a concrete func.Out for the
+queue output binding. A 2xx sets exactly one contract-valid message; every refusal sets none."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import azure.functions as func
+import pytest
+from standardwebhooks import Webhook
+
+from shared.testing.vault import InMemoryTokenVault
+from tests import intake_payloads as vendor
+from tests.fakes import CapturingOut
+from tests.schemas import assert_message_valid, assert_valid
+
+pytestmark = pytest.mark.functional
+
+
+@pytest.fixture(scope="module")
+def settings(function_app_module):
+    return function_app_module.services.settings
+
+
+@pytest.fixture(autouse=True)
+def vault(function_app_module):
+    """The organizers the intakes may map a host to by UPN: an in-memory token vault (no storage here)."""
+    services = function_app_module.services
+    previous = services.__dict__.get("vault")
+    services.vault = InMemoryTokenVault()
+    yield services.vault
+    services.__dict__.pop("vault", None)
+    if previous is not None:
+        services.vault = previous
+
+
+async def call(indexed, name: str, body: bytes, headers: dict[str, str]) -> tuple[func.HttpResponse, CapturingOut]:
+    out = CapturingOut()
+    request = func.HttpRequest("POST", f"http://localhost/api/{name}", headers=headers, body=body)
+    function = indexed[name.replace("/", "_").replace("-", "_")].get_user_function()
+    response = await function(req=request, appointments=out)
+    return response, out
+
+
+async def intake_calcom(indexed, body, headers):
+    return await call(indexed, "intake/calcom", body, headers)
+
+
+async def test_calcom_booking_is_enqueued_once_signed(indexed, settings):
+    # GIVEN a Cal.com BOOKING_CREATED signed with the configured secret
+    body = vendor.body(vendor.calcom())
+    response, out = await intake_calcom(indexed, body, vendor.calcom_headers(settings.calcom_webhook_secret, body))
+    # THEN 202 with the event id, and the event is the binding's output, valid against the contract
+    assert response.status_code == 202
+    answer = json.loads(response.get_body())
+    assert_valid("intake-accepted.json", answer)
+    assert_message_valid("appointments", out.value)
+    assert json.loads(out.value)["id"] == answer["eventId"]
+    # AND a replay of the same delivery maps to the same event id
+    again, replayed = await intake_calcom(indexed, body, vendor.calcom_headers(settings.calcom_webhook_secret, body))
+    assert json.loads(again.get_body())["eventId"] == answer["eventId"] and replayed.value == out.value
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-Cal-Signature-256": "00" * 32}])
+async def test_calcom_bad_signature_is_401_and_enqueues_nothing(indexed, headers):
+    response, out = await intake_calcom(indexed, vendor.body(vendor.calcom()), headers)
+    assert response.status_code == 401 and out.value is None
+    assert response.mimetype == "application/problem+json"
+    assert_valid("problem.json", json.loads(response.get_body()))
+
+
+async def test_calcom_unmappable_and_unmapped(indexed, settings):
+    cases = [(vendor.calcom(startTime="tomorrow"), 400, "invalid_payload"),
+             (vendor.calcom(organizer={"email": "stranger@elsewhere.example"}), 422, "organizer_unmapped"),
+             (b"{not json", 400, "invalid_json")]
+    for doc, status, reason in cases:
+        body = doc if isinstance(doc, bytes) else vendor.body(doc)
+        response, out = await intake_calcom(indexed, body, vendor.calcom_headers(settings.calcom_webhook_secret, body))
+        problem = json.loads(response.get_body())
+        assert (response.status_code, problem["reason"], out.value) == (status, reason, None)
+        assert "stranger" not in problem["detail"]
+
+
+async def test_calcom_other_trigger_is_200_with_nothing_enqueued(indexed, settings):
+    body = vendor.body(vendor.calcom("MEETING_ENDED"))
+    response, out = await intake_calcom(indexed, body, vendor.calcom_headers(settings.calcom_webhook_secret, body))
+    assert response.status_code == 200 and out.value is None
+    assert_valid("intake-accepted.json", json.loads(response.get_body()))
+
+
+async def test_calendly_signed_fresh_and_stale(indexed, settings):
+    key = settings.calendly_webhook_signing_key
+    body = vendor.body(vendor.calendly())
+    response, out = await call(indexed, "intake/calendly", body, vendor.calendly_headers(key, body))
+    assert response.status_code == 202
+    assert_message_valid("appointments", out.value)
+    stale = vendor.calendly_headers(key, body, int(time.time()) - 600)
+    response, out = await call(indexed, "intake/calendly", body, stale)
+    assert response.status_code == 401 and out.value is None
+
+
+async def test_calendly_reschedule_cancel_half_enqueues_nothing(indexed, settings):
+    body = vendor.body(vendor.calendly("invitee.canceled", rescheduled=True, new_invitee="BBBB"))
+    response, out = await call(indexed, "intake/calendly", body,
+                         vendor.calendly_headers(settings.calendly_webhook_signing_key, body))
+    assert response.status_code == 200 and out.value is None
+
+
+async def test_standard_webhooks_sender(indexed, settings):
+    # GIVEN a contract-v1 event signed by the standardwebhooks reference library
+    event = {"type": "appointment.created", "appointmentId": "apt-sw", "organizer": "scheduler@contoso.test",
+             "joinWebUrl": vendor.TEAMS_LINK}
+    body = vendor.body(event)
+    signer = Webhook(settings.intake_webhook_secrets[0])
+    from datetime import UTC, datetime
+    headers = {"webhook-id": "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W", "webhook-timestamp": str(int(time.time()))}
+    headers["webhook-signature"] = signer.sign(headers["webhook-id"], datetime.now(UTC), body.decode())
+    headers["webhook-timestamp"] = str(int(time.time()))
+    response, out = await call(indexed, "intake/standard-webhooks", body, headers)
+    assert response.status_code == 202, response.get_body()
+    assert json.loads(out.value)["id"] == "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W"
+    assert_message_valid("appointments", out.value)
+    response, out = await call(indexed, "intake/standard-webhooks", body, {**headers, "webhook-signature": "v1,AAAA"})
+    assert response.status_code == 401 and out.value is None
+
+
+async def test_an_intake_without_its_secret_is_off(indexed, function_app_module, monkeypatch):
+    from dataclasses import replace
+    services = function_app_module.services
+    monkeypatch.setitem(services.__dict__, "intake", replace(services.intake, calcom_secret=None))
+    body = vendor.body(vendor.calcom())
+    response, out = await intake_calcom(indexed, body, vendor.calcom_headers("anything", body))
+    assert response.status_code == 404 and out.value is None
+
+
+async def test_a_host_who_is_a_connected_organizer_needs_no_mapping(indexed, settings, vault):
+    # GIVEN a Cal.com host whose e-mail is the UPN of an organizer connected in the token vault
+    from tests.auth_fakes import FakeIdentityPlatform, connected_entry
+
+    # (outside INTAKE_ORGANIZER_DOMAINS and INTAKE_ORGANIZER_MAP: only the vault knows them)
+    entry = vault.save(connected_entry(FakeIdentityPlatform(), upn="pat.host@fabrikam.example"))
+    body = vendor.body(vendor.calcom(organizer={"email": entry.upn.upper(), "name": "Scheduler"}))
+    # WHEN the booking arrives
+    response, out = await intake_calcom(indexed, body, vendor.calcom_headers(settings.calcom_webhook_secret, body))
+    # THEN it is enqueued for that organizer, though no map names them
+    assert response.status_code == 202 and json.loads(out.value)["organizer"] == entry.upn.lower()
