@@ -10,8 +10,9 @@ counters and the receiver's deliveries, never from the app's own counters.
   refresh margin the app and MSAL keep).
 - Graph calls per event, and why any event needed more than one: events with a joinWebUrl need two (the
   lookup, then the join URL); the rest of the surplus is the injected faults answered (503, 429, hangs),
-  401s, and successful calls beyond one per call an event needs (an event resolved twice: a redelivery
-  after a kill, or a claim taken over).
+  401s, and successful calls beyond what the ready events needed (`resolved_again`: a joinWebUrl lookup
+  made again because the join-URL call after it failed and the event was retried, or an event resolved a
+  second time after a kill or a taken-over claim).
 - duplicate deliveries split in two: a second 2xx delivery of a webhook id within the POST window of an
   instance killed mid-delivery is at-least-once delivery after a crash (`redelivered_after_kill`, which
   receivers absorb by webhook-id, as Standard Webhooks says); any other is a real `duplicate_deliveries`.
