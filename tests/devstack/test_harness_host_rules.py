@@ -117,7 +117,7 @@ async def test_a_timer_runs_on_one_instance_and_another_takes_over(conn: str) ->
         runners = [h for h in hosts if h.stats["every_second"]["invoked"]]
         assert len(runners) == 1
         ticks = sorted(calls["tick"])
-        assert 3 <= len(ticks) <= 7
+        assert 2 <= len(ticks) <= 7
         assert len({int(t) for t in ticks}) == len(ticks), f"a second ran twice: {ticks}"
         # WHEN the instance holding the lock stops
         await runners[0].stop()
