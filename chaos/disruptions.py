@@ -97,7 +97,13 @@ class Disrupter:
         return event
 
     async def run(self, action: str) -> None:
-        """Carry out one step of the plan."""
+        """Carry out one step of the plan; a step that breaks is recorded as such (the run goes on)."""
+        try:
+            await self._run(action)
+        except Exception as exc:
+            self._record(f"{action} failed", detail=f"{type(exc).__name__}: {exc}"[:200])
+
+    async def _run(self, action: str) -> None:
         if action == "kill":
             victim = self.fleet.instances[self._next_victim % len(self.fleet.instances)]
             self._next_victim += 1
