@@ -62,10 +62,11 @@ async def test_nothing_is_lost_when_instances_are_killed_mid_run(tmp_path):
                                         "rotation in the emulator (issue 15): a kill between redeem and save leaves "
                                         "the organizer needs_reconnect today")
 async def test_the_default_disruptions_leave_everyone_connected_and_send_each_webhook_once(tmp_path):
-    # GIVEN three instances with 30 s access tokens, WHEN one is killed, storage is stopped for 5 s, and an
-    # instance is killed while it waits on a refresh the identity platform has already redeemed
-    report = await run(RunOptions(events=150, seed=777, disruptions=Disruptions(kills=1), state_dir=tmp_path,
-                                  quiet=True, timeout=420))
+    # GIVEN three instances with 10 s access tokens (a refresh comes soon in a short run), WHEN one is killed,
+    # storage is stopped for 5 s, and an instance is killed while it waits on a refresh the identity platform
+    # has already redeemed
+    report = await run(RunOptions(events=150, seed=777, disruptions=Disruptions(kills=1), token_lifetime=310,
+                                  state_dir=tmp_path, quiet=True, timeout=420))
     print(report.targets(), report.accounts.organizers_line(), *(d.describe() for d in report.disruptions), sep="\n")
     assert any("refresh kill" in d.kind and d.instance for d in report.disruptions), "no kill inside a refresh"
     # THEN the targets of `make chaos`: nothing lost, no webhook twice, no organizer disconnected
