@@ -86,6 +86,7 @@ class Disrupter:
     entra_admin: httpx.AsyncClient
     vault_etag: Callable[[str], str | None]  # organizer (object id) -> its vault entry's ETag
     started: float
+    entra_port: int
     pause_seconds: float = 5.0
     done: list[Disruption] = field(default_factory=list)
     _next_victim: int = 0
@@ -140,7 +141,7 @@ class Disrupter:
             await self._release("answer")
             self._record(f"refresh kill ({stage})", detail="no refresh happened while armed: nothing killed")
             return
-        victim = self.fleet.owner_of_port(int(parked["peer_port"] or 0))
+        victim = self.fleet.owner_of_port(int(parked["peer_port"] or 0), self.entra_port)
         if victim is None:
             await self._release("answer")
             self._record(f"refresh kill ({stage})", detail="the waiting caller is no instance: nothing killed")

@@ -81,8 +81,12 @@ class Instance:
         return False
 
 
-def socket_inode(local_port: int) -> str | None:
-    """The inode of the loopback TCP socket whose local port is ``local_port`` (Linux /proc/net)."""
+def socket_inode(local_port: int, remote_port: int) -> str | None:
+    """The inode of the TCP socket from ``local_port`` to ``remote_port`` (Linux /proc/net).
+
+    Both ports are needed: an ephemeral port is reused for connections to other destinations, by any
+    process on the machine.
+    """
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             lines = Path(table).read_text().splitlines()[1:]
@@ -90,7 +94,8 @@ def socket_inode(local_port: int) -> str | None:
             continue
         for line in lines:
             fields = line.split()
-            if len(fields) > 9 and int(fields[1].rsplit(":", 1)[1], 16) == local_port:
+            if (len(fields) > 9 and int(fields[1].rsplit(":", 1)[1], 16) == local_port
+                    and int(fields[2].rsplit(":", 1)[1], 16) == remote_port):
                 return fields[9]
     return None
 
@@ -118,9 +123,9 @@ class Fleet:
         """Instances whose process exited on its own."""
         return [i for i in self.instances if not i.alive()]
 
-    def owner_of_port(self, local_port: int) -> Instance | None:
-        """The live instance holding the connection with that local port, if any."""
-        inode = socket_inode(local_port)
+    def owner_of_port(self, local_port: int, remote_port: int) -> Instance | None:
+        """The live instance holding the connection from that local port to that remote port, if any."""
+        inode = socket_inode(local_port, remote_port)
         if inode is None:
             return None
         return next((i for i in self.instances if i.owns_socket(inode)), None)

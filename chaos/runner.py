@@ -335,7 +335,7 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
     fleet = Fleet(plan.instances, state_dir, env, _host_json(state_dir / "chaos-host.json"), lease)
     vault = _vault(app_settings)
     disrupter = Disrupter(fleet, state_dir, entra_admin, lambda organizer: _vault_etag(vault, organizer), started,
-                          pause_seconds=plan.storage_pause)
+                          int(endpoints["ports"]["entra"]), pause_seconds=plan.storage_pause)
     steps = plan.plan()
     running: set[asyncio.Task[None]] = set()
     exclusive: list[asyncio.Task[None]] = []
