@@ -49,9 +49,9 @@ APP_SETTINGS = {
     "IDEMPOTENCY_STALE_CLAIM_SECONDS": "60",
     "WEBHOOK_STALE_CLAIM_SECONDS": "60",
 }
-# With --crash, a dead process's messages come back after 30 s (its receive lease) and its claims are taken
-# over after 30 s, so recovery is seen within the run. Without crashes the harness keeps the host's 10-minute
-# lease: a long pause of the machine then cannot make a live delivery look abandoned.
+# When instances are killed, a dead process's messages come back after 30 s (its receive lease, which a live
+# instance renews every 15 s) and its claims are taken over after 30 s, so recovery is seen within the run.
+# Without kills the harness keeps the host's 10-minute lease.
 CRASH_SETTINGS = {"IDEMPOTENCY_STALE_CLAIM_SECONDS": "30", "WEBHOOK_STALE_CLAIM_SECONDS": "30"}
 CRASH_LEASE_SECONDS = 30
 # host.json as shipped, except a 1 s visibilityTimeout so that the host's own retries are quick.
