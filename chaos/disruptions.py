@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from chaos.fleet import Fleet, Instance
+from chaos.fleet import Fleet, Instance, socket_inode
 from devstack.stack import start_storage, stop_storage
 
 REFRESH_STAGES = {"before": "before_redeem", "between": "after_redeem", "after": "after_redeem"}
@@ -141,10 +141,12 @@ class Disrupter:
             await self._release("answer")
             self._record(f"refresh kill ({stage})", detail="no refresh happened while armed: nothing killed")
             return
-        victim = self.fleet.owner_of_port(int(parked["peer_port"] or 0), self.entra_port)
+        port = int(parked["peer_port"] or 0)
+        victim = self.fleet.owner_of_port(port, self.entra_port)
         if victim is None:
             await self._release("answer")
-            self._record(f"refresh kill ({stage})", detail="the waiting caller is no instance: nothing killed")
+            self._record(f"refresh kill ({stage})", detail=f"the caller waiting on port {port} is no live instance "
+                         f"(socket {'found' if socket_inode(port, self.entra_port) else 'gone'}): nothing killed")
             return
         organizer = str(parked["user"])
         if stage == "after":

@@ -338,7 +338,7 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
                           int(endpoints["ports"]["entra"]), pause_seconds=plan.storage_pause)
     steps = plan.plan()
     running: set[asyncio.Task[None]] = set()
-    exclusive: list[asyncio.Task[None]] = []
+    lanes: dict[str, asyncio.Task[None]] = {}
     completed = False
     run_started = time.monotonic()
     try:
@@ -371,16 +371,17 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
                 except Exception:  # storage paused: the run goes on, the app has to cope
                     quiet_polls = 0
                     continue
-                # Kills and pauses one at a time, so each one's effects can be told apart; a refresh kill
-                # waits for a refresh in the background.
-                while steps and terminal >= steps[0][0] * options.events and not (
-                        exclusive and not exclusive[0].done()):
+                # One disruption at a time in each lane, so each one's effects can be told apart: kills and
+                # pauses in one, refresh kills (which wait for a refresh, on the emulator's one hold) in the other.
+                while steps and terminal >= steps[0][0] * options.events:
+                    lane = "refresh" if steps[0][1].startswith("refresh:") else "other"
+                    if lane in lanes and not lanes[lane].done():
+                        break
                     _, action = steps.pop(0)
                     task = asyncio.create_task(disrupter.run(action))
                     running.add(task)
                     task.add_done_callback(running.discard)
-                    if not action.startswith("refresh:"):
-                        exclusive[:] = [task]
+                    lanes[lane] = task
                 dead = [i for i in fleet.dead() if not any(i.number == d.instance for d in disrupter.done)]
                 if dead and not running:
                     raise RuntimeError(f"instance {dead[0].number} exited on its own; see {dead[0].logs[-1]}")

@@ -58,8 +58,12 @@ async def _park(hold: RefreshHold, request: web.Request, stage: str, user: str |
     hold.remaining -= 1
     hold.held_total += 1
     hold.parked.append(parked)
-    await parked.released.wait()
-    hold.parked.remove(parked)
+    try:
+        await parked.released.wait()
+    finally:
+        # Also when the caller hung up (killed) and aiohttp cancelled the handler: a parked grant whose caller
+        # is gone must not be offered to the next refresh kill.
+        hold.parked.remove(parked)
     return parked
 
 
