@@ -68,8 +68,10 @@ bench: install
 security: install
 	$(PY) tools/security.py
 
-## Conservation run: 2,000 events under Graph and webhook faults, duplicates and malformed events; prints
-## the ledger and fails unless lost=0. `make chaos CHAOS_ARGS="--events 10000 --crash"` for more.
+## Conservation run: 2,000 events through three instances under Graph and webhook faults, duplicates and
+## malformed events, kill -9s, a storage pause and a kill inside a token refresh; prints the ledger and fails
+## unless lost=0 duplicate_deliveries=0 wrongly_disconnected=0. `make chaos CHAOS_ARGS="--heavy"` for more.
+## It uses free ports, but run it as `flock /tmp/devstack-fixed-ports.lock make chaos` on a shared machine.
 chaos: install
 	$(PY) -m chaos $(CHAOS_ARGS)
 

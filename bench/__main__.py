@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import cold_start, deploy_size, first_result
+from bench import cold_start, deploy_size, first_result, scale
 from bench.common import REPO_ROOT, Figure, Report, child_env, local_stack, queue_concurrency
 
 LATENCY_MS = 200.0
@@ -171,6 +171,40 @@ def memory_figure(report: Report, data: dict[str, Any]) -> None:
                              f"({data['seconds']:.0f} s, {data['failed']} failed); events:MB {trend}"))
 
 
+def host_figure(report: Report, endpoints: dict[str, Any]) -> None:
+    """Item 5 of issue 12: the stand-in host's own CPU per message (a do-nothing function with two outputs)."""
+    proc = subprocess.run([sys.executable, "-m", "bench.host_overhead",  # noqa: S603 - our own module
+                           endpoints["azurite"]["connection_string"], "1000"], env=child_env(), cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=600, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench.host_overhead failed:\n{proc.stderr[-3000:]}")
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    report.add(Figure("host_cpu_ms_per_message", data["cpu_ms_per_message"], "<= 5",
+                      detail=f"{data['messages']} messages through the local host with a function that only sets "
+                             f"two outputs: receive, decode, invoke, two output writes, delete; "
+                             f"{data['messages'] / data['seconds']:.0f} messages/s, process CPU only",
+                      baseline="the same through azure-storage-queue: 6.5 ms (docs/performance.md)"))
+
+
+def scale_figures(report: Report, runs: list[dict[str, Any]]) -> None:
+    """Item 7 of issue 12: events per second with 1, 2 and 3 instances against instances x concurrency / latency."""
+    one = runs[0]
+    for run in runs:
+        cpu = run["cpu_ms_per_event"]
+        detail = (f"{run['rate']:.1f} events/s with {run['instances']} instance(s), {run['window_events']:.0f} "
+                  f"events between 20 and 80 % of {run['events']}; CPU per event: instances "
+                  f"{cpu['instances']:.1f} ms, Azurite {cpu['azurite']:.1f} ms, emulators {cpu['emulators']:.1f} ms; "
+                  f"machine {run['machine_busy']:.0%} busy ({os.cpu_count()} cores)")
+        name = "scale_efficiency" if run is runs[-1] else f"scale_efficiency_{run['instances']}"
+        report.add(Figure(name, run["rate"] / run["ideal"], "report", detail=detail,
+                          baseline=f"instances x (batchSize + newBatchThreshold) / latency = {run['ideal']:.0f} "
+                                   "events/s"))
+    last = runs[-1]
+    report.add(Figure("scale_ratio", last["rate"] / (last["instances"] * one["rate"]), "info",
+                      detail=f"{last['instances']} instances against {last['instances']} x the one instance's "
+                             f"{one['rate']:.1f} events/s measured in the same run"))
+
+
 def print_table(report: Report) -> None:
     """The summary table."""
     rows = [("figure", "value", "target", "status", "what was measured", "baseline")]
@@ -201,9 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run every benchmark (or those named with --only)."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--only", nargs="*", default=None,
-                        choices=["cold", "deploy", "first", "throughput", "e2e", "create", "tokens", "memory"])
+                        choices=["cold", "deploy", "first", "throughput", "e2e", "create", "tokens", "memory", "host",
+                                 "scale"])
     args = parser.parse_args(argv)
-    wanted = set(args.only or ["cold", "deploy", "first", "throughput", "e2e", "create", "tokens", "memory"])
+    wanted = set(args.only or ["cold", "deploy", "first", "throughput", "e2e", "create", "tokens", "memory", "host",
+                               "scale"])
     started = time.monotonic()
     report = Report()
     batch, threshold = queue_concurrency()
@@ -214,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         guarded(report, "cold_index_ratio", lambda: cold_start.measure(report))
     if "deploy" in wanted:
         guarded(report, "deploy_size_mb", lambda: deploy_size.measure(report))
-    if wanted & {"first", "throughput", "e2e", "create", "tokens", "memory"}:
+    if wanted & {"first", "throughput", "e2e", "create", "tokens", "memory", "host", "scale"}:
         with local_stack() as endpoints, tempfile.TemporaryDirectory(prefix="bench-") as tmp:
             endpoints_file = Path(tmp) / "endpoints.json"
             endpoints_file.write_text(json.dumps(endpoints))
@@ -233,6 +269,11 @@ def main(argv: list[str] | None = None) -> int:
                 if phase in wanted:
                     guarded(report, figure,
                             lambda phase=phase, render=render: render(report, pipeline_phase(endpoints_file, phase)))
+            if "host" in wanted:
+                guarded(report, "host_cpu_ms_per_message", lambda: host_figure(report, endpoints))
+            if "scale" in wanted:
+                guarded(report, "scale_efficiency",
+                        lambda: scale_figures(report, scale.measure(endpoints, LATENCY_MS)))
     print_table(report)
     print(f"\n# bench finished in {time.monotonic() - started:.0f} s")
     return 0

@@ -1,8 +1,11 @@
 """Conservation run on the local stack: N events through the real app under injected faults, then a ledger.
 
-The app runs in the harness (`python -m devstack.harness`) as a separate process, as the Functions host
-would run it, so `--crash` can SIGKILL it mid-run and start a new one. The ledger is computed from the
-queues and the webhook receiver only (chaos.ledger), never from the app's counters.
+The app runs as several instances on one storage account (chaos.fleet: `python -m devstack.harness`
+processes, as the Functions host would run it on several machines), and the run disrupts them
+(chaos.disruptions): kill -9 and restart, a storage pause, a kill inside a token refresh. Organizers are
+connected through the token vault with short access-token lifetimes, so refreshes happen during the run.
+The ledger is computed from the queues and the webhook receiver only (chaos.ledger), and the rest from the
+vault and the emulators (chaos.accounts), never from the app's counters.
 """
 
 from __future__ import annotations
@@ -14,10 +17,7 @@ import io
 import json
 import os
 import shutil
-import signal
 import ssl
-import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -29,6 +29,9 @@ import httpx
 from azure.storage.queue import TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueServiceClient
 
+from chaos.accounts import Accounts, graph_accounts, split_duplicates, wrongly_disconnected
+from chaos.disruptions import Disrupter, Disruption, Disruptions
+from chaos.fleet import Fleet
 from chaos.ledger import Ledger, QueueSnapshot, compute_ledger, decode_queue_text
 from chaos.workload import (
     ADAMS_UPN,
@@ -54,16 +57,24 @@ APP_SETTINGS = {
     "IDEMPOTENCY_STALE_CLAIM_SECONDS": "60",
     "WEBHOOK_STALE_CLAIM_SECONDS": "60",
 }
-# With --crash, a dead process's messages come back after 30 s (its receive lease) and its claims are taken
-# over after 30 s, so recovery is seen within the run. Without crashes the harness keeps the host's 10-minute
-# lease: a long pause of the machine then cannot make a live delivery look abandoned.
+# When instances are killed, a dead process's messages come back after 30 s (its receive lease, which a live
+# instance renews every 15 s) and its claims are taken over after 30 s, so recovery is seen within the run.
+# Without kills the harness keeps the host's 10-minute lease.
 CRASH_SETTINGS = {"IDEMPOTENCY_STALE_CLAIM_SECONDS": "30", "WEBHOOK_STALE_CLAIM_SECONDS": "30"}
 CRASH_LEASE_SECONDS = 30
 # host.json as shipped, except a 1 s visibilityTimeout so that the host's own retries are quick.
 QUEUE_OVERRIDES = {"visibilityTimeout": "00:00:01"}
 SEND_CONCURRENCY = 32
+# Messages kept waiting on `appointments` while the run feeds its workload (see _feed).
+BACKLOG = 500
 # Organizers of two tenants: Contoso (the app's own) and Fabrikam, whose administrator consents first.
 ORGANIZERS = (SCHEDULER_UPN, ADAMS_UPN, FABRIKAM_SCHEDULER_UPN, BAKER_UPN)
+# Access tokens live 330 s: with the 300 s refresh margin each is used for 30 s, so every instance refreshes
+# each organizer every half minute of the run.
+TOKEN_LIFETIME_SECONDS = 330
+# The heavier run `--heavy` selects (README's Reliability section, docs/reliability.md).
+HEAVY = {"events": 10000, "kills": 6, "storage_pause": 20.0, "refresh_kills": ("before", "between", "after"),
+         "timeout": 2400.0}
 
 
 @dataclass(frozen=True)
@@ -79,9 +90,9 @@ class FaultMix:
     receiver_slow: float = 0.05
     receiver_slow_ms: int = 3000
     duplicates: float = 0.05
-    malformed: float = 0.05
     # Share of events that are the lifecycle of appointments without a meeting (the app creates, moves, deletes).
     lifecycle: float = 0.15
+    malformed: float = 0.05
 
     def graph_rules(self) -> list[dict[str, Any]]:
         """Emulator rules whose *marginal* probabilities are the mix (rules are tried in order)."""
@@ -110,13 +121,18 @@ class RunOptions:
 
     events: int = 2000
     seed: int = 7
-    crash: bool = False
-    crashes: int = 2
+    disruptions: Disruptions = field(default_factory=Disruptions)
+    token_lifetime: int = TOKEN_LIFETIME_SECONDS
     timeout: float = 900.0
     state_dir: Path | None = None
     mix: FaultMix = field(default_factory=FaultMix)
-    lease_seconds: int | None = None  # None: CRASH_LEASE_SECONDS with crashes, the harness's default without
+    lease_seconds: int | None = None  # None: CRASH_LEASE_SECONDS with kills, the harness's default without
     quiet: bool = False
+
+    @property
+    def crash(self) -> bool:
+        """Whether instances die mid-run."""
+        return self.disruptions.any_kill
 
 
 @dataclass
@@ -132,15 +148,27 @@ class RunReport:
     graph_stats: dict[str, Any]
     receiver_stats: dict[str, int]
     harness_runs: int
-    kills: list[float]
+    disruptions: list[Disruption]
     harness_logs: list[Path]
     completed: bool
+    accounts: Accounts
     ready_by_tenant: dict[str, int] = field(default_factory=dict)  # join-urls results by their tenantId
 
     @property
+    def kills(self) -> list[float]:
+        """When instances were killed (seconds into the run)."""
+        return [d.at for d in self.disruptions if d.instance is not None]
+
+    @property
     def ok(self) -> bool:
-        """Complete and the ledger balances."""
-        return self.completed and self.ledger.ok
+        """Complete, the ledger balances, and the targets: no duplicate delivery, nobody disconnected."""
+        return (self.completed and self.ledger.ok and not self.accounts.duplicate_deliveries
+                and not self.accounts.wrongly_disconnected)
+
+    def targets(self) -> str:
+        """The run's three targets, one line."""
+        return (f"lost={len(self.ledger.lost)} duplicate_deliveries={len(self.accounts.duplicate_deliveries)} "
+                f"wrongly_disconnected={len(self.accounts.wrongly_disconnected)}")
 
     def realised_mix(self) -> str:
         """The faults as they actually happened."""
@@ -203,56 +231,36 @@ def _host_json(path: Path) -> Path:
     return path
 
 
-class _Harness:
-    """The app in the harness, as a child process (its own session, so a kill takes nothing else)."""
+async def _feed(client: QueueServiceClient, workload: Workload, backlog: int) -> None:
+    """Send the workload's messages, keeping about `backlog` of them waiting on `appointments`.
 
-    def __init__(self, state_dir: Path, settings: dict[str, str], lease_seconds: int, crash: bool) -> None:
-        self.state_dir = state_dir
-        self.env = {**os.environ, **settings, **APP_SETTINGS, **(CRASH_SETTINGS if crash else {}),
-                    "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
-        self.host_json = _host_json(state_dir / "chaos-host.json")
-        self.lease_seconds = lease_seconds
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.logs: list[Path] = []
-
-    def start(self) -> None:
-        log_path = self.state_dir / f"harness-{len(self.logs) + 1}.log"
-        self.logs.append(log_path)
-        with open(log_path, "wb") as log:
-            self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                [sys.executable, "-m", "devstack.harness", "--state-dir", str(self.state_dir), "--http-port", "-1",
-                 "--host-json", str(self.host_json), "--lease-seconds", str(self.lease_seconds)],
-                cwd=REPO_ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL: no clean-up, no chance to finish or settle anything in flight."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
-async def _send_all(client: QueueServiceClient, workload: Workload) -> None:
+    Azurite's receive costs CPU in proportion to the queue's depth (docs/performance.md, section 9), which
+    Azure's does not: 10,000 messages enqueued at once made every receive of the run slow. A send that fails
+    (storage paused) is tried again until it goes through.
+    """
     encoded = client.get_queue_client(queues.APPOINTMENTS, message_encode_policy=TextBase64EncodePolicy())
     raw = client.get_queue_client(queues.APPOINTMENTS)
     gate = asyncio.Semaphore(SEND_CONCURRENCY)
 
     async def send(text: str, is_raw: bool) -> None:
         async with gate:
-            await (raw if is_raw else encoded).send_message(text)
+            while True:
+                try:
+                    await (raw if is_raw else encoded).send_message(text)
+                    return
+                except Exception:
+                    await asyncio.sleep(1.0)
 
-    await asyncio.gather(*(send(text, is_raw) for text, is_raw in workload.messages))
+    pending = list(workload.messages)
+    while pending:
+        try:
+            room = backlog - await _count(client, queues.APPOINTMENTS)
+        except Exception:
+            room = 0
+        if room > 0:
+            batch, pending = pending[:room], pending[room:]
+            await asyncio.gather(*(send(text, is_raw) for text, is_raw in batch))
+        await asyncio.sleep(0.2)
 
 
 async def _count(client: QueueServiceClient, name: str) -> int:
@@ -309,63 +317,105 @@ async def run(options: RunOptions) -> RunReport:
     return report
 
 
+def _vault(settings: dict[str, str]) -> Any:
+    from shared.services import Services
+    from shared.settings import load_settings
+
+    return Services(load_settings(settings)).vault
+
+
+def _vault_etag(vault: Any, organizer: str) -> str | None:
+    entry = vault.get(organizer)
+    return None if entry is None else str(entry.etag)
+
+
+def _organizer_health(vault: Any) -> list[dict[str, Any]]:
+    return [entry.health() for entry in vault.entries()]
+
+
 async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[str, Any],
                         started: float) -> RunReport:
-    mix = options.mix
+    mix, plan = options.mix, options.disruptions
     workload = build_workload(options.events, options.seed, malformed=mix.malformed, duplicates=mix.duplicates,
                               lifecycle=mix.lifecycle)
     verify = ssl.create_default_context(cafile=endpoints["ca_bundle"])
     graph_admin = httpx.AsyncClient(base_url=endpoints["graph"]["admin_url"] + "/", verify=verify, timeout=30)
     receiver_admin = httpx.AsyncClient(base_url=endpoints["receiver"]["admin_url"] + "/", verify=verify,
                                        timeout=120)
+    entra_admin = httpx.AsyncClient(base_url=endpoints["entra"]["admin_url"] + "/", verify=verify, timeout=30)
     lease = options.lease_seconds or (CRASH_LEASE_SECONDS if options.crash else RECEIVE_VISIBILITY_SECONDS)
-    harness = _Harness(state_dir, {k: str(v) for k, v in endpoints["settings"].items()}, lease, options.crash)
-    kills: list[float] = []
+    env = {**os.environ, **{k: str(v) for k, v in endpoints["settings"].items()}, **APP_SETTINGS,
+           **(CRASH_SETTINGS if options.crash else {}),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    app_settings = {k: v for k, v in env.items() if k in _setting_names()}
+    fleet = Fleet(plan.instances, state_dir, env, _host_json(state_dir / "chaos-host.json"), lease)
+    vault = _vault(app_settings)
+    disrupter = Disrupter(fleet, state_dir, entra_admin, lambda organizer: _vault_etag(vault, organizer), started,
+                          int(endpoints["ports"]["entra"]), pause_seconds=plan.storage_pause)
+    steps = plan.plan()
+    running: set[asyncio.Task[None]] = set()
+    lanes: dict[str, asyncio.Task[None]] = {}
     completed = False
+    run_started = time.monotonic()
     try:
-        if harness.env.get("CREDENTIAL_MODE", "vault") == "vault":
-            await asyncio.to_thread(connect_organizers, endpoints,
-                                    {k: v for k, v in harness.env.items() if k in _setting_names()})
+        # Short access tokens from the first sign-in on: the connected caches hold one too.
+        (await entra_admin.put("config", json={"access_token_lifetime": options.token_lifetime})).raise_for_status()
+        if env.get("CREDENTIAL_MODE", "vault") == "vault":
+            await asyncio.to_thread(connect_organizers, endpoints, app_settings)
+        # Count only the run's token traffic (reset also restores lifetimes: set it again).
+        (await entra_admin.post("reset")).raise_for_status()
+        (await entra_admin.put("config", json={"access_token_lifetime": options.token_lifetime})).raise_for_status()
         (await graph_admin.put("faults", json={"seed": options.seed, "rules": mix.graph_rules()})).raise_for_status()
         (await receiver_admin.put("fail", json=mix.receiver_plan(options.seed))).raise_for_status()
         async with QueueServiceClient.from_connection_string(endpoints["azurite"]["connection_string"]) as client:
             await _ensure_queues(client)
             _say(options, f"chaos: {options.events} events (+{workload.duplicates} duplicates, "
                           f"{workload.malformed} malformed, {workload.lifecycle} lifecycle events of "
-                          f"{len(workload.appointments)} appointments), seed {options.seed}, stack in {state_dir}")
-            await _send_all(client, workload)
-            _say(options, f"chaos: {len(workload.messages)} messages enqueued in "
-                          f"{time.monotonic() - started:.1f}s; starting the app")
-            harness.start()
-            kill_at = [options.events * (i + 1) / (options.crashes + 1) for i in range(options.crashes)] \
-                if options.crash else []
+                          f"{len(workload.appointments)} appointments), seed {options.seed}, "
+                          f"{plan.instances} instances, stack in {state_dir}")
+            run_started = time.monotonic()
+            fleet.start()
+            feeder = asyncio.create_task(_feed(client, workload, BACKLOG))
+            _say(options, f"chaos: {len(workload.messages)} messages, fed {BACKLOG} at a time, "
+                          f"after {time.monotonic() - started:.1f}s; the app started; plan {steps}")
             deadline = time.monotonic() + options.timeout
-            last_report = 0.0
-            quiet_polls = 0
+            last_report, quiet_polls, terminal = 0.0, 0, 0
             while time.monotonic() < deadline:
                 await asyncio.sleep(0.5)
-                terminal = await _terminal_count(client)
-                if kill_at and terminal >= kill_at[0]:
-                    kill_at.pop(0)
-                    harness.kill()
-                    kills.append(round(time.monotonic() - started, 1))
-                    _say(options, f"chaos: SIGKILL harness at {terminal} terminal messages "
-                                  f"(t={kills[-1]}s); restarting")
-                    await asyncio.sleep(1.0)
-                    harness.start()
+                try:
+                    terminal = await _terminal_count(client)
+                    settled = await _settled(client)
+                except Exception:  # storage paused: the run goes on, the app has to cope
+                    quiet_polls = 0
                     continue
-                if not harness.alive():
-                    raise RuntimeError(f"the harness exited on its own; see {harness.logs[-1]}")
+                # One disruption at a time in each lane, so each one's effects can be told apart: kills and
+                # pauses in one, refresh kills (which wait for a refresh, on the emulator's one hold) in the other.
+                while steps and terminal >= steps[0][0] * options.events:
+                    lane = "refresh" if steps[0][1].startswith("refresh:") else "other"
+                    if lane in lanes and not lanes[lane].done():
+                        break
+                    _, action = steps.pop(0)
+                    task = asyncio.create_task(disrupter.run(action))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                    lanes[lane] = task
+                dead = [i for i in fleet.dead() if not any(i.number == d.instance for d in disrupter.done)]
+                if dead and not running:
+                    raise RuntimeError(f"instance {dead[0].number} exited on its own; see {dead[0].logs[-1]}")
                 if time.monotonic() - last_report > 10:
                     last_report = time.monotonic()
                     _say(options, f"chaos: t={time.monotonic() - started:.0f}s terminal={terminal} "
                                   f"appointments={await _count(client, queues.APPOINTMENTS)} "
                                   f"outbox={await _count(client, queues.WEBHOOK_OUTBOX)}")
-                quiet_polls = quiet_polls + 1 if not kill_at and await _settled(client) else 0
+                quiet_polls = quiet_polls + 1 if settled and feeder.done() and not steps and not running else 0
                 if quiet_polls >= 3:
                     completed = True
                     break
-            harness.stop()
+            for task in [*running, feeder]:
+                task.cancel()
+            await asyncio.gather(*running, feeder, return_exceptions=True)
+            run_seconds = time.monotonic() - run_started
+            await asyncio.to_thread(fleet.stop)
             in_flight = await _count(client, queues.APPOINTMENTS) + await _count(client, queues.WEBHOOK_OUTBOX)
             snapshot = QueueSnapshot(
                 join_urls=await _read_all(client, queues.JOIN_URLS),
@@ -378,41 +428,65 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
                 meetings=(await graph_admin.get("meetings")).json(),
                 deleted_meetings=(await graph_admin.get("meetings", params={"deleted": "true"})).json())
         graph_stats = (await graph_admin.get("stats")).json()
+        entra_stats = (await entra_admin.get("stats")).json()
+        health = await asyncio.to_thread(_organizer_health, vault)
     finally:
-        harness.stop()
+        await asyncio.to_thread(fleet.stop)
         await graph_admin.aclose()
         await receiver_admin.aclose()
+        await entra_admin.aclose()
     statuses = Counter(int(d.get("status") or 0) for d in snapshot.deliveries)
     receiver_stats = {"attempts": len(snapshot.deliveries),
                       "5xx": sum(n for status, n in statuses.items() if status >= 500),
                       "slow": sum(1 for d in snapshot.deliveries if d.get("delay_ms"))}
     ledger = compute_ledger(workload.events, snapshot, first_attempt=not options.crash)
+    calls, needed, surplus = graph_accounts(workload.events, ledger.places, graph_stats)
+    real, explained = split_duplicates(snapshot.deliveries,
+                                       [d.wall for d in disrupter.done if d.instance is not None])
+    status, disconnected = wrongly_disconnected(health)
+    accounts = Accounts(organizer_status=status, wrongly_disconnected=disconnected,
+                        token_requests={k: int(v) for k, v in (entra_stats.get("by_user") or {}).items()},
+                        token_lifetime=options.token_lifetime, run_seconds=run_seconds, graph_calls=calls,
+                        graph_needed=needed, graph_surplus=surplus, duplicate_deliveries=real,
+                        redelivered_after_kill=explained, instances=plan.instances,
+                        refreshes_by_grant=dict(entra_stats.get("by_grant") or {}))
     results = {doc["eventId"]: doc.get("tenantId") or "-" for doc in
                (json.loads(decode_queue_text(text)) for text in snapshot.join_urls)}
     return RunReport(options=options, ledger=ledger, wall_seconds=round(time.monotonic() - started, 1),
                      messages_sent=len(workload.messages), duplicates_sent=workload.duplicates,
                      malformed_sent=workload.malformed, graph_stats=graph_stats, receiver_stats=receiver_stats,
-                     harness_runs=len(harness.logs), kills=kills, harness_logs=list(harness.logs),
-                     completed=completed, ready_by_tenant=dict(Counter(results.values())))
+                     harness_runs=fleet.runs, disruptions=list(disrupter.done), harness_logs=fleet.logs,
+                     completed=completed, accounts=accounts,
+                     ready_by_tenant=dict(Counter(results.values())))
 
 
 def print_report(report: RunReport) -> None:
-    """The ledger line first, then the details."""
-    ledger = report.ledger
+    """The ledger line and the targets first, then the details."""
+    ledger, accounts = report.ledger, report.accounts
     print(ledger.line())
-    print(f"checks: {ledger.details()}")
+    print(f"targets: {report.targets()}")
+    print(f"checks: {ledger.details()} redelivered_after_kill={len(accounts.redelivered_after_kill)}")
     print("tenants: " + " ".join(f"{tenant}={count}" for tenant, count in sorted(report.ready_by_tenant.items()))
           + " (join-urls results by their tenantId)")
     print(f"faults: {report.realised_mix()}")
-    if report.options.crash:
-        print(f"crash: harness SIGKILLed at t={report.kills}s, {report.harness_runs} harness runs")
+    print(accounts.organizers_line())
+    print(accounts.token_line())
+    print(accounts.graph_line())
+    print(f"instances: {report.options.disruptions.instances}, {report.harness_runs} harness processes in all")
+    for disruption in report.disruptions:
+        print(f"disruption: {disruption.describe()}")
     print(f"wall time: {report.wall_seconds:.1f}s")
     for problem in ledger.problems():
         print(f"PROBLEM {problem}")
+    if accounts.duplicate_deliveries:
+        print(f"PROBLEM duplicate_deliveries (no kill explains them): "
+              f"{', '.join(accounts.duplicate_deliveries[:5])}")
+    if accounts.wrongly_disconnected:
+        print(f"PROBLEM wrongly_disconnected (no grant was revoked): {', '.join(accounts.wrongly_disconnected)}")
     if not report.completed:
         print(f"PROBLEM the queues did not settle within {report.options.timeout:.0f}s")
     if report.ok:
-        print("OK: nothing lost, every event in exactly one place")
+        print("OK: nothing lost, every event in exactly one place, no webhook sent twice, nobody disconnected")
     else:
         logs = ", ".join(str(p) for p in report.harness_logs)
         print(f"FAILED (stack state and harness logs kept: {logs})")
@@ -421,21 +495,43 @@ def print_report(report: RunReport) -> None:
 def main(argv: list[str] | None = None) -> int:
     """`python -m chaos`."""
     parser = argparse.ArgumentParser(prog="python -m chaos", description=__doc__)
-    parser.add_argument("--events", type=int, default=2000, help="distinct events (default %(default)s)")
+    parser.add_argument("--events", type=int, default=None, help="distinct events (default 2000; --heavy 10000)")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--crash", action="store_true", help="SIGKILL the app mid-run and restart it")
-    parser.add_argument("--crashes", type=int, default=2, help="how many kills with --crash (default %(default)s)")
-    parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the queues to settle")
+    parser.add_argument("--instances", type=int, default=3, help="app instances on one storage account")
+    parser.add_argument("--kills", type=int, default=None, help="kill -9 of an instance mid-run (default 2)")
+    parser.add_argument("--storage-pause", type=float, default=None,
+                        help="seconds Azurite is stopped mid-run, 0 for none (default 5)")
+    parser.add_argument("--refresh-kills", default=None,
+                        help="comma-separated stages of a kill inside a token refresh: before, between, after; "
+                             "'none' for none (default between)")
+    parser.add_argument("--heavy", action="store_true",
+                        help="10,000 events, 6 kills, a 20 s storage pause, a refresh kill at every stage")
+    parser.add_argument("--token-lifetime", type=int, default=TOKEN_LIFETIME_SECONDS,
+                        help="access-token lifetime in seconds (the app refreshes 300 s before expiry)")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="seconds to wait for the queues to settle (default 900; --heavy 2400)")
     parser.add_argument("--state-dir", type=Path, help="where the stack lives (default: a temporary directory)")
     parser.add_argument("--json", type=Path, help="also write the ledger and fault figures as JSON here")
     args = parser.parse_args(argv)
-    options = RunOptions(events=args.events, seed=args.seed, crash=args.crash, crashes=args.crashes,
-                         timeout=args.timeout, state_dir=args.state_dir)
+    base: dict[str, Any] = dict(HEAVY) if args.heavy else {"events": 2000, "kills": 2, "storage_pause": 5.0,
+                                                            "refresh_kills": ("between",), "timeout": 900.0}
+    if args.refresh_kills is not None:
+        base["refresh_kills"] = tuple(s for s in args.refresh_kills.split(",") if s and s != "none")
+    for name in ("events", "kills", "storage_pause", "timeout"):
+        if getattr(args, name) is not None:
+            base[name] = getattr(args, name)
+    disruptions = Disruptions(instances=args.instances, kills=base["kills"], storage_pause=base["storage_pause"],
+                              refresh_kills=base["refresh_kills"])
+    options = RunOptions(events=base["events"], seed=args.seed, disruptions=disruptions,
+                         token_lifetime=args.token_lifetime, timeout=base["timeout"], state_dir=args.state_dir)
     report = asyncio.run(run(options))
     print_report(report)
     if args.json:
-        args.json.write_text(json.dumps({"ledger": report.ledger.to_dict(), "wall_seconds": report.wall_seconds,
-                                         "graph_stats": report.graph_stats, "receiver": report.receiver_stats,
-                                         "kills": report.kills, "mix": asdict(options.mix),
-                                         "realised": report.realised_mix()}, indent=2))
+        args.json.write_text(json.dumps({
+            "ledger": report.ledger.to_dict(), "targets": report.targets(), "wall_seconds": report.wall_seconds,
+            "graph_stats": report.graph_stats, "receiver": report.receiver_stats,
+            "disruptions": [asdict(d) for d in report.disruptions], "mix": asdict(options.mix),
+            "realised": report.realised_mix(), "organizers": report.accounts.organizer_status,
+            "token_requests": report.accounts.token_requests, "graph_surplus": report.accounts.graph_surplus},
+            indent=2))
     return 0 if report.ok else 1

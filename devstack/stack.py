@@ -1,4 +1,10 @@
-"""Start, stop and inspect the local stack: Azurite plus the Entra/Graph emulators."""
+"""Start, stop and inspect the local stack: Azurite plus the Entra/Graph emulators.
+
+Azurite keeps its data on disk, in a folder of the state directory that every start empties: in memory it
+froze for 3 to 15 s once a minute or two into a run (its clean-up cycle at full CPU; docs/performance.md),
+and on disk it can also be stopped and started again with its data, which is how a chaos run pauses
+storage (stop_storage, start_storage).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import fcntl
 import json
 import os
 import shlex
+import shutil
 import signal
 import socket
 import ssl
@@ -31,6 +38,7 @@ FIXED_PORTS = {"blob": 10000, "queue": 10001, "table": 10002, "entra": 5443, "gr
 ACCOUNT_NAME = "devstoreaccount1"
 ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 ENDPOINTS_FILE = "endpoints.json"
+AZURITE_DATA = "azurite-data"
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0
 # Marker expected in /proc/<pid>/cmdline, so a recycled pid is never mistaken for ours.
@@ -59,6 +67,29 @@ def stop_stack(state_dir: Path | str) -> None:
         if endpoints:
             _terminate(endpoints.get("pids", {}))
         (state / ENDPOINTS_FILE).unlink(missing_ok=True)
+        shutil.rmtree(state / AZURITE_DATA, ignore_errors=True)
+
+
+def stop_storage(state_dir: Path | str) -> None:
+    """Stop Azurite alone (SIGTERM, so it writes its data out), keeping its data: storage is unreachable."""
+    state = Path(state_dir).resolve()
+    with _locked(state):
+        endpoints = load_endpoints(state)
+        _terminate({"azurite": endpoints["pids"].get("azurite", 0)})
+
+
+def start_storage(state_dir: Path | str) -> None:
+    """Start Azurite again on its ports, with the data it had when stop_storage stopped it."""
+    state = Path(state_dir).resolve()
+    with _locked(state):
+        endpoints = load_endpoints(state)
+        if _pid_alive(endpoints["pids"].get("azurite"), "azurite"):
+            return
+        port_map = {name: int(endpoints["ports"][name]) for name in ("blob", "queue", "table")}
+        endpoints["pids"]["azurite"] = _spawn(_azurite_cmd(port_map, state / AZURITE_DATA), state / "azurite.log",
+                                              state)
+        _wait_ready(endpoints, state)
+        _write_json(state / ENDPOINTS_FILE, endpoints)
 
 
 def load_endpoints(state_dir: Path | str) -> dict[str, Any]:
@@ -109,8 +140,12 @@ def _start(state_dir: Path, ports: str) -> tuple[dict[str, Any], bool]:
             port_map = _free_ports() if ports == "auto" else _check_fixed_ports()
             endpoints = _endpoints(state, certs.ca_pem, port_map, directory)
             pids: dict[str, int] = {}
+            endpoints["ports"] = port_map
+            # A fresh, empty store on every start, as the in-memory one was.
+            shutil.rmtree(state / AZURITE_DATA, ignore_errors=True)
+            (state / AZURITE_DATA).mkdir()
             try:
-                pids["azurite"] = _spawn(_azurite_cmd(port_map), state / "azurite.log", state)
+                pids["azurite"] = _spawn(_azurite_cmd(port_map, state / AZURITE_DATA), state / "azurite.log", state)
                 pids["emulators"] = _spawn(_emulators_cmd(state, port_map), state / "emulators.log",
                                            REPO_ROOT)
                 endpoints["pids"] = pids
@@ -176,8 +211,8 @@ def _sample_settings() -> dict[str, str]:
     return {key: str(REPO_ROOT / value) if key.endswith("_FILE") else value for key, value in values.items()}
 
 
-def _azurite_cmd(p: dict[str, int]) -> list[str]:
-    return [str(AZURITE_BIN), "--silent", "--inMemoryPersistence", "--disableTelemetry",
+def _azurite_cmd(p: dict[str, int], location: Path) -> list[str]:
+    return [str(AZURITE_BIN), "--silent", "--location", str(location), "--disableTelemetry",
             "--skipApiVersionCheck", "--loose",
             "--blobHost", HOST, "--queueHost", HOST, "--tableHost", HOST,
             "--blobPort", str(p["blob"]), "--queuePort", str(p["queue"]), "--tablePort", str(p["table"])]

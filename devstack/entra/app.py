@@ -24,6 +24,7 @@ from devstack.entra.consent import admin_consent_submit
 from devstack.entra.device import device_authorization, device_login, device_login_submit
 from devstack.entra.discovery import jwks, openid_configuration, user_realm
 from devstack.entra.emulator import ENTRA_KEY, EntraEmulator
+from devstack.entra.hold import HOLD_KEY, RefreshHold, admin_hold, refresh_hold
 from devstack.entra.identity import IDENTITY_PATH, managed_identity_token
 from devstack.entra.tokens import token
 
@@ -54,14 +55,18 @@ ROUTES = (
     web.post("/_admin/consent", admin_consent),
     web.put("/_admin/consent", admin_consent),
     web.delete("/_admin/consent", admin_consent),
+    web.get("/_admin/hold", admin_hold),
+    web.put("/_admin/hold", admin_hold),
+    web.delete("/_admin/hold", admin_hold),
 )
 
 
 def create_entra_app(directory: Mapping[str, Any], issuer_base: str,
                      access_token_lifetime: int = 3600) -> web.Application:
     """Build the Entra emulator aiohttp app; the EntraEmulator state is at app[ENTRA_KEY]."""
-    app = web.Application(middlewares=[loopback_admin])
+    app = web.Application(middlewares=[loopback_admin, refresh_hold])
     app[ENTRA_KEY] = EntraEmulator(directory, issuer_base, access_token_lifetime)
+    app[HOLD_KEY] = RefreshHold()
     app[DEFAULT_LIFETIME_KEY] = access_token_lifetime
     app.add_routes(ROUTES)
     return app

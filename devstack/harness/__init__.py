@@ -2,13 +2,15 @@
 
 Core Tools cannot run here, so this reproduces the parts of the real host the app depends on, built from
 the app's own binding metadata: queue triggers (batching, newBatchThreshold, maxDequeueCount, poison
-queues, visibilityTimeout, base64 message encoding), queue output bindings written only on success,
-HTTP triggers with function-key auth and route templates, and NCRONTAB timer triggers.
+queues, visibilityTimeout, base64 message encoding, the lease renewed while an invocation runs, undecodable
+messages poisoned unrun), queue output bindings written only on success, HTTP triggers with function-key
+auth and route templates, and NCRONTAB timer triggers run on one instance at a time (a blob lease).
 
 LocalHost (host.py) is built from mixins, one per concern: QueueTriggers (queues.py), TimerTriggers
-(timers.py) and HttpTriggers (http.py), all on Invocations (invocation.py: calling a function and writing
-its outputs) and QueueClients (queue_clients.py). The rest: host_json.py, schedule.py (NCRONTAB),
-func_types.py (Out and Context), index.py (the app's functions) and cli.py (``python -m devstack.harness``).
+(timers.py, with the listener lock of singleton.py) and HttpTriggers (http.py), all on Invocations
+(invocation.py: calling a function and writing its outputs) and QueueClients (queue_clients.py, over the
+Queue REST client of queue_rest.py). The rest: host_json.py, schedule.py (NCRONTAB), func_types.py (Out and
+Context), index.py (the app's functions) and cli.py (``python -m devstack.harness``).
 """
 
 from azure.functions.timer import TimerRequest as LocalTimerRequest

@@ -54,8 +54,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--host-json", type=Path, help="host.json to read instead of the app's own")
     parser.add_argument("--lease-seconds", type=int, default=RECEIVE_VISIBILITY_SECONDS,
-                        help="visibility lease taken on each received message: how long a crashed harness's "
-                             "in-flight messages stay hidden (default %(default)s)")
+                        help="visibility lease taken on each received message and renewed at half its length "
+                             "while the invocation runs: how long a crashed harness's in-flight messages stay "
+                             "hidden (default %(default)s, the host's 10 minutes)")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

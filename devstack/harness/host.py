@@ -12,19 +12,21 @@ from typing import Any
 
 import azure.functions as func
 from aiohttp import web
-from azure.storage.queue.aio import QueueClient, QueueServiceClient
 
-from devstack.harness.host_json import QueueSettings, ci_get, load_host_json
+from devstack.harness.host_json import QueueSettings, ci_get, load_host_json, parse_timespan
 from devstack.harness.http import HttpRoute, HttpTriggers
 from devstack.harness.index import HostFunction, build_function, index_functions
+from devstack.harness.queue_rest import QueueRestClient, StorageAccount
 from devstack.harness.queues import QueueTriggers
+from devstack.harness.singleton import DEFAULT_LEASE_SECONDS, DEFAULT_RECOVERY_SECONDS
 from devstack.harness.timers import TimerTriggers
 
 # One logger for the whole harness: tests/log_scan.py scans its records for credentials.
 log = logging.getLogger("devstack.harness")
 
 DEFAULT_FUNCTION_KEY = "local-dev-function-key"
-# The real host receives with a 10 minute lease and renews it; a fixed lease is enough locally.
+DEFAULT_HOST_ID = "devstack-local-host"
+# The real host receives with a 10 minute lease and renews it at half that while the invocation runs.
 RECEIVE_VISIBILITY_SECONDS = 600
 STAT_KEYS = ("invoked", "succeeded", "failed", "poisoned")
 
@@ -47,8 +49,8 @@ class LocalHost(QueueTriggers, TimerTriggers, HttpTriggers):
         max_polling_cap: float = 1.0,
         http_host: str = "127.0.0.1",
         stop_timeout: float = 30.0,
-        api_version: str | None = None,
         lease_seconds: int = RECEIVE_VISIBILITY_SECONDS,
+        host_id: str | None = None,
     ) -> None:
         self.app = app
         self.connection_string = connection_string
@@ -68,12 +70,19 @@ class LocalHost(QueueTriggers, TimerTriggers, HttpTriggers):
         self.http_base_url: str | None = None
         http_section = ci_get(ci_get(self.host_json, "extensions", {}) or {}, "http", {}) or {}
         self.route_prefix = str(ci_get(http_section, "routePrefix", "api")).strip("/")
-        self._api_version = api_version
+        self.account = StorageAccount.from_connection_string(connection_string)
+        # Instances with one host id share their timers' listener locks (the host: the site name, or
+        # AzureFunctionsWebHost__hostid).
+        self.host_id = host_id or os.environ.get("AzureFunctionsWebHost__hostid") or DEFAULT_HOST_ID
+        singleton = ci_get(self.host_json, "singleton", {}) or {}
+        self.listener_lock_seconds = int(parse_timespan(
+            ci_get(singleton, "listenerLockPeriod", DEFAULT_LEASE_SECONDS)))
+        self.listener_recovery_seconds = parse_timespan(
+            ci_get(singleton, "listenerLockRecoveryPollingInterval", DEFAULT_RECOVERY_SECONDS))
         self._functions = [build_function(fn) for fn in index_functions(app)]
         self.functions: dict[str, HostFunction] = {f.name: f for f in self._functions}
         self.stats: dict[str, dict[str, int]] = {f.name: dict.fromkeys(STAT_KEYS, 0) for f in self._functions}
-        self._service: QueueServiceClient | None = None
-        self._queues: dict[str, QueueClient] = {}
+        self._rest: QueueRestClient | None = None
         self._created: set[str] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._invocations: set[asyncio.Task[Any]] = set()
@@ -98,26 +107,29 @@ class LocalHost(QueueTriggers, TimerTriggers, HttpTriggers):
             raise RuntimeError("LocalHost already started")
         self._started = True
         self._stopping.clear()
-        kwargs = {"api_version": self._api_version} if self._api_version else {}
-        self._service = QueueServiceClient.from_connection_string(self.connection_string, **kwargs)
-        for fn in self._functions:
-            for name in fn.unsupported_inputs:
-                log.warning("%s: input binding %r is not supported locally; passing None", fn.name, name)
-            if fn.trigger_type == "queueTrigger":
-                queue = self._trigger_queue(fn)
-                # The real host waits for a missing queue; creating it keeps local runs and drain() simple.
-                await self._ensure_queue(queue)
-                self._loops.append(asyncio.create_task(self._poll(fn), name=f"poll:{fn.name}"))
-            elif fn.trigger_type == "timerTrigger":
-                self._loops.append(asyncio.create_task(self._run_timer(fn), name=f"timer:{fn.name}"))
-            elif fn.trigger_type == "httpTrigger":
-                route = self._route_for(fn)
-                if route is not None:
-                    self._routes.append(route)
-            else:
-                log.warning("%s: trigger type %r is not supported locally; skipped", fn.name, fn.trigger_type)
-        if self.http_port is not None:
-            await self._start_http()
+        self._rest = QueueRestClient(self.account)
+        try:
+            for fn in self._functions:
+                for name in fn.unsupported_inputs:
+                    log.warning("%s: input binding %r is not supported locally; passing None", fn.name, name)
+                if fn.trigger_type == "queueTrigger":
+                    queue = self._trigger_queue(fn)
+                    # The real host waits for a missing queue; creating it keeps local runs and drain() simple.
+                    await self._ensure_queue(queue)
+                    self._loops.append(asyncio.create_task(self._poll(fn), name=f"poll:{fn.name}"))
+                elif fn.trigger_type == "timerTrigger":
+                    self._loops.append(asyncio.create_task(self._run_timer(fn), name=f"timer:{fn.name}"))
+                elif fn.trigger_type == "httpTrigger":
+                    route = self._route_for(fn)
+                    if route is not None:
+                        self._routes.append(route)
+                else:
+                    log.warning("%s: trigger type %r is not supported locally; skipped", fn.name, fn.trigger_type)
+            if self.http_port is not None:
+                await self._start_http()
+        except BaseException:
+            await self.stop()  # nothing left open when storage or the port refuses us
+            raise
         log.info(
             "local host started: %d function(s), queue settings %s, http %s",
             len(self._functions), self.queue_settings, self.http_base_url or "off",
@@ -146,12 +158,9 @@ class LocalHost(QueueTriggers, TimerTriggers, HttpTriggers):
                 for task in pending:
                     task.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
-        for client in self._queues.values():
-            await client.close()
-        self._queues.clear()
-        if self._service is not None:
-            await self._service.close()
-            self._service = None
+        if self._rest is not None:
+            await self._rest.close()
+            self._rest = None
         self._routes.clear()
         self._created.clear()
         self._started = False
@@ -165,8 +174,7 @@ class LocalHost(QueueTriggers, TimerTriggers, HttpTriggers):
             if self._idle():
                 counts = []
                 for fn in queue_functions:
-                    props = await self._queue(self._trigger_queue(fn)).get_queue_properties()
-                    counts.append(props.approximate_message_count or 0)
+                    counts.append(await self._queues.approximate_count(self._trigger_queue(fn)))
                 # Re-check in-flight work: a poller may have picked something up while we counted.
                 quiet = quiet + 1 if not any(counts) and self._idle() else 0
                 if quiet >= 2:

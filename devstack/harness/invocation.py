@@ -64,9 +64,11 @@ class Invocations(QueueClients):
             return
         items = list(value) if isinstance(value, (list, tuple)) else [value]
         bodies = [self._output_body(fn, binding, item) for item in items]
-        client = await self._ensure_queue(resolve_settings(binding.queue_name))
+        queue = await self._ensure_queue(resolve_settings(binding.queue_name))
+        # One after another, in the order the function declares them: an app may rely on one output
+        # (a rejection record, say) being stored before the next (its webhook) can be seen.
         for body in bodies:
-            await client.send_message(self._encode(body))
+            await self._queues.send(queue, self._encode(body))
 
     @staticmethod
     def _output_body(fn: HostFunction, binding: Any, item: Any) -> bytes:

@@ -1,4 +1,4 @@
-"""Timer triggers: each runs on its schedule, never overlapping itself; fire_timer runs one now."""
+"""Timer triggers: on their schedules, never overlapping, on one instance at a time; fire_timer runs one now."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ import datetime as dt
 import logging
 import time
 import uuid
+from typing import Any
 
 from azure.functions.timer import TimerRequest as LocalTimerRequest
 
 from devstack.harness.index import HostFunction, resolve_settings
 from devstack.harness.invocation import Invocations
+from devstack.harness.queue_rest import StorageAccount
 from devstack.harness.schedule import parse_schedule
+from devstack.harness.singleton import ListenerLock
 
 # One logger for the whole harness: tests/log_scan.py scans its records for credentials.
 log = logging.getLogger("devstack.harness")
@@ -28,6 +31,21 @@ class TimerTriggers(Invocations):
     functions: dict[str, HostFunction]
     stats: dict[str, dict[str, int]]
     _stopping: asyncio.Event
+
+    connection_string: str
+    account: StorageAccount
+    host_id: str
+    listener_lock_seconds: int
+    listener_recovery_seconds: float
+
+    def _listener_lock(self, fn: HostFunction) -> ListenerLock | None:
+        """The function's listener lock, or None when the account has no blob endpoint to hold it in."""
+        if self.account.blob_endpoint is None:
+            log.warning("%s: no BlobEndpoint in the connection string; the timer runs without a listener lock "
+                        "(every instance runs it)", fn.name)
+            return None
+        return ListenerLock(self.connection_string, self.host_id, fn.name, lease_seconds=self.listener_lock_seconds,
+                            recovery_seconds=self.listener_recovery_seconds)
 
     async def fire_timer(self, function_name: str) -> None:
         """Invoke a timer-triggered function now (``past_due`` False), writing its outputs on success."""
@@ -59,14 +77,29 @@ class TimerTriggers(Invocations):
 
     async def _run_timer(self, fn: HostFunction) -> None:
         schedule = parse_schedule(resolve_settings(fn.trigger.schedule))
+        lock = self._listener_lock(fn)
+        try:
+            while not self._stopping.is_set():
+                # Like the host: only the instance holding the function's listener lock runs its schedule.
+                if lock is not None and not await lock.acquire(self._stopping):
+                    return
+                await self._run_schedule(fn, schedule, lock)
+        finally:
+            if lock is not None:
+                await lock.release()
+
+    async def _run_schedule(self, fn: HostFunction, schedule: Any, lock: ListenerLock | None) -> None:
         if getattr(fn.trigger, "run_on_startup", False):
             await self._timer_invocation(fn)
-        while not self._stopping.is_set():
+        while not self._stopping.is_set() and (lock is None or lock.held):
             now = dt.datetime.now(dt.UTC)
             wait = (schedule.next_after(now) - now).total_seconds()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), max(wait, 0))
             if self._stopping.is_set():
+                return
+            if lock is not None and not lock.held:
+                log.warning("%s: listener lock lost; this instance stops running the timer", fn.name)
                 return
             # The host never overlaps runs of one timer: the next occurrence is computed after this run.
             await self._timer_invocation(fn)

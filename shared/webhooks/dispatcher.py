@@ -20,9 +20,14 @@ from shared.webhooks.sender import DeadLetter, DeliveryResult
 
 log = logging.getLogger(__name__)
 _MAX_BACKOFF_SECONDS = 3600
-# The share of the stale-claim time a delivered webhook's record is retried for: the rest is margin before
-# another worker could take the claim over.
-RECORD_WINDOW = 0.75
+# How long a delivered webhook's record is retried while the store is unreachable: half the host's
+# 10-minute functionTimeout. Stopping at the claim's stale time instead sent a webhook twice in the heavy chaos
+# run: the 20 s storage pause outlasted 0.75 x 30 s, the record was given up, and a copy delivered it again
+# once storage was back (docs/reliability.md, section 2).
+RECORD_PATIENCE_SECONDS = 300.0
+# The longest wait between record attempts: storage coming back is noticed within this, before a copy can
+# take the claim over.
+_RECORD_POLL_SECONDS = 2.0
 
 
 class Sender(Protocol):
@@ -126,11 +131,12 @@ class WebhookDispatcher:
         """Record a delivered webhook before anyone could take its claim over, riding out a storage pause.
 
         Raising would have the host retry this message and send it again once the claim went stale, so
-        the record is retried here, for as long as the claim is certainly still ours (RECORD_WINDOW of the
-        stale time); a store that stays down longer is logged, and a copy may then be sent again with
-        the same webhook-id, which receivers that dedupe absorb.
+        the record is retried here. While the store is unreachable nobody can take the claim over (that
+        takes the store too), so the retries go on past the stale time, every couple of seconds, and land
+        as soon as it is back; only a store that stays down RECORD_PATIENCE_SECONDS is given up (logged),
+        and a copy may then be sent again with the same webhook-id, which receivers that dedupe absorb.
         """
-        deadline = claimed_at + self._stale_claim_seconds * RECORD_WINDOW
+        deadline = claimed_at + RECORD_PATIENCE_SECONDS
         pause = 0.5
         while True:
             try:
@@ -139,14 +145,15 @@ class WebhookDispatcher:
             except TransientError as exc:
                 remaining = deadline - self._clock()
                 if remaining <= 0:
-                    log.error("webhook %s delivered but not recorded within its claim (%s)", webhook_id,
+                    log.error("webhook %s delivered but not recorded after %.0fs (%s)", webhook_id,
+                          RECORD_PATIENCE_SECONDS,
                               exc.reason, extra={"webhook_id": webhook_id, "reason": exc.reason,
                                                  "outcome": "delivered_unrecorded"})
                     return
                 log.warning("webhook %s delivered; recording it failed (%s), retrying", webhook_id, exc.reason,
                             extra={"webhook_id": webhook_id, "reason": exc.reason, "outcome": "delivered"})
                 await self._sleep(min(pause, remaining))
-                pause = min(pause * 2, 5.0)
+                pause = min(pause * 2, _RECORD_POLL_SECONDS)
 
     async def _retry_later(self, original: str, attempt: int, exc: TransientError, *, backoff: bool = True) -> None:
         if attempt + 1 >= self._max_attempts:

@@ -1,13 +1,16 @@
-"""Conservation on the local stack: a small run with the full fault mix, and a run with the app SIGKILLed.
+"""Conservation on the local stack: one instance under the full fault mix; three instances killed mid-run;
+and the default `make chaos` disruptions (three instances, kills, a storage pause, a kill inside a refresh).
 
 `make chaos` runs the same code at 2,000 events (python -m chaos); these keep it honest in `make test`.
-The ledger comes from the queues and the webhook receiver only (chaos.ledger).
+The ledger comes from the queues and the webhook receiver only (chaos.ledger), the rest from the vault and
+the emulators (chaos.accounts).
 """
 
 from __future__ import annotations
 
 import pytest
 
+from chaos.disruptions import Disruptions
 from chaos.runner import RunOptions, run
 from tests.log_scan import scan_text_file
 
@@ -34,18 +37,41 @@ def _check(report) -> None:
 async def test_nothing_is_lost_under_faults_duplicates_and_bad_input(tmp_path):
     # GIVEN 150 events, 5% malformed and 5% sent twice, with Graph answering 503 (10%), 429 with Retry-After
     # 1-30 s (5%) and hanging past the timeout (2%), and the receiver failing 20% and slow on 5%
-    report = await run(RunOptions(events=150, seed=20261121, state_dir=tmp_path, quiet=True, timeout=420))
+    calm = Disruptions(instances=1, kills=0, storage_pause=0, refresh_kills=())
+    report = await run(RunOptions(events=150, seed=20261121, disruptions=calm, state_dir=tmp_path, quiet=True,
+                                  timeout=420))
     # THEN every event ends in exactly one terminal place, each owed webhook reaches the receiver once
     _check(report)
     assert report.ledger.duplicate_deliveries == 0, "the dispatcher delivers each webhook id once"
     assert report.graph_stats["by_status"].get("503") and report.receiver_stats["5xx"], "faults were injected"
 
 
-async def test_nothing_is_lost_when_the_app_is_killed_mid_run(tmp_path):
-    # GIVEN the same mix WHEN the app's process is SIGKILLed twice mid-run and started again each time
-    report = await run(RunOptions(events=150, seed=4242, crash=True, crashes=2, state_dir=tmp_path, quiet=True,
-                                  timeout=420))
+async def test_nothing_is_lost_when_instances_are_killed_mid_run(tmp_path):
+    # GIVEN the same mix on three instances, WHEN two of them are SIGKILLed mid-run and started again
+    # (access tokens live an hour here: refreshes under kills are the next test's subject)
+    kills = Disruptions(instances=3, kills=2, storage_pause=0, refresh_kills=())
+    report = await run(RunOptions(events=150, seed=4242, disruptions=kills, token_lifetime=3600, state_dir=tmp_path,
+                                  quiet=True, timeout=420))
     # THEN nothing is lost: in-flight messages come back after their lease, claims left by the dead process
     # are taken over once stale, and duplicates are absorbed by the idempotency records
-    assert len(report.kills) == 2 and len(report.harness_logs) == 3
+    assert len(report.kills) == 2 and len(report.harness_logs) == 5
+    _check(report)
+    # A webhook is delivered again only when an instance died in the middle of delivering it.
+    assert report.accounts.duplicate_deliveries == []
+
+
+@pytest.mark.xfail(strict=False, reason="needs the cross-instance refresh lock and the webhook record across a "
+                                        "storage pause (issue 12 items 3-4), and Entra's non-revoking refresh-token "
+                                        "rotation in the emulator (issue 15): a kill between redeem and save leaves "
+                                        "the organizer needs_reconnect today")
+async def test_the_default_disruptions_leave_everyone_connected_and_send_each_webhook_once(tmp_path):
+    # GIVEN three instances with 10 s access tokens (a refresh comes soon in a short run), WHEN one is killed,
+    # storage is stopped for 5 s, and an instance is killed while it waits on a refresh the identity platform
+    # has already redeemed
+    report = await run(RunOptions(events=150, seed=777, disruptions=Disruptions(kills=1), token_lifetime=310,
+                                  state_dir=tmp_path, quiet=True, timeout=420))
+    print(report.targets(), report.accounts.organizers_line(), *(d.describe() for d in report.disruptions), sep="\n")
+    assert any("refresh kill" in d.kind and d.instance for d in report.disruptions), "no kill inside a refresh"
+    # THEN the targets of `make chaos`: nothing lost, no webhook twice, no organizer disconnected
+    assert report.targets() == "lost=0 duplicate_deliveries=0 wrongly_disconnected=0"
     _check(report)

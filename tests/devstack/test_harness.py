@@ -244,13 +244,13 @@ async def test_base64_round_trip_and_return_binding(conn: str) -> None:
     assert TextBase64DecodePolicy().decode(wire, None) == text
 
 
-async def test_invalid_base64_fails_the_message(conn: str) -> None:
+async def test_invalid_base64_is_poisoned_unrun(conn: str) -> None:
     async with QueueClient.from_connection_string(conn, "echo-in") as client:
         await client.create_queue()
         await client.send_message("not base64 !!")
     async with LocalHost(app, connection_string=conn, host_json=HOST_JSON) as host:
         await host.drain(timeout=20)
-        assert host.stats["echo"]["poisoned"] == 1
+        assert host.stats["echo"] == {"invoked": 0, "succeeded": 0, "failed": 0, "poisoned": 1}
     assert await _read_all(conn, "echo-in-poison", base64_policy=False) == ["not base64 !!"]
 
 
