@@ -140,7 +140,7 @@ async def intake_calcom(req: func.HttpRequest, appointments: func.Out[str]) -> f
 @instrumented
 async def intake_calendly(req: func.HttpRequest, appointments: func.Out[str]) -> func.HttpResponse:
     """Calendly invitee webhooks → contract-v1 events on `appointments`."""
-    return await intake.receive_calendly(req, services.intake, appointments)
+    return await intake.receive_calendly(req, services.intake, services.aliases, appointments)
 
 
 @app.function_name("intake_standard_webhooks")

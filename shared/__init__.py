@@ -9,8 +9,9 @@ Top: operator commands and twins (nothing imports them)
     organizers.py   `python -m shared.organizers list|revoke|connect-device [--tenant]`: organizer connections.
     replay.py       `python -m shared.replay [--tenant]`: rejected, poison and dead-lettered messages back to
                     their queue.
-    testing/        In-memory twins of the stores (idempotency, appointments, token vault, requeuer, overflow) for
-                    tests, the bench and chaos; each passes the same contract suite as the real one (tests/contract).
+    testing/        In-memory twins of the stores (idempotency, appointments, aliases, token vault, requeuer,
+                    overflow) for tests, the bench and chaos; each passes the same contract suite as the real one
+                    (tests/contract).
 
 services.py         The worker's long-lived objects (Graph client, token caches, stores), built on first use.
                     function_app.py wires triggers and bindings to it and to the HTTP adapters.
@@ -49,9 +50,9 @@ identity/           Delegated tokens only (Graph refuses app-only tokens for thi
 
 storage/            Azure Storage as the app writes it: queue clients (queue_client), requeue envelope and
                     requeuer (requeue), the Table REST client (table_rest), idempotency records and their
-                    claim rule (idempotency), appointment records (appointments), originals too big for a
-                    queue record kept in a blob (overflow), the storage credential (credentials), queue depth
-                    metrics (queue_metrics).
+                    claim rule (idempotency), appointment records (appointments), which earlier booking a
+                    rebooked one stands for (aliases), originals too big for a queue record kept in a blob
+                    (overflow), the storage credential (credentials), queue depth metrics (queue_metrics).
 
 Foundation: everything may use these
     settings.py     Every setting validated at start-up into one typed Settings, each problem named.

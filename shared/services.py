@@ -24,6 +24,7 @@ from shared.pipeline.processor import AppointmentProcessor
 from shared.pipeline.rejections import RejectionRecorder
 from shared.queues import APPOINTMENTS, APPOINTMENTS_REJECTED, WEBHOOK_OUTBOX
 from shared.settings import Settings
+from shared.storage.aliases import TableAliasStore
 from shared.storage.appointments import TableAppointmentStore
 from shared.storage.idempotency import TableIdempotencyStore
 from shared.storage.overflow import BlobOverflowStore
@@ -138,6 +139,11 @@ class Services:
         return TableAppointmentStore(self.settings.storage, self.settings.appointments_table)
 
     @cached_property
+    def aliases(self) -> TableAliasStore:
+        """Which earlier booking a rescheduled booking stands for (Calendly), in the appointments table."""
+        return TableAliasStore(self.settings.storage, self.settings.appointments_table)
+
+    @cached_property
     def flow(self) -> AppointmentFlow:
         """The appointment lifecycle against the record store and Graph."""
         return AppointmentFlow(self.resolver, self.meetings, self.appointments,
@@ -172,7 +178,7 @@ class Services:
 
     async def aclose(self) -> None:
         """Close every client that was built (tests and local tools; the host never stops a worker this way)."""
-        for name in ("processor", "webhooks", "idempotency", "appointments", "graph", "overflow"):
+        for name in ("processor", "webhooks", "idempotency", "appointments", "aliases", "graph", "overflow"):
             built = self.__dict__.pop(name, None)
             if built is not None:
                 await built.aclose()

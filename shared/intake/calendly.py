@@ -3,11 +3,14 @@
 A Calendly reschedule is two deliveries: `invitee.canceled` with `rescheduled: true` (ignored here) and an
 `invitee.created` whose `old_invitee` names the invitee it replaces, which becomes one
 `appointment.rescheduled` of the appointment keyed by that old invitee. Calendly keeps no id across
-reschedules, so a second reschedule (or a cancel after one) names the invitee of the previous booking.
+reschedules, so a second reschedule (or a cancel after one) names the invitee of the previous booking: the
+event carries the link (new invitee → old), which the intake records and follows back to the first booking
+(shared/storage/aliases.py), so the whole chain is one appointment with one meeting.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from shared.exceptions import InvalidEventError
@@ -58,7 +61,7 @@ def translate(doc: Any, organizers: OrganizerMap) -> IntakeEvent | Ignored:
     location = as_object(scheduled.get("location"))
     person = client(invitee.get("name"), invitee.get("email"), invitee.get("timezone"),
                     invitee.get("text_reminder_number"))
-    return build_event(
+    event = build_event(
         event_id=event_id,
         event_type=event_type,
         appointment_id=f"{SOURCE}:{old_invitee or uri}",
@@ -70,3 +73,6 @@ def translate(doc: Any, organizers: OrganizerMap) -> IntakeEvent | Ignored:
         clients=[person] if person else [],
         occurred_at=doc.get("created_at"),
     )
+    if event_type == RESCHEDULED and old_invitee:
+        return replace(event, link=(f"{SOURCE}:{uri}", f"{SOURCE}:{old_invitee}"))
+    return event

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,9 +25,18 @@ _TEAMS_HOSTS = ("teams.microsoft.com", "teams.live.com", "gov.teams.microsoft.us
 
 @dataclass(frozen=True)
 class IntakeEvent:
-    """A contract-v1 event translated from a scheduler's delivery, ready for the `appointments` queue."""
+    """A contract-v1 event translated from a scheduler's delivery, ready for the `appointments` queue.
+
+    `link`: (this booking's key, the key of the booking it replaces), for a source that gives a rescheduled
+    booking a new id (Calendly): the intake records it, and keys the event by the first booking.
+    """
 
     event: dict[str, Any]
+    link: tuple[str, str] | None = None
+
+    def keyed_by(self, appointment_id: str) -> IntakeEvent:
+        """The same event about `appointment_id`."""
+        return replace(self, event={**self.event, "appointmentId": appointment_id})
 
     @property
     def event_id(self) -> str:

@@ -23,6 +23,7 @@ from shared.intake.config import IntakeSettings
 from shared.intake.events import Ignored, IntakeEvent
 from shared.problems import problem, problem_for
 from shared.redaction import hash_user
+from shared.storage.aliases import AliasStore, resolve
 
 log = logging.getLogger(__name__)
 CALCOM_ROUTE = "intake/calcom"
@@ -46,16 +47,16 @@ async def receive_calcom(req: func.HttpRequest, settings: IntakeSettings,
                     lambda doc: calcom.translate(doc, settings.organizers))
 
 
-async def receive_calendly(req: func.HttpRequest, settings: IntakeSettings,
-                         out: func.Out[str]) -> func.HttpResponse:
-    """POST from Calendly (`Calendly-Webhook-Signature: t=…,v1=…`)."""
+async def receive_calendly(req: func.HttpRequest, settings: IntakeSettings, aliases: AliasStore,
+                           out: func.Out[str]) -> func.HttpResponse:
+    """POST from Calendly (`Calendly-Webhook-Signature: t=…,v1=…`); rebooked invitees are linked in `aliases`."""
     key = settings.calendly_signing_key
     if key is None:
         return _not_configured("calendly", "CALENDLY_WEBHOOK_SIGNING_KEY")
     body = req.get_body()
     return await _receive("calendly", req, out,
                     lambda: signatures.verify_calendly(key, req.headers.get("calendly-webhook-signature"), body),
-                    lambda doc: calendly.translate(doc, settings.organizers))
+                    lambda doc: calendly.translate(doc, settings.organizers), aliases)
 
 
 async def receive_standard(req: func.HttpRequest, settings: IntakeSettings,
@@ -73,7 +74,7 @@ async def receive_standard(req: func.HttpRequest, settings: IntakeSettings,
 
 
 async def _receive(source: str, req: func.HttpRequest, out: func.Out[str], verify: Callable[[], None],
-                   translate: Translate) -> func.HttpResponse:
+                   translate: Translate, aliases: AliasStore | None = None) -> func.HttpResponse:
     body = req.get_body()
     if len(body) > MAX_BODY_BYTES:
         return problem(413, "payload_too_large", f"the body exceeds {MAX_BODY_BYTES} bytes")
@@ -91,6 +92,8 @@ async def _receive(source: str, req: func.HttpRequest, out: func.Out[str], verif
     try:
         # Off the event loop: mapping the organizer may read the token vault.
         translated = await asyncio.to_thread(translate, doc)
+        if aliases is not None and isinstance(translated, IntakeEvent):
+            translated = await _first_booking(translated, aliases)
     except TransientError as exc:
         log.warning("intake %s: %s", source, exc.reason, extra={"source": source, "reason": exc.reason})
         return problem_for(exc)
@@ -111,6 +114,15 @@ async def _receive(source: str, req: func.HttpRequest, out: func.Out[str], verif
                     "organizer_hash": hash_user(translated.event["organizer"])})
     return _json(202, {"eventId": translated.event_id, "type": translated.type,
                        "appointmentId": translated.appointment_id})
+
+
+async def _first_booking(event: IntakeEvent, aliases: AliasStore) -> IntakeEvent:
+    """The event keyed by the first booking of its chain, its own link recorded first (before the 2xx, so a
+    later reschedule or cancel of this booking finds it)."""
+    if event.link is not None:
+        await aliases.put(*event.link)
+    first = await resolve(aliases, event.appointment_id)
+    return event if first == event.appointment_id else event.keyed_by(first)
 
 
 def _json(status: int, body: dict[str, Any]) -> func.HttpResponse:

@@ -5,12 +5,14 @@ nothing. The bookings carry a Teams meeting link (the Graph emulator's seeded ca
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import httpx
 import pytest
 
 from shared import queues
+from shared.graph.meetings import external_id
 from tests import intake_payloads as vendor
 from tests.e2e.conftest import read_all
 
@@ -77,3 +79,49 @@ async def test_the_function_key_is_checked_by_the_host_first(host):
     async with httpx.AsyncClient(timeout=30) as client:
         answer = await client.post(f"{host.http_base_url}/api/intake/calcom", content=body)
     assert answer.status_code == 401
+
+
+async def test_a_calendly_booking_rescheduled_twice_then_cancelled_keeps_one_meeting(
+        host, queues_client, receiver_admin, graph_admin, stack):
+    # GIVEN a Calendly booking with no Teams link: the app makes its meeting (MEETING_MANAGEMENT=true)
+    key = stack["settings"]["CALENDLY_WEBHOOK_SIGNING_KEY"]
+    tag = uuid.uuid4().hex[:8].upper()
+    first, second, third = f"A{tag}", f"B{tag}", f"C{tag}"
+    phone = {"type": "outbound_call", "location": "+14155550100"}
+
+    async def deliver(doc: dict[str, Any], minute: int) -> dict[str, Any]:
+        doc["created_at"] = f"2026-11-20T10:{minute:02d}:00.000000Z"
+        body = vendor.body(doc)
+        answer = await post(host, "intake/calendly", body, vendor.calendly_headers(key, body))
+        assert answer.status_code in (200, 202), answer.text
+        await host.drain(timeout=60)
+        return answer.json()
+
+    created = await deliver(vendor.calendly(invitee=first, location=phone, start_time="2026-12-01T09:00:00Z",
+                                            end_time="2026-12-01T09:30:00Z"), 0)
+    appointment = created["appointmentId"]
+    # WHEN the invitee reschedules twice (each: the cancel half, then the new invitee naming the old one)
+    # and then cancels the last booking
+    for minute, (old, new, start) in enumerate([(first, second, "10"), (second, third, "11")], start=1):
+        ignored = await deliver(vendor.calendly("invitee.canceled", invitee=old, rescheduled=True, new_invitee=new,
+                                                location=phone), minute * 2)
+        assert "ignored" in ignored
+        moved = await deliver(vendor.calendly(invitee=new, old_invitee=old, location=phone,
+                                              start_time=f"2026-12-0{minute + 1}T{start}:00:00Z",
+                                              end_time=f"2026-12-0{minute + 1}T{start}:30:00Z"), minute * 2 + 1)
+        # THEN every event of the chain is about the first booking's appointment
+        assert moved["appointmentId"] == appointment and moved["type"] == "appointment.rescheduled"
+    cancelled = await deliver(vendor.calendly("invitee.canceled", invitee=third, location=phone), 9)
+    assert cancelled["appointmentId"] == appointment
+    # AND Graph saw one meeting for the whole chain, moved twice and deleted at the end; none for the new ids
+    listed = graph_admin.get("meetings", params={"deleted": "true"}).json()
+    made = [m for m in listed if m.get("externalId") == external_id(appointment)]
+    assert len(made) == 1 and made[0]["startDateTime"].startswith("2026-12-03T11:00:00")
+    assert not [m for m in graph_admin.get("meetings").json() if m.get("externalId") == external_id(appointment)]
+    others = {external_id(f"calendly:{vendor.calendly(invitee=i)['payload']['uri']}") for i in (second, third)}
+    assert not [m for m in listed + graph_admin.get("meetings").json() if m.get("externalId") in others]
+    # AND the scheduler heard ready, updated twice, then cancelled
+    types = [d["type"] for d in receiver_admin.get("deliveries").json()["deliveries"]
+             if d["verified"] and (d.get("body") or {}).get("data", {}).get("appointmentId") == appointment]
+    assert types == ["appointment.joinurl.ready", "appointment.joinurl.updated", "appointment.joinurl.updated",
+                     "appointment.joinurl.cancelled"]

@@ -10,6 +10,8 @@ import azure.functions as func
 import pytest
 from standardwebhooks import Webhook
 
+from shared.exceptions import TableStoreUnavailableError
+from shared.testing.aliases import InMemoryAliasStore
 from shared.testing.vault import InMemoryTokenVault
 from tests import intake_payloads as vendor
 from tests.fakes import CapturingOut
@@ -23,16 +25,26 @@ def settings(function_app_module):
     return function_app_module.services.settings
 
 
+def _in_place_of(services, name: str, twin):
+    """Yield `twin` as `services.<name>` for one test, then put back what was there."""
+    previous = services.__dict__.get(name)
+    setattr(services, name, twin)
+    yield twin
+    services.__dict__.pop(name, None)
+    if previous is not None:
+        setattr(services, name, previous)
+
+
 @pytest.fixture(autouse=True)
 def vault(function_app_module):
     """The organizers the intakes may map a host to by UPN: an in-memory token vault (no storage here)."""
-    services = function_app_module.services
-    previous = services.__dict__.get("vault")
-    services.vault = InMemoryTokenVault()
-    yield services.vault
-    services.__dict__.pop("vault", None)
-    if previous is not None:
-        services.vault = previous
+    yield from _in_place_of(function_app_module.services, "vault", InMemoryTokenVault())
+
+
+@pytest.fixture(autouse=True)
+def aliases(function_app_module):
+    """Calendly's rebooked invitees: an in-memory alias store (no storage here)."""
+    yield from _in_place_of(function_app_module.services, "aliases", InMemoryAliasStore())
 
 
 async def call(indexed, name: str, body: bytes, headers: dict[str, str]) -> tuple[func.HttpResponse, CapturingOut]:
@@ -105,6 +117,38 @@ async def test_calendly_reschedule_cancel_half_enqueues_nothing(indexed, setting
     response, out = await call(indexed, "intake/calendly", body,
                          vendor.calendly_headers(settings.calendly_webhook_signing_key, body))
     assert response.status_code == 200 and out.value is None
+
+
+async def test_calendly_rebookings_all_name_the_first_booking(indexed, settings, aliases):
+    # GIVEN a booking rescheduled twice (Calendly: a new invitee each time, naming only the one it replaces)
+    key = settings.calendly_webhook_signing_key
+    answers = []
+    for doc in (vendor.calendly(invitee="AAAA"), vendor.calendly(invitee="BBBB", old_invitee="AAAA"),
+                vendor.calendly(invitee="CCCC", old_invitee="BBBB"), vendor.calendly("invitee.canceled",
+                                                                                     invitee="CCCC")):
+        body = vendor.body(doc)
+        response, out = await call(indexed, "intake/calendly", body, vendor.calendly_headers(key, body))
+        assert response.status_code == 202
+        assert_message_valid("appointments", out.value)
+        answers.append(json.loads(out.value))
+    # THEN the second reschedule and the cancel after it are about the first booking's appointment too
+    first = answers[0]["appointmentId"]
+    assert [a["appointmentId"] for a in answers] == [first] * 4
+    assert [a["type"] for a in answers] == ["appointment.created", "appointment.rescheduled",
+                                            "appointment.rescheduled", "appointment.cancelled"]
+    # AND each link was recorded as it arrived (new invitee → the one it replaced)
+    assert sorted(aliases.links.values()) == [first, first.replace("AAAA", "BBBB")]
+
+
+async def test_calendly_alias_store_down_is_503_and_enqueues_nothing(indexed, settings, aliases, monkeypatch):
+    async def down(alias, target):
+        raise TableStoreUnavailableError("table PUT failed: ConnectionError")
+
+    monkeypatch.setattr(aliases, "put", down)
+    body = vendor.body(vendor.calendly(invitee="BBBB", old_invitee="AAAA"))
+    response, out = await call(indexed, "intake/calendly", body,
+                               vendor.calendly_headers(settings.calendly_webhook_signing_key, body))
+    assert response.status_code == 503 and out.value is None
 
 
 async def test_standard_webhooks_sender(indexed, settings):

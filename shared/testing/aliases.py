@@ -1,0 +1,18 @@
+"""The in-memory twin of the booking alias store."""
+
+from __future__ import annotations
+
+
+class InMemoryAliasStore:
+    """Aliases in a dict."""
+
+    def __init__(self) -> None:
+        self.links: dict[str, str] = {}
+
+    async def get(self, alias: str) -> str | None:
+        """The id `alias` stands for, or None."""
+        return self.links.get(alias)
+
+    async def put(self, alias: str, target: str) -> None:
+        """Record the link."""
+        self.links[alias] = target
