@@ -162,6 +162,7 @@ def compute_ledger(planned: Iterable[PlannedEvent], snapshot: QueueSnapshot, *,
         return None
 
     result_counts: Counter[str] = Counter()
+    key: str | None
     for content in snapshot.join_urls:
         record = _json(decode_queue_text(content)) or {}
         key = identify(None, record.get("eventId"))
@@ -188,7 +189,7 @@ def compute_ledger(planned: Iterable[PlannedEvent], snapshot: QueueSnapshot, *,
     for content in snapshot.poison:
         text = decode_queue_text(content)
         if text == content and content in by_text:
-            key: str | None = by_text[content]  # a raw (non-base64) message, poisoned as received
+            key = by_text[content]  # a raw (non-base64) message, poisoned as received
         else:
             original = unwrap_requeued(text).text
             doc = _json(original)

@@ -123,6 +123,9 @@ class RunOptions:
     seed: int = 7
     disruptions: Disruptions = field(default_factory=Disruptions)
     token_lifetime: int = TOKEN_LIFETIME_SECONDS
+    # The Entra emulator's refresh-token rotation: "entra" (a used one stays valid, as Entra does) or "strict"
+    # (single-use: what a kill between redeem and save costs on a platform that revoked on use).
+    rotation: str = "entra"
     timeout: float = 900.0
     state_dir: Path | None = None
     mix: FaultMix = field(default_factory=FaultMix)
@@ -193,7 +196,7 @@ def connect_organizers(endpoints: dict[str, Any], settings: dict[str, str]) -> N
 
     The organizer's part, approving the code, is played by the Entra emulator's admin API.
     """
-    from shared.identity.vault_acquirer import MsalClients
+    from shared.identity.msal import MsalClients
     from shared.organizers import connect_device
     from shared.services import Services
     from shared.settings import load_settings
@@ -364,7 +367,8 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
             await asyncio.to_thread(connect_organizers, endpoints, app_settings)
         # Count only the run's token traffic (reset also restores lifetimes: set it again).
         (await entra_admin.post("reset")).raise_for_status()
-        (await entra_admin.put("config", json={"access_token_lifetime": options.token_lifetime})).raise_for_status()
+        (await entra_admin.put("config", json={"access_token_lifetime": options.token_lifetime,
+                                               "refresh_token_rotation": options.rotation})).raise_for_status()
         (await graph_admin.put("faults", json={"seed": options.seed, "rules": mix.graph_rules()})).raise_for_status()
         (await receiver_admin.put("fail", json=mix.receiver_plan(options.seed))).raise_for_status()
         async with QueueServiceClient.from_connection_string(endpoints["azurite"]["connection_string"]) as client:
@@ -508,6 +512,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="10,000 events, 6 kills, a 20 s storage pause, a refresh kill at every stage")
     parser.add_argument("--token-lifetime", type=int, default=TOKEN_LIFETIME_SECONDS,
                         help="access-token lifetime in seconds (the app refreshes 300 s before expiry)")
+    parser.add_argument("--rotation", choices=("entra", "strict"), default="entra",
+                        help="the Entra emulator's refresh-token rotation (default entra: a used token stays valid)")
     parser.add_argument("--timeout", type=float, default=None,
                         help="seconds to wait for the queues to settle (default 900; --heavy 2400)")
     parser.add_argument("--state-dir", type=Path, help="where the stack lives (default: a temporary directory)")
@@ -523,7 +529,8 @@ def main(argv: list[str] | None = None) -> int:
     disruptions = Disruptions(instances=args.instances, kills=base["kills"], storage_pause=base["storage_pause"],
                               refresh_kills=base["refresh_kills"])
     options = RunOptions(events=base["events"], seed=args.seed, disruptions=disruptions,
-                         token_lifetime=args.token_lifetime, timeout=base["timeout"], state_dir=args.state_dir)
+                         token_lifetime=args.token_lifetime, rotation=args.rotation, timeout=base["timeout"],
+                         state_dir=args.state_dir)
     report = asyncio.run(run(options))
     print_report(report)
     if args.json:

@@ -60,10 +60,6 @@ async def test_nothing_is_lost_when_instances_are_killed_mid_run(tmp_path):
     assert report.accounts.duplicate_deliveries == []
 
 
-@pytest.mark.xfail(strict=False, reason="needs the cross-instance refresh lock and the webhook record across a "
-                                        "storage pause (issue 12 items 3-4), and Entra's non-revoking refresh-token "
-                                        "rotation in the emulator (issue 15): a kill between redeem and save leaves "
-                                        "the organizer needs_reconnect today")
 async def test_the_default_disruptions_leave_everyone_connected_and_send_each_webhook_once(tmp_path):
     # GIVEN three instances with 10 s access tokens (a refresh comes soon in a short run), WHEN one is killed,
     # storage is stopped for 5 s, and an instance is killed while it waits on a refresh the identity platform
