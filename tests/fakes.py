@@ -23,13 +23,15 @@ class FakeGraph:
         self.by_join_web_url = by_join_web_url or {}
         self.tenants = tenants or {}
         self.unknown: set[str] = set()
-        self.failures: list[BaseException] = []
+        self.failures: list[BaseException | None] = []
         self.calls: list[tuple[str, str, str]] = []
         self.tenants_used: list[str | None] = []
 
     def _maybe_fail(self) -> None:
         if self.failures:
-            raise self.failures.pop(0)
+            failure = self.failures.pop(0)
+            if failure is not None:  # None: this call answers, a later one fails
+                raise failure
 
     async def identify(self, organizer: str, tenant: str | None = None, tokens: Any = None) -> OrganizerIdentity:
         from shared.exceptions import OrganizerNotConnectedError

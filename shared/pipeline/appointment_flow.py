@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from shared.common.clock import format_timestamp, utc_now
-from shared.exceptions import KeyInProgressError, RecordConflictError, TransientError
+from shared.exceptions import KeyInProgressError, PermanentError, RecordConflictError, TransientError
 from shared.graph.meetings import Meeting, MeetingSpec, external_id
 from shared.identity.tokens import OrganizerIdentity
 from shared.pipeline.inbound import CREATED, AppointmentEvent
@@ -127,9 +127,13 @@ class AppointmentFlow:
                 if decision.action is Action.DELETE and base is not None:
                     base = await self._known_meeting(base)
                 facts = await self._apply(decision.action, base, event, made, before_delete)
-            except BaseException:
+            except BaseException as exc:
                 if decision.action in GRAPH_WRITES and base is not None:
-                    await self._release(base, made, record if decision.action is Action.DELETE else None)
+                    # Only a pending record this attempt made, refused for good, may go: after a timeout or a 5xx
+                    # the meeting may exist although no answer came, and an earlier attempt may have made one.
+                    refused = record is None and isinstance(exc, PermanentError)
+                    await self._release(base, made, record if decision.action is Action.DELETE else None,
+                                        forget=refused)
                 raise
             after = record_after(base, event, decision.action, facts,
                                  external_id=base.external_id if base else None)
@@ -231,11 +235,13 @@ class AppointmentFlow:
                                                  organizer_join_url=found.join_web_url))
 
     async def _release(self, held: AppointmentRecord, made: list[Meeting],
-                       before_delete: AppointmentRecord | None = None) -> None:
+                       before_delete: AppointmentRecord | None = None, *, forget: bool = False) -> None:
         """Give the lease back after a failure; a meeting made meanwhile stays on the record, never forgotten.
 
         A failed delete puts back the record as it was before the cancel (a lapsed lease included, which
-        tells the next cancel to delete again), keeping the meeting id it may have learnt.
+        tells the next cancel to delete again), keeping the meeting id it may have learnt. A pending record
+        stays (its externalId lets a cancel find whatever meeting exists) unless `forget`: Graph refused
+        this attempt's create and no earlier attempt was made.
         """
         try:
             if before_delete is not None:
@@ -244,7 +250,7 @@ class AppointmentFlow:
             elif made and held.online_meeting_id is None:
                 await self._store.replace(replace(held.unleased(), online_meeting_id=made[-1].id,
                                                   organizer_join_url=made[-1].join_web_url))
-            elif held.status == PENDING and not made:
+            elif held.status == PENDING and not made and forget:
                 await self._store.delete(held)
             else:
                 await self._store.replace(held.unleased())

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from shared.exceptions import PermanentError, RecordConflictError, TransientError
-from shared.graph.meetings import MeetingSpec
+from shared.exceptions import ForbiddenError, PermanentError, RecordConflictError, TransientError
+from shared.graph.meetings import MeetingSpec, external_id
 from shared.pipeline.inbound import parse_event
 from shared.pipeline.join_url_resolver import JoinUrlResolver
 from shared.storage.appointments import AppointmentRecord, AppointmentStore, TableAppointmentStore
@@ -171,3 +171,44 @@ async def test_a_worker_that_died_around_its_delete_leaves_no_meeting_and_no_sec
     assert await outcome(flow, event("cancelled", 3, "e-cancel-again")) == "replay:cancelled"
     # THEN the meeting the dead create made is gone, and no other was ever made
     assert (ORG, made.id) not in graph.meetings and len(graph.created) == 1
+
+
+async def test_a_create_that_timed_out_leaves_its_meeting_findable_by_the_cancel(workers):
+    # GIVEN a create whose join-URL call timed out after its meeting was made (the record names the meeting),
+    # and whose retry timed out on createOrGet itself, before any answer
+    graph = FakeGraph()
+    (flow,) = flows(workers, graph, 1)
+    timeout = TransientError("Graph timed out", reason="graph_timeout")
+    graph.failures = [None, timeout]  # createOrGet answers, the join-URL call after it times out
+    assert await outcome(flow, event("created", 1)) == "graph_timeout"
+    assert len(graph.created) == 1
+    graph.failures = [timeout]
+    assert await outcome(flow, event("created", 1)) == "graph_timeout"
+    # WHEN the cancel comes THEN the meeting goes: the failed retry did not throw its pending record away
+    assert await outcome(flow, event("cancelled", 2)) == "delete:cancelled"
+    assert graph.meetings == {} and len(graph.created) == 1
+
+
+async def test_a_create_whose_answer_was_lost_is_deleted_by_the_cancel(workers):
+    # GIVEN a createOrGet that made the meeting in Graph but timed out before its answer arrived
+    graph = FakeGraph()
+    (flow,) = flows(workers, graph, 1)
+    await graph.create_or_get(ORG, external_id("apt-1"), MeetingSpec())
+    graph.failures = [TransientError("Graph timed out", reason="graph_timeout")]
+    assert await outcome(flow, event("created", 1)) == "graph_timeout"
+    # WHEN the cancel comes THEN it finds the meeting by its externalId and deletes it
+    assert await outcome(flow, event("cancelled", 2)) == "delete:cancelled"
+    assert graph.meetings == {} and len(graph.created) == 1
+
+
+async def test_a_create_graph_refused_leaves_no_record_and_the_cancel_no_graph_call(workers):
+    # GIVEN a first create that Graph refused for good (nothing can have been made)
+    graph = FakeGraph()
+    (flow,) = flows(workers, graph, 1)
+    graph.failures = [ForbiddenError("Graph 403 Forbidden")]
+    assert await outcome(flow, event("created", 1)) == "forbidden"
+    assert await workers().get("apt-1") is None
+    # WHEN the cancel comes THEN it is recorded without asking Graph
+    graph.calls.clear()
+    assert await outcome(flow, event("cancelled", 2)) == "tombstone:cancelled"
+    assert graph.calls == []
