@@ -82,11 +82,15 @@ class FakeGraph:
         self._maybe_fail()
         created = getattr(self, "created", {})
         self.created = created
-        if (organizer, ext_id) not in created:
+        self.made: list[Meeting] = getattr(self, "made", [])
+        known = created.get((organizer, ext_id))
+        # Keyed on the externalId of a live meeting: after a DELETE, the same externalId makes a new one.
+        if known is None or (organizer, known.id) not in self.meetings:
             start = spec.start or datetime.now(UTC)
-            meeting = Meeting(f"made-{len(created) + 1}", f"https://teams.microsoft.com/l/meetup-join/{ext_id}",
+            meeting = Meeting(f"made-{len(self.made) + 1}", f"https://teams.microsoft.com/l/meetup-join/{ext_id}",
                               start, spec.end or start + timedelta(hours=1))
             created[(organizer, ext_id)] = meeting
+            self.made.append(meeting)
             self.meetings[(organizer, meeting.id)] = f"https://visit.teams.microsoft.com/route?m={meeting.id}"
         return created[(organizer, ext_id)]
 

@@ -143,6 +143,8 @@ class AppointmentFlow:
             except RecordConflictError:
                 if decision.action in GRAPH_WRITES:
                     # Our lease was overtaken as stale: the overtaking worker redoes the (idempotent) write.
+                    if made:
+                        await self._undo_if_cancelled(event, made[-1])
                     raise TransientError("the appointment record changed under this worker's lease",
                                          reason="appointment_contention", retry_after=1.0) from None
                 continue
@@ -233,6 +235,21 @@ class AppointmentFlow:
                                                    tenant=held.tenant_id)
         return await self._store.replace(replace(held, online_meeting_id=found.id,
                                                  organizer_join_url=found.join_web_url))
+
+    async def _undo_if_cancelled(self, event: AppointmentEvent, meeting: Meeting) -> None:
+        """Delete the meeting this worker's create made if a cancel overtook its lease meanwhile.
+
+        The cancel deleted the meeting it knew of; a createOrGet answered after that DELETE makes a new meeting
+        that only this worker has seen (Graph keys createOrGet on the externalId of live meetings).
+        """
+        current = await self._store.get(event.appointment_id)
+        if current is None or current.status != CANCELLED:
+            return
+        gone = await self._meetings.delete(current.organizer, meeting.id,
+                                           tenant=current.tenant_id or event.tenant_id)
+        log.info("meeting of cancelled appointment %s made after its cancel, deleted (%s)", event.appointment_id,
+                 "204" if gone else "already gone", extra={"appointment_id": event.appointment_id,
+                                                           "outcome": "meeting_deleted"})
 
     async def _release(self, held: AppointmentRecord, made: list[Meeting],
                        before_delete: AppointmentRecord | None = None, *, forget: bool = False) -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from shared.exceptions import ForbiddenError, PermanentError, RecordConflictError, TransientError
 from shared.graph.meetings import MeetingSpec, external_id
+from shared.pipeline.appointment_flow import AppointmentFlow
 from shared.pipeline.inbound import parse_event
 from shared.pipeline.join_url_resolver import JoinUrlResolver
 from shared.storage.appointments import AppointmentRecord, AppointmentStore, TableAppointmentStore
@@ -149,8 +150,7 @@ async def test_two_workers_at_once_never_make_two_meetings_nor_lose_an_update(wo
     for evt in events:  # whatever found the other worker mid-write is tried again, as a requeue would
         await outcome(one, evt)
     # THEN one meeting was ever made, and it is gone after the cancel
-    made = getattr(graph, "created", {})
-    assert len(made) == 1 and graph.meetings == {}
+    assert len(graph.made) == 1 and graph.meetings == {}
     stored = await workers().get("apt-1")
     assert stored is not None and stored.status == "cancelled" and stored.last_sequence == 4
     assert stored.lease_owner is None
@@ -170,7 +170,7 @@ async def test_a_worker_that_died_around_its_delete_leaves_no_meeting_and_no_sec
     assert await outcome(flow, event("created", 1)) == "appointment_cancelled"
     assert await outcome(flow, event("cancelled", 3, "e-cancel-again")) == "replay:cancelled"
     # THEN the meeting the dead create made is gone, and no other was ever made
-    assert (ORG, made.id) not in graph.meetings and len(graph.created) == 1
+    assert (ORG, made.id) not in graph.meetings and len(graph.made) == 1
 
 
 async def test_a_create_that_timed_out_leaves_its_meeting_findable_by_the_cancel(workers):
@@ -181,12 +181,12 @@ async def test_a_create_that_timed_out_leaves_its_meeting_findable_by_the_cancel
     timeout = TransientError("Graph timed out", reason="graph_timeout")
     graph.failures = [None, timeout]  # createOrGet answers, the join-URL call after it times out
     assert await outcome(flow, event("created", 1)) == "graph_timeout"
-    assert len(graph.created) == 1
+    assert len(graph.made) == 1
     graph.failures = [timeout]
     assert await outcome(flow, event("created", 1)) == "graph_timeout"
     # WHEN the cancel comes THEN the meeting goes: the failed retry did not throw its pending record away
     assert await outcome(flow, event("cancelled", 2)) == "delete:cancelled"
-    assert graph.meetings == {} and len(graph.created) == 1
+    assert graph.meetings == {} and len(graph.made) == 1
 
 
 async def test_a_create_whose_answer_was_lost_is_deleted_by_the_cancel(workers):
@@ -198,7 +198,7 @@ async def test_a_create_whose_answer_was_lost_is_deleted_by_the_cancel(workers):
     assert await outcome(flow, event("created", 1)) == "graph_timeout"
     # WHEN the cancel comes THEN it finds the meeting by its externalId and deletes it
     assert await outcome(flow, event("cancelled", 2)) == "delete:cancelled"
-    assert graph.meetings == {} and len(graph.created) == 1
+    assert graph.meetings == {} and len(graph.made) == 1
 
 
 async def test_a_create_graph_refused_leaves_no_record_and_the_cancel_no_graph_call(workers):
@@ -212,3 +212,34 @@ async def test_a_create_graph_refused_leaves_no_record_and_the_cancel_no_graph_c
     graph.calls.clear()
     assert await outcome(flow, event("cancelled", 2)) == "tombstone:cancelled"
     assert graph.calls == []
+
+
+class SlowFirstCreate(FakeGraph):
+    """A Graph whose first createOrGet answers only when the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered, self.gate = asyncio.Event(), asyncio.Event()
+
+    async def create_or_get(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.entered.is_set():
+            self.entered.set()
+            await self.gate.wait()
+        return await super().create_or_get(*args, **kwargs)
+
+
+async def test_a_create_overtaken_by_a_cancel_deletes_the_meeting_it_made_after_the_delete(workers):
+    # GIVEN a create whose createOrGet is slow enough for its lease to go stale (stale at once here)
+    graph = SlowFirstCreate()
+    resolver = JoinUrlResolver(graph, inline_throttle_budget=0.0, sleep=no_sleep)
+    slow, canceller = (AppointmentFlow(resolver, graph, workers(), meeting_management=True, stale_after_seconds=0.0)
+                       for _ in range(2))
+    creating = asyncio.create_task(outcome(slow, event("created", 1)))
+    await graph.entered.wait()
+    # WHEN a cancel overtakes the lease and deletes the meeting it finds, and then the create's createOrGet answers
+    assert await outcome(canceller, event("cancelled", 2)) == "delete:cancelled"
+    graph.gate.set()
+    # THEN the create, finding the appointment cancelled when it records, deletes the meeting it made after that
+    assert await creating == "appointment_contention"
+    assert len(graph.made) == 2 and graph.meetings == {}
+    assert await outcome(slow, event("created", 1)) == "appointment_cancelled"
