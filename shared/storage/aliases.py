@@ -62,12 +62,6 @@ class TableAliasStore(LazyTable):
 
     async def put(self, alias: str, target: str) -> None:
         """Insert or replace the link (a replayed delivery writes the same one)."""
-        from azure.core.exceptions import ResourceNotFoundError
-
         entity = {"PartitionKey": partition_key(alias, PARTITION_PREFIX), "RowKey": row_key(alias),
                   "Alias": alias, "Target": target}
-        try:
-            await self._table().replace(entity, None)
-        except ResourceNotFoundError:
-            await self._ensure_table()
-            await self._table().replace(entity, None)
+        await self._write(lambda table: table.replace(entity, None))

@@ -139,16 +139,13 @@ class TableAppointmentStore(LazyTable):
         """Create it; RecordConflictError if a record exists."""
         from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
-        for _ in range(2):
-            try:
-                etag = await self._table().insert(to_entity(record))
-            except ResourceExistsError:
-                raise RecordConflictError(f"appointment record {row_key(record.appointment_id)} exists") from None
-            except ResourceNotFoundError:
-                await self._ensure_table()
-                continue
-            return replace(record, etag=etag)
-        raise RecordConflictError("the appointment table could not be created")
+        try:
+            etag = await self._write(lambda table: table.insert(to_entity(record)))
+        except ResourceExistsError:
+            raise RecordConflictError(f"appointment record {row_key(record.appointment_id)} exists") from None
+        except ResourceNotFoundError:
+            raise RecordConflictError("the appointment table could not be created") from None
+        return replace(record, etag=etag)
 
     async def replace(self, record: AppointmentRecord) -> AppointmentRecord:
         """Replace it if still at `record.etag`; RecordConflictError if it changed or went."""

@@ -18,11 +18,11 @@ import hmac
 import json
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 from shared.common.clock import parse_timestamp
@@ -34,6 +34,7 @@ from shared.storage.credentials import storage_credential
 if TYPE_CHECKING:
     import aiohttp
 
+T = TypeVar("T")
 API_VERSION = "2019-02-02"
 STORAGE_SCOPE = "https://storage.azure.com/.default"
 # Azurite's well-known development account (UseDevelopmentStorage=true).
@@ -326,3 +327,13 @@ class LazyTable:
             await self._table().create_table()
         except ResourceExistsError:
             pass
+
+    async def _write(self, write: Callable[[TableRestClient], Awaitable[T]]) -> T:
+        """`write`, made once more after creating the table when the table was missing."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return await write(self._table())
+        except ResourceNotFoundError:
+            await self._ensure_table()
+            return await write(self._table())

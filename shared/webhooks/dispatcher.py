@@ -146,9 +146,9 @@ class WebhookDispatcher:
                 remaining = deadline - self._clock()
                 if remaining <= 0:
                     log.error("webhook %s delivered but not recorded after %.0fs (%s)", webhook_id,
-                          RECORD_PATIENCE_SECONDS,
-                              exc.reason, extra={"webhook_id": webhook_id, "reason": exc.reason,
-                                                 "outcome": "delivered_unrecorded"})
+                              RECORD_PATIENCE_SECONDS, exc.reason,
+                              extra={"webhook_id": webhook_id, "reason": exc.reason,
+                                     "outcome": "delivered_unrecorded"})
                     return
                 log.warning("webhook %s delivered; recording it failed (%s), retrying", webhook_id, exc.reason,
                             extra={"webhook_id": webhook_id, "reason": exc.reason, "outcome": "delivered"})
