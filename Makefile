@@ -1,27 +1,45 @@
 # Entry points: make run | demo | test | lint | bench | chaos. Each installs what it needs first.
 SHELL := /bin/bash
-PYTHON ?= python3
+# Python 3.13, the version Bicep deploys: from 3.13 Azure runs the worker version requirements.txt pins, so the
+# local stack runs the same worker bytes. Found on PATH or in pyenv; override with `make PYTHON=...`.
+PYTHON_VERSION := 3.13
+PYTHON ?= $(shell for p in python$(PYTHON_VERSION) $$HOME/.pyenv/versions/$(PYTHON_VERSION)*/bin/python$(PYTHON_VERSION) \
+  /usr/local/bin/python$(PYTHON_VERSION) /usr/bin/python$(PYTHON_VERSION); do \
+  "$$p" -c 'import sys; sys.exit(sys.version_info[:2] != ($(subst .,$(comma),$(PYTHON_VERSION))))' 2>/dev/null \
+  && { echo "$$p"; break; }; done)
+comma := ,
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STATE ?= .devstack
 DEPS_STAMP := $(VENV)/.deps-stamp
 NODE_STAMP := node_modules/.package-lock.json
 INFRA_VENV ?= .venv-infra
+# checkov is a tool, not the app: it keeps the machine's default Python.
+INFRA_PYTHON ?= python3
 INFRA_STAMP := $(INFRA_VENV)/.deps-stamp
 
 .PHONY: install infra-tools browser run demo test unit lint security chaos stack-up stack-down stack-status clean
 
+# The FunctionRpc protos the stand-in host speaks to the worker with: generated code shipped in
+# azure-functions-runtime-v1's wheel as a top-level `tests.protos` package, so installed apart (--target)
+# and loaded under another name by devstack/harness/worker.py.
+WORKER_PROTOS := azure-functions-runtime-v1==1.2.0
+
 $(DEPS_STAMP): requirements.txt requirements-dev.txt
+	@test -n "$(PYTHON)" || { echo "Python $(PYTHON_VERSION) not found: install it (pyenv install $(PYTHON_VERSION)) or run make PYTHON=/path/to/python$(PYTHON_VERSION)"; exit 1; }
+	@if [ -x $(PY) ] && ! $(PY) -c 'import sys; sys.exit(sys.version_info[:2] != ($(subst .,$(comma),$(PYTHON_VERSION))))'; then \
+	  echo "$(VENV) is not Python $(PYTHON_VERSION): rebuilding it"; rm -rf $(VENV); fi
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q --upgrade pip
 	$(PY) -m pip install --disable-pip-version-check -q -r requirements-dev.txt
+	$(PY) -m pip install --disable-pip-version-check -q --no-deps --upgrade --target $(VENV)/worker-protos $(WORKER_PROTOS)
 	@touch $@
 
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 
 $(INFRA_STAMP): requirements-infra.txt
-	@test -x $(INFRA_VENV)/bin/python || $(PYTHON) -m venv $(INFRA_VENV)
+	@test -x $(INFRA_VENV)/bin/python || $(INFRA_PYTHON) -m venv $(INFRA_VENV)
 	$(INFRA_VENV)/bin/python -m pip install --disable-pip-version-check -q -r requirements-infra.txt
 	@touch $@
 

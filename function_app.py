@@ -2,6 +2,7 @@
 
 import logging
 import os
+import typing
 
 import azure.functions as func
 
@@ -44,8 +45,12 @@ instrumented = telemetry.instrumented(os.environ)
 @app.queue_output(arg_name="sms", queue_name=queues.SMS_OUTBOX, connection=queues.STORAGE_CONNECTION)
 @app.queue_output(arg_name="sms_failed", queue_name=queues.SMS_FAILED, connection=queues.STORAGE_CONNECTION)
 @instrumented
-async def process_appointment(msg: func.QueueMessage, results: func.Out[str], outbox: func.Out[list[str]],
-                              sms: func.Out[list[str]], sms_failed: func.Out[list[str]]) -> None:
+# typing.List, not list: Azure's Python worker refuses PEP 585 generics inside func.Out at indexing
+# ("invalid non-type annotation"), and an app that fails to index runs no function at all.
+async def process_appointment(msg: func.QueueMessage, results: func.Out[str],
+                              outbox: func.Out[typing.List[str]],  # noqa: UP006
+                              sms: func.Out[typing.List[str]],  # noqa: UP006
+                              sms_failed: func.Out[typing.List[str]]) -> None:  # noqa: UP006
     """Appointment event → its result on `join-urls`, or a rejection; each with its webhook on the outbox.
 
     A rejection's record goes to `appointments-rejected` from the processor itself, before its `.failed` webhook

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
 import logging
 import os
 import signal
-import sys
 from pathlib import Path
-
-import azure.functions as func
 
 from devstack.harness.host import RECEIVE_VISIBILITY_SECONDS, LocalHost
 
@@ -20,15 +16,10 @@ from devstack.harness.host import RECEIVE_VISIBILITY_SECONDS, LocalHost
 log = logging.getLogger("devstack.harness")
 
 
-def _load_app(spec: str) -> tuple[func.FunctionApp, Path]:
-    module_name, _, attr = spec.partition(":")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    module = importlib.import_module(module_name)
-    app = getattr(module, attr or "app")
-    if not isinstance(app, func.FunctionApp):
-        raise TypeError(f"{module_name}.{attr or 'app'} is not a FunctionApp")
-    return app, Path(module.__file__ or ".").resolve().parent / "host.json"
+def _script(spec: str) -> Path:
+    # The worker imports the script itself, as in Azure: name it, don't import it here.
+    path = Path(spec if spec.endswith(".py") else f"{spec}.py")
+    return (path if path.is_absolute() else Path(os.getcwd()) / path).resolve()
 
 
 async def _serve(host: LocalHost) -> None:
@@ -48,7 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m devstack.harness", description=main.__doc__)
     parser.add_argument("--state-dir", type=Path, default=Path(".devstack"))
     parser.add_argument("--http-port", type=int, default=7071, help="0 picks a free port; -1 disables HTTP")
-    parser.add_argument("--function-app", default="function_app", help="module[:attribute]; attribute app")
+    parser.add_argument("--function-app", default="function_app.py",
+                        help="the function-app script the worker indexes (default %(default)s)")
     parser.add_argument("--poll-interval", type=float, default=0.2)
     parser.add_argument("--max-polling-cap", type=float, default=1.0)
     parser.add_argument("--log-level", default="INFO")
@@ -68,9 +60,10 @@ def main(argv: list[str] | None = None) -> None:
     for key, value in (state.get("settings") or {}).items():
         os.environ.setdefault(key, str(value))
     connection_string = os.environ.get("AzureWebJobsStorage") or state["azurite"]["connection_string"]
-    app, host_json = _load_app(args.function_app)
+    script = _script(args.function_app)
+    host_json = script.parent / "host.json"
     host = LocalHost(
-        app,
+        script,
         connection_string=connection_string,
         host_json=args.host_json or host_json,
         http_port=None if args.http_port < 0 else args.http_port,

@@ -10,16 +10,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import azure.functions as func
 from aiohttp import web
+from azure.core.exceptions import ResourceNotFoundError
 
 from devstack.harness.host_json import QueueSettings, ci_get, load_host_json, parse_timespan
 from devstack.harness.http import HttpRoute, HttpTriggers
-from devstack.harness.index import HostFunction, build_function, index_functions
+from devstack.harness.index import HostFunction
 from devstack.harness.queue_rest import QueueRestClient, StorageAccount
 from devstack.harness.queues import QueueTriggers
 from devstack.harness.singleton import DEFAULT_LEASE_SECONDS, DEFAULT_RECOVERY_SECONDS
 from devstack.harness.timers import TimerTriggers
+from devstack.harness.worker import Worker, script_of
 
 # One logger for the whole harness: tests/log_scan.py scans its records for credentials.
 log = logging.getLogger("devstack.harness")
@@ -32,14 +33,16 @@ STAT_KEYS = ("invoked", "succeeded", "failed", "poisoned")
 
 
 class LocalHost(QueueTriggers, TimerTriggers, HttpTriggers):
-    """Runs a FunctionApp's queue, timer and HTTP triggers against Azurite with the real host's semantics.
+    """Runs a function app's queue, timer and HTTP triggers against Azurite with the real host's semantics.
 
-    Every binding's ``connection`` is mapped to the one storage account in ``connection_string``.
+    ``app`` is the function-app script (its path, its module, or the FunctionApp it defines): Azure's Python
+    worker indexes it and runs every invocation (worker.py). Every binding's ``connection`` is mapped to the one
+    storage account in ``connection_string``.
     """
 
     def __init__(
         self,
-        app: func.FunctionApp,
+        app: Any,
         *,
         connection_string: str,
         host_json: Path | str | Mapping[str, Any],
@@ -52,7 +55,7 @@ class LocalHost(QueueTriggers, TimerTriggers, HttpTriggers):
         lease_seconds: int = RECEIVE_VISIBILITY_SECONDS,
         host_id: str | None = None,
     ) -> None:
-        self.app = app
+        self.script = script_of(app)
         self.connection_string = connection_string
         self.host_json = load_host_json(host_json)
         self.queue_settings = QueueSettings.from_host_json(self.host_json)
@@ -79,9 +82,10 @@ class LocalHost(QueueTriggers, TimerTriggers, HttpTriggers):
             ci_get(singleton, "listenerLockPeriod", DEFAULT_LEASE_SECONDS)))
         self.listener_recovery_seconds = parse_timespan(
             ci_get(singleton, "listenerLockRecoveryPollingInterval", DEFAULT_RECOVERY_SECONDS))
-        self._functions = [build_function(fn) for fn in index_functions(app)]
-        self.functions: dict[str, HostFunction] = {f.name: f for f in self._functions}
-        self.stats: dict[str, dict[str, int]] = {f.name: dict.fromkeys(STAT_KEYS, 0) for f in self._functions}
+        # The function table comes from the worker's metadata, at start().
+        self._functions: list[HostFunction] = []
+        self.functions: dict[str, HostFunction] = {}
+        self.stats: dict[str, dict[str, int]] = {}
         self._rest: QueueRestClient | None = None
         self._created: set[str] = set()
         self._loops: list[asyncio.Task[None]] = []
@@ -109,13 +113,16 @@ class LocalHost(QueueTriggers, TimerTriggers, HttpTriggers):
         self._stopping.clear()
         self._rest = QueueRestClient(self.account)
         try:
+            self.worker = await Worker.for_script(self.script)
+            self._functions = [HostFunction(meta) for meta in self.worker.functions.values()]
+            self.functions = {f.name: f for f in self._functions}
+            for fn in self._functions:
+                self.stats.setdefault(fn.name, dict.fromkeys(STAT_KEYS, 0))
             for fn in self._functions:
                 for name in fn.unsupported_inputs:
                     log.warning("%s: input binding %r is not supported locally; passing None", fn.name, name)
                 if fn.trigger_type == "queueTrigger":
-                    queue = self._trigger_queue(fn)
-                    # The real host waits for a missing queue; creating it keeps local runs and drain() simple.
-                    await self._ensure_queue(queue)
+                    # Like the host, a trigger's queue is not created here: its listener waits for it to exist.
                     self._loops.append(asyncio.create_task(self._poll(fn), name=f"poll:{fn.name}"))
                 elif fn.trigger_type == "timerTrigger":
                     self._loops.append(asyncio.create_task(self._run_timer(fn), name=f"timer:{fn.name}"))
@@ -174,7 +181,10 @@ class LocalHost(QueueTriggers, TimerTriggers, HttpTriggers):
             if self._idle():
                 counts = []
                 for fn in queue_functions:
-                    counts.append(await self._queues.approximate_count(self._trigger_queue(fn)))
+                    try:
+                        counts.append(await self._queues.approximate_count(self._trigger_queue(fn)))
+                    except ResourceNotFoundError:  # a queue nobody has written to yet holds nothing
+                        counts.append(0)
                 # Re-check in-flight work: a poller may have picked something up while we counted.
                 quiet = quiet + 1 if not any(counts) and self._idle() else 0
                 if quiet >= 2:

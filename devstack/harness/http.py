@@ -11,12 +11,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import azure.functions as func
 from aiohttp import web
-from azure.functions import _abc as func_abc
 
-from devstack.harness.index import HostFunction, enum_value, resolve_settings
+from devstack.harness.index import HostFunction, resolve_settings
 from devstack.harness.invocation import Invocations
+from devstack.harness.rpc import HttpCall, http_answer, http_invocation
 
 # One logger for the whole harness: tests/log_scan.py scans its records for credentials.
 log = logging.getLogger("devstack.harness")
@@ -75,13 +74,13 @@ class HttpTriggers(Invocations):
 
     def _route_for(self, fn: HostFunction) -> HttpRoute | None:
         trigger = fn.trigger
-        template = resolve_settings(trigger.route or fn.name).strip("/")
+        template = resolve_settings(str(trigger.get("route") or fn.name)).strip("/")
         if template.lower().startswith("admin"):
             # As the host: `admin` routes are its own API, whatever the route prefix; the function is in error.
             log.error("%s: The specified route conflicts with one or more built in routes.", fn.name)
             return None
-        methods = frozenset(str(enum_value(m)).upper() for m in trigger.methods) if trigger.methods else None
-        auth_level = str(enum_value(trigger.auth_level or func.AuthLevel.FUNCTION)).lower()
+        methods = frozenset(str(m).upper() for m in trigger["methods"]) if trigger.get("methods") else None
+        auth_level = str(trigger.get("authLevel") or "function").lower()
         return HttpRoute(fn, template, _compile_route(template), methods, auth_level)
 
     async def _start_http(self) -> None:
@@ -119,23 +118,14 @@ class HttpTriggers(Invocations):
         if not self._authorized(route, request):
             return web.Response(status=401)
         fn = route.function
-        headers: dict[str, str] = {}
-        for key, value in request.headers.items():
-            name = key.lower()
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
-        http_request = func.HttpRequest(
-            method=request.method,
-            url=str(request.url),
-            headers=headers,
-            params=dict(request.query),
-            route_params=route_params,
-            body=await request.read(),
-        )
+        call = HttpCall(method=request.method, url=str(request.url), headers=request.headers.items(),
+                        query=request.query.items(), route_params=route_params, body=await request.read())
+        inputs = http_invocation(self.worker.protos, fn.name, fn.trigger, call)
         stats = self.stats[fn.name]
         stats["invoked"] += 1
         started = time.perf_counter()
         invocation_id = str(uuid.uuid4())
-        task = asyncio.create_task(self._invoke(fn, http_request, invocation_id))
+        task = asyncio.create_task(self._invoke(fn, inputs, invocation_id))
         self._track(task)
         try:
             result = await asyncio.shield(task)
@@ -154,15 +144,7 @@ class HttpTriggers(Invocations):
 
     @staticmethod
     def _to_web_response(fn: HostFunction, result: Any) -> web.Response:
-        if result is None:
-            return web.Response(status=204)
-        if isinstance(result, (str, bytes)):
-            result = func.HttpResponse(result)
-        if not isinstance(result, func_abc.HttpResponse):
-            raise TypeError(f"{fn.name} returned {type(result).__name__}, not an HttpResponse")
-        headers = {k: v for k, v in result.headers.items()}
-        if not any(k.lower() == "content-type" for k in headers) and result.mimetype:
-            headers["Content-Type"] = (
-                f"{result.mimetype}; charset={result.charset}" if result.charset else result.mimetype
-            )
-        return web.Response(status=result.status_code, body=result.get_body(), headers=headers)
+        answer = http_answer(result)
+        if answer.cookies:
+            log.warning("%s: response cookies are not supported locally; dropped", fn.name)
+        return web.Response(status=answer.status, body=answer.body, headers=answer.headers)

@@ -21,7 +21,7 @@ class QueueClients:
     _created: set[str]
 
     def _trigger_queue(self, fn: HostFunction) -> str:
-        return resolve_settings(fn.trigger.queue_name)
+        return resolve_settings(str(fn.trigger["queueName"]))
 
     @property
     def _queues(self) -> QueueRestClient:

@@ -9,11 +9,11 @@ import time
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
-from azure.functions.queue import QueueMessage as TriggerQueueMessage
 
 from devstack.harness.index import HostFunction
 from devstack.harness.invocation import Invocations
 from devstack.harness.queue_rest import QueueRestClient, ReceivedMessage
+from devstack.harness.rpc import QueueTriggerMessage, queue_invocation
 
 # One logger for the whole harness: tests/log_scan.py scans its records for credentials.
 log = logging.getLogger("devstack.harness")
@@ -172,17 +172,7 @@ class QueueTriggers(Invocations):
         self.stats[fn.name]["poisoned"] += 1
         log.warning("%s: message %s moved to %s", fn.name, message.id, poison)
 
-    def _trigger_value(self, fn: HostFunction, message: ReceivedMessage, body: bytes) -> Any:
-        if fn.trigger_annotation is str:
-            return body.decode("utf-8")
-        if fn.trigger_annotation is bytes:
-            return body
-        return TriggerQueueMessage(  # type: ignore[no-untyped-call]
-            id=message.id,
-            body=body,
-            dequeue_count=message.dequeue_count,
-            expiration_time=message.expires_on,
-            insertion_time=message.inserted_on,
-            time_next_visible=message.next_visible_on,
-            pop_receipt=message.pop_receipt,
-        )
+    def _trigger_value(self, fn: HostFunction, message: ReceivedMessage, body: bytes) -> tuple[list[Any], dict[str, Any]]:
+        return queue_invocation(self.worker.protos, fn.name, fn.trigger, QueueTriggerMessage(
+            id=message.id, body=body, dequeue_count=message.dequeue_count, pop_receipt=message.pop_receipt,
+            inserted_on=message.inserted_on, expires_on=message.expires_on, next_visible_on=message.next_visible_on))

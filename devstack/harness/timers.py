@@ -10,11 +10,11 @@ import time
 import uuid
 from typing import Any
 
-from azure.functions.timer import TimerRequest as LocalTimerRequest
 
 from devstack.harness.index import HostFunction, resolve_settings
 from devstack.harness.invocation import Invocations
 from devstack.harness.queue_rest import StorageAccount
+from devstack.harness.rpc import timer_invocation
 from devstack.harness.schedule import parse_schedule
 from devstack.harness.singleton import ListenerLock
 
@@ -61,7 +61,8 @@ class TimerTriggers(Invocations):
         invocation_id = str(uuid.uuid4())
         outcome = "succeeded"
         try:
-            await self._invoke(fn, LocalTimerRequest(past_due=past_due), invocation_id)
+            await self._invoke(fn, timer_invocation(self.worker.protos, fn.name, fn.trigger, past_due=past_due),
+                               invocation_id)
             stats["succeeded"] += 1
             return True
         except Exception:
@@ -76,7 +77,7 @@ class TimerTriggers(Invocations):
             )
 
     async def _run_timer(self, fn: HostFunction) -> None:
-        schedule = parse_schedule(resolve_settings(fn.trigger.schedule))
+        schedule = parse_schedule(resolve_settings(str(fn.trigger["schedule"])))
         lock = self._listener_lock(fn)
         try:
             while not self._stopping.is_set():
@@ -89,7 +90,7 @@ class TimerTriggers(Invocations):
                 await lock.release()
 
     async def _run_schedule(self, fn: HostFunction, schedule: Any, lock: ListenerLock | None) -> None:
-        if getattr(fn.trigger, "run_on_startup", False):
+        if fn.trigger.get("runOnStartup"):
             await self._timer_invocation(fn)
         while not self._stopping.is_set() and (lock is None or lock.held):
             now = dt.datetime.now(dt.UTC)

@@ -29,7 +29,7 @@ param instanceMemoryMB int = 2048
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
-param pythonVersion string = '3.11'
+param pythonVersion string = '3.13'
 
 @description('Zone-redundant Flex Consumption plan; only in regions that support it for Flex Consumption.')
 param zoneRedundant bool = false

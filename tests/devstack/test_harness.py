@@ -10,6 +10,7 @@ import json
 import socket
 import subprocess
 import time
+import typing
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -53,7 +54,9 @@ concurrency = {"now": 0, "max": 0}
 @app.queue_output(arg_name="single", queue_name="fan-single", connection="AzureWebJobsStorage")
 @app.queue_output(arg_name="many", queue_name="fan-many", connection="AzureWebJobsStorage")
 def fan_out(
-    msg: func.QueueMessage, single: func.Out[str], many: func.Out[list[str]], context: func.Context
+    msg: func.QueueMessage, single: func.Out[str],
+    many: func.Out[typing.List[str]],  # noqa: UP006 - the worker refuses list[str] inside func.Out
+    context: func.Context,
 ) -> None:
     seen["contexts"].append((context.function_name, context.invocation_id, msg.dequeue_count))
     payload = msg.get_json()

@@ -39,6 +39,8 @@ async def long_running(msg: func.QueueMessage) -> None:
     await asyncio.sleep(float(msg.get_body()))
 
 
+# Its own name: the worker keys functions by name, and test_harness.py's app, in the same process, has an `echo`.
+@app.function_name("rules_echo")
 @app.queue_trigger(arg_name="msg", queue_name="echo-in", connection="AzureWebJobsStorage")
 async def echo(msg: func.QueueMessage) -> None:
     calls["echo"].append(time.monotonic())
@@ -98,7 +100,7 @@ async def test_a_message_that_cannot_be_decoded_goes_to_poison_at_once_unrun(con
     await _send(conn, "echo-in", "not base64 !!")
     async with LocalHost(app, connection_string=conn, host_json=HOST_JSON) as host:
         await host.drain(timeout=20)
-        stats = host.stats["echo"]
+        stats = host.stats["rules_echo"]
     # THEN it is in the poison queue as it was sent, after one receive, and the function never ran
     assert stats == {"invoked": 0, "succeeded": 0, "failed": 0, "poisoned": 1}
     assert calls["echo"] == []
