@@ -14,25 +14,31 @@ LocalHost (host.py) is built from mixins, one per concern: QueueTriggers (queues
 (timers.py, with the listener lock of singleton.py) and HttpTriggers (http.py), all on Invocations
 (invocation.py: an InvocationRequest and its outputs) and QueueClients (queue_clients.py, over the Queue REST
 client of queue_rest.py). The rest: host_json.py, schedule.py (NCRONTAB), index.py (the function table) and
-cli.py (``python -m devstack.harness``).
+calls.py (one function triggered
+through the worker, for tests and benches) and cli.py (``python -m devstack.harness``).
 """
 
+from devstack.harness.calls import Called, call_http, call_queue, call_timer
 from devstack.harness.cli import main
 from devstack.harness.host import RECEIVE_VISIBILITY_SECONDS, LocalHost
 from devstack.harness.host_json import QueueSettings, parse_timespan
-from devstack.harness.invocation import InvocationFailed
 from devstack.harness.schedule import CronSchedule
-from devstack.harness.worker import FunctionMetadata, Worker, WorkerError, script_of
+from devstack.harness.worker import FunctionMetadata, InvocationFailed, Outcome, Worker, WorkerError, script_of
 
 __all__ = [
     "RECEIVE_VISIBILITY_SECONDS",
+    "Called",
     "CronSchedule",
     "FunctionMetadata",
     "InvocationFailed",
     "LocalHost",
+    "Outcome",
     "QueueSettings",
     "Worker",
     "WorkerError",
+    "call_http",
+    "call_queue",
+    "call_timer",
     "main",
     "parse_timespan",
     "script_of",

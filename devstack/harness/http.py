@@ -145,6 +145,4 @@ class HttpTriggers(Invocations):
     @staticmethod
     def _to_web_response(fn: HostFunction, result: Any) -> web.Response:
         answer = http_answer(result)
-        if answer.cookies:
-            log.warning("%s: response cookies are not supported locally; dropped", fn.name)
         return web.Response(status=answer.status, body=answer.body, headers=answer.headers)

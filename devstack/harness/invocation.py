@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from typing import Any
 
 from devstack.harness.index import HostFunction, resolve_settings
@@ -14,10 +13,6 @@ from devstack.harness.worker import Worker
 
 # One logger for the whole harness: tests/log_scan.py scans its records for credentials.
 log = logging.getLogger("devstack.harness")
-
-
-class InvocationFailed(Exception):
-    """The worker reported the invocation as failed; the message is the worker's RpcException text."""
 
 
 class Invocations(QueueClients):
@@ -37,14 +32,7 @@ class Invocations(QueueClients):
     async def _invoke(self, fn: HostFunction, inputs: tuple[list[Any], dict[str, Any]],
                       invocation_id: str | None = None) -> Any:
         """One invocation; on success write its queue outputs and return its ``$return`` TypedData (or None)."""
-        invocation_id = str(uuid.uuid4()) if invocation_id is None else invocation_id
-        input_data, trigger_metadata = inputs
-        response = await self.worker.invoke(fn.meta, invocation_id, input_data, trigger_metadata)
-        if not self.worker.succeeded(response):
-            raise InvocationFailed(response.result.exception.message)
-        values = {binding.name: binding.data for binding in response.output_data}
-        if response.HasField("return_value"):
-            values["$return"] = response.return_value
+        values = (await self.worker.invoke(fn.meta, inputs, invocation_id)).values
         for binding in fn.outputs:
             data = values.get(binding["name"])
             if data is None:

@@ -24,6 +24,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from multidict import CIMultiDict
+
 
 @dataclass
 class QueueTriggerMessage:
@@ -52,12 +54,26 @@ class HttpCall:
 
 @dataclass
 class HttpAnswer:
-    """The function's HTTP response as the host gets it back."""
+    """The function's HTTP response as the host gets it back (header names case-insensitive, as HTTP's are)."""
 
     status: int
-    headers: dict[str, str]
+    headers: CIMultiDict[str]
     body: bytes
     cookies: list[Any] = field(default_factory=list)
+
+    @property
+    def status_code(self) -> int:
+        """The status, under azure.functions' name for it."""
+        return self.status
+
+    @property
+    def mimetype(self) -> str:
+        """The media type of Content-Type, without its parameters."""
+        return self.headers.get("content-type", "").split(";", 1)[0].strip()
+
+    def get_body(self) -> bytes:
+        """The body's bytes."""
+        return self.body
 
 
 def _json_time(value: dt.datetime | None) -> str:
@@ -163,14 +179,41 @@ def http_answer(data: Any | None) -> HttpAnswer:
     """An HTTP output (``$return``) as the host turns it into a response; nothing returned is a 204."""
     kind = None if data is None else data.WhichOneof("data")
     if kind is None:
-        return HttpAnswer(204, {}, b"")
+        return HttpAnswer(204, CIMultiDict(), b"")
     if kind != "http":
         # A function returning a plain string or bytes: 200 with that body.
         value = typed_value(data)
         body = value if isinstance(value, bytes) else str(value).encode("utf-8")
-        return HttpAnswer(200, {}, body)
+        return HttpAnswer(200, CIMultiDict(), body)
     http = data.http
     body_value = typed_value(http.body) if http.HasField("body") else b""
     body = body_value if isinstance(body_value, bytes) else (
         b"" if body_value is None else str(body_value).encode("utf-8"))
-    return HttpAnswer(int(http.status_code or 200), dict(http.headers), body, list(http.cookies))
+    headers: CIMultiDict[str] = CIMultiDict(http.headers)
+    for cookie in http.cookies:
+        headers.add("Set-Cookie", set_cookie(cookie))
+    return HttpAnswer(int(http.status_code or 200), headers, body, list(http.cookies))
+
+
+_SAME_SITE = {1: "lax", 2: "strict", 3: "none"}
+
+
+def set_cookie(cookie: Any) -> str:
+    """An RpcHttpCookie as the host's ASP.NET Core writes its Set-Cookie header (attribute names lower-case)."""
+    parts = [f"{cookie.name}={cookie.value}"]
+    if cookie.HasField("expires"):
+        when = cookie.expires.value.ToDatetime(tzinfo=dt.UTC)
+        parts.append("expires=" + when.strftime("%a, %d %b %Y %H:%M:%S GMT"))
+    if cookie.HasField("max_age"):
+        parts.append(f"max-age={int(cookie.max_age.value)}")
+    if cookie.HasField("domain") and cookie.domain.value:
+        parts.append(f"domain={cookie.domain.value}")
+    if cookie.HasField("path") and cookie.path.value:
+        parts.append(f"path={cookie.path.value}")
+    if cookie.HasField("secure") and cookie.secure.value:
+        parts.append("secure")
+    if cookie.same_site in _SAME_SITE:
+        parts.append(f"samesite={_SAME_SITE[cookie.same_site]}")
+    if cookie.HasField("http_only") and cookie.http_only.value:
+        parts.append("httponly")
+    return "; ".join(parts)

@@ -37,6 +37,17 @@ class WorkerError(RuntimeError):
     """The worker answered a request with a failure status: the message is the worker's own."""
 
 
+class InvocationFailed(Exception):  # noqa: N818 - the host's own word for it
+    """The worker reported the invocation as failed; the message is its RpcException text."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A successful invocation's output bindings by name (``$return`` included), as TypedData."""
+
+    values: Mapping[str, Any]
+
+
 def _protos_dir() -> Path:
     """Where `make install` put the generated FunctionRpc protos (azure-functions-runtime-v1's wheel)."""
     configured = os.environ.get(PROTOS_ENV)
@@ -193,16 +204,24 @@ class Worker:
             name=meta.name, function_id=meta.function_id, directory=meta.directory, script_file=meta.script_file,
             bindings=bindings)
 
-    async def invoke(self, function: FunctionMetadata, invocation_id: str, input_data: list[Any],
-                     trigger_metadata: Mapping[str, Any]) -> Any:
-        """One InvocationRequest; the InvocationResponse as it came off the wire (its status unchecked)."""
+    async def invoke(self, function: FunctionMetadata | str, inputs: tuple[list[Any], Mapping[str, Any]],
+                     invocation_id: str | None = None) -> Outcome:
+        """One InvocationRequest; its outputs, or InvocationFailed with the worker's message."""
+        meta = self.functions[function] if isinstance(function, str) else function
+        input_data, trigger_metadata = inputs
         request = self._roundtrip(self.protos.StreamingMessage(
             request_id=self._request_id,
             invocation_request=self.protos.InvocationRequest(
-                invocation_id=invocation_id, function_id=function.function_id, input_data=input_data,
-                trigger_metadata=dict(trigger_metadata))))
-        response = await library.invocation_request(WorkerRequest("FunctionInvocationRequest", request))
-        return self._answer(response, "invocation_response").invocation_response
+                invocation_id=invocation_id or str(uuid.uuid4()), function_id=meta.function_id,
+                input_data=input_data, trigger_metadata=dict(trigger_metadata))))
+        answer = await library.invocation_request(WorkerRequest("FunctionInvocationRequest", request))
+        response = self._answer(answer, "invocation_response").invocation_response
+        if response.result.status != self.protos.StatusResult.Success:
+            raise InvocationFailed(response.result.exception.message)
+        values = {binding.name: binding.data for binding in response.output_data}
+        if response.HasField("return_value"):
+            values["$return"] = response.return_value
+        return Outcome(values)
 
     def _roundtrip(self, message: Any) -> Any:
         return self.protos.StreamingMessage.FromString(message.SerializeToString())
@@ -213,7 +232,3 @@ class Worker:
     def _check(self, result: Any, what: str) -> None:
         if result.status != self.protos.StatusResult.Success:
             raise WorkerError(f"{what} failed in the worker: {result.exception.message}")
-
-    def succeeded(self, response: Any) -> bool:
-        """Whether an InvocationResponse reports success."""
-        return bool(response.result.status == self.protos.StatusResult.Success)

@@ -28,8 +28,8 @@ def function_app_module():
 
 
 @pytest.fixture(scope="session")
-def indexed(function_app_module):
-    """The app's functions, indexed once (the library allows get_functions() once per app)."""
-    from devstack.harness import index_functions
+async def worker(function_app_module):
+    """Azure's Python worker with function_app.py indexed, as the host starts it: every call goes through it."""
+    from devstack.harness import Worker
 
-    return {f.get_function_name(): f for f in index_functions(function_app_module.app)}
+    return await Worker.for_script(ROOT / "function_app.py")

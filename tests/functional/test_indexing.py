@@ -1,17 +1,92 @@
-"""The Functions host's indexing rules, applied to function_app.py without the host."""
+"""Azure's Python worker indexes function_app.py, in a fresh process as at the host's start-up, and tells the host
+exactly the functions, triggers, routes, auth levels and queues the docs promise.
+
+The worker refuses a whole app for one binding it cannot load ("0 functions found" in the portal), and nothing
+short of the worker itself shows that: these tests run it.
+"""
 
 import ast
-import inspect
+import json
+import os
 import re
-import typing
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
-import azure.functions as func
 import pytest
 
 pytestmark = pytest.mark.functional
 ROOT = Path(__file__).resolve().parents[2]
 QUEUE_NAME = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
+
+# The documented function table: name -> (trigger, route or queue or schedule, auth level, output queues).
+FUNCTIONS = {
+    "process_appointment": ("queueTrigger", "appointments", None,
+                            {"results": "join-urls", "outbox": "webhook-outbox", "sms": "sms-outbox",
+                             "sms_failed": "sms-failed"}),
+    "send_sms": ("queueTrigger", "sms-outbox", None, {"sms_failed": "sms-failed", "outbox": "webhook-outbox"}),
+    "deliver_webhook": ("queueTrigger", "webhook-outbox", None, {"dead_letter": "webhook-dead-letter"}),
+    "get_join_url": ("httpTrigger", "join-url", "FUNCTION", {}),
+    "get_appointment": ("httpTrigger", "appointments/{appointmentId}", "FUNCTION", {}),
+    "openapi": ("httpTrigger", "openapi.json", "ANONYMOUS", {}),
+    "get_my_join_url": ("httpTrigger", "me/join-url", "ANONYMOUS", {}),
+    "intake_calcom": ("httpTrigger", "intake/calcom", "FUNCTION", {"appointments": "appointments"}),
+    "intake_calendly": ("httpTrigger", "intake/calendly", "FUNCTION", {"appointments": "appointments"}),
+    "intake_standard_webhooks": ("httpTrigger", "intake/standard-webhooks", "FUNCTION",
+                                 {"appointments": "appointments"}),
+    "connect": ("httpTrigger", "auth/connect", "FUNCTION", {}),
+    "request_admin_consent": ("httpTrigger", "auth/admin-consent", "FUNCTION", {}),
+    "callback": ("httpTrigger", "auth/callback", "ANONYMOUS", {}),
+    "manage_organizers": ("httpTrigger", "manage/organizers", "FUNCTION", {}),
+    "keep_alive": ("timerTrigger", "0 0 */6 * * *", None, {}),
+    "queue_metrics": ("timerTrigger", "0 */5 * * * *", None, {}),
+}
+
+
+def sample_env() -> dict[str, str]:
+    values = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
+    values["DEV_USERS_FILE"] = str(ROOT / values["DEV_USERS_FILE"])
+    values.pop("TLS_CA_BUNDLE")
+    return {**os.environ, **values, "PYTHONPATH": str(ROOT)}
+
+
+def worker_metadata(script: Path) -> subprocess.CompletedProcess[str]:
+    """`python -m devstack.harness.metadata`: worker init + FunctionsMetadataRequest in a new process."""
+    return subprocess.run([sys.executable, "-m", "devstack.harness.metadata", str(script)], cwd=script.parent,
+                          env=sample_env(), capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.fixture(scope="module")
+def indexed() -> dict[str, dict[str, object]]:
+    done = worker_metadata(ROOT / "function_app.py")
+    assert done.returncode == 0, f"the worker refused function_app.py:\n{done.stderr}"
+    return {f["name"]: f for f in json.loads(done.stdout)}
+
+
+def _trigger(function: dict[str, object]) -> dict[str, object]:
+    return next(b for b in function["bindings"] if str(b["type"]).endswith("Trigger"))  # type: ignore[union-attr]
+
+
+def test_the_worker_indexes_every_function_with_its_documented_trigger_route_auth_and_queues(indexed):
+    assert set(indexed) == set(FUNCTIONS)
+    for name, (kind, where, auth, outputs) in FUNCTIONS.items():
+        trigger = _trigger(indexed[name])
+        assert trigger["type"] == kind, name
+        key = {"queueTrigger": "queueName", "httpTrigger": "route", "timerTrigger": "schedule"}[kind]
+        assert trigger[key] == where, name
+        assert trigger.get("authLevel") == auth, name
+        queues = {b["name"]: b["queueName"] for b in indexed[name]["bindings"]  # type: ignore[union-attr]
+                  if b["type"] == "queue" and b["direction"] == "OUT"}
+        assert queues == outputs, name
+
+
+def test_queue_names_are_valid_and_poison_names_fit(indexed):
+    for function in indexed.values():
+        for binding in function["bindings"]:  # type: ignore[union-attr]
+            queue = binding.get("queueName")
+            if queue:
+                assert QUEUE_NAME.match(queue) and len(queue + "-poison") <= 63, queue
 
 
 def test_exactly_one_function_app_at_module_top_level():
@@ -21,47 +96,16 @@ def test_exactly_one_function_app_at_module_top_level():
     assert len(apps) == 1
 
 
-def test_expected_functions_are_indexed(indexed):
-    assert {"process_appointment", "deliver_webhook", "get_join_url", "openapi"} <= set(indexed)
-
-
-def test_parameter_names_equal_binding_names_and_outputs_are_out(indexed):
-    for name, function in indexed.items():
-        user_function = function.get_user_function()
-        params = inspect.signature(user_function).parameters
-        hints = typing.get_type_hints(user_function)
-        bindings = {b.name: b for b in function.get_bindings() if b.name != "$return"}
-        assert set(params) == set(bindings), name
-        for binding in bindings.values():
-            if binding.direction == 1:  # OUT
-                assert typing.get_origin(hints[binding.name]) is func.Out, (name, binding.name)
-
-
-def test_queue_names_are_valid_and_poison_names_fit(indexed):
-    for function in indexed.values():
-        for binding in function.get_bindings():
-            queue = getattr(binding, "queue_name", None)
-            if queue:
-                assert QUEUE_NAME.match(queue) and len(queue + "-poison") <= 63, queue
-
-
-def test_process_appointment_is_async_and_outputs_on_the_contract_queues(indexed):
-    function = indexed["process_appointment"]
-    assert inspect.iscoroutinefunction(function.get_user_function())
-    queues = {b.name: getattr(b, "queue_name", None) for b in function.get_bindings()}
-    # No binding for appointments-rejected: the processor writes a rejection itself, before its webhook exists.
-    assert queues == {"msg": "appointments", "results": "join-urls", "outbox": "webhook-outbox", "sms": "sms-outbox",
-                      "sms_failed": "sms-failed"}
-
-
-def test_send_sms_reads_the_sms_outbox_and_records_failures(indexed):
-    queues = {b.name: getattr(b, "queue_name", None) for b in indexed["send_sms"].get_bindings()}
-    assert queues == {"msg": "sms-outbox", "sms_failed": "sms-failed", "outbox": "webhook-outbox"}
-
-
-def test_deliver_webhook_reads_the_outbox_and_dead_letters(indexed):
-    queues = {b.name: getattr(b, "queue_name", None) for b in indexed["deliver_webhook"].get_bindings()}
-    assert queues == {"msg": "webhook-outbox", "dead_letter": "webhook-dead-letter"}
+def test_the_worker_refuses_the_whole_app_for_one_pep585_output_annotation(tmp_path):
+    # The regression this file exists for: func.Out[list[str]] made the worker index none of the functions.
+    broken = tmp_path / "function_app.py"
+    source = (ROOT / "function_app.py").read_text()
+    assert "func.Out[typing.List[str]]" in source
+    broken.write_text(source.replace("func.Out[typing.List[str]]", "func.Out[list[str]]", 1))
+    shutil.copy(ROOT / "host.json", tmp_path / "host.json")
+    done = worker_metadata(broken)
+    assert done.returncode == 1
+    assert "invalid non-type annotation" in done.stderr and "Out[list[str]]" in done.stderr
 
 
 def test_graph_request_urls_are_not_logged_at_info(function_app_module):

@@ -21,22 +21,22 @@ from tests.functional.pages.test_connect_page import call, finish, get, start, t
 pytestmark = pytest.mark.functional
 
 
-async def test_an_organizer_of_another_allowed_tenant_connects_into_their_tenant(indexed, world):
+async def test_an_organizer_of_another_allowed_tenant_connects_into_their_tenant(worker, world):
     _, vault = world
-    _, state, cookie = await start(indexed, organizer="scheduler@fabrikam.test", tenant=OTHER_TENANT)
-    response = await finish(indexed, state, cookie, code="code-fabrikam")
+    _, state, cookie = await start(worker, organizer="scheduler@fabrikam.test", tenant=OTHER_TENANT)
+    response = await finish(worker, state, cookie, code="code-fabrikam")
     assert response.status_code == 200 and OTHER_TENANT in text(response)
     entry = vault.get(FABRIKAM_SCHEDULER["upn"])
     assert entry.tenant_id == OTHER_TENANT and entry.scopes == "VirtualAppointment.Read"
     assert vault.get(FABRIKAM_SCHEDULER["upn"], TENANT) is None
 
 
-async def test_a_tenant_off_the_allow_list_is_refused_at_the_callback_with_a_page_and_a_log_line(indexed, world,
+async def test_a_tenant_off_the_allow_list_is_refused_at_the_callback_with_a_page_and_a_log_line(worker, world,
                                                                                                  caplog):
     _, vault = world
-    _, state, cookie = await start(indexed)
+    _, state, cookie = await start(worker)
     with caplog.at_level(logging.WARNING, logger="shared.pages.connect"):
-        response = await finish(indexed, state, cookie, code="code-northwind")
+        response = await finish(worker, state, cookie, code="code-northwind")
     body = text(response)
     assert response.status_code == 403 and "not served by this app" in body and FOREIGN_TENANT in body
     assert list(vault.entries()) == []
@@ -44,24 +44,24 @@ async def test_a_tenant_off_the_allow_list_is_refused_at_the_callback_with_a_pag
     assert FOREIGN_TENANT in line.getMessage()
 
 
-async def test_connect_links_name_only_allowed_tenants(indexed, world):
-    refused = await call(indexed, "connect", get("auth/connect", {"tenant": FOREIGN_TENANT}))
+async def test_connect_links_name_only_allowed_tenants(worker, world):
+    refused = await call(worker, "connect", get("auth/connect", {"tenant": FOREIGN_TENANT}))
     assert refused.status_code == 400 and "is not on this app&#x27;s list" in text(refused)
-    not_a_tenant = await call(indexed, "connect", get("auth/connect", {"tenant": "contoso"}))
+    not_a_tenant = await call(worker, "connect", get("auth/connect", {"tenant": "contoso"}))
     assert not_a_tenant.status_code == 400
 
 
-async def test_signing_in_to_another_tenant_than_the_link_names_stores_nothing(indexed, world):
+async def test_signing_in_to_another_tenant_than_the_link_names_stores_nothing(worker, world):
     _, vault = world
-    _, state, cookie = await start(indexed, tenant=OTHER_TENANT)
-    response = await finish(indexed, state, cookie, code="code-scheduler")
+    _, state, cookie = await start(worker, tenant=OTHER_TENANT)
+    response = await finish(worker, state, cookie, code="code-scheduler")
     assert response.status_code == 400 and "another organization" in text(response)
     assert list(vault.entries()) == []
 
 
-async def test_admin_consent_link_goes_to_the_tenants_adminconsent_and_comes_back(indexed, world, function_app_module):
+async def test_admin_consent_link_goes_to_the_tenants_adminconsent_and_comes_back(worker, world, function_app_module):
     settings = function_app_module.services.settings
-    response = await call(indexed, "request_admin_consent", get("auth/admin-consent", {"tenant": OTHER_TENANT}))
+    response = await call(worker, "request_admin_consent", get("auth/admin-consent", {"tenant": OTHER_TENANT}))
     assert response.status_code == 302
     location = urlsplit(response.headers["Location"])
     assert location.path == f"/{OTHER_TENANT}/v2.0/adminconsent"
@@ -70,34 +70,34 @@ async def test_admin_consent_link_goes_to_the_tenants_adminconsent_and_comes_bac
     assert "VirtualAppointment.Read" in query["scope"] and "offline_access" in query["scope"]
     cookie = response.headers["Set-Cookie"].split(";")[0]
     # Entra's answer, as the callback gets it
-    granted = await call(indexed, "callback", get("auth/callback", {
+    granted = await call(worker, "callback", get("auth/callback", {
         "admin_consent": "True", "tenant": OTHER_TENANT, "state": query["state"]}, {"Cookie": cookie}))
     assert granted.status_code == 200 and "Admin consent granted" in text(granted)
-    replayed = await call(indexed, "callback", get("auth/callback", {
+    replayed = await call(worker, "callback", get("auth/callback", {
         "admin_consent": "True", "tenant": OTHER_TENANT, "state": query["state"]}, {"Cookie": cookie}))
     assert replayed.status_code == 400
 
 
-async def test_admin_consent_declined_or_for_another_tenant_says_so(indexed, world):
+async def test_admin_consent_declined_or_for_another_tenant_says_so(worker, world):
     for answer in ({"error": "access_denied", "error_description": "AADSTS65004: User declined to consent."},
                    {"admin_consent": "True", "tenant": TENANT}):
-        response = await call(indexed, "request_admin_consent", get("auth/admin-consent", {"tenant": OTHER_TENANT}))
+        response = await call(worker, "request_admin_consent", get("auth/admin-consent", {"tenant": OTHER_TENANT}))
         state = dict(parse_qsl(urlsplit(response.headers["Location"]).query))["state"]
         cookie = response.headers["Set-Cookie"].split(";")[0]
-        page = await call(indexed, "callback", get("auth/callback", {**answer, "state": state}, {"Cookie": cookie}))
+        page = await call(worker, "callback", get("auth/callback", {**answer, "state": state}, {"Cookie": cookie}))
         assert page.status_code == 400 and "not granted" in text(page)
-    no_tenant = await call(indexed, "request_admin_consent", get("auth/admin-consent"))
+    no_tenant = await call(worker, "request_admin_consent", get("auth/admin-consent"))
     assert no_tenant.status_code == 400
 
 
 # --- the operator page ---------------------------------------------------------------------------------------------
 
-async def test_operator_page_lists_each_organizer_with_tenant_status_and_links(indexed, world):
+async def test_operator_page_lists_each_organizer_with_tenant_status_and_links(worker, world):
     idp, vault = world
     vault.save(connected_entry(idp))
     vault.save(connected_entry(idp, user=FABRIKAM_SCHEDULER, status=ConnectionStatus.NEEDS_RECONNECT,
                                consecutive_failures=2, last_error="invalid_grant (AADSTS70008): expired"))
-    response = await call(indexed, "manage_organizers", get("manage/organizers", {"code": "k"}))
+    response = await call(worker, "manage_organizers", get("manage/organizers", {"code": "k"}))
     body = text(response)
     assert response.status_code == 200 and response.mimetype == "text/html"
     for needle in ("Scheduling service account", "scheduler@fabrikam.test", TENANT, OTHER_TENANT, "needs reconnect",
@@ -106,12 +106,12 @@ async def test_operator_page_lists_each_organizer_with_tenant_status_and_links(i
     reconnects = re.findall(r'href="([^"]*)">Reconnect<', body)
     assert len(reconnects) == 1 and f"tenant={OTHER_TENANT}" in reconnects[0] and "code=k" in reconnects[0]
     assert f"/api/auth/admin-consent?tenant={OTHER_TENANT}" in body and 'id="connect"' in body
-    only_fabrikam = text(await call(indexed, "manage_organizers", get("manage/organizers", {"tenant": OTHER_TENANT})))
+    only_fabrikam = text(await call(worker, "manage_organizers", get("manage/organizers", {"tenant": OTHER_TENANT})))
     assert "scheduler@fabrikam.test" in only_fabrikam and "Scheduling service account" not in only_fabrikam
 
 
-async def test_pages_are_styled_by_a_hashed_stylesheet_only_and_read_on_a_phone(indexed, world):
-    response = await call(indexed, "manage_organizers", get("manage/organizers"))
+async def test_pages_are_styled_by_a_hashed_stylesheet_only_and_read_on_a_phone(worker, world):
+    response = await call(worker, "manage_organizers", get("manage/organizers"))
     policy = response.headers["Content-Security-Policy"]
     digest = base64.b64encode(hashlib.sha256(STYLESHEET.encode()).digest()).decode()
     assert policy.startswith("default-src 'none'") and f"style-src 'sha256-{digest}'" in policy
@@ -119,25 +119,24 @@ async def test_pages_are_styled_by_a_hashed_stylesheet_only_and_read_on_a_phone(
     body = text(response)
     assert f"<style>{STYLESHEET}</style>" in body and 'name="viewport"' in body and "@media (max-width:40rem)" in body
     assert "<script" not in body
-    _, state, cookie = await start(indexed)
-    connected = await finish(indexed, state, cookie)
+    _, state, cookie = await start(worker)
+    connected = await finish(worker, state, cookie)
     assert connected.headers["Content-Security-Policy"] == policy and f"<style>{STYLESHEET}</style>" in text(connected)
 
 
-async def test_names_on_the_operator_page_are_escaped(indexed, world):
+async def test_names_on_the_operator_page_are_escaped(worker, world):
     idp, vault = world
     vault.save(connected_entry(idp, user={**SCHEDULER, "name": "<script>alert(1)</script>"}))
-    body = text(await call(indexed, "manage_organizers", get("manage/organizers")))
+    body = text(await call(worker, "manage_organizers", get("manage/organizers")))
     assert "&lt;script&gt;" in body and "<script>" not in body
 
 
-def test_no_route_begins_with_admin_which_the_host_keeps_for_itself(indexed):
-    routes = {name: getattr(next(b for b in fn.get_bindings() if b.type.endswith("Trigger")), "route", None)
-              for name, fn in indexed.items()}
+def test_no_route_begins_with_admin_which_the_host_keeps_for_itself(worker):
+    routes = {name: fn.trigger.get("route") for name, fn in worker.functions.items()}
     http_routes = {name: route for name, route in routes.items() if route}
     assert http_routes["manage_organizers"] == "manage/organizers"
     assert not [r for r in http_routes.values() if r.lower().startswith("admin")]
-    assert not [name for name in indexed if name.lower().startswith("admin")]
+    assert not [name for name in worker.functions if name.lower().startswith("admin")]
 
 
 # --- bearer tokens of allowed and other tenants ---------------------------------------------------------------------
@@ -150,9 +149,9 @@ def tenant_token(settings, tenant, **overrides):
     return jwt.encode(claims, KEY, algorithm="RS256", headers={"kid": "k1"})
 
 
-async def test_bearer_tokens_of_allowed_tenants_are_checked_against_their_own_issuer(indexed, bearer_world):
+async def test_bearer_tokens_of_allowed_tenants_are_checked_against_their_own_issuer(worker, bearer_world):
     def lookup(token):
-        return call(indexed, "get_my_join_url", get("me/join-url", {"meetingId": "m1"},
+        return call(worker, "get_my_join_url", get("me/join-url", {"meetingId": "m1"},
                                                     {"Authorization": f"Bearer {token}"}))
 
     # Another allowed tenant, its own issuer: the caller is identified in that tenant.
