@@ -38,8 +38,11 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 instrumented = telemetry.instrumented(os.environ)
 
 
+# dataType binary: the host hands the worker the message's bytes. Without it, it decodes them as UTF-8 and
+# replaces what is not UTF-8 with U+FFFD, so a producer's broken bytes would pass as text nobody sent.
 @app.function_name("process_appointment")
-@app.queue_trigger(arg_name="msg", queue_name=queues.APPOINTMENTS, connection=queues.STORAGE_CONNECTION)
+@app.queue_trigger(arg_name="msg", queue_name=queues.APPOINTMENTS, connection=queues.STORAGE_CONNECTION,
+                   data_type=func.DataType.BINARY)
 @app.queue_output(arg_name="results", queue_name=queues.JOIN_URLS, connection=queues.STORAGE_CONNECTION)
 @app.queue_output(arg_name="outbox", queue_name=queues.WEBHOOK_OUTBOX, connection=queues.STORAGE_CONNECTION)
 @app.queue_output(arg_name="sms", queue_name=queues.SMS_OUTBOX, connection=queues.STORAGE_CONNECTION)

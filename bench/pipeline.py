@@ -64,16 +64,13 @@ def events(n: int, prefix: str | None = None) -> list[str]:
 
 
 class Worker:
-    """The function app as the worker holds it: imported once, its queue function called per message."""
+    """The function app in Azure's Python worker: indexed once, its queue function invoked per message."""
 
     def __init__(self) -> None:
         import function_app
-        from devstack.harness import LocalOut, index_functions
 
         self.module = function_app
-        functions = {f.get_function_name(): f.get_user_function() for f in index_functions(function_app.app)}
-        self._function = functions["process_appointment"]
-        self._out = LocalOut
+        self._worker: Any = None
 
     def fresh_services(self, *, in_memory_idempotency: bool = False) -> Any:
         """New worker services (empty token cache, new clients), as after a worker restart."""
@@ -94,13 +91,14 @@ class Worker:
         return services
 
     async def invoke(self, text: str) -> bool:
-        """One queue-triggered invocation, outputs collected as the host would."""
-        from azure.functions.queue import QueueMessage
+        """One queue-triggered invocation through the worker, its outputs collected as the host would."""
+        from devstack.harness import Worker as RuntimeWorker
+        from devstack.harness import call_queue
 
-        results, outbox, sms, sms_failed = (self._out() for _ in range(4))
-        await self._function(msg=QueueMessage(body=text.encode(), dequeue_count=1), results=results,
-                             outbox=outbox, sms=sms, sms_failed=sms_failed)
-        return results.get() is not None
+        if self._worker is None:
+            self._worker = await RuntimeWorker.for_script(self.module.__file__)
+        called = await call_queue(self._worker, "process_appointment", text)
+        return bool(called.queues.get("results"))
 
 
 async def raw_httpx(endpoints: dict[str, Any], token: str, n: int, concurrency: int,

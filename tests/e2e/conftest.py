@@ -63,12 +63,12 @@ def host_json(**overrides: Any) -> dict[str, Any]:
 class ContractCheckingHost(LocalHost):
     """The harness, checking every record the app writes to a queue against its published schema first."""
 
-    async def _write_queue_output(self, fn: Any, binding: Any, value: Any) -> None:
-        queue = binding.queue_name
-        if value is not None and queue in QUEUE_SCHEMAS:
-            for item in value if isinstance(value, (list, tuple)) else [value]:
-                assert_message_valid(queue, item if isinstance(item, str) else bytes(item).decode())
-        await super()._write_queue_output(fn, binding, value)
+    async def _write_queue_output(self, fn: Any, binding: dict[str, Any], bodies: list[bytes]) -> None:
+        queue = binding["queueName"]
+        if queue in QUEUE_SCHEMAS:
+            for body in bodies:
+                assert_message_valid(queue, body.decode())
+        await super()._write_queue_output(fn, binding, bodies)
 
 
 @pytest.fixture

@@ -81,6 +81,11 @@ def test_the_worker_indexes_every_function_with_its_documented_trigger_route_aut
         assert queues == outputs, name
 
 
+def test_appointment_events_reach_the_app_as_the_bytes_the_producer_sent(indexed):
+    # Without dataType binary the host decodes the message as UTF-8 with U+FFFD for what is not UTF-8.
+    assert _trigger(indexed["process_appointment"])["dataType"].lower() == "binary"
+
+
 def test_queue_names_are_valid_and_poison_names_fit(indexed):
     for function in indexed.values():
         for binding in function["bindings"]:  # type: ignore[union-attr]
