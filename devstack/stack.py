@@ -59,6 +59,24 @@ def start_stack(state_dir: Path | str, ports: str = "fixed") -> dict[str, Any]:
     return _start(Path(state_dir), ports)[0]
 
 
+def provision(endpoints: dict[str, Any]) -> None:
+    """What `azd provision` makes before the app runs, made here too: the queues of infra/main.bicep.
+
+    Its queueNames are shared.queues.ALL_QUEUES (tests/infra checks that). Producers (the demo, the examples,
+    Event Grid) only send to `appointments`, as in Azure, where their role cannot create a queue. The app itself
+    creates whatever it writes on first use, so a test may also start from an empty account.
+    """
+    from azure.core.exceptions import ResourceExistsError
+    from azure.storage.queue import QueueServiceClient
+
+    from shared.queues import ALL_QUEUES
+
+    with QueueServiceClient.from_connection_string(endpoints["azurite"]["connection_string"]) as service:
+        for name in ALL_QUEUES:
+            with contextlib.suppress(ResourceExistsError):
+                service.create_queue(name)
+
+
 def stop_stack(state_dir: Path | str) -> None:
     """Terminate the recorded processes (whole process groups) and forget them; idempotent."""
     state = Path(state_dir).resolve()
@@ -150,6 +168,7 @@ def _start(state_dir: Path, ports: str) -> tuple[dict[str, Any], bool]:
                                            REPO_ROOT)
                 endpoints["pids"] = pids
                 _wait_ready(endpoints, state)
+                provision(endpoints)
             except BaseException:
                 _terminate(pids)
                 if attempt == attempts:

@@ -172,7 +172,8 @@ class QueueTriggers(Invocations):
         self.stats[fn.name]["poisoned"] += 1
         log.warning("%s: message %s moved to %s", fn.name, message.id, poison)
 
-    def _trigger_value(self, fn: HostFunction, message: ReceivedMessage, body: bytes) -> tuple[list[Any], dict[str, Any]]:
+    def _trigger_value(self, fn: HostFunction, message: ReceivedMessage,
+                       body: bytes) -> tuple[list[Any], dict[str, Any]]:
         return queue_invocation(self.worker.protos, fn.name, fn.trigger, QueueTriggerMessage(
             id=message.id, body=body, dequeue_count=message.dequeue_count, pop_receipt=message.pop_receipt,
             inserted_on=message.inserted_on, expires_on=message.expires_on, next_visible_on=message.next_visible_on))

@@ -10,7 +10,6 @@ import time
 import uuid
 from typing import Any
 
-
 from devstack.harness.index import HostFunction, resolve_settings
 from devstack.harness.invocation import Invocations
 from devstack.harness.queue_rest import StorageAccount

@@ -37,7 +37,7 @@ class WorkerError(RuntimeError):
     """The worker answered a request with a failure status: the message is the worker's own."""
 
 
-class InvocationFailed(Exception):  # noqa: N818 - the host's own word for it
+class InvocationFailed(Exception):
     """The worker reported the invocation as failed; the message is its RpcException text."""
 
 

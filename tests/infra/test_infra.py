@@ -36,6 +36,8 @@ REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
 MAIN_BICEP = INFRA / "main.bicep"
 FUNCTION_APP_BICEP = INFRA / "app" / "function-app.bicep"
+# One Python everywhere: the Makefile's, so the local stack, CI and Azure run the same Python and worker.
+DEPLOYED_PYTHON = re.search(r"^PYTHON_VERSION := (\S+)$", (INFRA.parent / "Makefile").read_text(), re.M).group(1)
 WORKFLOW = REPO / ".github" / "workflows" / "ci-cd.yml"
 # The app registration through the Microsoft Graph Bicep extension: pycep-parser (and checkov, which parses Bicep
 # with it) cannot read its `extension` keyword nor its lambdas, so it lives apart and is checked as text below.
@@ -439,7 +441,7 @@ def test_function_app_is_flex_consumption_and_locked_down() -> None:
     assert props["siteConfig"]["ftpsState"] == "Disabled"
     flex = props["functionAppConfig"]
     assert flex["runtime"] == {"name": "python", "version": "pythonVersion"}
-    assert parse_bicep(FUNCTION_APP_BICEP)["parameters"]["pythonVersion"]["default"] == "3.11"
+    assert parse_bicep(FUNCTION_APP_BICEP)["parameters"]["pythonVersion"]["default"] == DEPLOYED_PYTHON
     assert flex["deployment"]["storage"]["authentication"]["type"] == "UserAssignedIdentity"
     assert set(flex["scaleAndConcurrency"]) == {"instanceMemoryMB", "maximumInstanceCount"}
     assert site["identity"]["type"] == "UserAssigned"
@@ -527,7 +529,7 @@ def test_workflow_structure() -> None:
     test_steps = workflow["jobs"]["test"]["steps"]
     assert any(step.get("run") == "make test" for step in test_steps)
     versions = {step["uses"].split("@")[0]: step.get("with", {}) for step in test_steps if "uses" in step}
-    assert versions["actions/setup-python"]["python-version"] == "3.11"
+    assert versions["actions/setup-python"]["python-version"] == DEPLOYED_PYTHON
     assert versions["actions/setup-node"]["node-version"] == "20"
     deploy = workflow["jobs"]["deploy"]
     assert deploy["needs"] == "test"
@@ -667,3 +669,18 @@ def test_event_grid_front_door() -> None:
     assert "DeadLetteredCount" in text and "DeliveryAttemptFailCount" in text
     main = parse_bicep(MAIN_BICEP)
     assert main["parameters"]["eventGridTopic"]["default"] is False
+
+
+def test_one_python_and_one_worker_everywhere():
+    # Azure runs the worker version requirements.txt pins (runtime versioning, Python 3.13+); the local stack
+    # must drive that same version, on the Python that Bicep deploys and CI tests.
+    import importlib.metadata
+    import sys
+
+    pinned = re.search(r"^azure-functions-runtime==(\S+)$", (INFRA.parent / "requirements.txt").read_text(), re.M)
+    assert pinned, "requirements.txt must pin azure-functions-runtime"
+    assert importlib.metadata.version("azure-functions-runtime") == pinned.group(1)
+    assert f"{sys.version_info.major}.{sys.version_info.minor}" == DEPLOYED_PYTHON
+    assert tuple(map(int, DEPLOYED_PYTHON.split("."))) >= (3, 13), "runtime versioning needs 3.13+"
+    pyproject = (INFRA.parent / "pyproject.toml").read_text()
+    assert f'requires-python = ">={DEPLOYED_PYTHON},' in pyproject
