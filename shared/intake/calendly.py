@@ -26,6 +26,7 @@ from shared.intake.events import (
     client,
     stable_event_id,
     teams_join_url,
+    teams_link_in,
     text_field,
 )
 from shared.intake.organizers import OrganizerMap
@@ -35,12 +36,13 @@ SOURCE = "calendly"
 
 def translate(doc: Any, organizers: OrganizerMap) -> IntakeEvent | Ignored:
     """One Calendly webhook body (parsed JSON) → the event for `appointments`, or Ignored."""
-    if not isinstance(doc, dict) or not isinstance(doc.get("payload"), dict):
-        raise InvalidEventError("a Calendly webhook body has 'event' and a 'payload' object",
-                                reason="invalid_payload")
-    trigger = doc.get("event")
+    trigger = doc.get("event") if isinstance(doc, dict) else None
+    if not isinstance(trigger, str):
+        raise InvalidEventError("a Calendly webhook body is an object with an 'event'", reason="invalid_payload")
     if trigger not in ("invitee.created", "invitee.canceled"):
-        return Ignored(f"Calendly event {str(trigger)[:64]!r} needs no appointment event")
+        return Ignored(f"Calendly event {trigger[:64]!r} needs no appointment event")
+    if not isinstance(doc.get("payload"), dict):
+        raise InvalidEventError(f"a Calendly {trigger} body has a 'payload' object", reason="invalid_payload")
     invitee: dict[str, Any] = doc["payload"]
     uri = text_field(invitee, "uri", 512)
     scheduled = invitee.get("scheduled_event")
@@ -69,10 +71,17 @@ def translate(doc: Any, organizers: OrganizerMap) -> IntakeEvent | Ignored:
         start=scheduled.get("start_time"),
         end=scheduled.get("end_time"),
         subject=scheduled.get("name"),
-        join_web_url=teams_join_url(location.get("join_url")),
+        join_web_url=location_join_url(location),
         clients=[person] if person else [],
         occurred_at=doc.get("created_at"),
     )
     if event_type == RESCHEDULED and old_invitee:
         return replace(event, link=(f"{SOURCE}:{uri}", f"{SOURCE}:{old_invitee}"))
     return event
+
+
+def location_join_url(location: dict[str, Any]) -> str | None:
+    """The Teams join link in any field of a Calendly location: `join_url` (conferencing integrations),
+    `location` (custom, physical, ask_invitee, phone: free text) or `additional_info` (inbound_call)."""
+    return (teams_join_url(location.get("join_url")) or teams_link_in(location.get("location"))
+            or teams_link_in(location.get("additional_info")))

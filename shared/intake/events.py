@@ -102,6 +102,13 @@ def teams_join_url(value: Any) -> str | None:
     return value.strip() if parts.scheme == "https" and teams and "/meetup-join/" in parts.path else None
 
 
+def teams_link_in(text: Any) -> str | None:
+    """The first https Teams meeting join link in free text (a custom location: "Join: <link>"), else None."""
+    if not isinstance(text, str) or len(text) > 4 * MAX_URL:
+        return None
+    return next((link for link in map(teams_join_url, text.split()) if link), None)
+
+
 def client(name: Any, email: Any = None, time_zone: Any = None, phone: Any = None) -> dict[str, str] | None:
     """One contract `clients` entry from a scheduler's attendee; None when it has no usable name."""
     display = name.strip()[:MAX_SUBJECT] if isinstance(name, str) else ""

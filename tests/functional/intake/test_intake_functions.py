@@ -101,6 +101,20 @@ async def test_calcom_other_trigger_is_200_with_nothing_enqueued(indexed, settin
     assert_valid("intake-accepted.json", json.loads(response.get_body()))
 
 
+@pytest.mark.parametrize("doc", [vendor.calcom_scheduled("MEETING_ENDED"), vendor.calcom_request_reschedule()])
+async def test_calcom_flat_scheduled_trigger_and_request_reschedule_are_200_ignored(indexed, settings, doc):
+    # Cal.com's scheduleTrigger sends MEETING_ENDED as the flat booking row (no payload); its requestReschedule
+    # handler sends a BOOKING_CANCELLED marked requestReschedule. Both signed as Cal.com signs: 200, nothing queued.
+    body = vendor.body(doc)
+    response, out = await intake_calcom(indexed, body, vendor.calcom_headers(settings.calcom_webhook_secret, body))
+    assert response.status_code == 200 and out.value is None
+    assert_valid("intake-accepted.json", json.loads(response.get_body()))
+    assert_valid("calcom-webhook.json", doc)
+    # A forged one is still 401 whatever its trigger
+    response, out = await intake_calcom(indexed, body, vendor.calcom_headers("not-the-secret", body))
+    assert response.status_code == 401 and out.value is None
+
+
 async def test_calendly_signed_fresh_and_stale(indexed, settings):
     key = settings.calendly_webhook_signing_key
     body = vendor.body(vendor.calendly())
