@@ -50,3 +50,19 @@ async def test_send_sms_records_a_failed_text_and_tells_the_scheduler(indexed, f
     await indexed["send_sms"].get_user_function()(msg=message, sms_failed=failed, outbox=outbox)
     assert json.loads(failed.get())["reason"] == "forbidden"
     assert json.loads(outbox.get())["type"] == "appointment.joinurl.sms_failed"
+
+
+async def test_the_appointment_twin_takes_any_id_in_the_query(indexed, function_app_module, monkeypatch):
+    # A Calendly-derived id is an invitee URI: its slashes cannot travel in a path segment through Azure's host
+    calendly_id = "calendly:https://api.calendly.com/scheduled_events/GBGB/invitees/AAAA"
+    store = InMemoryAppointmentStore()
+    await store.insert(AppointmentRecord(calendly_id, ORG, status="scheduled", online_meeting_id="m1",
+                                         join_url="https://visit/x"))
+    monkeypatch.setitem(function_app_module.services.__dict__, "appointments", store)
+    handler = indexed["get_appointment"].get_user_function()
+    by_query = func.HttpRequest("GET", "http://localhost/api/appointments", body=b"",
+                                params={"appointmentId": calendly_id})
+    found = await handler(req=by_query)
+    assert found.status_code == 200 and json.loads(found.get_body())["appointmentId"] == calendly_id
+    neither = await handler(req=func.HttpRequest("GET", "http://localhost/api/appointments", body=b""))
+    assert neither.status_code == 400 and json.loads(neither.get_body())["reason"] == "invalid_request"
