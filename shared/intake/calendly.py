@@ -4,8 +4,9 @@ A Calendly reschedule is two deliveries: `invitee.canceled` with `rescheduled: t
 `invitee.created` whose `old_invitee` names the invitee it replaces, which becomes one
 `appointment.rescheduled` of the appointment keyed by that old invitee. Calendly keeps no id across
 reschedules, so a second reschedule (or a cancel after one) names the invitee of the previous booking: the
-event carries the link (new invitee → old), which the intake records and follows back to the first booking
-(shared/storage/aliases.py), so the whole chain is one appointment with one meeting.
+event carries the link (new invitee → old; the cancel half names it too, as `new_invitee`), which the intake
+records and follows back to the first booking (shared/storage/aliases.py), so the whole chain is one
+appointment with one meeting, whatever order its deliveries arrive in (shared/intake/chains.py).
 """
 
 from __future__ import annotations
@@ -52,8 +53,10 @@ def translate(doc: Any, organizers: OrganizerMap) -> IntakeEvent | Ignored:
     old_invitee = text_field(invitee, "old_invitee", 512)
     if trigger == "invitee.canceled":
         if invitee.get("rescheduled") is True:
+            new_invitee = text_field(invitee, "new_invitee", 512)
             return Ignored("the cancel half of a reschedule: the invitee.created that follows carries the change",
-                           event_id=event_id, appointment_id=f"{SOURCE}:{uri}")
+                           event_id=event_id, appointment_id=f"{SOURCE}:{uri}",
+                           link=(f"{SOURCE}:{new_invitee}", f"{SOURCE}:{uri}") if new_invitee else None)
         event_type = CANCELLED
     else:
         event_type = RESCHEDULED if old_invitee else CREATED

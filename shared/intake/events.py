@@ -65,6 +65,7 @@ class Ignored:
     reason: str
     event_id: str | None = None
     appointment_id: str | None = None
+    link: tuple[str, str] | None = None  # as IntakeEvent.link: the cancel half of a reschedule names it too
 
 
 def stable_event_id(source: str, *parts: str) -> str:

@@ -154,6 +154,33 @@ async def test_calendly_rebookings_all_name_the_first_booking(indexed, settings,
     assert sorted(aliases.links.values()) == [first, first.replace("AAAA", "BBBB")]
 
 
+async def test_a_cut_calendly_chain_is_folded_when_its_missing_link_arrives(indexed, settings, aliases):
+    # GIVEN the second reschedule's invitee.created (C, old_invitee B) delivered before anything of the first
+    # (Calendly retries a failed delivery for up to 24 hours): it is keyed by B, as an appointment of its own
+    key = settings.calendly_webhook_signing_key
+    answers = []
+    for doc in (vendor.calendly(invitee="CCCC", old_invitee="BBBB", start_time="2026-12-03T11:00:00Z",
+                                end_time="2026-12-03T11:30:00Z"),
+                vendor.calendly(invitee="BBBB", old_invitee="AAAA", start_time="2026-12-02T10:00:00Z",
+                                end_time="2026-12-02T10:30:00Z")):
+        body = vendor.body(doc)
+        response, out = await call(indexed, "intake/calendly", body, vendor.calendly_headers(key, body))
+        assert response.status_code == 202
+        answers.append(out.value)
+    cut = json.loads(answers[0])
+    assert cut["appointmentId"].endswith("/invitees/BBBB")
+    # WHEN the first reschedule's invitee.created (B, old_invitee A) comes in
+    # THEN two messages, one each: the latest booking's times applied to the first booking's appointment, and
+    # the cut part's appointment cancelled
+    assert isinstance(answers[1], list) and len(answers[1]) == 2
+    for message in answers[1]:
+        assert_message_valid("appointments", message)
+    moved, gone = (json.loads(m) for m in answers[1])
+    assert moved["appointmentId"].endswith("/invitees/AAAA") and moved["type"] == "appointment.rescheduled"
+    assert moved["startDateTime"] == "2026-12-03T11:00:00Z" and "clients" not in moved
+    assert gone == {**gone, "type": "appointment.cancelled", "appointmentId": cut["appointmentId"]}
+
+
 async def test_calendly_alias_store_down_is_503_and_enqueues_nothing(indexed, settings, aliases, monkeypatch):
     async def down(alias, target):
         raise TableStoreUnavailableError("table PUT failed: ConnectionError")
