@@ -12,8 +12,10 @@ booking), and the cut part's own appointment is cancelled (its meeting deleted i
 the scheduler supplied is never touched, and the first booking's appointment moves to it). The delivery that
 brought the link is older than that note, so it adds nothing of its own.
 
-Notes carry no clients (no personal data at rest beyond what appointment records hold), so a folded event
-sends no SMS. A note is replaced only by an event at least as recent (`occurredAt`, Calendly's `created_at`).
+A retry of an older change that arrives after a later change of its chain was enqueued is answered 200
+`ignored` (applying it could only be refused as stale). Notes carry no clients (no personal data at rest
+beyond what appointment records hold), so a folded event sends no SMS. A note is replaced only by an event
+at least as recent (`occurredAt`, Calendly's `created_at`).
 """
 
 from __future__ import annotations
@@ -25,16 +27,23 @@ from shared.intake.events import CANCELLED, CREATED, Ignored, IntakeEvent, build
 from shared.storage.aliases import AliasStore, resolve
 
 
-async def through_chain(translated: IntakeEvent | Ignored, aliases: AliasStore) -> list[IntakeEvent]:
-    """The events a delivery puts on the queue, each keyed by the first booking of its chain (may be none)."""
+async def through_chain(translated: IntakeEvent | Ignored, aliases: AliasStore) -> list[IntakeEvent] | Ignored:
+    """The events a delivery puts on the queue, each keyed by the first booking of its chain, or Ignored."""
     folded = await _record_link(translated.link, aliases) if translated.link is not None else []
-    if isinstance(translated, Ignored) or folded:
+    if folded:
         return folded
+    if isinstance(translated, Ignored):
+        return translated
     first = await resolve(aliases, translated.appointment_id)
     event = translated if first == translated.appointment_id else translated.keyed_by(first)
     # A create that replaces nothing is a chain's own first booking: nothing is ever folded into its key's note.
-    if not (event.type == CREATED and translated.link is None):
-        await _note(aliases, first, event)
+    if event.type == CREATED and translated.link is None:
+        return [event]
+    if not await _note(aliases, first, event):
+        # A retry of an older change, arriving after a later one of the chain was enqueued: applying it could
+        # only be refused as stale (and tell the scheduler of a failure where there is none).
+        return Ignored("a later change of this booking chain is already enqueued (a late retry)",
+                       event_id=event.event_id, appointment_id=first)
     return [event]
 
 
@@ -57,8 +66,8 @@ async def _record_link(link: tuple[str, str], aliases: AliasStore) -> list[Intak
     return [moved, cut]
 
 
-async def _note(aliases: AliasStore, key: str, event: IntakeEvent) -> None:
-    """Keep `event` as the latest keyed by `key`, unless the note already holds a later one."""
+async def _note(aliases: AliasStore, key: str, event: IntakeEvent) -> bool:
+    """Keep `event` as the latest keyed by `key`; False (nothing kept) when the note holds a later one."""
     current = await aliases.get_note(key)
     if current is not None:
         kept = parse_timestamp_or_none(json.loads(current).get("occurredAt"))
@@ -66,6 +75,7 @@ async def _note(aliases: AliasStore, key: str, event: IntakeEvent) -> None:
         comparable = kept is not None and arriving is not None and None not in (kept.utcoffset(),
                                                                                 arriving.utcoffset())
         if comparable and arriving < kept:  # type: ignore[operator]
-            return
+            return False
     await aliases.put_note(key, json.dumps({k: v for k, v in event.event.items() if k != "clients"},
                                            separators=(",", ":"), ensure_ascii=False))
+    return True

@@ -94,8 +94,8 @@ async def _receive(source: str, req: func.HttpRequest, out: func.Out[Any], verif
         # Off the event loop: mapping the organizer may read the token vault.
         translated = await asyncio.to_thread(translate, doc)
         # Calendly: keyed by the first booking of the chain, links recorded before the 2xx (intake/chains).
-        events = (await through_chain(translated, aliases) if aliases is not None
-                  else [translated] if isinstance(translated, IntakeEvent) else [])
+        chained = await through_chain(translated, aliases) if aliases is not None else translated
+        events = [chained] if isinstance(chained, IntakeEvent) else [] if isinstance(chained, Ignored) else chained
     except TransientError as exc:
         log.warning("intake %s: %s", source, exc.reason, extra={"source": source, "reason": exc.reason})
         return problem_for(exc)
@@ -105,7 +105,7 @@ async def _receive(source: str, req: func.HttpRequest, out: func.Out[Any], verif
                     else "organizer not mapped", extra={"source": source, "reason": exc.reason})
         return problem(exc.http_status, exc.reason, exc.detail)
     if not events:
-        ignored = translated if isinstance(translated, Ignored) else Ignored("nothing to enqueue")
+        ignored = chained if isinstance(chained, Ignored) else Ignored("nothing to enqueue")
         log.info("intake %s: nothing to enqueue: %s", source, ignored.reason,
                  extra={"source": source, "outcome": "ignored", "event_id": ignored.event_id})
         return _json(200, {"eventId": ignored.event_id, "appointmentId": ignored.appointment_id,
