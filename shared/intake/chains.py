@@ -36,12 +36,12 @@ async def through_chain(translated: IntakeEvent | Ignored, aliases: AliasStore) 
         return translated
     first = await resolve(aliases, translated.appointment_id)
     event = translated if first == translated.appointment_id else translated.keyed_by(first)
-    # A create that replaces nothing is a chain's own first booking: nothing is ever folded into its key's note.
-    if event.type == CREATED and translated.link is None:
-        return [event]
-    if not await _note(aliases, first, event):
+    # A create that replaces nothing is a chain's own first booking: nothing is ever folded into its key's note,
+    # so it keeps none (but a late one is still told apart from the chain's later changes).
+    first_booking = event.type == CREATED and translated.link is None
+    if not await _note(aliases, first, event, keep=not first_booking):
         # A retry of an older change, arriving after a later one of the chain was enqueued: applying it could
-        # only be refused as stale (and tell the scheduler of a failure where there is none).
+        # only be refused (stale, or cancelled) and tell the scheduler of a failure where there is none.
         return Ignored("a later change of this booking chain is already enqueued (a late retry)",
                        event_id=event.event_id, appointment_id=first)
     return [event]
@@ -66,8 +66,8 @@ async def _record_link(link: tuple[str, str], aliases: AliasStore) -> list[Intak
     return [moved, cut]
 
 
-async def _note(aliases: AliasStore, key: str, event: IntakeEvent) -> bool:
-    """Keep `event` as the latest keyed by `key`; False (nothing kept) when the note holds a later one."""
+async def _note(aliases: AliasStore, key: str, event: IntakeEvent, *, keep: bool = True) -> bool:
+    """Keep `event` as the latest keyed by `key` (if `keep`); False when the note holds a later one."""
     current = await aliases.get_note(key)
     if current is not None:
         kept = parse_timestamp_or_none(json.loads(current).get("occurredAt"))
@@ -76,6 +76,8 @@ async def _note(aliases: AliasStore, key: str, event: IntakeEvent) -> bool:
                                                                                 arriving.utcoffset())
         if comparable and arriving < kept:  # type: ignore[operator]
             return False
+    if not keep:
+        return True
     await aliases.put_note(key, json.dumps({k: v for k, v in event.event.items() if k != "clients"},
                                            separators=(",", ":"), ensure_ascii=False))
     return True

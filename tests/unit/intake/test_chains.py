@@ -95,3 +95,19 @@ async def test_every_order_of_a_twice_rescheduled_booking_ends_as_one_appointmen
             # one meeting of the app's left, the appointment's own; any other it made for a cut part is gone
             assert appointment.meeting_created_by_app and list(graph.meetings) == [
                 (ORG, appointment.online_meeting_id)], order
+
+
+@pytest.mark.parametrize("supplied", [False, True], ids=["app-meeting", "calendly-teams-link"])
+async def test_every_order_of_a_rescheduled_then_cancelled_booking_ends_cancelled_with_no_app_meeting(supplied):
+    deliveries = chain(supplied)
+    final = vendor.calendly("invitee.canceled", invitee="C", location=PHONE)
+    final["created_at"] = "2026-11-20T08:03:00.000000Z"
+    deliveries.append(final)
+    for order in itertools.permutations(range(6)):
+        docs = [deliveries[i] for i in order]
+        store, graph = await run(docs + docs, supplied=supplied)
+        assert [r for r in store.records() if r.status == "scheduled"] == [], order
+        if supplied:  # a meeting the scheduler made is never deleted by the app
+            assert not [c for c in graph.calls if c[0] in ("delete", "patch", "createOrGet")], order
+        else:
+            assert graph.meetings == {}, order  # nothing the app made is left behind
