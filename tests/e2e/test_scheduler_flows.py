@@ -105,10 +105,13 @@ async def test_calcom_request_reschedule_keeps_the_appointment_and_follows_the_n
                           iCalUID=booking["iCalUID"], metadata={"videoCallUrl": second["joinWebUrl"]},
                           startTime="2026-12-12T14:00:00Z", endTime="2026-12-12T14:30:00Z")
     moved["createdAt"] = "2023-05-24T13:00:00.000Z"
-    answers = [await calcom(host, stack, doc) for doc in (asked, moved, moved, asked)]
+    answers = []
+    for doc in (asked, moved, moved, asked):
+        answers.append(await calcom(host, stack, doc))
+        # one at a time: two copies of one event in flight at once wait on each other by design (a requeue)
+        await host.drain(timeout=60)
     assert [a.status_code for a in answers] == [200, 202, 202, 200], [a.text for a in answers]
     assert answers[0].json()["appointmentId"] == appointment_id == answers[1].json()["appointmentId"]
-    await host.drain(timeout=60)
     # THEN one appointment, alive, at the new time, with the link of the meeting the attendee was sent
     now = await appointment(host, appointment_id)
     assert now["status"] == "scheduled" and now["startDateTime"] == "2026-12-12T14:00:00.000Z"
