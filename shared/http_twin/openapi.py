@@ -119,8 +119,12 @@ def _intake_operation(operation_id: str, summary: str, body_schema: str, signatu
         "requestBody": {"required": True, "content": {
             "application/json": {"schema": {"$ref": f"#/components/schemas/{body_schema}"}}}},
         "responses": {
-            "200": {"description": "Genuine, but nothing to enqueue (another trigger).", "content": accepted},
-            "202": {"description": "The event is on the appointments queue.", "content": accepted},
+            "200": {"description": "Genuine, but nothing to enqueue: a trigger the app does not use (whatever its "
+                                   "shape), Cal.com's request-reschedule cancel, the cancel half of a Calendly "
+                                   "reschedule, or a late retry of a change its booking chain has moved past.",
+                    "content": accepted},
+            "202": {"description": "The event is on the appointments queue (when a Calendly booking chain is "
+                                   "folded, several events are; the body names the first).", "content": accepted},
             "400": _problem_response("The body cannot be mapped to a contract-v1 event."),
             "401": _problem_response("Missing, bad or stale signature (or, from the host, a missing function "
                                      "key)."),
