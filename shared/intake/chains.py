@@ -26,6 +26,9 @@ from shared.common.clock import parse_timestamp_or_none
 from shared.intake.events import CANCELLED, CREATED, Ignored, IntakeEvent, build_event, stable_event_id
 from shared.storage.aliases import AliasStore, resolve
 
+# How often a delivery re-reads its key when links arrive while it is keyed (each round: one more link in).
+_SETTLE_ROUNDS = 3
+
 
 async def through_chain(translated: IntakeEvent | Ignored, aliases: AliasStore) -> list[IntakeEvent] | Ignored:
     """The events a delivery puts on the queue, each keyed by the first booking of its chain, or Ignored."""
@@ -34,16 +37,23 @@ async def through_chain(translated: IntakeEvent | Ignored, aliases: AliasStore) 
         return folded
     if isinstance(translated, Ignored):
         return translated
-    first = await resolve(aliases, translated.appointment_id)
-    event = translated if first == translated.appointment_id else translated.keyed_by(first)
     # A create that replaces nothing is a chain's own first booking: nothing is ever folded into its key's note,
     # so it keeps none (but a late one is still told apart from the chain's later changes).
-    first_booking = event.type == CREATED and translated.link is None
-    if not await _note(aliases, first, event, keep=not first_booking):
-        # A retry of an older change, arriving after a later one of the chain was enqueued: applying it could
-        # only be refused (stale, or cancelled) and tell the scheduler of a failure where there is none.
-        return Ignored("a later change of this booking chain is already enqueued (a late retry)",
-                       event_id=event.event_id, appointment_id=first)
+    first_booking = translated.type == CREATED and translated.link is None
+    first = await resolve(aliases, translated.appointment_id)
+    for _ in range(_SETTLE_ROUNDS):
+        event = translated if first == translated.appointment_id else translated.keyed_by(first)
+        if not await _note(aliases, first, event, keep=not first_booking):
+            # A retry of an older change, arriving after a later one of the chain was enqueued: applying it could
+            # only be refused (stale, or cancelled) and tell the scheduler of a failure where there is none.
+            return Ignored("a later change of this booking chain is already enqueued (a late retry)",
+                           event_id=event.event_id, appointment_id=first)
+        # The link that mends a cut may have come in (another delivery, at this moment) after the walk above and
+        # before the note: its fold may then have missed this note, so the key is read again.
+        again = first if first_booking else await resolve(aliases, first)
+        if again == first:
+            return [event]
+        first = again
     return [event]
 
 

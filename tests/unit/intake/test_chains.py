@@ -111,3 +111,22 @@ async def test_every_order_of_a_rescheduled_then_cancelled_booking_ends_cancelle
             assert not [c for c in graph.calls if c[0] in ("delete", "patch", "createOrGet")], order
         else:
             assert graph.meetings == {}, order  # nothing the app made is left behind
+
+
+async def test_a_link_that_comes_in_while_a_later_booking_is_being_keyed_is_not_missed():
+    # GIVEN B's delivery (link B → A) running at the same moment as C's (old_invitee B): B's fold looked for a
+    # note on B just before C wrote it
+    deliveries = chain(supplied=False)
+    booked, second_move = deliveries[0], deliveries[4]
+
+    class Racing(InMemoryAliasStore):
+        async def put_note(self, key: str, text: str) -> None:
+            await super().put_note(key, text)
+            if key.endswith("/invitees/B"):
+                self.links[key] = key.replace("/invitees/B", "/invitees/A")  # B's put, after B's note lookup
+
+    aliases = Racing()
+    assert isinstance(await through_chain(calendly.translate(booked, MAP), aliases), list)
+    (event,) = await through_chain(calendly.translate(second_move, MAP), aliases)
+    # THEN C's event is keyed by the first booking, not by the B its own walk had reached
+    assert event.appointment_id.endswith("/invitees/A")
