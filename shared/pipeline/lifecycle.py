@@ -126,15 +126,20 @@ def supplies_new_meeting(record: store.AppointmentRecord, event: AppointmentEven
     if event.online_meeting_id is not None and record.online_meeting_id is not None:
         return event.online_meeting_id != record.online_meeting_id
     if event.join_web_url is not None:
-        return record.organizer_join_url is None or not same_join_link(event.join_web_url, record.organizer_join_url)
+        # Either of the appointment's links sent back (a scheduler echoing what it was told) is its own meeting.
+        known = [link for link in (record.organizer_join_url, record.join_url) if link]
+        return not any(same_join_link(event.join_web_url, link) for link in known)
     return False
 
 
 def same_join_link(one: str, other: str) -> bool:
-    """Whether two Teams join links name one meeting: the same host and decoded path (the meeting thread and
-    message); the query (`context`) and the percent-encoding's letter case may differ between copies."""
+    """Whether two Teams join links name one meeting: the same host and decoded path (a meetup-join path holds
+    the meeting thread and message; its query, `context`, and the percent-encoding's letter case may differ
+    between copies of one link)."""
     a, b = urlsplit(one.strip()), urlsplit(other.strip())
-    return (a.hostname or "").lower() == (b.hostname or "").lower() and unquote(a.path) == unquote(b.path)
+    same = (a.hostname or "").lower() == (b.hostname or "").lower() and unquote(a.path) == unquote(b.path)
+    # Other links (a virtual-appointment link) name the meeting in the query: it counts there.
+    return same and ("/meetup-join/" in a.path or unquote(a.query) == unquote(b.query))
 
 
 def compare(event: AppointmentEvent, record: store.AppointmentRecord) -> int | None:

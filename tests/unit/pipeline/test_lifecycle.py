@@ -64,6 +64,10 @@ OTHER_LINK = LINK.replace("meeting_a", "meeting_b")
                                                         .replace("context=%7b", "context=%7B")), False,
      Action.ACKNOWLEDGE),
     (stored(**APP_MEETING, organizer_join_url=LINK), event("rescheduled", joinWebUrl=LINK), True, Action.UPDATE),
+    (stored(**APP_MEETING, organizer_join_url=LINK, join_url="https://visit.teams.microsoft.com/x?convId=1"),
+     event("rescheduled", joinWebUrl="https://visit.teams.microsoft.com/x?convId=1"), True, Action.UPDATE),
+    (stored(**SUPPLIED, join_url="https://visit.teams.microsoft.com/x?convId=1"),
+     event("rescheduled", joinWebUrl="https://visit.teams.microsoft.com/x?convId=2"), False, Action.SWITCH),
     (stored(**APP_MEETING, last_sequence=3, last_event_id="e-x"), event("rescheduled", sequence=3, id="e-x"), True,
      Action.REPLAY),
     # A create that died half-way left a pending record: a cancel deletes what it may have made
