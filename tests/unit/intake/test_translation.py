@@ -200,6 +200,7 @@ def test_calendly_events_the_app_does_not_use_are_ignored_whatever_their_shape(d
 @pytest.mark.parametrize("location", [
     {"type": "custom", "location": vendor.TEAMS_LINK},  # Calendly's custom location: free text
     {"type": "custom", "location": f"Clinic room 3 - join online: {vendor.TEAMS_LINK}"},
+    {"type": "custom", "location": f"Teams (<{vendor.TEAMS_LINK}>)."},
     {"type": "ask_invitee", "location": vendor.TEAMS_LINK},
     {"type": "physical", "location": vendor.TEAMS_LINK, "additional_info": "Reception desk"},
     {"type": "inbound_call", "location": "+14155550100", "additional_info": f"or Teams: {vendor.TEAMS_LINK}"},
