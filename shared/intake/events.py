@@ -107,8 +107,9 @@ def teams_link_in(text: Any) -> str | None:
     """The first https Teams meeting join link in free text (a custom location: "Join: <link>"), else None."""
     if not isinstance(text, str) or len(text) > 4 * MAX_URL:
         return None
-    # A link set off by brackets, quotes or a full stop in prose: those are not part of it.
-    words = (word.strip("()<>[]{}\"'.,;") for word in text.split())
+    # A link set off by brackets, quotes or a full stop in prose: those are not part of it (braces may be: a
+    # link copied with its context unencoded ends in `}`).
+    words = (word.strip("()<>[]\"'.,;") for word in text.split())
     return next((link for link in map(teams_join_url, words) if link), None)
 
 

@@ -210,6 +210,12 @@ def test_a_teams_link_in_any_calendly_location_field_is_the_meeting(location):
     assert event_of(calendly.translate(vendor.calendly(location=location), MAP))["joinWebUrl"] == vendor.TEAMS_LINK
 
 
+def test_a_link_with_its_context_unencoded_is_kept_whole():
+    raw = 'https://teams.microsoft.com/l/meetup-join/19%3ameeting_x%40thread.v2/0?context={"Tid":"t","Oid":"o"}'
+    found = event_of(calendly.translate(vendor.calendly(location={"type": "custom", "location": f'"{raw}"'}), MAP))
+    assert found["joinWebUrl"] == raw
+
+
 def test_a_custom_location_without_a_teams_link_asks_for_a_meeting():
     other = {"type": "custom", "location": "https://meet.example.com/teams.microsoft.com/l/meetup-join/x"}
     assert "joinWebUrl" not in event_of(calendly.translate(vendor.calendly(location=other), MAP))
