@@ -23,8 +23,9 @@ HTTP adapters: the only code that speaks azure.functions and problem+json
                     admin-consent link and their callback (connect), the operator page (organizers).
     intake/         Webhook intakes for schedulers (below http_twin, whose OpenAPI document describes them):
                     one module per source (calcom, calendly, standard), their signatures (signatures), the
-                    contract-v1 event they build (events), organizer mapping (organizers), settings (config)
-                    and the HTTP functions' logic (http).
+                    contract-v1 event they build (events), booking chains as one appointment whatever order
+                    their links arrive in (chains), organizer mapping (organizers), settings (config) and the
+                    HTTP functions' logic (http).
 
 pipeline/           One appointment message in, one outcome out: parse the inbound event (inbound) and its
                     lifecycle fields (appointment_fields), decide what it does to the appointment, once, as
