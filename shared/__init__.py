@@ -71,4 +71,5 @@ Foundation: everything may use these
                     (retry_after), https-or-loopback URLs (urls), the Standard Webhooks signer
                     (standard_webhooks).
     exceptions.py   Every error the app raises on purpose: permanent versus transient, classified once.
+    version.py      The app's version, the one source pyproject.toml, azure.yaml and the contracts follow.
 """
