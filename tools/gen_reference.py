@@ -47,8 +47,13 @@ def sample_env() -> dict[str, str]:
     values = json.loads((ROOT / "local.settings.sample.json").read_text())["Values"]
     values["DEV_USERS_FILE"] = str(ROOT / values["DEV_USERS_FILE"])
     values.pop("TLS_CA_BUNDLE", None)  # the local stack's CA, made when the stack first starts
-    return {**{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "SYSTEMROOT")},
-            **values, "PYTHONPATH": str(ROOT), "COLUMNS": "100", "PYTHONDONTWRITEBYTECODE": "1"}
+    return {
+        **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "SYSTEMROOT")},
+        **values,
+        "PYTHONPATH": str(ROOT),
+        "COLUMNS": "100",
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
 
 
 # --- The one place the functions' metadata comes from ------------------------------------------------------
@@ -67,8 +72,14 @@ def function_metadata() -> list[dict[str, Any]]:
     Read in a subprocess (indexing works once per app instance). To use the real worker's
     FunctionsMetadataResponse instead, return the same shape from it here: nothing else reads the metadata.
     """
-    out = subprocess.run([sys.executable, "-c", _METADATA_PROGRAM], cwd=ROOT, env=sample_env(),  # noqa: S603
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", _METADATA_PROGRAM],
+        cwd=ROOT,
+        env=sample_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     functions: list[dict[str, Any]] = json.loads(out.stdout.strip().splitlines()[-1])
     return functions
 
@@ -111,10 +122,13 @@ def bicep_params(path: Path) -> dict[str, BicepParam]:
                 description = re.search(r"@description\('((?:[^'\\]|\\.)*)'\)", decorators)
                 allowed = re.search(r"@allowed\(\[(.*)\]\)", decorators)
                 params[match.group(1)] = BicepParam(
-                    name=match.group(1), type=match.group(2), default=match.group(3),
+                    name=match.group(1),
+                    type=match.group(2),
+                    default=match.group(3),
                     description=description.group(1).replace("\\'", "'") if description else "",
                     secure="@secure()" in decorators,
-                    allowed=tuple(re.findall(r"'([^']*)'", allowed.group(1))) if allowed else ())
+                    allowed=tuple(re.findall(r"'([^']*)'", allowed.group(1))) if allowed else (),
+                )
             pending = []
         elif not line.startswith("//"):
             pending = []
@@ -135,15 +149,18 @@ def azd_values() -> dict[str, tuple[str, str | None]]:
 
 def _object_entries(text: str, var: str) -> dict[str, str]:
     """`KEY: expression` lines of a Bicep object variable (nested objects flattened)."""
-    block = text[text.index(f"var {var} = {{"):]
+    block = text[text.index(f"var {var} = {{") :]
     block = block[: block.index("\n}\n")]
-    return {m.group(1): m.group(2).strip() for m in re.finditer(r"^\s+(\w+): (.+)$", block, re.MULTILINE)
-            if not m.group(2).strip().endswith("{")}
+    return {
+        m.group(1): m.group(2).strip()
+        for m in re.finditer(r"^\s+(\w+): (.+)$", block, re.MULTILINE)
+        if not m.group(2).strip().endswith("{")
+    }
 
 
 def _module_args(text: str, module: str) -> dict[str, str]:
-    block = text[text.index(f"module {module} "):]
-    block = block[block.index("params: {"): block.index("\n  }\n")]
+    block = text[text.index(f"module {module} ") :]
+    block = block[block.index("params: {") : block.index("\n  }\n")]
     return {m.group(1): m.group(2).strip() for m in re.finditer(r"^    (\w+): (.+)$", block, re.MULTILINE)}
 
 
@@ -164,10 +181,10 @@ def setting_sources() -> dict[str, str]:
             vault_output = re.fullmatch(r"keyVault\.outputs\.(\w+)Uri", argument)
             if vault_output:  # a Key Vault reference: the secret comes from a keyVault module parameter
                 stem = vault_output.group(1).removesuffix("Secret")
-                argument = next((v for k, v in vault_args.items()
-                                 if k in (vault_output.group(1), stem, stem + "Name")), argument)
-            found += [_describe_param(p, azd) for p in re.findall(r"\b([a-z]\w*)\b", argument)
-                      if p in main_params]
+                argument = next(
+                    (v for k, v in vault_args.items() if k in (vault_output.group(1), stem, stem + "Name")), argument
+                )
+            found += [_describe_param(p, azd) for p in re.findall(r"\b([a-z]\w*)\b", argument) if p in main_params]
             found += [f"Bicep `{main_vars[p]}`" for p in re.findall(r"\b([a-z]\w*)\b", argument) if p in main_vars]
         if not found and setting.startswith("AzureWebJobsStorage__"):
             found = ["Bicep (identity-based connection)"]
@@ -209,20 +226,25 @@ def settings_page() -> str:
             need += " (local only)"
         if spec.name not in sources and any(name.startswith(spec.name + "__") for name in sources):
             sources[spec.name] = f"Bicep (identity-based `{spec.name}__*` settings)"
-        set_by = sources.get(spec.name) or ("local only" if spec.dev_only else
-                                            f"code default `{spec.default}`" if spec.default else "not set")
-        rows.append(f"| `{spec.name}` | {need} | {'yes' if spec.secret else ''} | {set_by} | "
-                    f"{_cell(spec.description)} |")
+        set_by = sources.get(spec.name) or (
+            "local only" if spec.dev_only else f"code default `{spec.default}`" if spec.default else "not set"
+        )
+        rows.append(
+            f"| `{spec.name}` | {need} | {'yes' if spec.secret else ''} | {set_by} | {_cell(spec.description)} |"
+        )
     platform = sorted(name for name in sources if name.startswith(("AzureWebJobsStorage__", "APPLICATIONINSIGHTS")))
-    return (HEADER + "# Settings\n\nEvery setting the app reads, from `shared/settings_registry.py`. *Set by* says "
-            "what sets it in Azure: an **azd env** value (`azd env set NAME value`, mapped in "
-            "`infra/main.parameters.json`), a **Bicep parameter** of `infra/main.bicep` that no azd value fills "
-            "(set it in `main.parameters.json` first), a value the **Bicep** writes itself, or the **code default** "
-            "(not in the app settings; add it there to change it).\n\n"
-            "| Setting | Required / default | Secret | Set by | What it does |\n|---|---|---|---|---|\n"
-            + "\n".join(rows)
-            + "\n\nPlatform settings the Bicep also writes (identity-based storage and Application Insights): "
-            + ", ".join(f"`{name}`" for name in platform) + ".\n")
+    return (
+        HEADER + "# Settings\n\nEvery setting the app reads, from `shared/settings_registry.py`. *Set by* says "
+        "what sets it in Azure: an **azd env** value (`azd env set NAME value`, mapped in "
+        "`infra/main.parameters.json`), a **Bicep parameter** of `infra/main.bicep` that no azd value fills "
+        "(set it in `main.parameters.json` first), a value the **Bicep** writes itself, or the **code default** "
+        "(not in the app settings; add it there to change it).\n\n"
+        "| Setting | Required / default | Secret | Set by | What it does |\n|---|---|---|---|---|\n"
+        + "\n".join(rows)
+        + "\n\nPlatform settings the Bicep also writes (identity-based storage and Application Insights): "
+        + ", ".join(f"`{name}`" for name in platform)
+        + ".\n"
+    )
 
 
 def bicep_page() -> str:
@@ -238,10 +260,12 @@ def bicep_page() -> str:
         kind = param.type + (", secure" if param.secure else "")
         allowed = (" Allowed: " + ", ".join(f"`{a}`" for a in param.allowed) + ".") if param.allowed else ""
         rows.append(f"| `{param.name}` | {kind} | {default} | {value} | {_cell(param.description)}{allowed} |")
-    return (HEADER + "# Bicep parameters\n\nThe parameters of `infra/main.bicep`. azd passes only those mapped in "
-            "`infra/main.parameters.json` (the *azd env* column): set them with `azd env set`. The others keep "
-            "their default unless you map them there.\n\n"
-            "| Parameter | Type | Default | azd env | Description |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
+    return (
+        HEADER + "# Bicep parameters\n\nThe parameters of `infra/main.bicep`. azd passes only those mapped in "
+        "`infra/main.parameters.json` (the *azd env* column): set them with `azd env set`. The others keep "
+        "their default unless you map them there.\n\n"
+        "| Parameter | Type | Default | azd env | Description |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+    )
 
 
 def _route_prefix() -> str:
@@ -268,16 +292,22 @@ def functions_page(metadata: list[dict[str, Any]] | None = None) -> str:
             where, auth = f"schedule `{schedule}`", ""
         else:
             where, auth = "", ""
-        outputs = [f"queue `{b['queueName']}`" if b.get("type") == "queue" else f"`{b.get('type')}`"
-                   for b in reversed(bindings) if str(b.get("direction")).lower() == "out" and b.get("type") != "http"]
+        outputs = [
+            f"queue `{b['queueName']}`" if b.get("type") == "queue" else f"`{b.get('type')}`"
+            for b in reversed(bindings)
+            if str(b.get("direction")).lower() == "out" and b.get("type") != "http"
+        ]
         rows.append(f"| `{function['name']}` | {kind} | {where} | {auth} | {', '.join(outputs)} |")
-    return (HEADER + "# Functions\n\nFrom the functions' own binding metadata (what the worker sends the host when "
-            f"it indexes `function_app.py`); HTTP routes carry the host's `{prefix}` prefix (`host.json`). An auth "
-            "level of `function` needs a function key (`x-functions-key` header or `code` query); `anonymous` "
-            "routes check their own credential (a bearer token, a scheduler's signature, a sign-in's state). "
-            "A `%NAME%` schedule is read from the setting NAME.\n\n"
-            "| Function | Trigger | Route, queue or schedule | Auth level | Output bindings |\n|---|---|---|---|---|\n"
-            + "\n".join(rows) + "\n")
+    return (
+        HEADER + "# Functions\n\nFrom the functions' own binding metadata (what the worker sends the host when "
+        f"it indexes `function_app.py`); HTTP routes carry the host's `{prefix}` prefix (`host.json`). An auth "
+        "level of `function` needs a function key (`x-functions-key` header or `code` query); `anonymous` "
+        "routes check their own credential (a bearer token, a scheduler's signature, a sign-in's state). "
+        "A `%NAME%` schedule is read from the setting NAME.\n\n"
+        "| Function | Trigger | Route, queue or schedule | Auth level | Output bindings |\n|---|---|---|---|---|\n"
+        + "\n".join(rows)
+        + "\n"
+    )
 
 
 def storage_page(metadata: list[dict[str, Any]] | None = None) -> str:
@@ -296,25 +326,35 @@ def storage_page(metadata: list[dict[str, Any]] | None = None) -> str:
     bicep_queues = re.findall(r"'([a-z0-9-]+)'", _bicep_list("queueNames"))
     sets_ttl = any("time_to_live" in p.read_text() for p in (ROOT / "shared").rglob("*.py"))
     ttl = "as the app writes it" if sets_ttl else "7 days (the Azure Storage default: no time-to-live is set)"
-    rows = [f"| `{name}` | {', '.join(readers.get(name, [])) or '(none: read by people and replay)'} | "
-            f"{', '.join(writers.get(name, [])) or ('the host' if name.endswith('-poison') else 'the app')} | "
-            f"{'yes' if name in bicep_queues else '**no**'} |" for name in queues.ALL_QUEUES]
+    rows = [
+        f"| `{name}` | {', '.join(readers.get(name, [])) or '(none: read by people and replay)'} | "
+        f"{', '.join(writers.get(name, [])) or ('the host' if name.endswith('-poison') else 'the app')} | "
+        f"{'yes' if name in bicep_queues else '**no**'} |"
+        for name in queues.ALL_QUEUES
+    ]
     stores = [spec for spec in SETTINGS if spec.name.endswith(("_TABLE", "_CONTAINER"))]
-    store_rows = [f"| {'table' if s.name.endswith('_TABLE') else 'blob container'} | `{s.default}` | `{s.name}` | "
-                  f"{_cell(s.description)} |" for s in stores]
-    return (HEADER + "# Queues, tables and containers\n\nAll in the storage account of `AzureWebJobsStorage`. "
-            "Queue names from `shared/queues.py`; *Triggers* and *Written by* from the functions' binding "
-            "metadata (the app also writes with its own queue client: rejections, requeued copies, dead "
-            "letters, and the host moves a message that failed `maxDequeueCount` times to `<queue>-poison`). "
-            f"*In Bicep*: created by `infra/main.bicep`. Message lifetime on every queue: {ttl}.\n\n"
-            "| Queue | Triggers | Written by (bindings) | In Bicep |\n|---|---|---|---|\n" + "\n".join(rows)
-            + "\n\n| Kind | Default name | Setting | What it holds |\n|---|---|---|---|\n" + "\n".join(store_rows)
-            + "\n\nThe Flex Consumption deployment package has its own container, named by `infra/main.bicep`.\n")
+    store_rows = [
+        f"| {'table' if s.name.endswith('_TABLE') else 'blob container'} | `{s.default}` | `{s.name}` | "
+        f"{_cell(s.description)} |"
+        for s in stores
+    ]
+    return (
+        HEADER + "# Queues, tables and containers\n\nAll in the storage account of `AzureWebJobsStorage`. "
+        "Queue names from `shared/queues.py`; *Triggers* and *Written by* from the functions' binding "
+        "metadata (the app also writes with its own queue client: rejections, requeued copies, dead "
+        "letters, and the host moves a message that failed `maxDequeueCount` times to `<queue>-poison`). "
+        f"*In Bicep*: created by `infra/main.bicep`. Message lifetime on every queue: {ttl}.\n\n"
+        "| Queue | Triggers | Written by (bindings) | In Bicep |\n|---|---|---|---|\n"
+        + "\n".join(rows)
+        + "\n\n| Kind | Default name | Setting | What it holds |\n|---|---|---|---|\n"
+        + "\n".join(store_rows)
+        + "\n\nThe Flex Consumption deployment package has its own container, named by `infra/main.bicep`.\n"
+    )
 
 
 def _bicep_list(var: str) -> str:
     text = (ROOT / "infra" / "main.bicep").read_text()
-    block = text[text.index(f"var {var} = ["):]
+    block = text[text.index(f"var {var} = [") :]
     return block[: block.index("]")]
 
 
@@ -322,8 +362,7 @@ def reasons_page() -> str:
     """Every reason code the app raises on purpose: permanent or transient, HTTP status, meaning."""
     from shared import exceptions
 
-    published = set(json.loads((ROOT / "contracts" / "schemas" / "common.json").read_text())
-                    ["$defs"]["reason"]["enum"])
+    published = set(json.loads((ROOT / "contracts" / "schemas" / "common.json").read_text())["$defs"]["reason"]["enum"])
     rows = []
     for _, cls in inspect.getmembers(exceptions, inspect.isclass):
         if not issubclass(cls, exceptions.JoinLinkError) or cls.__module__ != exceptions.__name__:
@@ -331,22 +370,37 @@ def reasons_page() -> str:
         reason = cls.__dict__.get("reason")
         if not isinstance(reason, str):
             continue
-        kind = ("permanent" if issubclass(cls, exceptions.PermanentError)
-                else "transient" if issubclass(cls, exceptions.TransientError) else "other")
+        kind = (
+            "permanent"
+            if issubclass(cls, exceptions.PermanentError)
+            else "transient"
+            if issubclass(cls, exceptions.TransientError)
+            else "other"
+        )
         status = getattr(cls, "http_status", "")
         doc = " ".join((cls.__doc__ or "").split())
-        rows.append((reason, f"| `{reason}` | {kind} | {status} | {'yes' if reason in published else ''} | "
-                             f"`{cls.__name__}` | {_cell(doc)} |"))
+        rows.append(
+            (
+                reason,
+                f"| `{reason}` | {kind} | {status} | {'yes' if reason in published else ''} | "
+                f"`{cls.__name__}` | {_cell(doc)} |",
+            )
+        )
     extra = sorted(published - {reason for reason, _ in rows})
-    return (HEADER + "# Reason codes\n\nFrom the exception classes in `shared/exceptions.py` (each error is "
-            "classified once: **permanent** is rejected or dead-lettered at once, **transient** is retried, then "
-            "parked in a poison queue). *Published*: a rejection's `reason` in the contract "
-            "(`contracts/schemas/common.json`), stable across versions. What to do about each: "
-            "[Errors and reason codes](../integrate/errors.md).\n\n"
-            "| Reason | Kind | HTTP status | Published | Class | Meaning |\n|---|---|---|---|---|---|\n"
-            + "\n".join(row for _, row in sorted(rows))
-            + ("\n\nPublished reasons set outside an exception class: " + ", ".join(f"`{r}`" for r in extra) + ".\n"
-               if extra else "\n"))
+    return (
+        HEADER + "# Reason codes\n\nFrom the exception classes in `shared/exceptions.py` (each error is "
+        "classified once: **permanent** is rejected or dead-lettered at once, **transient** is retried, then "
+        "parked in a poison queue). *Published*: a rejection's `reason` in the contract "
+        "(`contracts/schemas/common.json`), stable across versions. What to do about each: "
+        "[Errors and reason codes](../integrate/errors.md).\n\n"
+        "| Reason | Kind | HTTP status | Published | Class | Meaning |\n|---|---|---|---|---|---|\n"
+        + "\n".join(row for _, row in sorted(rows))
+        + (
+            "\n\nPublished reasons set outside an exception class: " + ", ".join(f"`{r}`" for r in extra) + ".\n"
+            if extra
+            else "\n"
+        )
+    )
 
 
 def contracts_page() -> str:
@@ -360,27 +414,44 @@ def contracts_page() -> str:
         rows.append(f"| `contracts/schemas/{path.name}` | {_cell(str(what))} |")
     document = json.loads(openapi_document())
     openapi = json.dumps(document, indent=2, sort_keys=True)
-    paths = "\n".join(f"- `{method.upper()} {path}`: {_cell(str(op.get('summary', '')))}"
-                      for path, item in sorted(document["paths"].items())
-                      for method, op in item.items() if isinstance(op, dict))
-    return (HEADER + "# Contracts: JSON Schemas, AsyncAPI, OpenAPI\n\nThe machine-readable contracts, version 1. "
-            "The field-by-field guide: [Message contracts](../contracts.md).\n\n"
-            "| Schema | What |\n|---|---|\n" + "\n".join(rows)
-            + "\n\nThe queues and the webhook channel: `contracts/asyncapi.yaml` (AsyncAPI 3.0).\n\n"
-            "## The HTTP twin's OpenAPI document\n\nServed at `/api/openapi.json`; its operations:\n\n" + paths
-            + "\n\n??? note \"The document\"\n\n    ```json\n"
-            + "\n".join(f"    {line}" if line else "" for line in openapi.splitlines()) + "\n    ```\n")
+    paths = "\n".join(
+        f"- `{method.upper()} {path}`: {_cell(str(op.get('summary', '')))}"
+        for path, item in sorted(document["paths"].items())
+        for method, op in item.items()
+        if isinstance(op, dict)
+    )
+    return (
+        HEADER + "# Contracts: JSON Schemas, AsyncAPI, OpenAPI\n\nThe machine-readable contracts, version 1. "
+        "The field-by-field guide: [Message contracts](../contracts.md).\n\n"
+        "| Schema | What |\n|---|---|\n"
+        + "\n".join(rows)
+        + "\n\nThe queues and the webhook channel: `contracts/asyncapi.yaml` (AsyncAPI 3.0).\n\n"
+        "## The HTTP twin's OpenAPI document\n\nServed at `/api/openapi.json`; its operations:\n\n"
+        + paths
+        + '\n\n??? note "The document"\n\n    ```json\n'
+        + "\n".join(f"    {line}" if line else "" for line in openapi.splitlines())
+        + "\n    ```\n"
+    )
 
 
 def commands_page() -> str:
     """Each operator and developer command's --help."""
     sections = []
     for command in COMMANDS:
-        out = subprocess.run([sys.executable, "-m", *command, "--help"], cwd=ROOT, env=sample_env(),  # noqa: S603
-                             capture_output=True, text=True, check=True, timeout=120)
+        out = subprocess.run(  # noqa: S603
+            [sys.executable, "-m", *command, "--help"],
+            cwd=ROOT,
+            env=sample_env(),
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        )
         sections.append(f"## `python -m {' '.join(command)}`\n\n```text\n{out.stdout.rstrip()}\n```\n")
-    return (HEADER + "# Commands\n\nEach command's `--help`, as it prints it (`make` targets wrap some of them: "
-            "`make run`, `make demo`, `make chaos`, `make bench`, `make stack-up`).\n\n" + "\n".join(sections))
+    return (
+        HEADER + "# Commands\n\nEach command's `--help`, as it prints it (`make` targets wrap some of them: "
+        "`make run`, `make demo`, `make chaos`, `make bench`, `make stack-up`).\n\n" + "\n".join(sections)
+    )
 
 
 PAGES: dict[str, Callable[[], str]] = {
@@ -397,15 +468,17 @@ PAGES: dict[str, Callable[[], str]] = {
 def generate() -> dict[str, str]:
     """Every Reference page's text, by file name, computed from the code (nothing written)."""
     metadata = function_metadata()
-    builders: dict[str, Callable[[], str]] = {**PAGES, "functions.md": lambda: functions_page(metadata),
-                                              "storage.md": lambda: storage_page(metadata)}
+    builders: dict[str, Callable[[], str]] = {
+        **PAGES,
+        "functions.md": lambda: functions_page(metadata),
+        "storage.md": lambda: storage_page(metadata),
+    }
     return {name: build() for name, build in builders.items()}
 
 
 def differing(out: Path = OUT) -> list[str]:
     """The pages under `out` that are missing or differ from what the generator makes now."""
-    return [name for name, text in generate().items()
-            if not (out / name).exists() or (out / name).read_text() != text]
+    return [name for name, text in generate().items() if not (out / name).exists() or (out / name).read_text() != text]
 
 
 def main() -> int:
