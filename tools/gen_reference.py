@@ -184,6 +184,8 @@ def setting_sources() -> dict[str, str]:
                 argument = next(
                     (v for k, v in vault_args.items() if k in (vault_output.group(1), stem, stem + "Name")), argument
                 )
+            # `cond == 'x' ? value : ''`: the condition only chooses; the value is what sets the setting.
+            argument = re.sub(r"\b\w+ == '[^']*' \?", "", argument)
             found += [_describe_param(p, azd) for p in re.findall(r"\b([a-z]\w*)\b", argument) if p in main_params]
             found += [f"Bicep `{main_vars[p]}`" for p in re.findall(r"\b([a-z]\w*)\b", argument) if p in main_vars]
         if not found and setting.startswith("AzureWebJobsStorage__"):
