@@ -101,24 +101,26 @@ def missing_paths(root: Path) -> list[str]:
 def readme_contradictions(root: Path, routes: set[str], settings: set[str], queue_names: set[str]) -> list[str]:
     """What the README names that the reference does not have: settings, routes and queue names."""
     text = (root / "README.md").read_text()
+    wrong = [
+        f"setting {name}" for name in sorted(set(re.findall(r"`([A-Z][A-Z0-9_]{3,})(?:=[^`]*)?`", text)) - settings)
+    ]
+    return wrong + route_and_queue_contradictions(text, routes, queue_names)
+
+
+def route_and_queue_contradictions(text: str, routes: set[str], queue_names: set[str]) -> list[str]:
+    """Routes (`GET /api/...`, `https://<app>/api/...`) and queue names a text gives that the app does not have."""
     wrong = []
-    for name in sorted(set(re.findall(r"`([A-Z][A-Z0-9_]{3,})(?:=[^`]*)?`", text)) - settings):
-        wrong.append(f"setting {name}")
-    for method, route in re.findall(r"\b(GET|POST) (/api/[\w/{}.-]+)", text):
+    for method, route in re.findall(r"\b(GET|POST) `?(/api/[\w/{}.-]*[\w}])(?![\w/{}-])", text):
         if f"{method} {route}" not in routes:
             wrong.append(f"route {method} {route}")
-    for route in re.findall(r"https://<app>(/api/[\w/{}.-]+)", text):
+    for route in re.findall(r"https://<app>(/api/[\w/{}.-]*[\w}])(?![\w/{}-])", text):
         if not any(r.split(" ", 1)[1] == route for r in routes):
             wrong.append(f"route {route}")
-    named = set(re.findall(r"\[\(([\w-]+)\)\]", text))  # storage nodes of the diagram
+    named = set(re.findall(r"\[\(([\w-]+)\)\]", text))  # storage nodes of a diagram
     named |= {q for pair in re.findall(r"[Qq]ueues? `([a-z][a-z-]*)`|`([a-z][a-z-]*)` queue", text) for q in pair if q}
-    named |= {
-        q
-        for q in re.findall(r"`([a-z]+(?:-[a-z]+)+)`", text)
-        if q.endswith(("-poison", "-rejected", "-outbox", "-urls"))
-    }
-    wrong += [f"queue {q}" for q in sorted(named - queue_names)]
-    return wrong
+    suffixes = ("-poison", "-rejected", "-outbox", "-urls")
+    named |= {q for q in re.findall(r"`([a-z]+(?:-[a-z]+)+)`", text) if q.endswith(suffixes)}
+    return wrong + [f"queue {q}" for q in sorted(named - queue_names)]
 
 
 def reference_facts() -> tuple[set[str], set[str], set[str]]:
@@ -166,6 +168,18 @@ def test_generated_reference_pages_are_current():
 @pytest.mark.functional
 def test_the_readme_agrees_with_the_reference(facts):
     assert readme_contradictions(ROOT, *facts) == []
+
+
+@pytest.mark.functional
+def test_every_page_agrees_with_the_reference_on_routes_and_queues(facts):
+    routes, _, queue_names = facts
+    wrong = {
+        str(path.relative_to(ROOT)): found
+        for path in doc_files(ROOT)
+        if "reference" not in path.parts
+        and (found := route_and_queue_contradictions(path.read_text(), routes, queue_names))
+    }
+    assert wrong == {}
 
 
 def test_every_page_is_in_the_navigation():
