@@ -13,6 +13,7 @@ from shared.common.ids import GUID_PATTERN
 from shared.contracts import openapi_components
 from shared.intake.http import CALCOM_ROUTE, CALENDLY_ROUTE, STANDARD_ROUTE
 from shared.problems import PROBLEM_JSON
+from shared.version import VERSION
 
 JOIN_URL_ROUTE = "join-url"
 # The bearer-only twin: anonymous at the host (no function key), the function itself demands the token.
@@ -184,7 +185,7 @@ def openapi_document() -> str:
         "openapi": "3.1.0",
         "info": {
             "title": "Virtual appointment join links",
-            "version": "1.0.0",
+            "version": VERSION,
             "description": "Ad-hoc lookup of a Microsoft Teams virtual appointment's join URL (Graph is called "
                            "with the organizer's delegated credential: getVirtualAppointmentJoinWebUrl supports "
                            "delegated permissions only), and the webhook intakes for schedulers. The message "
