@@ -58,29 +58,18 @@ def sample_env() -> dict[str, str]:
 
 # --- The one place the functions' metadata comes from ------------------------------------------------------
 
-_METADATA_PROGRAM = """
-import json, function_app
-print(json.dumps([{"name": f.get_function_name(),
-                   "bindings": [json.loads(b) if isinstance(b, str) else b for b in f.get_raw_bindings()]}
-                  for f in function_app.app.get_functions()]))
-"""
-
-
 def function_metadata() -> list[dict[str, Any]]:
-    """Each function's name and raw bindings, as the worker sends them to the host when it indexes the app.
-
-    Read in a subprocess (indexing works once per app instance). To use the real worker's
-    FunctionsMetadataResponse instead, return the same shape from it here: nothing else reads the metadata.
-    """
+    """Each function's name and raw bindings: Azure's Python worker's FunctionMetadataResponse, in a fresh process
+    (`python -m devstack.harness.metadata`, worker init + metadata as at the host's start-up)."""
     out = subprocess.run(  # noqa: S603
-        [sys.executable, "-c", _METADATA_PROGRAM],
+        [sys.executable, "-m", "devstack.harness.metadata", "function_app.py"],
         cwd=ROOT,
         env=sample_env(),
         capture_output=True,
         text=True,
         check=True,
     )
-    functions: list[dict[str, Any]] = json.loads(out.stdout.strip().splitlines()[-1])
+    functions: list[dict[str, Any]] = json.loads(out.stdout)
     return functions
 
 

@@ -123,6 +123,11 @@ def route_and_queue_contradictions(text: str, routes: set[str], queue_names: set
     return wrong + [f"queue {q}" for q in sorted(named - queue_names)]
 
 
+def _route_forms(route: str) -> list[str]:
+    optional = re.fullmatch(r"(.*)/\{(\w+)\?\}", route)
+    return [f"{optional.group(1)}/{{{optional.group(2)}}}", optional.group(1)] if optional else [route]
+
+
 def reference_facts() -> tuple[set[str], set[str], set[str]]:
     """Routes (`METHOD /api/...`), setting and azd value names, and queue names, from the code."""
     from shared.queues import ALL_QUEUES
@@ -134,7 +139,10 @@ def reference_facts() -> tuple[set[str], set[str], set[str]]:
         for binding in function["bindings"]:
             if binding.get("type") == "httpTrigger":
                 for method in binding.get("methods") or ["GET", "POST"]:
-                    routes.add(f"{method.upper()} /{prefix}/{binding.get('route') or function['name']}")
+                    route = binding.get("route") or function["name"]
+                    # An optional last segment (`{id?}`) answers with it and without it, as the host routes it.
+                    for form in _route_forms(route):
+                        routes.add(f"{method.upper()} /{prefix}/{form}")
     names = {spec.name for spec in SETTINGS} | {env for env, _ in gen_reference.azd_values().values()}
     return routes, names, set(ALL_QUEUES)
 
