@@ -61,7 +61,7 @@ def sample_env() -> dict[str, str]:
 def function_metadata() -> list[dict[str, Any]]:
     """Each function's name and raw bindings: Azure's Python worker's FunctionMetadataResponse, in a fresh process
     (`python -m devstack.harness.metadata`, worker init + metadata as at the host's start-up)."""
-    out = subprocess.run(  # noqa: S603
+    out = subprocess.run(
         [sys.executable, "-m", "devstack.harness.metadata", "function_app.py"],
         cwd=ROOT,
         env=sample_env(),
