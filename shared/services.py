@@ -28,7 +28,7 @@ from shared.storage.aliases import TableAliasStore
 from shared.storage.appointments import TableAppointmentStore
 from shared.storage.idempotency import TableIdempotencyStore
 from shared.storage.overflow import BlobOverflowStore
-from shared.storage.queue_client import QueueWriter
+from shared.storage.queue_client import NEVER_EXPIRES, QueueWriter
 from shared.storage.requeue import QueueRequeuer
 
 if TYPE_CHECKING:
@@ -153,7 +153,8 @@ class Services:
     @cached_property
     def processor(self) -> AppointmentProcessor:
         """The queue function's logic."""
-        rejections = RejectionRecorder(QueueWriter(self.settings.storage, APPOINTMENTS_REJECTED), self.overflow,
+        rejections = RejectionRecorder(QueueWriter(self.settings.storage, APPOINTMENTS_REJECTED,
+                                                   time_to_live=NEVER_EXPIRES), self.overflow,
                                        self.idempotency,
                                        stale_claim_seconds=self.settings.idempotency_stale_claim_seconds)
         return AppointmentProcessor(self.flow, QueueRequeuer(self.settings.storage, APPOINTMENTS),

@@ -46,7 +46,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "organizers' delegated tokens: `client_secret` (ENTRA_CLIENT_SECRET), `certificate` "
                 "(ENTRA_CLIENT_CERTIFICATE) or `federated` (a token of the app's own managed identity, trusted by "
                 "a federated identity credential on the app registration: no secret at all).",
-                default="client_secret"),
+                default="federated"),
     SettingSpec("ENTRA_CLIENT_SECRET", "Client secret of the app registration (a Key Vault reference in Azure). "
                 "Required with ENTRA_APP_CREDENTIAL=client_secret.", secret=True),
     SettingSpec("ENTRA_CLIENT_CERTIFICATE", "The app registration's certificate with its private key: PEM (key "
