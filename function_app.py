@@ -21,7 +21,7 @@ from shared.pages import organizers as organizers_page
 from shared.pipeline import sms as sms_sender
 from shared.services import Services
 from shared.settings import load_settings
-from shared.storage import queue_metrics
+from shared.storage import parked_archive, queue_metrics
 
 # Validated at start-up: a missing or bad setting stops indexing with a message naming it.
 services = Services(load_settings())
@@ -202,3 +202,12 @@ async def keep_alive(timer: func.TimerRequest) -> None:
 async def queue_metrics_timer(timer: func.TimerRequest) -> None:
     """Every queue's depth (poison, rejected and dead-letter included) as the `queue_depth` metric."""
     await queue_metrics.report_queue_depths(services.settings.storage)
+
+
+@app.function_name("archive_parked")
+@app.timer_trigger(arg_name="timer", schedule=services.settings.parked_archive_schedule)
+@instrumented
+async def archive_parked(timer: func.TimerRequest) -> None:
+    """Parked messages (poison, dead letters, SMS failures) that would expire soon → the blob archive replay reads."""
+    await parked_archive.archive_expiring(services.settings.storage, services.settings.parked_archive_container,
+                                          services.settings.parked_archive_margin_hours)

@@ -103,7 +103,16 @@ class VaultEntry:
         doc = asdict(self)
         for secret_or_internal in ("cache", "etag", "origin"):
             del doc[secret_or_internal]
-        return doc
+        return {**doc, "organizer_hash": self.organizer_hash, "upn_hash": hash_user(self.upn)}
+
+    @property
+    def organizer_hash(self) -> str:
+        """The `organizer_hash` telemetry and alerts carry for this organizer (of its object id)."""
+        return hash_user(self.oid)
+
+    def has_hash(self, value: str) -> bool:
+        """True when a telemetry hash names this organizer: events may name it by object id or by UPN."""
+        return value.strip().lower() in (hash_user(self.oid), hash_user(self.upn))
 
 
 def organizer_key(organizer: str) -> tuple[str, str]:

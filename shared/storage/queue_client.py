@@ -9,6 +9,7 @@ from shared.settings import StorageConnection
 from shared.storage.credentials import storage_credential
 
 if TYPE_CHECKING:
+    from azure.storage.queue import QueueMessage
     from azure.storage.queue.aio import QueueClient
 
 
@@ -32,6 +33,12 @@ def queue_client(conn: StorageConnection, queue_name: str) -> QueueClient:
         raise SettingsError(["AzureWebJobsStorage has neither a connection string nor a queue service URI "
                              "(AzureWebJobsStorage__queueServiceUri or __accountName)"])
     return QueueClient(conn.queue_service_uri, queue_name, credential=storage_credential(conn), **policies)
+
+
+def message_bytes(message: QueueMessage) -> bytes:
+    """A received message's body as bytes (the client decodes base64 to bytes; an empty body is b"")."""
+    content = message.content
+    return content if isinstance(content, bytes) else str(content or "").encode("utf-8")
 
 
 # A message's time-to-live that never ends (queue service API 2017-07-29+): for records kept for a person.

@@ -5,15 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from shared.queues import ALL_QUEUES
+from shared.queues import ALL_QUEUES, PARKED_QUEUES
 from shared.settings import StorageConnection
 from shared.storage.queue_client import queue_client
 from shared.telemetry import record_gauge
 
 log = logging.getLogger(__name__)
 # Depth above zero here means a person must look (alerts fire on these).
-ATTENTION_QUEUES = frozenset({"appointments-poison", "appointments-rejected", "webhook-dead-letter",
-                              "webhook-outbox-poison"})
+ATTENTION_QUEUES = frozenset(PARKED_QUEUES)
 
 
 async def queue_depth(conn: StorageConnection, name: str) -> int | None:
