@@ -7,8 +7,10 @@ function app imports only what an invocation needs (cold start; docs/performance
 
 Top: operator commands and twins (nothing imports them)
     organizers.py   `python -m shared.organizers list|revoke|connect-device [--tenant]`: organizer connections.
-    replay.py       `python -m shared.replay [--tenant]`: rejected, poison and dead-lettered messages back to
-                    their queue.
+    replay.py       `python -m shared.replay [--tenant] [--peek]`: parked messages (rejected, poison,
+                    dead-lettered, failed SMS, archived) back to their queue.
+    send_test_event.py  `python -m shared.send_test_event`: one test event into a deployed app with the
+                    operator's Entra sign-in, and its outcome.
     testing/        In-memory twins of the stores (idempotency, appointments, aliases, token vault, requeuer,
                     overflow) for tests, the bench and chaos; each passes the same contract suite as the real one
                     (tests/contract).
@@ -52,7 +54,9 @@ storage/            Azure Storage as the app writes it: queue clients (queue_cli
                     requeuer (requeue), the Table REST client (table_rest), idempotency records and their
                     claim rule (idempotency), appointment records (appointments), which earlier booking a
                     rebooked one stands for (aliases), originals too big for a queue record kept in a blob
-                    (overflow), the storage credential (credentials), queue depth metrics (queue_metrics).
+                    (overflow), the storage credential (credentials), queue depth metrics (queue_metrics),
+                    what each parked queue holds and where it goes back (parked_routes), and the archive that
+                    keeps parked messages past their queue lifetime (parked_archive).
 
 Foundation: everything may use these
     settings.py     Every setting validated at start-up into one typed Settings, each problem named.

@@ -489,7 +489,7 @@ def test_role_assignments_are_deterministic_and_least_privilege() -> None:
 def test_alerts_cover_the_operational_signals() -> None:
     alerts = parse_bicep(INFRA / "app" / "alerts.bicep")
     text = (INFRA / "app" / "alerts.bicep").read_text()
-    keys = {rule["key"] for rule in alerts["variables"]["rules"]["value"]}
+    keys = {rule["key"] for rule in alerts["variables"]["baseRules"]["value"]}
     assert keys >= {"function-failures", "organizer-not-connected", "graph-throttling"}
     for needle in ("queue_depth", "organizer_not_connected", "throttled", "429", "success == false"):
         assert needle in text, f"no alert query mentions {needle}"
