@@ -1,6 +1,6 @@
 // Alerts on the app's telemetry, e-mailed through one action group. All rules are log-search alerts scoped
-// to the Application Insights component, so the queries use its tables (requests, traces, customEvents,
-// customMetrics, dependencies). The app logs the custom dimensions event_id, appointment_id, organizer_hash,
+// to the Application Insights component, so the queries use its tables (requests, traces, customMetrics; the
+// app writes no customEvents). The app logs the custom dimensions event_id, appointment_id, organizer_hash,
 // outcome, reason, graph_status, duration_ms and dequeue_count, and its queue_metrics timer emits the
 // custom metric queue_depth with the dimension queue. docs/deploy.md explains what to do for each alert.
 param namePrefix string
@@ -91,9 +91,10 @@ var parkedRules = [for parked in parkedQueues: {
 
 var queueMetricsMissingQuery = 'customMetrics | where name == \'queue_depth\' | summarize samples = count()'
 
-var organizerQuery = 'union traces, customEvents | where tostring(customDimensions.reason) == \'organizer_not_connected\' | extend organizer_hash = tostring(customDimensions.organizer_hash) | summarize failures = count() by organizer_hash'
+var organizerQuery = 'traces | where tostring(customDimensions.stage) == \'appointment\' and tostring(customDimensions.reason) == \'organizer_not_connected\' | extend organizer_hash = tostring(customDimensions.organizer_hash) | summarize failures = count() by organizer_hash'
 
-var throttledQuery = 'union traces, customEvents, dependencies | where tostring(customDimensions.reason) == \'throttled\' or tostring(customDimensions.graph_status) == \'429\' or (itemType == \'dependency\' and resultCode == \'429\') | summarize throttled = count()'
+// One line per Graph answer (stage graph): each 429 counted once, and never a webhook receiver's or Entra's.
+var throttledQuery = 'traces | where tostring(customDimensions.stage) == \'graph\' and tostring(customDimensions.graph_status) == \'429\' | summarize throttled = count()'
 
 var baseRules = [
   {

@@ -228,6 +228,8 @@ def _log_outcome(outcome: str, reason: str | None, event: AppointmentEvent | Non
                 "organizer_hash": hash_user(event.organizer) if event else None,
                 # Tenants in telemetry are hashed like organizers.
                 "tenant_hash": hash_tenant(tenant or (event.tenant_id if event else None)),
+                # The processing-time and outcome tiles read stage=appointment lines only.
+                "stage": "appointment",
                 "outcome": outcome,
                 "reason": reason,
                 "duration_ms": duration_ms,
