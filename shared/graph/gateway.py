@@ -206,6 +206,7 @@ class GraphGateway:
                 _log_answer(graph_status(exc), error.reason, started)
                 if attempt == 1 and graph_status(exc) == 401:
                     continue  # a cached token revoked or expired early: one retry with a fresh one
+                error.graph_status = graph_status(exc)
                 raise error from exc
             _log_answer(None, None, started)
             return answer

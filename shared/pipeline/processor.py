@@ -130,7 +130,8 @@ class AppointmentProcessor:
             finished = True
         except PermanentError as exc:
             rejection = await self._rejections.record(_rejection(exc, delivery, event, tenant), message_key)
-            _log_outcome("rejected", rejection.reason, event, delivery, started, detail=exc.detail, tenant=tenant)
+            _log_outcome("rejected", rejection.reason, event, delivery, started, detail=exc.detail, tenant=tenant,
+                         graph_status=exc.graph_status)
             return Outcome("rejected", rejection=rejection,
                            webhook=failed_event(rejection, event.callback_url if event else None))
         except KeyInProgressError as exc:
@@ -142,7 +143,8 @@ class AppointmentProcessor:
         except ThrottledError as exc:
             return await self._requeue(delivery, event, exc, started, exc.retry_after or 1.0)
         except TransientError as exc:
-            _log_outcome("failed", exc.reason, event, delivery, started, detail=exc.detail, tenant=tenant)
+            _log_outcome("failed", exc.reason, event, delivery, started, detail=exc.detail, tenant=tenant,
+                         graph_status=exc.graph_status)
             raise
         finally:
             # Rejections, requeues and transient failures give the claim back: a retry or replay starts fresh.
@@ -183,7 +185,7 @@ class AppointmentProcessor:
                                  reason=f"{exc.reason}_too_often") from exc
         delay = int(min(max(wait, 1.0), _MAX_VISIBILITY_DELAY) + 0.999)
         await self._requeuer.requeue(wrap_requeued(delivery.text, delivery.requeue_attempt + 1, exc.reason), delay)
-        _log_outcome("requeued", exc.reason, event, delivery, started, retry_after=delay)
+        _log_outcome("requeued", exc.reason, event, delivery, started, retry_after=delay, graph_status=exc.graph_status)
         return Outcome("requeued")
 
 
