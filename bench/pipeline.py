@@ -97,9 +97,9 @@ class Worker:
         """One queue-triggered invocation, outputs collected as the host would."""
         from azure.functions.queue import QueueMessage
 
-        results, outbox, sms, sms_failed = (self._out() for _ in range(4))
+        results, outbox, sms = (self._out() for _ in range(3))
         await self._function(msg=QueueMessage(body=text.encode(), dequeue_count=1), results=results,
-                             outbox=outbox, sms=sms, sms_failed=sms_failed)
+                             outbox=outbox, sms=sms)
         return results.get() is not None
 
 

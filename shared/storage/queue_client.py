@@ -82,6 +82,11 @@ class QueueWriter:
             self._client = queue_client(self._conn, self._queue_name)
         await send_creating(self._client, text, delay_seconds=delay_seconds, time_to_live=self._time_to_live)
 
+    async def send_all(self, texts: list[str]) -> None:
+        """Enqueue each text in order, visible at once (nothing for an empty list)."""
+        for text in texts:
+            await self.send(text)
+
     async def aclose(self) -> None:
         """Close the queue client."""
         if self._client is not None:

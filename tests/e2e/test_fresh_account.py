@@ -113,6 +113,9 @@ async def test_on_an_empty_account_bad_messages_are_rejected_on_their_first_atte
     records = [json.loads(text) for text in await read_all(client, queues.APPOINTMENTS_REJECTED)]
     assert sorted(r["reason"] for r in records) == sorted(reason for _, reason in BAD.values())
     assert all(r["dequeueCount"] == 1 for r in records)
+    # AND each record is kept until someone acts: written without expiry
+    peeked = await client.get_queue_client(queues.APPOINTMENTS_REJECTED).peek_messages(max_messages=32)
+    assert {m.expires_on.year for m in peeked} == {9999}
     assert await read_if_any(client, queues.APPOINTMENTS_POISON) == []
     assert host.stats["process_appointment"]["failed"] == 0
 

@@ -42,14 +42,13 @@ def event(**fields) -> str:
 
 
 async def call_queue(indexed, body, dequeue_count=1):
-    results, outbox, sms, sms_failed = (CapturingOut() for _ in range(4))
+    results, outbox, sms = (CapturingOut() for _ in range(3))
     import function_app
 
     function = indexed["process_appointment"].get_user_function()
     rejections = function_app.services.processor._rejections.sink
     written = len(rejections.sent)
-    await function(msg=queue_message(body, dequeue_count), results=results, outbox=outbox, sms=sms,
-                   sms_failed=sms_failed)
+    await function(msg=queue_message(body, dequeue_count), results=results, outbox=outbox, sms=sms)
     if results.get():  # a rejection without an appointment id has no one to notify
         assert json.loads(outbox.get()[0])["type"] == "appointment.joinurl.ready"
     # The rejection record is the processor's own write (before its webhook can exist), not an output binding.

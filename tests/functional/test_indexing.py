@@ -49,19 +49,19 @@ def test_process_appointment_is_async_and_outputs_on_the_contract_queues(indexed
     function = indexed["process_appointment"]
     assert inspect.iscoroutinefunction(function.get_user_function())
     queues = {b.name: getattr(b, "queue_name", None) for b in function.get_bindings()}
-    # No binding for appointments-rejected: the processor writes a rejection itself, before its webhook exists.
-    assert queues == {"msg": "appointments", "results": "join-urls", "outbox": "webhook-outbox", "sms": "sms-outbox",
-                      "sms_failed": "sms-failed"}
+    # No binding for appointments-rejected nor sms-failed: the app writes those records itself, without expiry,
+    # before their webhooks exist.
+    assert queues == {"msg": "appointments", "results": "join-urls", "outbox": "webhook-outbox", "sms": "sms-outbox"}
 
 
 def test_send_sms_reads_the_sms_outbox_and_records_failures(indexed):
     queues = {b.name: getattr(b, "queue_name", None) for b in indexed["send_sms"].get_bindings()}
-    assert queues == {"msg": "sms-outbox", "sms_failed": "sms-failed", "outbox": "webhook-outbox"}
+    assert queues == {"msg": "sms-outbox", "outbox": "webhook-outbox"}
 
 
 def test_deliver_webhook_reads_the_outbox_and_dead_letters(indexed):
     queues = {b.name: getattr(b, "queue_name", None) for b in indexed["deliver_webhook"].get_bindings()}
-    assert queues == {"msg": "webhook-outbox", "dead_letter": "webhook-dead-letter"}
+    assert queues == {"msg": "webhook-outbox"}  # dead letters: written by the app, without expiry
 
 
 def test_graph_request_urls_are_not_logged_at_info(function_app_module):

@@ -12,6 +12,7 @@ from shared.exceptions import ForbiddenError
 from shared.pipeline.sms import SmsJob
 from shared.storage.appointments import AppointmentRecord
 from shared.testing.appointments import InMemoryAppointmentStore
+from shared.testing.requeue import InMemoryQueueWriter
 from tests.fakes import CapturingOut, FakeGraph
 
 pytestmark = pytest.mark.functional
@@ -44,9 +45,12 @@ async def test_send_sms_records_a_failed_text_and_tells_the_scheduler(indexed, f
     graph = FakeGraph()
     graph.failures.append(ForbiddenError("Graph 403 Forbidden: the tenant has no Teams Premium"))
     monkeypatch.setitem(function_app_module.services.__dict__, "meetings", graph)
+    failed = InMemoryQueueWriter()
+    monkeypatch.setitem(function_app_module.services.__dict__, "sms_failures", failed)
     job = SmsJob("apt-1", ORG, "e-1", "m1", "confirmation", (("+14255550100", "UTC"),))
-    failed, outbox = CapturingOut(), CapturingOut()
+    outbox = CapturingOut()
     message = QueueMessage(id="s-1", body=job.to_json().encode(), dequeue_count=1, pop_receipt="r")
-    await indexed["send_sms"].get_user_function()(msg=message, sms_failed=failed, outbox=outbox)
-    assert json.loads(failed.get())["reason"] == "forbidden"
+    await indexed["send_sms"].get_user_function()(msg=message, outbox=outbox)
+    (record,) = failed.sent
+    assert json.loads(record)["reason"] == "forbidden"
     assert json.loads(outbox.get())["type"] == "appointment.joinurl.sms_failed"
