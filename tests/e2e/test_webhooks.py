@@ -10,8 +10,8 @@ from standardwebhooks.webhooks import Webhook
 
 from shared import queues
 from tests.e2e.conftest import read_all, send
-from tests.schemas import assert_message_valid
 from tests.e2e.test_pipeline import CARDIOLOGY, plain
+from tests.schemas import assert_message_valid
 
 pytestmark = pytest.mark.e2e
 
