@@ -44,7 +44,7 @@ def list_organizers(vault: TokenVault, out: TextIO, *, as_json: bool = False, te
     attention."""
     entries = sorted(vault.entries(tenant), key=lambda e: (e.tenant_id, e.upn.lower()))
     if as_json:
-        json.dump([e.health() for e in entries], out, indent=2)
+        json.dump([{**e.health(), "organizer_hash": e.organizer_hash} for e in entries], out, indent=2)
         out.write("\n")
     elif not entries:
         where = f" in tenant {tenant}" if tenant else ""

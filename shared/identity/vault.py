@@ -103,7 +103,7 @@ class VaultEntry:
         doc = asdict(self)
         for secret_or_internal in ("cache", "etag", "origin"):
             del doc[secret_or_internal]
-        return {**doc, "organizer_hash": self.organizer_hash, "upn_hash": hash_user(self.upn)}
+        return doc
 
     @property
     def organizer_hash(self) -> str:
