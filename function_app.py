@@ -22,7 +22,7 @@ from shared.pages import organizers as organizers_page
 from shared.pipeline import sms as sms_sender
 from shared.services import Services
 from shared.settings import load_settings
-from shared.storage import queue_metrics
+from shared.storage import parked_archive, queue_metrics
 
 # Validated at start-up: a missing or bad setting stops indexing with a message naming it.
 services = Services(load_settings())
@@ -46,55 +46,53 @@ instrumented = telemetry.instrumented(os.environ)
 @app.queue_output(arg_name="results", queue_name=queues.JOIN_URLS, connection=queues.STORAGE_CONNECTION)
 @app.queue_output(arg_name="outbox", queue_name=queues.WEBHOOK_OUTBOX, connection=queues.STORAGE_CONNECTION)
 @app.queue_output(arg_name="sms", queue_name=queues.SMS_OUTBOX, connection=queues.STORAGE_CONNECTION)
-@app.queue_output(arg_name="sms_failed", queue_name=queues.SMS_FAILED, connection=queues.STORAGE_CONNECTION)
 @instrumented
 # typing.List, not list: Azure's Python worker refuses PEP 585 generics inside func.Out at indexing
 # ("invalid non-type annotation"), and an app that fails to index runs no function at all.
 async def process_appointment(msg: func.QueueMessage, results: func.Out[str],
                               outbox: func.Out[typing.List[str]],  # noqa: UP006
-                              sms: func.Out[typing.List[str]],  # noqa: UP006
-                              sms_failed: func.Out[typing.List[str]]) -> None:  # noqa: UP006
+                              sms: func.Out[typing.List[str]]) -> None:  # noqa: UP006
     """Appointment event → its result on `join-urls`, or a rejection; each with its webhook on the outbox.
 
     A rejection's record goes to `appointments-rejected` from the processor itself, before its `.failed` webhook
     can exist: output bindings are written after the function returns, in no documented order. Client texts go
     to `sms-outbox` (a cancellation's is sent before the meeting is deleted; if it failed, its record goes to
-    `sms-failed`). Transient failures raise, so the host retries, then moves the message to poison.
+    `sms-failed`, written here before its webhook). Records kept for a person are written by the app, without
+    expiry: a binding cannot set a message's lifetime. Transient failures raise, so the host retries, then
+    moves the message to poison.
     """
     outcome = await services.processor.process(msg.get_body(), msg.dequeue_count or 1, msg.id)
+    await services.sms_failures.send_all([failure.record for failure in outcome.sms_failures])
     if outcome.result is not None:
         results.set(outcome.result.to_json())
     if hooks := outcome.webhooks():
         outbox.set(hooks)
     if outcome.sms:
         sms.set([job.to_json() for job in outcome.sms])
-    if outcome.sms_failures:
-        sms_failed.set([failure.record for failure in outcome.sms_failures])
 
 
 @app.function_name("send_sms")
 @app.queue_trigger(arg_name="msg", queue_name=queues.SMS_OUTBOX, connection=queues.STORAGE_CONNECTION)
-@app.queue_output(arg_name="sms_failed", queue_name=queues.SMS_FAILED, connection=queues.STORAGE_CONNECTION)
 @app.queue_output(arg_name="outbox", queue_name=queues.WEBHOOK_OUTBOX, connection=queues.STORAGE_CONNECTION)
 @instrumented
-async def send_sms(msg: func.QueueMessage, sms_failed: func.Out[str], outbox: func.Out[str]) -> None:
-    """A client text (Teams Premium) apart from the join link: a failure becomes its record and its webhook."""
+async def send_sms(msg: func.QueueMessage, outbox: func.Out[str]) -> None:
+    """A client text (Teams Premium) apart from the join link: a failure becomes its record (sms-failed, written
+    by the app without expiry, before its webhook) and its webhook."""
     failure = await sms_sender.send_job(services.meetings, msg.get_body().decode("utf-8", "replace"))
     if failure is not None:
-        sms_failed.set(failure.record)
+        await services.sms_failures.send_all([failure.record])
         outbox.set(failure.webhook.to_message())
 
 
 @app.function_name("deliver_webhook")
 @app.queue_trigger(arg_name="msg", queue_name=queues.WEBHOOK_OUTBOX, connection=queues.STORAGE_CONNECTION)
-@app.queue_output(arg_name="dead_letter", queue_name=queues.WEBHOOK_DEAD_LETTER,
-                  connection=queues.STORAGE_CONNECTION)
 @instrumented
-async def deliver_webhook(msg: func.QueueMessage, dead_letter: func.Out[str]) -> None:
-    """Outbox event → signed POST to the scheduler; never calls Graph. Permanent failures dead-letter."""
+async def deliver_webhook(msg: func.QueueMessage) -> None:
+    """Outbox event → signed POST to the scheduler; never calls Graph. Permanent failures dead-letter (written by
+    the app, without expiry)."""
     record = await services.webhooks.dispatch(msg.get_body())
     if record is not None:
-        dead_letter.set(record.to_json())
+        await services.dead_letters.send_all([record.to_json()])
 
 
 @app.function_name("get_join_url")
@@ -211,3 +209,12 @@ async def keep_alive(timer: func.TimerRequest) -> None:
 async def queue_metrics_timer(timer: func.TimerRequest) -> None:
     """Every queue's depth (poison, rejected and dead-letter included) as the `queue_depth` metric."""
     await queue_metrics.report_queue_depths(services.settings.storage)
+
+
+@app.function_name("archive_parked")
+@app.timer_trigger(arg_name="timer", schedule=services.settings.parked_archive_schedule)
+@instrumented
+async def archive_parked(timer: func.TimerRequest) -> None:
+    """Parked messages (poison, dead letters, SMS failures) that would expire soon → the blob archive replay reads."""
+    await parked_archive.archive_expiring(services.settings.storage, services.settings.parked_archive_container,
+                                          services.settings.parked_archive_margin_hours)

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import cold_start, deploy_size, first_result, scale
+from bench import cold_start, cost, deploy_size, first_result, scale
 from bench.common import REPO_ROOT, Figure, Report, child_env, local_stack, queue_concurrency
 
 LATENCY_MS = 200.0
@@ -236,10 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--only", nargs="*", default=None,
                         choices=["cold", "deploy", "first", "throughput", "e2e", "create", "tokens", "memory", "host",
-                                 "scale"])
+                                 "scale", "cost"])
     args = parser.parse_args(argv)
     wanted = set(args.only or ["cold", "deploy", "first", "throughput", "e2e", "create", "tokens", "memory", "host",
-                               "scale"])
+                               "scale", "cost"])
     started = time.monotonic()
     report = Report()
     batch, threshold = queue_concurrency()
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         guarded(report, "cold_index_ratio", lambda: cold_start.measure(report))
     if "deploy" in wanted:
         guarded(report, "deploy_size_mb", lambda: deploy_size.measure(report))
-    if wanted & {"first", "throughput", "e2e", "create", "tokens", "memory", "host", "scale"}:
+    if wanted & {"first", "throughput", "e2e", "create", "tokens", "memory", "host", "scale", "cost"}:
         with local_stack() as endpoints, tempfile.TemporaryDirectory(prefix="bench-") as tmp:
             endpoints_file = Path(tmp) / "endpoints.json"
             endpoints_file.write_text(json.dumps(endpoints))
@@ -274,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
             if "scale" in wanted:
                 guarded(report, "scale_efficiency",
                         lambda: scale_figures(report, scale.measure(endpoints, LATENCY_MS)))
+            if "cost" in wanted:
+                guarded(report, "cost_per_10k_usd", lambda: cost.measure(report, endpoints))
     print_table(report)
     print(f"\n# bench finished in {time.monotonic() - started:.0f} s")
     return 0

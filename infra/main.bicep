@@ -179,6 +179,8 @@ var queueNames = [
 var tokenVaultContainerName = 'token-vault'
 // Original messages too big to copy into their rejection or dead-letter record (MESSAGE_OVERFLOW_CONTAINER).
 var messageOverflowContainerName = 'message-overflow'
+// Parked messages archived before their queue lifetime ends (PARKED_ARCHIVE_CONTAINER; docs/reliability.md).
+var parkedArchiveContainerName = 'parked-archive'
 var idempotencyTableName = 'idempotency'
 var appointmentsTableName = 'appointments'
 
@@ -222,6 +224,7 @@ module storage './app/storage.bicep' = {
       deploymentContainerName
       tokenVaultContainerName
       messageOverflowContainerName
+      parkedArchiveContainerName
     ]
     tableNames: [
       idempotencyTableName
@@ -258,6 +261,7 @@ module rbac './app/rbac.bicep' = {
     managedIdentityPrincipalId: identity.outputs.principalId
     tokenVaultContainerName: tokenVaultContainerName
     messageOverflowContainerName: messageOverflowContainerName
+    parkedArchiveContainerName: parkedArchiveContainerName
     operatorPrincipalId: operatorPrincipalId
     operatorPrincipalType: operatorPrincipalType
   }

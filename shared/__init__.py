@@ -7,11 +7,13 @@ function app imports only what an invocation needs (cold start: docs/performance
 
 Top: operator commands and twins (nothing imports them)
     organizers.py   `python -m shared.organizers list|revoke|connect-device [--tenant]`: organizer connections.
-    replay.py       `python -m shared.replay [--tenant]`: rejected, poison and dead-lettered messages back to
-                    their queue.
-    testing/        In-memory twins of the stores (idempotency, appointments, aliases, the token vault, the
-                    requeue queue, overflow) for tests, the bench and chaos; each passes the same contract suite
-                    as the real one (tests/contract).
+    replay.py       `python -m shared.replay [--tenant] [--peek]`: parked messages (rejected, poison,
+                    dead-lettered, failed SMS, archived) back to their queue.
+    send_test_event.py  `python -m shared.send_test_event`: one test event into a deployed app with the
+                    operator's Entra sign-in, and its outcome.
+    testing/        In-memory twins of the stores (idempotency, appointments, aliases, token vault, requeuer,
+                    overflow) for tests, the bench and chaos; each passes the same contract suite as the real one
+                    (tests/contract).
 
 services.py         The worker's long-lived objects (Graph client, token caches, stores), built on first use.
                     function_app.py wires triggers and bindings to it and to the HTTP adapters.
@@ -52,11 +54,12 @@ identity/           Delegated tokens only (Graph refuses app-only tokens for thi
                     (dev_password), bearer token validation per tenant (bearer) and On-Behalf-Of (obo).
 
 storage/            Azure Storage as the app writes it: queue clients (queue_client), the requeue envelope,
-                    delay rounding and x3 back-off (requeue), the Table REST client (table_rest), idempotency
-                    records and their claim rule (idempotency), appointment records (appointments), which
-                    earlier booking a rebooked one stands for (aliases), originals too big for a queue record
-                    kept in a blob (overflow), the storage credential (credentials), queue depth metrics
-                    (queue_metrics).
+                    requeuer, delay rounding and x3 back-off (requeue), the Table REST client (table_rest),
+                    idempotency records and their claim rule (idempotency), appointment records (appointments),
+                    which earlier booking a rebooked one stands for (aliases), originals too big for a queue
+                    record kept in a blob (overflow), the storage credential (credentials), queue depth metrics
+                    (queue_metrics), what each parked queue holds and where it goes back (parked_routes), and the
+                    archive that keeps parked messages past their queue lifetime (parked_archive).
 
 Foundation: everything may use these
     settings.py     Every setting validated at start-up into one typed Settings, each problem named.

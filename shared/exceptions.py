@@ -20,6 +20,9 @@ class JoinLinkError(Exception):
     """Base class of the app's own errors."""
 
     reason = "error"
+    # The HTTP status of the Graph answer behind this error, when there was one (set by the Graph gateway), so
+    # that the outcome line of the appointment carries it too.
+    graph_status: int | None = None
 
 
 class SettingsError(JoinLinkError):

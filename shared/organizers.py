@@ -1,5 +1,6 @@
-"""Operator commands for organizer connections: `python -m shared.organizers list|revoke|connect-device`, each
-optionally for one tenant (`--tenant`)."""
+"""Operator commands for organizer connections: `python -m shared.organizers
+list|find-hash|hash|revoke|connect-device`, most optionally for one tenant (`--tenant`). `list` shows each
+organizer's `organizer_hash` (the one alerts and logs carry); `find-hash <hash>` names the organizer behind it."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from shared.identity.msal import ClientType, MsalClients, MsalFailure
 from shared.identity.vault import ConnectionStatus, TokenVault, VaultEntry
 from shared.identity.vault_acquirer import connect_scopes
 from shared.identity.vault_blob import BlobTokenVault
+from shared.redaction import hash_user
 from shared.settings import Settings, load_settings
 
 _PATH_SETTINGS = ("DEV_USERS_FILE", "TLS_CA_BUNDLE")
@@ -42,17 +44,30 @@ def list_organizers(vault: TokenVault, out: TextIO, *, as_json: bool = False, te
     attention."""
     entries = sorted(vault.entries(tenant), key=lambda e: (e.tenant_id, e.upn.lower()))
     if as_json:
-        json.dump([e.health() for e in entries], out, indent=2)
+        json.dump([{**e.health(), "organizer_hash": e.organizer_hash} for e in entries], out, indent=2)
         out.write("\n")
     elif not entries:
         where = f" in tenant {tenant}" if tenant else ""
         out.write(f"No organizer is connected{where}. Connect one with the connect page or `connect-device`.\n")
     else:
-        out.write(f"{'ORGANIZER':<32} {'TENANT':<36} {'STATUS':<16} {'LAST SUCCESS':<25} {'FAILS':>5}  LAST ERROR\n")
+        out.write(f"{'ORGANIZER':<32} {'HASH':<16} {'TENANT':<36} {'STATUS':<16} {'LAST SUCCESS':<25} {'FAILS':>5}  "
+                  "LAST ERROR\n")
         for e in entries:
-            out.write(f"{e.upn:<32} {e.tenant_id or '-':<36} {e.status:<16} {e.last_success_at or '-':<25} "
-                      f"{e.consecutive_failures:>5}  {(e.last_error or '-')[:100]}\n")
+            out.write(f"{e.upn:<32} {e.organizer_hash:<16} {e.tenant_id or '-':<36} {e.status:<16} "
+                      f"{e.last_success_at or '-':<25} {e.consecutive_failures:>5}  {(e.last_error or '-')[:100]}\n")
     return 3 if any(e.status != ConnectionStatus.CONNECTED or e.consecutive_failures for e in entries) else 0
+
+
+def find_hash(vault: TokenVault, value: str, out: TextIO) -> int:
+    """Print the organizer(s) behind an `organizer_hash` from an alert or a log line; exit status 4 if none."""
+    found = [e for e in vault.entries(None) if e.has_hash(value)]
+    for e in found:
+        out.write(f"{value}: {e.display_name} <{e.upn}> object id {e.oid} tenant {e.tenant_id or '-'} "
+                  f"status {e.status}\n")
+    if not found:
+        out.write(f"{value}: no connected organizer has this hash (an organizer never connected is not in the "
+                  "vault: hash a candidate with `python -m shared.organizers hash <upn or object id>`)\n")
+    return 0 if found else 4
 
 
 def revoke(vault: TokenVault, organizer: str, out: TextIO, tenant: str | None = None) -> int:
@@ -132,16 +147,25 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     listing.add_argument("--json", action="store_true", help="machine-readable output")
     revoking = commands.add_parser("revoke", help="forget an organizer's refresh token")
     revoking.add_argument("organizer", help="object id or UPN")
+    finding = commands.add_parser("find-hash", help="the organizer behind an organizer_hash (alerts, logs)")
+    finding.add_argument("hash", help="the 16-character organizer_hash")
+    hashing = commands.add_parser("hash", help="the organizer_hash telemetry carries for a UPN or object id")
+    hashing.add_argument("organizer", help="object id or UPN")
     device = commands.add_parser("connect-device", help="connect an organizer by device-code sign-in")
     device.add_argument("organizer", nargs="?", help="the UPN or object id expected to sign in")
     for command in (listing, revoking, device):
         command.add_argument("--tenant", type=_tenant, help="only this tenant (its id)")
     args = parser.parse_args(argv)
+    if args.command == "hash":
+        out.write(f"{hash_user(args.organizer)}\n")
+        return 0
     try:
         settings = settings_from(args.settings)
         vault = BlobTokenVault(settings.storage, settings.token_vault_container, settings.tenant_id)
         if args.command == "list":
             return list_organizers(vault, out, as_json=args.json, tenant=args.tenant)
+        if args.command == "find-hash":
+            return find_hash(vault, args.hash, out)
         if args.command == "revoke":
             return revoke(vault, args.organizer, out, args.tenant)
         return connect_device(settings, vault, MsalClients(settings), args.organizer, out, tenant=args.tenant)

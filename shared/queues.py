@@ -20,3 +20,8 @@ SMS_FAILED = "sms-failed"
 
 ALL_QUEUES = (APPOINTMENTS, APPOINTMENTS_POISON, APPOINTMENTS_REJECTED, JOIN_URLS,
               WEBHOOK_OUTBOX, WEBHOOK_OUTBOX_POISON, WEBHOOK_DEAD_LETTER, SMS_OUTBOX, SMS_OUTBOX_POISON, SMS_FAILED)
+
+# Where a message waits for a person: each is alerted on (infra/app/alerts.bicep), has a runbook entry
+# (docs/runbooks.md), goes back with `python -m shared.replay`, and is archived before it could expire.
+PARKED_QUEUES = (APPOINTMENTS_REJECTED, APPOINTMENTS_POISON, WEBHOOK_DEAD_LETTER, WEBHOOK_OUTBOX_POISON,
+                 SMS_FAILED, SMS_OUTBOX_POISON)

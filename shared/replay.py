@@ -1,8 +1,19 @@
-"""Operator command: move rejected, poison and dead-lettered messages back to the queue they came from.
+"""Operator command: move parked messages (rejected, poison, dead-lettered, failed, archived) back to their queue.
 
-    python -m shared.replay --from appointments-rejected|appointments-poison|webhook-dead-letter|
-                                   webhook-outbox-poison|all [--reason CODE] [--tenant ID] [--older-than 10m]
-                                   [--dry-run] [--connection-string ...]   (default: AzureWebJobsStorage)
+    python -m shared.replay --from SOURCE [--reason CODE] [--tenant ID] [--older-than 10m] [--dry-run]
+                            [--connection-string ...]   (default: AzureWebJobsStorage)
+
+Sources and where they go back to:
+    appointments-rejected   → appointments   (the original event of each rejection record)
+    appointments-poison     → appointments
+    webhook-dead-letter     → webhook-outbox (the outbox message of each dead letter)
+    webhook-outbox-poison   → webhook-outbox
+    sms-failed              → sms-outbox     (the SMS job of each failure record)
+    sms-outbox-poison       → sms-outbox
+    archive                 → the queue each archived message's parked queue goes back to (the blob
+                              container PARKED_ARCHIVE_CONTAINER, where archive_parked keeps parked messages
+                              before their queue lifetime ends)
+    all                     → every source above
 
 A copy is always enqueued before the original is deleted (with its pop receipt), so a crash mid-way can
 duplicate a message but never lose one; the app is idempotent per event id and webhook-id.
@@ -12,25 +23,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import json
 import logging
 import os
 import re
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import IO, TYPE_CHECKING
 
-from shared import queues
 from shared.common.ids import is_guid
 from shared.exceptions import UnreadableRecordError
-from shared.queues import WEBHOOK_DEAD_LETTER, WEBHOOK_OUTBOX, WEBHOOK_OUTBOX_POISON
 from shared.settings import StorageConnection
+from shared.settings_registry import setting_default
 from shared.storage.overflow import BlobOverflowStore, KeptMessage
-from shared.storage.queue_client import queue_client
+from shared.storage.parked_archive import ArchivedMessage, archive_container, archived_messages
+from shared.storage.parked_routes import ARCHIVE, ROUTES, Found, Route
+from shared.storage.queue_client import message_bytes, queue_client, send_creating
 
 if TYPE_CHECKING:
     from azure.storage.queue import QueueMessage
@@ -42,87 +51,6 @@ log = logging.getLogger(__name__)
 DEFAULT_VISIBILITY_SECONDS = 600
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$", re.IGNORECASE)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-@dataclass(frozen=True)
-class Found:
-    """What replay reads from a message: the original to put back, and the reason and tenant to filter on."""
-
-    payload: bytes | KeptMessage  # kept in a blob when it did not fit its record
-    reason: str | None = None
-    tenant: str | None = None
-
-
-def tenant_of(payload: bytes) -> str | None:
-    """The tenant an appointment event or an outbox message names (`tenantId`), lower-cased; None if none."""
-    try:
-        doc = json.loads(payload)
-        if isinstance(doc, dict) and isinstance(doc.get("body"), str):
-            doc = json.loads(doc["body"])  # an outbox message: the webhook body carries the data
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(doc, dict):
-        return None
-    data = doc["data"] if isinstance(doc.get("data"), dict) else doc
-    tenant = data.get("tenantId")
-    return tenant.lower() if isinstance(tenant, str) and tenant else None
-
-
-def _record_field(name: str) -> Callable[[bytes], Found]:
-    def extract(content: bytes) -> Found:
-        try:
-            doc = json.loads(content)
-        except (ValueError, RecursionError):
-            raise UnreadableRecordError("record is not JSON") from None
-        if not isinstance(doc, dict):
-            raise UnreadableRecordError("record is not a JSON object")
-        payload: bytes | KeptMessage | None = None
-        if isinstance(doc.get(name), str) and doc[name]:
-            payload = doc[name].encode("utf-8")
-        elif isinstance(doc.get(name + "Base64"), str):
-            # A message that was not UTF-8 text is kept as base64: put back exactly those bytes.
-            try:
-                payload = base64.b64decode(doc[name + "Base64"], validate=True)
-            except ValueError:
-                raise UnreadableRecordError(f"record's {name + 'Base64'!r} is not base64") from None
-        elif doc.get(name + "Blob") is not None:
-            try:
-                payload = KeptMessage.from_dict(doc[name + "Blob"])
-            except ValueError:
-                raise UnreadableRecordError(f"record's {name + 'Blob'!r} is not a kept-message reference") from None
-        if not payload:
-            raise UnreadableRecordError(f"record has no {name!r}")
-        reason, tenant = doc.get("reason"), doc.get("tenantId")
-        if not (isinstance(tenant, str) and tenant) and isinstance(payload, bytes):
-            tenant = tenant_of(payload)
-        return Found(payload, reason if isinstance(reason, str) else None,
-                     tenant.lower() if isinstance(tenant, str) and tenant else None)
-
-    return extract
-
-
-def _as_is(content: bytes) -> Found:
-    # A poison message is the original message itself; it carries no reason.
-    return Found(content, None, tenant_of(content))
-
-
-@dataclass(frozen=True)
-class Route:
-    """Where a source queue's messages go back to, and how to get the original out of each."""
-
-    source: str
-    target: str
-    extract: Callable[[bytes], Found]
-
-
-ROUTES: dict[str, Route] = {
-    route.source: route for route in (
-        Route(queues.APPOINTMENTS_REJECTED, queues.APPOINTMENTS, _record_field("originalMessage")),
-        Route(queues.APPOINTMENTS_POISON, queues.APPOINTMENTS, _as_is),
-        Route(WEBHOOK_DEAD_LETTER, WEBHOOK_OUTBOX, _record_field("outboxMessage")),
-        Route(WEBHOOK_OUTBOX_POISON, WEBHOOK_OUTBOX, _as_is),
-    )
-}
 
 
 @dataclass
@@ -198,18 +126,91 @@ async def _approximate_count(client: QueueClient) -> int | None:
     return int(props.approximate_message_count or 0)
 
 
-async def _ensure_queue(client: QueueClient) -> None:
-    from azure.core.exceptions import ResourceExistsError
+@dataclass(frozen=True)
+class Filter:
+    """Which messages a run moves: by reason code, by age, by tenant (each optional)."""
+
+    reason: str | None = None
+    older_than: timedelta | None = None
+    tenant: str | None = None
+
+    def keeps(self, found: Found, inserted: datetime | None) -> bool:
+        """True when this message stays where it is."""
+        cutoff = datetime.now(UTC) - self.older_than if self.older_than is not None else None
+        too_new = cutoff is not None and inserted is not None and inserted > cutoff
+        other_tenant = self.tenant is not None and found.tenant != self.tenant.lower()
+        return (self.reason is not None and found.reason != self.reason) or too_new or other_tenant
+
+
+class Mover:
+    """Puts originals back on their target queues (reading kept blobs when a record points at one)."""
+
+    def __init__(self, conn: StorageConnection) -> None:
+        self._conn = conn
+        self._targets: dict[str, QueueClient] = {}
+        self._kept: dict[str, BlobOverflowStore] = {}
+
+    async def send(self, target: str, payload: bytes | KeptMessage) -> None:
+        """Enqueue the original on `target` (the queue is made if missing)."""
+        if isinstance(payload, KeptMessage):
+            store = self._kept.setdefault(payload.container, BlobOverflowStore(self._conn, payload.container))
+            payload = await store.read(payload)
+        if target not in self._targets:
+            self._targets[target] = queue_client(self._conn, target)
+        await send_creating(self._targets[target], payload)
+
+    async def aclose(self) -> None:
+        """Close every client made."""
+        for client in self._targets.values():
+            await client.close()
+        for store in self._kept.values():
+            await store.aclose()
+
+
+async def _release(src: QueueClient, held: list[QueueMessage]) -> None:
+    """Whatever was looked at and left stays where it was, visible again at once."""
+    from azure.core.exceptions import HttpResponseError
+
+    for message in held:
+        try:
+            await src.update_message(message.id, message.pop_receipt, visibility_timeout=0)
+        except HttpResponseError:
+            pass  # the hold has lapsed on its own
+
+
+def _triage(route: Route, message: QueueMessage, which: Filter, summary: ReplaySummary) -> Found | None:
+    """The original to move, or None when the message stays (unreadable, filtered out, or a dry run)."""
+    try:
+        found = route.extract(message_bytes(message))
+    except UnreadableRecordError as exc:
+        log.warning("replay %s: message %s left in place: %s", route.source, message.id, exc,
+                    extra={"source_queue": route.source, "message_id": message.id})
+        summary.unreadable += 1
+        return None
+    return _decide(found, message.inserted_on, which, summary)
+
+
+def _decide(found: Found, inserted: datetime | None, which: Filter, summary: ReplaySummary) -> Found | None:
+    """The original to move, or None when the filter keeps it or the run is dry (counted either way)."""
+    if which.keeps(found, inserted):
+        summary.skipped += 1
+        return None
+    if summary.dry_run:
+        summary.would_move += 1
+        return None
+    return found
+
+
+async def _delete_moved(src: QueueClient, route: Route, message: QueueMessage, summary: ReplaySummary) -> None:
+    from azure.core.exceptions import HttpResponseError
 
     try:
-        await client.create_queue()
-    except ResourceExistsError:
-        pass
-
-
-def _content(message: QueueMessage) -> bytes:
-    content = message.content
-    return content if isinstance(content, bytes) else str(content or "").encode("utf-8")
+        await src.delete_message(message.id, message.pop_receipt)
+    except HttpResponseError as exc:
+        summary.duplicated += 1
+        log.warning("replay %s: message %s copied but not deleted (%s); it may be replayed twice",
+                    route.source, message.id, exc.status_code,
+                    extra={"source_queue": route.source, "message_id": message.id})
 
 
 async def replay_queue(conn: StorageConnection, source: str, *, reason: str | None = None,
@@ -218,75 +219,39 @@ async def replay_queue(conn: StorageConnection, source: str, *, reason: str | No
                        summary: ReplaySummary | None = None, tenant: str | None = None) -> ReplaySummary:
     """Move one source queue's matching messages back to their queue (copy first, then delete). With `tenant`,
     only messages that name that tenant (`tenantId`) move."""
-    from azure.core.exceptions import HttpResponseError
-
     route = ROUTES[source]
+    which = Filter(reason, older_than, tenant)
     summary = summary or ReplaySummary(dry_run=dry_run)
     summary.dry_run = dry_run
-    cutoff = datetime.now(UTC) - older_than if older_than is not None else None
-    async with queue_client(conn, route.source) as src, queue_client(conn, route.target) as dst:
+    mover = Mover(conn)
+    moved_here = 0
+    async with queue_client(conn, route.source) as src:
         total = await _approximate_count(src)
         if total is None:
             log.info("replay %s: queue does not exist; nothing to do", source, extra={"source_queue": source})
             return summary
-        if not dry_run:
-            await _ensure_queue(dst)
         bar = ProgressBar(source, total) if progress else None
         held: list[QueueMessage] = []
-        kept: dict[str, BlobOverflowStore] = {}
         seen: set[str] = set()
-        moved_here = 0
         try:
             async for message in src.receive_messages(messages_per_page=32, visibility_timeout=visibility_seconds):
                 if message.id in seen:
-                    # Our hold expired and the message came round again: the run is over.
-                    break
+                    break  # our hold expired and the message came round again: the run is over
                 seen.add(message.id)
                 if bar:
                     bar.advance()
-                try:
-                    found = route.extract(_content(message))
-                except UnreadableRecordError as exc:
-                    log.warning("replay %s: message %s left in place: %s", source, message.id, exc,
-                                extra={"source_queue": source, "message_id": message.id})
-                    summary.unreadable += 1
+                found = _triage(route, message, which, summary)
+                if found is None:
                     held.append(message)
                     continue
-                inserted = message.inserted_on
-                too_new = cutoff is not None and inserted is not None and inserted > cutoff
-                other_tenant = tenant is not None and found.tenant != tenant.lower()
-                if (reason is not None and found.reason != reason) or too_new or other_tenant:
-                    summary.skipped += 1
-                    held.append(message)
-                    continue
-                if dry_run:
-                    summary.would_move += 1
-                    held.append(message)
-                    continue
-                payload = found.payload
-                if isinstance(payload, KeptMessage):
-                    store = kept.setdefault(payload.container, BlobOverflowStore(conn, payload.container))
-                    payload = await store.read(payload)
                 # Copy first: if the delete below fails, the worst case is a duplicate, never a loss.
-                await dst.send_message(payload)
-                try:
-                    await src.delete_message(message.id, message.pop_receipt)
-                except HttpResponseError as exc:
-                    summary.duplicated += 1
-                    log.warning("replay %s: message %s copied but not deleted (%s); it may be replayed twice",
-                                source, message.id, exc.status_code,
-                                extra={"source_queue": source, "message_id": message.id})
+                await mover.send(route.target, found.payload)
+                await _delete_moved(src, route, message, summary)
                 summary.moved += 1
                 moved_here += 1
         finally:
-            # Whatever was looked at and left stays where it was, visible again at once.
-            for message in held:
-                try:
-                    await src.update_message(message.id, message.pop_receipt, visibility_timeout=0)
-                except HttpResponseError:
-                    pass  # the hold has lapsed on its own
-            for store in kept.values():
-                await store.aclose()
+            await _release(src, held)
+            await mover.aclose()
             if bar:
                 bar.close()
     summary.by_source[source] = summary.by_source.get(source, 0) + moved_here
@@ -295,16 +260,92 @@ async def replay_queue(conn: StorageConnection, source: str, *, reason: str | No
     return summary
 
 
+async def replay_archive(conn: StorageConnection, container_name: str, *, reason: str | None = None,
+                         older_than: timedelta | None = None, dry_run: bool = False,
+                         summary: ReplaySummary | None = None, tenant: str | None = None) -> ReplaySummary:
+    """Move archived parked messages back to the queue their parked queue replays to; the blob goes after."""
+    summary = summary or ReplaySummary(dry_run=dry_run)
+    summary.dry_run = dry_run
+    which = Filter(reason, older_than, tenant)
+    mover = Mover(conn)
+    moved_here = 0
+    try:
+        async with archive_container(conn, container_name) as container:
+            async for name, archived in archived_messages(container):
+                found = _archived_original(name, archived, which, summary)
+                if found is None or archived is None:
+                    continue
+                await mover.send(ROUTES[archived.queue].target, found.payload)
+                await container.delete_blob(name)
+                summary.moved += 1
+                moved_here += 1
+    finally:
+        await mover.aclose()
+    summary.by_source[ARCHIVE] = summary.by_source.get(ARCHIVE, 0) + moved_here
+    log.info("replay %s: moved=%d", ARCHIVE, moved_here, extra={"source_queue": ARCHIVE, "moved": moved_here})
+    return summary
+
+
+def _archived_original(name: str, archived: ArchivedMessage | None, which: Filter,
+                       summary: ReplaySummary) -> Found | None:
+    if archived is None:
+        log.warning("replay archive: blob %s left in place: not an archived message", name)
+        summary.unreadable += 1
+        return None
+    try:
+        found = ROUTES[archived.queue].extract(archived.content)
+    except UnreadableRecordError as exc:
+        log.warning("replay archive: blob %s left in place: %s", name, exc)
+        summary.unreadable += 1
+        return None
+    inserted = datetime.fromisoformat(archived.inserted_on) if archived.inserted_on else None
+    return _decide(found, inserted, which, summary)
+
+
 async def replay(conn: StorageConnection, source: str, *, reason: str | None = None,
                  older_than: timedelta | None = None, dry_run: bool = False, progress: bool = True,
-                 visibility_seconds: int = DEFAULT_VISIBILITY_SECONDS, tenant: str | None = None) -> ReplaySummary:
-    """Replay one source, or every source for `all`."""
-    sources = list(ROUTES) if source == "all" else [source]
+                 visibility_seconds: int = DEFAULT_VISIBILITY_SECONDS, tenant: str | None = None,
+                 archive: str | None = None) -> ReplaySummary:
+    """Replay one source, or every source for `all` (the archive last)."""
+    sources = [*ROUTES, ARCHIVE] if source == "all" else [source]
     summary = ReplaySummary(dry_run=dry_run)
     for name in sources:
+        if name == ARCHIVE:
+            await replay_archive(conn, archive or setting_default("PARKED_ARCHIVE_CONTAINER"), reason=reason,
+                                 older_than=older_than, dry_run=dry_run, summary=summary, tenant=tenant)
+            continue
         await replay_queue(conn, name, reason=reason, older_than=older_than, dry_run=dry_run, progress=progress,
                            visibility_seconds=visibility_seconds, summary=summary, tenant=tenant)
     return summary
+
+
+async def peek(conn: StorageConnection, source: str, *, limit: int = 32, archive: str | None = None) -> list[str]:
+    """Up to `limit` messages of a parked queue (or the archive), one line each, leaving them where they are."""
+    lines: list[str] = []
+    if source == ARCHIVE:
+        async with archive_container(conn, archive or setting_default("PARKED_ARCHIVE_CONTAINER")) as container:
+            async for name, archived in archived_messages(container):
+                if len(lines) >= limit:
+                    break
+                body = archived.content.decode("utf-8", "replace") if archived else "(not an archived message)"
+                lines.append(f"{name}  archived={archived.archived_at if archived else '-'}  {body[:300]}")
+        return lines
+    from azure.core.exceptions import ResourceNotFoundError
+
+    async with queue_client(conn, source) as client:
+        try:
+            messages = await client.peek_messages(max_messages=min(limit, 32))
+        except ResourceNotFoundError:
+            return lines
+        for message in messages:
+            text = message_bytes(message).decode("utf-8", "replace")
+            try:
+                reason = ROUTES[source].extract(message_bytes(message)).reason or "-"
+            except UnreadableRecordError:
+                reason = "unreadable"
+            lines.append(f"{message.id}  inserted={message.inserted_on:%Y-%m-%dT%H:%M:%SZ}  "
+                         f"expires={message.expires_on:%Y-%m-%d}  reason={reason}  {text[:300]}")
+    return lines
 
 
 def _tenant(value: str) -> str:
@@ -327,19 +368,32 @@ def main(argv: list[str] | None = None) -> int:
     """Parse arguments, replay, print the summary; exit status 0 on success."""
     parser = argparse.ArgumentParser(prog="python -m shared.replay", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--from", dest="source", required=True, choices=[*ROUTES, "all"])
+    parser.add_argument("--from", dest="source", required=True, choices=[*ROUTES, ARCHIVE, "all"],
+                        help="the parked queue (or the archive) to move back; `all` for every one")
     parser.add_argument("--reason", help="only records with this reason code (rejections and dead letters)")
     parser.add_argument("--tenant", type=_tenant, help="only messages of this tenant (their tenantId); messages "
                         "that name no tenant stay where they are")
     parser.add_argument("--older-than", type=parse_age, help="only messages enqueued at least this long ago")
     parser.add_argument("--dry-run", action="store_true", help="count what would move; move nothing")
+    parser.add_argument("--peek", action="store_true", help="print up to 32 messages of the source (one line "
+                        "each: id, times, reason, the start of the body) and move nothing")
     parser.add_argument("--connection-string", help="default: AzureWebJobsStorage from the environment")
+    parser.add_argument("--archive-container", help="the archive's blob container (default: "
+                        "PARKED_ARCHIVE_CONTAINER, or parked-archive)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    archive = args.archive_container or os.environ.get("PARKED_ARCHIVE_CONTAINER")
+    if args.peek:
+        sources = [*ROUTES, ARCHIVE] if args.source == "all" else [args.source]
+        for source in sources:
+            for line in asyncio.run(peek(_connection(args.connection_string), source, archive=archive)):
+                print(f"{source}  {line}")
+        return 0
     summary = asyncio.run(replay(_connection(args.connection_string), args.source, reason=args.reason,
                                  older_than=args.older_than, dry_run=args.dry_run,
-                                 progress=not args.no_progress, tenant=args.tenant))
+                                 progress=not args.no_progress, tenant=args.tenant,
+                                 archive=archive))
     print(summary.line())
     return 0
 

@@ -22,13 +22,13 @@ from shared.pipeline.appointment_flow import AppointmentFlow
 from shared.pipeline.join_url_resolver import JoinUrlResolver
 from shared.pipeline.processor import AppointmentProcessor
 from shared.pipeline.rejections import RejectionRecorder
-from shared.queues import APPOINTMENTS, APPOINTMENTS_REJECTED, WEBHOOK_OUTBOX
+from shared.queues import APPOINTMENTS, APPOINTMENTS_REJECTED, SMS_FAILED, WEBHOOK_DEAD_LETTER, WEBHOOK_OUTBOX
 from shared.settings import Settings
 from shared.storage.aliases import TableAliasStore
 from shared.storage.appointments import TableAppointmentStore
 from shared.storage.idempotency import TableIdempotencyStore
 from shared.storage.overflow import BlobOverflowStore
-from shared.storage.queue_client import QueueWriter
+from shared.storage.queue_client import NEVER_EXPIRES, QueueWriter
 from shared.storage.requeue import QueueRequeuer
 
 if TYPE_CHECKING:
@@ -153,7 +153,8 @@ class Services:
     @cached_property
     def processor(self) -> AppointmentProcessor:
         """The queue function's logic."""
-        rejections = RejectionRecorder(QueueWriter(self.settings.storage, APPOINTMENTS_REJECTED), self.overflow,
+        rejections = RejectionRecorder(QueueWriter(self.settings.storage, APPOINTMENTS_REJECTED,
+                                                   time_to_live=NEVER_EXPIRES), self.overflow,
                                        self.idempotency,
                                        stale_claim_seconds=self.settings.idempotency_stale_claim_seconds)
         return AppointmentProcessor(self.flow, QueueRequeuer(self.settings.storage, APPOINTMENTS),
@@ -162,6 +163,16 @@ class Services:
                                     stale_claim_seconds=self.settings.idempotency_stale_claim_seconds,
                                     sms=self.meetings if self.settings.client_sms else None,
                                     sms_reminder=self.settings.client_sms_reminder)
+
+    @cached_property
+    def dead_letters(self) -> QueueWriter:
+        """`webhook-dead-letter`, written by the app without expiry (a binding cannot set a message's lifetime)."""
+        return QueueWriter(self.settings.storage, WEBHOOK_DEAD_LETTER, time_to_live=NEVER_EXPIRES)
+
+    @cached_property
+    def sms_failures(self) -> QueueWriter:
+        """`sms-failed`, written by the app without expiry, before the failure's webhook."""
+        return QueueWriter(self.settings.storage, SMS_FAILED, time_to_live=NEVER_EXPIRES)
 
     @cached_property
     def webhooks(self) -> WebhookDispatcher:
@@ -178,7 +189,8 @@ class Services:
 
     async def aclose(self) -> None:
         """Close every client that was built (tests and local tools; the host never stops a worker this way)."""
-        for name in ("processor", "webhooks", "idempotency", "appointments", "aliases", "graph", "overflow"):
+        for name in ("processor", "webhooks", "idempotency", "appointments", "aliases", "graph", "overflow",
+                     "dead_letters", "sms_failures"):
             built = self.__dict__.pop(name, None)
             if built is not None:
                 await built.aclose()

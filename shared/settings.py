@@ -82,6 +82,9 @@ class Settings:
     keepalive_idle_hours: float
     keepalive_schedule: str
     queue_metrics_schedule: str
+    parked_archive_container: str
+    parked_archive_schedule: str
+    parked_archive_margin_hours: float
     webhook_url: str | None
     webhook_secrets: tuple[str, ...]
     webhook_allowed_hosts: tuple[str, ...]
@@ -295,6 +298,14 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         queue_metrics_schedule=read.parse("QUEUE_METRICS_SCHEDULE", values.ncrontab,
                                           "must be an NCRONTAB expression with six fields, e.g. '0 */5 * * * *'")
         or "",
+        parked_archive_container=read.parse("PARKED_ARCHIVE_CONTAINER", values.container_name,
+                                            "must be a blob container name (3-63 lowercase letters, digits, "
+                                            "hyphens)") or "",
+        parked_archive_schedule=read.parse("PARKED_ARCHIVE_SCHEDULE", values.ncrontab,
+                                           "must be an NCRONTAB expression with six fields, e.g. '0 20 * * * *'")
+        or "",
+        parked_archive_margin_hours=read.parse("PARKED_ARCHIVE_MARGIN_HOURS", values.positive_float,
+                                               "must be a positive number"),
         webhook_url=_webhook_url(read, environment),
         webhook_secrets=read.parse("WEBHOOK_SECRET", values.webhook_secrets,
                                    "must be one or two comma-separated whsec_<base64> secrets of 24-64 bytes") or (),

@@ -47,7 +47,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "organizers' delegated tokens: `client_secret` (ENTRA_CLIENT_SECRET), `certificate` "
                 "(ENTRA_CLIENT_CERTIFICATE) or `federated` (a token of the app's own managed identity, trusted by "
                 "a federated identity credential on the app registration: no secret at all).",
-                default="client_secret"),
+                default="federated"),
     SettingSpec("ENTRA_CLIENT_SECRET", "Client secret of the app registration (a Key Vault reference in Azure). "
                 "Required with ENTRA_APP_CREDENTIAL=client_secret.", secret=True),
     SettingSpec("ENTRA_CLIENT_CERTIFICATE", "The app registration's certificate with its private key: PEM (key "
@@ -114,6 +114,15 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "whole any original message too big to copy into its rejection or dead-letter record (queue "
                 "messages hold at most 64 KiB); the record points at it and `python -m shared.replay` reads it "
                 "back.", default="message-overflow"),
+    SettingSpec("PARKED_ARCHIVE_CONTAINER", "Private blob container (in the AzureWebJobsStorage account) where the "
+                "archive_parked timer keeps every parked message (poison, dead letter, SMS failure) before its "
+                "queue lifetime ends; kept until `python -m shared.replay --from archive` puts it back.",
+                default="parked-archive"),
+    SettingSpec("PARKED_ARCHIVE_SCHEDULE", "NCRONTAB schedule of the archive_parked timer.",
+                default="0 20 * * * *"),
+    SettingSpec("PARKED_ARCHIVE_MARGIN_HOURS", "A parked message that would expire within this many hours is moved "
+                "into the archive. Must exceed the time between two timer runs (one hour by default) with room "
+                "for a missed run or two.", default="48"),
     SettingSpec("IDEMPOTENCY_WINDOW_HOURS", "How long a processed event id is remembered.", default="24"),
     SettingSpec("IDEMPOTENCY_STALE_CLAIM_SECONDS", "An event claimed this long ago and never finished belongs to "
                 "a worker that died (crash, scale-in, timeout): another worker takes it over. Must stay above the "

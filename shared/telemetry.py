@@ -20,6 +20,7 @@ _lock = threading.Lock()
 _configured = False
 _exporting = False
 _gauges: dict[str, Any] = {}
+_readings: dict[str, dict[tuple[tuple[str, str], ...], tuple[float, dict[str, str]]]] = {}
 
 
 def parse_authentication_string(value: str | None) -> str | None:
@@ -91,12 +92,37 @@ def instrumented(env: Mapping[str, str]) -> Callable[[F], F]:
 
 
 def record_gauge(name: str, value: float, attributes: Mapping[str, str]) -> None:
-    """Record a gauge value (a no-op until telemetry is exporting)."""
+    """Record one reading of a gauge (a no-op until telemetry is exporting).
+
+    Each reading is exported once, by the next collection, and then forgotten: a synchronous gauge would re-send
+    its last value at every export, so a queue that could not be read would still show its old depth (and
+    keep alerting, from every instance that once read it). A reading that was not taken is simply missing.
+    """
     if not _exporting:
         return
-    gauge = _gauges.get(name)
-    if gauge is None:
-        from opentelemetry import metrics
+    with _lock:
+        if name not in _gauges:
+            from opentelemetry import metrics
 
-        gauge = _gauges[name] = metrics.get_meter(METER_NAME).create_gauge(name)
-    gauge.set(value, dict(attributes))
+            _gauges[name] = metrics.get_meter(METER_NAME).create_observable_gauge(
+                name, callbacks=[functools.partial(_take_readings, name)])
+        _readings.setdefault(name, {})[tuple(sorted(attributes.items()))] = (value, dict(attributes))
+
+
+def _take_readings(name: str, options: Any) -> list[Any]:
+    from opentelemetry.metrics import Observation
+
+    with _lock:
+        taken = _readings.pop(name, {})
+    return [Observation(value, attributes) for value, attributes in taken.values()]
+
+
+def flush_metrics() -> None:
+    """Export the readings taken so far now (a timer's instance may be gone before the next export)."""
+    if not _exporting:
+        return
+    from opentelemetry import metrics
+
+    provider = metrics.get_meter_provider()
+    if hasattr(provider, "force_flush"):
+        provider.force_flush()

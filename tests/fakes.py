@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import azure.functions as func
-
 from shared.identity.tokens import AccessToken, DelegatedTokenAcquirer, OrganizerIdentity
 
 TENANT = "7d0c2e5a-1b3f-4c8e-9a6d-0e5f4b3c2a10"
@@ -159,19 +157,6 @@ class FakeAcquirer(DelegatedTokenAcquirer):
         self.scopes.append(tuple(scopes))
         return AccessToken(self.token or f"token-{identity}-{self.calls}", time.time() + self.lifetime,
                            frozenset(scopes))
-
-
-class CapturingOut(func.Out[Any]):
-    """A concrete func.Out (the library's is abstract)."""
-
-    def __init__(self) -> None:
-        self.value: Any = None
-
-    def set(self, val: Any) -> None:
-        self.value = val
-
-    def get(self) -> Any:
-        return self.value
 
 
 async def no_sleep(seconds: float) -> None:

@@ -5,6 +5,8 @@
 // In Azure, set STORAGE_QUEUE_URL=https://<account>.queue.core.windows.net (DefaultAzureCredential signs in; the
 // scheduler's principal holds Storage Queue Data Message Sender on appointments and Message Processor on
 // join-urls). Locally, set STORAGE_CONNECTION_STRING to Azurite's. WEBHOOK_SECRET is the app's whsec_ secret.
+// Webhook: locally a loopback endpoint this script serves; in Azure (loopback callbacks are refused there) leave
+// --callback-url out (WEBHOOK_URL gets it) or pass an https URL whose host is on WEBHOOK_ALLOWED_HOSTS.
 import { createServer } from "node:http";
 import { randomUUID } from "node:crypto";
 import { parseArgs } from "node:util";
@@ -73,6 +75,7 @@ const { values: args } = parseArgs({
     "online-meeting-id": { type: "string" },
     "join-web-url": { type: "string" },
     timeout: { type: "string", default: "60" },
+    "callback-url": { type: "string" },
   },
 });
 if (!args.organizer || !(args["online-meeting-id"] || args["join-web-url"])) {
@@ -81,21 +84,30 @@ if (!args.organizer || !(args["online-meeting-id"] || args["join-web-url"])) {
 }
 const timeoutMs = Number(args.timeout) * 1000;
 const received = [];
-const server = webhookEndpoint(process.env.WEBHOOK_SECRET.split(",")[0], (hook) => received.push(hook));
-await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+const local = Boolean(process.env.STORAGE_CONNECTION_STRING) && !args["callback-url"];
+let server = null;
+if (local) {
+  server = webhookEndpoint(process.env.WEBHOOK_SECRET.split(",")[0], (hook) => received.push(hook));
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+}
 const event = {
   id: `evt-${randomUUID()}`,
   type: "appointment.created",
   appointmentId: args["appointment-id"],
   organizer: args.organizer,
-  // The app posts this event's webhook here (the host must be on WEBHOOK_ALLOWED_HOSTS).
-  callbackUrl: `http://127.0.0.1:${server.address().port}/hooks`,
+  // Locally the app posts this event's webhook to our loopback endpoint (allowed in development only).
+  ...(local ? { callbackUrl: `http://127.0.0.1:${server.address().port}/hooks` } : {}),
+  ...(args["callback-url"] ? { callbackUrl: args["callback-url"] } : {}),
   ...(args["online-meeting-id"] ? { onlineMeetingId: args["online-meeting-id"] } : { joinWebUrl: args["join-web-url"] }),
 };
 await sendEvent(event);
 console.log(`sent ${event.id} for ${event.appointmentId}`);
 const result = await readResult(event.appointmentId, timeoutMs);
 console.log(`result: ${result.joinUrl}`);
+if (!server) {
+  console.log(`webhook: sent by the app to ${event.callbackUrl ?? "WEBHOOK_URL"}`);
+  process.exit(0);
+}
 const deadline = Date.now() + timeoutMs;
 while (!received.length && Date.now() < deadline) {
   await new Promise((resolve) => setTimeout(resolve, 200));

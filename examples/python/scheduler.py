@@ -6,6 +6,11 @@
 In Azure, set STORAGE_QUEUE_URL=https://<account>.queue.core.windows.net (DefaultAzureCredential signs in; the
 scheduler's principal holds Storage Queue Data Message Sender on appointments and Message Processor on
 join-urls). Locally, set STORAGE_CONNECTION_STRING to Azurite's. WEBHOOK_SECRET is the app's whsec_ secret.
+
+Where the webhook goes: locally, to a loopback endpoint this script serves and checks. In Azure the app refuses
+loopback callbacks (APP_ENVIRONMENT=production), so either leave --callback-url out (the webhook goes to the
+deployment's WEBHOOK_URL) or pass --callback-url https://<your host>/... with that host on WEBHOOK_ALLOWED_HOSTS;
+either way the script reads the result from join-urls and does not wait for the webhook itself.
 """
 
 from __future__ import annotations
@@ -88,16 +93,23 @@ def main() -> int:
     meeting.add_argument("--online-meeting-id")
     meeting.add_argument("--join-web-url")
     parser.add_argument("--listen-port", type=int, default=0, help="webhook endpoint port (0: any free one)")
+    parser.add_argument("--callback-url", help="https URL on WEBHOOK_ALLOWED_HOSTS for this event's webhook "
+                        "(Azure); default: a loopback endpoint locally, WEBHOOK_URL in Azure")
     parser.add_argument("--timeout", type=float, default=60)
     args = parser.parse_args()
 
-    _Hooks.secret = os.environ["WEBHOOK_SECRET"].split(",")[0]
-    server = HTTPServer(("127.0.0.1", args.listen_port), _Hooks)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    event = {"id": f"evt-{uuid.uuid4()}", "type": "appointment.created", "appointmentId": args.appointment_id,
-             "organizer": args.organizer,
-             # The app posts this event's webhook here (the host must be on WEBHOOK_ALLOWED_HOSTS).
-             "callbackUrl": f"http://127.0.0.1:{server.server_address[1]}/hooks"}
+    local = bool(os.environ.get("STORAGE_CONNECTION_STRING")) and not args.callback_url
+    event: dict[str, Any] = {"id": f"evt-{uuid.uuid4()}", "type": "appointment.created",
+                             "appointmentId": args.appointment_id, "organizer": args.organizer}
+    server = None
+    if local:
+        _Hooks.secret = os.environ["WEBHOOK_SECRET"].split(",")[0]
+        server = HTTPServer(("127.0.0.1", args.listen_port), _Hooks)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        # The app posts this event's webhook here (loopback is allowed in development only).
+        event["callbackUrl"] = f"http://127.0.0.1:{server.server_address[1]}/hooks"
+    elif args.callback_url:
+        event["callbackUrl"] = args.callback_url
     if args.online_meeting_id:
         event["onlineMeetingId"] = args.online_meeting_id
     else:
@@ -106,6 +118,9 @@ def main() -> int:
     print(f"sent {event['id']} for {args.appointment_id}")
     result = read_result(args.appointment_id, args.timeout)
     print(f"result: {result['joinUrl']}")
+    if server is None:
+        print(f"webhook: sent by the app to {event.get('callbackUrl') or 'WEBHOOK_URL'}")
+        return 0
     deadline = time.monotonic() + args.timeout
     while not _Hooks.received and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -1,6 +1,6 @@
 // Alerts on the app's telemetry, e-mailed through one action group. All rules are log-search alerts scoped
-// to the Application Insights component, so the queries use its tables (requests, traces, customEvents,
-// customMetrics, dependencies). The app logs the custom dimensions event_id, appointment_id, organizer_hash,
+// to the Application Insights component, so the queries use its tables (requests, traces, customMetrics; the
+// app writes no customEvents). The app logs the custom dimensions event_id, appointment_id, organizer_hash,
 // outcome, reason, graph_status, duration_ms and dequeue_count, and its queue_metrics timer emits the
 // custom metric queue_depth with the dimension queue. docs/deploy.md explains what to do for each alert.
 param namePrefix string
@@ -19,11 +19,38 @@ param failureRateMinimumCount int = 10
 @description('Alert when Graph throttling (429) shows up more than this many times in the window.')
 param throttledThreshold int = 10
 
-@description('Queues that should stay empty: a message there needs a person.')
-param deadLetterQueues array = [
-  'appointments-poison'
-  'webhook-outbox-poison'
-  'webhook-dead-letter'
+@description('Where a message waits for a person (shared/queues.py PARKED_QUEUES): one alert each, with its runbook entry in docs/runbooks.md.')
+param parkedQueues array = [
+  {
+    queue: 'appointments-rejected'
+    severity: 2
+    meaning: 'Appointment events were rejected for good (reason in each record: organizer not connected, meeting not found, invalid event...). The scheduler got a .failed webhook.'
+  }
+  {
+    queue: 'appointments-poison'
+    severity: 1
+    meaning: 'Appointment events failed five times with transient errors (Graph, Entra or storage down) and were given up on.'
+  }
+  {
+    queue: 'webhook-dead-letter'
+    severity: 1
+    meaning: 'Webhooks the scheduler refused (4xx, redirect, no destination): the scheduler does not know of these results.'
+  }
+  {
+    queue: 'webhook-outbox-poison'
+    severity: 1
+    meaning: 'Webhooks whose delivery kept failing (receiver down or slow) after every retry.'
+  }
+  {
+    queue: 'sms-failed'
+    severity: 3
+    meaning: 'Client SMS (Teams Premium) that Graph refused; the join links are unaffected.'
+  }
+  {
+    queue: 'sms-outbox-poison'
+    severity: 2
+    meaning: 'Client SMS jobs that kept failing with transient errors after every retry.'
+  }
 ]
 
 resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
@@ -45,15 +72,31 @@ resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
 
 var failureRateQuery = format('requests | summarize total = count(), failed = countif(success == false) by operation_Name | where total >= {0} | extend failurePercent = 100.0 * failed / total | project operation_Name, failurePercent', failureRateMinimumCount)
 
-var queueDepthQuery = format('customMetrics | where name == \'queue_depth\' | extend queue = tostring(customDimensions.queue) | where queue in (dynamic({0})) | summarize arg_max(timestamp, valueMax) by queue | project queue, depth = valueMax', string(deadLetterQueues))
+// The latest sample of one queue's depth. queue_metrics sends each reading once (a depth that could not be
+// read sends nothing, so stale values never repeat): the newest sample in the window is the truth.
+var parkedRules = [for parked in parkedQueues: {
+  key: 'parked-${parked.queue}'
+  displayName: 'Messages waiting in ${parked.queue}'
+  description: '${parked.meaning} Runbook: docs/runbooks.md, section ${parked.queue} (what it means, the command that shows the messages, the command that replays them).'
+  severity: parked.severity
+  evaluationFrequency: 'PT5M'
+  windowSize: 'PT15M'
+  query: format('customMetrics | where name == \'queue_depth\' | extend queue = tostring(customDimensions.queue) | where queue == \'{0}\' | summarize arg_max(timestamp, valueMax) by queue | project queue, depth = valueMax', parked.queue)
+  timeAggregation: 'Maximum'
+  metricMeasureColumn: 'depth'
+  dimension: 'queue'
+  operator: 'GreaterThan'
+  threshold: 0
+}]
 
 var queueMetricsMissingQuery = 'customMetrics | where name == \'queue_depth\' | summarize samples = count()'
 
-var organizerQuery = 'union traces, customEvents | where tostring(customDimensions.reason) == \'organizer_not_connected\' | extend organizer_hash = tostring(customDimensions.organizer_hash) | summarize failures = count() by organizer_hash'
+var organizerQuery = 'traces | where tostring(customDimensions.stage) == \'appointment\' and tostring(customDimensions.reason) == \'organizer_not_connected\' | extend organizer_hash = tostring(customDimensions.organizer_hash) | summarize failures = count() by organizer_hash'
 
-var throttledQuery = 'union traces, customEvents, dependencies | where tostring(customDimensions.reason) == \'throttled\' or tostring(customDimensions.graph_status) == \'429\' or (itemType == \'dependency\' and resultCode == \'429\') | summarize throttled = count()'
+// One line per Graph answer (stage graph): each 429 counted once, and never a webhook receiver's or Entra's.
+var throttledQuery = 'traces | where tostring(customDimensions.stage) == \'graph\' and tostring(customDimensions.graph_status) == \'429\' | summarize throttled = count()'
 
-var rules = [
+var baseRules = [
   {
     key: 'function-failures'
     displayName: 'Function failure rate above ${failureRatePercent}%'
@@ -67,20 +110,6 @@ var rules = [
     dimension: 'operation_Name'
     operator: 'GreaterThan'
     threshold: failureRatePercent
-  }
-  {
-    key: 'dead-letter-depth'
-    displayName: 'Messages waiting in a poison or dead-letter queue'
-    description: 'A poison or dead-letter queue is not empty (queue_depth > 0): the messages were given up on and nothing will happen to them until an operator fixes the cause and replays them.'
-    severity: 1
-    evaluationFrequency: 'PT5M'
-    windowSize: 'PT15M'
-    query: queueDepthQuery
-    timeAggregation: 'Maximum'
-    metricMeasureColumn: 'depth'
-    dimension: 'queue'
-    operator: 'GreaterThan'
-    threshold: 0
   }
   {
     key: 'queue-metrics-missing'
@@ -125,6 +154,8 @@ var rules = [
     threshold: throttledThreshold
   }
 ]
+
+var rules = concat(baseRules, parkedRules)
 
 resource logAlerts 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = [for rule in rules: {
   name: '${namePrefix}-${rule.key}'

@@ -5,6 +5,7 @@ param applicationInsightsName string
 param managedIdentityPrincipalId string
 param tokenVaultContainerName string
 param messageOverflowContainerName string
+param parkedArchiveContainerName string
 
 @description('Optional operator (person or group) for the replay command and device-code connect; empty for none.')
 param operatorPrincipalId string = ''
@@ -14,7 +15,8 @@ param operatorPrincipalType string = 'User'
 // Storage Blob Data Owner: the Functions host manages its own containers and blob leases in
 // AzureWebJobsStorage and reads the Flex deployment package (as in the Functions azd quickstarts).
 var storageBlobDataOwnerRoleId = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
-// Storage Blob Data Contributor: operator writes an organizer's token cache in the token-vault container.
+// Storage Blob Data Contributor: operator writes an organizer's token cache in the token-vault container, and
+// replay reads and deletes archived parked messages in the parked-archive container.
 var storageBlobDataContributorRoleId = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
 // Storage Blob Data Reader: the replay command reads originals kept in the message-overflow container.
 var storageBlobDataReaderRoleId = '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
@@ -42,6 +44,11 @@ resource tokenVaultContainer 'Microsoft.Storage/storageAccounts/blobServices/con
 resource messageOverflowContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
   parent: blobService
   name: messageOverflowContainerName
+}
+
+resource parkedArchiveContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  parent: blobService
+  name: parkedArchiveContainerName
 }
 
 resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
@@ -113,6 +120,16 @@ resource operatorOverflowReader 'Microsoft.Authorization/roleAssignments@2022-04
   scope: messageOverflowContainer
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataReaderRoleId)
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
+  }
+}
+
+resource operatorArchiveContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
+  name: guid(parkedArchiveContainer.id, operatorPrincipalId, storageBlobDataContributorRoleId)
+  scope: parkedArchiveContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributorRoleId)
     principalId: operatorPrincipalId
     principalType: operatorPrincipalType
   }

@@ -194,20 +194,30 @@ class GraphGateway:
         started = time.perf_counter()
         for attempt in (1, 2):
             try:
-                return await request()
+                answer = await request()
             except JoinLinkError:
                 raise
             except Exception as exc:  # classification below decides; nothing escapes unclassified
                 error = classify_graph_error(exc)
                 if isinstance(error, (ForbiddenError, OrganizerNotConnectedError)):
                     tokens.invalidate(organizer, tenant)
+                _log_answer(graph_status(exc), error.reason, started)
                 if attempt == 1 and graph_status(exc) == 401:
                     continue  # a cached token revoked or expired early: one retry with a fresh one
-                log.info("Graph call failed: %s (%s)", error.reason, type(exc).__name__,
-                         extra={"graph_status": graph_status(exc), "reason": error.reason,
-                                "duration_ms": round((time.perf_counter() - started) * 1000, 1)})
+                error.graph_status = graph_status(exc)
                 raise error from exc
+            _log_answer(None, None, started)
+            return answer
         raise AssertionError("unreachable")
+
+
+def _log_answer(status: int | None, reason: str | None, started: float) -> None:
+    """One line per Graph answer (stage=graph), success included: the status tile and the throttling alert
+    read these, so each 429 is counted once, and only Graph's. A success is `2xx` (the SDK does not say which);
+    a transport failure has no status."""
+    log.info("Graph answered %s%s", status or ("2xx" if reason is None else "-"), f" ({reason})" if reason else "",
+             extra={"stage": "graph", "graph_status": str(status) if status else ("2xx" if reason is None else None),
+                    "reason": reason, "graph_duration_ms": round((time.perf_counter() - started) * 1000, 1)})
 
 
 def _segment(value: str) -> str:

@@ -105,6 +105,15 @@ class VaultEntry:
             del doc[secret_or_internal]
         return doc
 
+    @property
+    def organizer_hash(self) -> str:
+        """The `organizer_hash` telemetry and alerts carry for this organizer (of its object id)."""
+        return hash_user(self.oid)
+
+    def has_hash(self, value: str) -> bool:
+        """True when a telemetry hash names this organizer: events may name it by object id or by UPN."""
+        return value.strip().lower() in (hash_user(self.oid), hash_user(self.upn))
+
 
 def organizer_key(organizer: str) -> tuple[str, str]:
     """('oid', id) for an object id, ('upn', lower-cased UPN) otherwise."""

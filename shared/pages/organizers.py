@@ -47,7 +47,8 @@ def _row(entry: VaultEntry, key: str | None) -> str:
                                                    f"</span>" if entry.consecutive_failures else "")
     return ("<tr>"
             f"<td data-label=\"Organizer\"><strong>{esc(entry.display_name)}</strong><br>"
-            f"<span class=\"muted\">{esc(entry.upn)}</span></td>"
+            f"<span class=\"muted\">{esc(entry.upn)}</span><br>"
+            f"<span class=\"muted\">organizer_hash <code>{esc(entry.organizer_hash)}</code></span></td>"
             f"<td data-label=\"Tenant\"><code>{esc(entry.tenant_id or '-')}</code></td>"
             f"<td data-label=\"Status\"><span class=\"status {esc(status)}\">"
             f"{esc(_STATUS_TEXT.get(status, status))}</span></td>"

@@ -127,7 +127,8 @@ class AppointmentProcessor:
             finished = True
         except PermanentError as exc:
             rejection = await self._rejections.record(_rejection(exc, delivery, event, tenant), message_key)
-            _log_outcome("rejected", rejection.reason, event, delivery, started, detail=exc.detail, tenant=tenant)
+            _log_outcome("rejected", rejection.reason, event, delivery, started, detail=exc.detail, tenant=tenant,
+                         graph_status=exc.graph_status)
             return Outcome("rejected", rejection=rejection,
                            webhook=failed_event(rejection, event.callback_url if event else None))
         except KeyInProgressError as exc:
@@ -139,7 +140,8 @@ class AppointmentProcessor:
         except ThrottledError as exc:
             return await self._requeue(delivery, event, exc, started, exc.retry_after or 1.0)
         except TransientError as exc:
-            _log_outcome("failed", exc.reason, event, delivery, started, detail=exc.detail, tenant=tenant)
+            _log_outcome("failed", exc.reason, event, delivery, started, detail=exc.detail, tenant=tenant,
+                         graph_status=exc.graph_status)
             raise
         finally:
             # Rejections, requeues and transient failures give the claim back: a retry or replay starts fresh.
@@ -180,7 +182,7 @@ class AppointmentProcessor:
                                  reason=f"{exc.reason}_too_often") from exc
         delay = requeue_delay(wait)
         await self._requeuer.requeue(wrap_requeued(delivery.text, delivery.requeue_attempt + 1, exc.reason), delay)
-        _log_outcome("requeued", exc.reason, event, delivery, started, retry_after=delay)
+        _log_outcome("requeued", exc.reason, event, delivery, started, retry_after=delay, graph_status=exc.graph_status)
         return Outcome("requeued")
 
 
@@ -209,6 +211,8 @@ def _log_outcome(outcome: str, reason: str | None, event: AppointmentEvent | Non
                 "organizer_hash": hash_user(event.organizer) if event else None,
                 # Tenants in telemetry are hashed like organizers.
                 "tenant_hash": hash_tenant(tenant or (event.tenant_id if event else None)),
+                # The processing-time and outcome tiles read stage=appointment lines only.
+                "stage": "appointment",
                 "outcome": outcome,
                 "reason": reason,
                 "duration_ms": duration_ms,

@@ -27,5 +27,9 @@ class InMemoryQueueWriter:
         """Remember text."""
         self.sent.append(text)
 
+    async def send_all(self, texts: list[str]) -> None:
+        """Remember each text."""
+        self.sent.extend(texts)
+
     async def aclose(self) -> None:
         """Nothing to release."""

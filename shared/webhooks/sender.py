@@ -226,6 +226,7 @@ def _log(level: int, outcome: str, reason: str | None, event: WebhookEvent | Non
                 "webhook_id": event.webhook_id if event else None,
                 "webhook_type": event.type if event else None,
                 "destination_host": host,
+                "stage": "webhook",
                 "outcome": outcome,
                 "reason": reason,
                 "duration_ms": duration_ms,

@@ -36,7 +36,6 @@ from shared.settings import load_settings
 from tests.auth_fakes import SCHEDULER as SCHEDULER_CLAIMS
 from tests.e2e.conftest import read_all, send
 from tests.e2e.test_pipeline import CARDIOLOGY, plain
-from tests.fakes import CapturingOut
 
 pytestmark = [
     pytest.mark.e2e,
@@ -342,17 +341,15 @@ async def test_a_thousand_invocations_make_one_token_request(vault_app, app_modu
     await asyncio.to_thread(_connect_by_device_code, vault_app, entra, SCHEDULER)
     expire_access_tokens(vault_app.vault, SCHEDULER["upn"])
     before = token_requests(entra)
-    process = app_module.process_appointment
+    from devstack.harness import Worker, call_queue
+
+    worker = await Worker.for_script(app_module.__file__)
 
     async def invoke(n: int) -> str | None:
-        from azure.functions.queue import QueueMessage
-
-        results, outbox = CapturingOut(), CapturingOut()
-        message = QueueMessage(id=f"m-{n}", body=plain(f"k-{uuid.uuid4().hex}", appointment_id=f"apt-{n}",
-                                                       organizer=SCHEDULER["upn"]).encode(),
-                               dequeue_count=1, pop_receipt="r")
-        await process(msg=message, results=results, outbox=outbox, sms=CapturingOut(), sms_failed=CapturingOut())
-        return results.get()
+        body = plain(f"k-{uuid.uuid4().hex}", appointment_id=f"apt-{n}", organizer=SCHEDULER["upn"])
+        called = await call_queue(worker, "process_appointment", body, message_id=f"m-{n}")
+        results = called.texts("results")
+        return results[0] if results else None
 
     # WHEN 1,000 invocations for that organizer run, up to 100 at a time
     started = time.perf_counter()

@@ -4,6 +4,7 @@ from `join-urls` and verifies the signed webhook the app posts to it (its own ca
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import sys
@@ -41,3 +42,23 @@ async def test_example_sends_reads_and_verifies(host, queues_client, stack, lang
     text = output.decode()
     assert process.returncode == 0, text
     assert "meeting_cardiology" in text and "signature valid" in text
+
+
+async def test_example_with_an_allowed_https_callback_url_as_in_azure(host, queues_client, stack, receiver_admin):
+    # In Azure the app refuses loopback callbacks: the example then names an https URL on WEBHOOK_ALLOWED_HOSTS
+    # (here the stack's receiver) and leaves the webhook to it, reading only the result.
+    env = {**os.environ, "STORAGE_CONNECTION_STRING": stack["azurite"]["connection_string"],
+           "WEBHOOK_SECRET": stack["settings"]["WEBHOOK_SECRET"]}
+    callback = stack["receiver"]["url"]
+    assert callback.startswith("https://")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(REPO / "examples" / "python" / "scheduler.py"), "--appointment-id", "apt-example-https",
+        "--organizer", "scheduler@contoso.test", "--online-meeting-id", CARDIOLOGY, "--callback-url", callback,
+        "--timeout", "60", cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    output, _ = await asyncio.wait_for(process.communicate(), timeout=120)
+    text = output.decode()
+    assert process.returncode == 0, text
+    assert f"webhook: sent by the app to {callback}" in text
+    await host.drain(timeout=30)
+    deliveries = receiver_admin.get("deliveries").json()["deliveries"]
+    assert any("apt-example-https" in json.dumps(d) for d in deliveries)

@@ -11,6 +11,7 @@ from standardwebhooks.webhooks import Webhook
 from shared import queues
 from tests.e2e.conftest import read_all, send
 from tests.e2e.test_pipeline import CARDIOLOGY, plain
+from tests.schemas import assert_message_valid
 
 pytestmark = pytest.mark.e2e
 
@@ -63,6 +64,10 @@ async def test_gone_receiver_dead_letters_with_status_and_excerpt(host, queues_c
     assert record["status"] == 410 and record["webhookId"] == "wh-4_ready" and "injected_failure" in \
         record["responseExcerpt"]
     assert len(deliveries(receiver_admin)) == 1
+    # The app writes the dead letter itself, valid against its schema and without expiry (never the 7-day default)
+    assert_message_valid(queues.WEBHOOK_DEAD_LETTER, json.dumps(record))
+    (message,) = await queues_client.get_queue_client(queues.WEBHOOK_DEAD_LETTER).peek_messages()
+    assert message.expires_on.year == 9999
 
 
 async def test_duplicate_event_makes_one_graph_call_and_one_delivery(host, queues_client, receiver_admin,

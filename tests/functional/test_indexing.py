@@ -23,10 +23,10 @@ QUEUE_NAME = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
 # The documented function table: name -> (trigger, route or queue or schedule, auth level, output queues).
 FUNCTIONS = {
     "process_appointment": ("queueTrigger", "appointments", None,
-                            {"results": "join-urls", "outbox": "webhook-outbox", "sms": "sms-outbox",
-                             "sms_failed": "sms-failed"}),
-    "send_sms": ("queueTrigger", "sms-outbox", None, {"sms_failed": "sms-failed", "outbox": "webhook-outbox"}),
-    "deliver_webhook": ("queueTrigger", "webhook-outbox", None, {"dead_letter": "webhook-dead-letter"}),
+                            {"results": "join-urls", "outbox": "webhook-outbox", "sms": "sms-outbox"}),
+    # Rejections, SMS failures and dead letters are the app's own writes (without expiry), not output bindings.
+    "send_sms": ("queueTrigger", "sms-outbox", None, {"outbox": "webhook-outbox"}),
+    "deliver_webhook": ("queueTrigger", "webhook-outbox", None, {}),
     "get_join_url": ("httpTrigger", "join-url", "FUNCTION", {}),
     "get_appointment": ("httpTrigger", "appointments/{appointmentId?}", "FUNCTION", {}),
     "openapi": ("httpTrigger", "openapi.json", "ANONYMOUS", {}),
@@ -41,6 +41,7 @@ FUNCTIONS = {
     "manage_organizers": ("httpTrigger", "manage/organizers", "FUNCTION", {}),
     "keep_alive": ("timerTrigger", "0 0 */6 * * *", None, {}),
     "queue_metrics": ("timerTrigger", "0 */5 * * * *", None, {}),
+    "archive_parked": ("timerTrigger", "0 20 * * * *", None, {}),
 }
 
 

@@ -11,6 +11,7 @@ from shared.exceptions import ForbiddenError
 from shared.pipeline.sms import SmsJob
 from shared.storage.appointments import AppointmentRecord
 from shared.testing.appointments import InMemoryAppointmentStore
+from shared.testing.requeue import InMemoryQueueWriter
 from tests.fakes import FakeGraph
 
 pytestmark = pytest.mark.functional
@@ -43,10 +44,14 @@ async def test_send_sms_records_a_failed_text_and_tells_the_scheduler(worker, fu
     graph = FakeGraph()
     graph.failures.append(ForbiddenError("Graph 403 Forbidden: the tenant has no Teams Premium"))
     monkeypatch.setitem(function_app_module.services.__dict__, "meetings", graph)
+    failed = InMemoryQueueWriter()
+    monkeypatch.setitem(function_app_module.services.__dict__, "sms_failures", failed)
     job = SmsJob("apt-1", ORG, "e-1", "m1", "confirmation", (("+14255550100", "UTC"),))
     called = await call_queue(worker, "send_sms", job.to_json())
-    [failed], [outbox] = called.texts("sms_failed"), called.texts("outbox")
-    assert json.loads(failed)["reason"] == "forbidden"
+    # The failure's record is the app's own write (without expiry), before its webhook on the outbox binding.
+    (record,) = failed.sent
+    [outbox] = called.texts("outbox")
+    assert json.loads(record)["reason"] == "forbidden"
     assert json.loads(outbox)["type"] == "appointment.joinurl.sms_failed"
 
 

@@ -402,7 +402,8 @@ def test_storage_holds_every_queue_container_and_table() -> None:
     registry = _registry()
     pairs = (("IDEMPOTENCY_TABLE", "idempotencyTableName"), ("TOKEN_VAULT_CONTAINER", "tokenVaultContainerName"),
              ("MESSAGE_OVERFLOW_CONTAINER", "messageOverflowContainerName"),
-             ("APPOINTMENTS_TABLE", "appointmentsTableName"))
+             ("APPOINTMENTS_TABLE", "appointmentsTableName"),
+             ("PARKED_ARCHIVE_CONTAINER", "parkedArchiveContainerName"))
     for setting, var in pairs:
         if setting in registry and registry[setting].default is not None:
             assert registry[setting].default == variables[var]["value"], f"{setting} default differs from Bicep"
@@ -411,7 +412,7 @@ def test_storage_holds_every_queue_container_and_table() -> None:
     storage_module = parse_bicep(MAIN_BICEP)["modules"]["storage"]["config"]["params"]
     assert storage_module["queueNames"] == "queueNames"
     assert storage_module["containerNames"] == ["deploymentContainerName", "tokenVaultContainerName",
-                                                "messageOverflowContainerName"]
+                                                "messageOverflowContainerName", "parkedArchiveContainerName"]
     assert storage_module["tableNames"] == ["idempotencyTableName", "appointmentsTableName"]
     for queue in EXPECTED_QUEUES:
         assert re.fullmatch(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}", queue), queue
@@ -490,12 +491,23 @@ def test_role_assignments_are_deterministic_and_least_privilege() -> None:
 def test_alerts_cover_the_operational_signals() -> None:
     alerts = parse_bicep(INFRA / "app" / "alerts.bicep")
     text = (INFRA / "app" / "alerts.bicep").read_text()
-    keys = {rule["key"] for rule in alerts["variables"]["rules"]["value"]}
-    assert keys >= {"function-failures", "dead-letter-depth", "organizer-not-connected", "graph-throttling"}
+    keys = {rule["key"] for rule in alerts["variables"]["baseRules"]["value"]}
+    assert keys >= {"function-failures", "organizer-not-connected", "graph-throttling"}
     for needle in ("queue_depth", "organizer_not_connected", "throttled", "429", "success == false"):
         assert needle in text, f"no alert query mentions {needle}"
-    queues = alerts["parameters"]["deadLetterQueues"]["default"]
-    assert set(queues) == {"appointments-poison", "webhook-outbox-poison", "webhook-dead-letter"}
+    from shared.queues import PARKED_QUEUES
+
+    parked = [entry["queue"] for entry in alerts["parameters"]["parkedQueues"]["default"]]
+    assert sorted(parked) == sorted(PARKED_QUEUES), "one alert per parked queue (shared/queues.py PARKED_QUEUES)"
+    runbooks = (REPO / "docs" / "runbooks.md").read_text()
+    for queue in PARKED_QUEUES:
+        section = runbooks.split(f"## {queue}\n", 1)
+        assert len(section) == 2, f"docs/runbooks.md has no section for {queue}"
+        entry = section[1].split("\n## ", 1)[0]
+        assert f"--from {queue}" in entry and "peek" in entry, f"runbook {queue}: show and replay commands"
+    loop = alerts["variables"]["parkedRules"]["value"]
+    assert loop["loop_type"]["detail"]["array_name"] == "parkedQueues"
+    assert "parkedRules" in json.dumps(alerts["variables"]["rules"])
     assert resources_of_type("Microsoft.Insights/actionGroups")
 
 

@@ -295,6 +295,6 @@ def test_what_sets_each_setting_is_read_from_the_bicep():
     assert sources["WEBHOOK_SECRET"] == "azd env `WEBHOOK_SECRET` (Key Vault reference)"
     assert sources["ENTRA_CLIENT_SECRET"] == "azd env `ENTRA_CLIENT_SECRET` (Key Vault reference)"
     assert sources["ENTRA_TENANCY"] == "azd env `ENTRA_TENANCY` (default `single`)"
-    assert sources["MEETING_MANAGEMENT"] == "Bicep parameter `meetingManagement`"  # not mapped for azd
+    assert sources["MEETING_MANAGEMENT"] == "azd env `MEETING_MANAGEMENT` (default `false`)"  # mapped for azd
     assert sources["CREDENTIAL_MODE"] == "Bicep `vault`"
     assert "GRAPH_BASE_URL" not in sources  # the code's default applies

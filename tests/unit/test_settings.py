@@ -72,7 +72,8 @@ def test_an_unresolved_key_vault_reference_is_never_a_secret():
     # GIVEN App Service could not resolve the references (the intake's secret was never created)
     from shared.settings import load_settings
     base = {"AzureWebJobsStorage": "UseDevelopmentStorage=true", "ENTRA_TENANT_ID": TENANT, "ENTRA_CLIENT_ID": "c",
-            "ENTRA_CLIENT_SECRET": "s", "WEBHOOK_SECRET": "whsec_" + "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB",
+            "ENTRA_APP_CREDENTIAL": "client_secret", "ENTRA_CLIENT_SECRET": "s",
+            "WEBHOOK_SECRET": "whsec_" + "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB",
             "AUTH_REDIRECT_URI": "https://app.example/api/auth/callback"}
     reference = "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/calcom-webhook-secret)"
     settings = load_settings({**base, "CALCOM_WEBHOOK_SECRET": reference})

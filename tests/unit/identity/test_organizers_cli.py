@@ -96,3 +96,34 @@ def test_connect_device_refuses_tenants_off_the_list_and_accounts_of_them(settin
     entry = vault.get(FABRIKAM_SCHEDULER["upn"], OTHER_TENANT)
     assert entry.status == ConnectionStatus.CONNECTED and entry.client_type == "public"
     assert entry.scopes == "VirtualAppointment.Read"
+
+
+def test_list_shows_each_organizers_hash_and_find_hash_names_the_organizer(vault):
+    from shared.organizers import find_hash, main
+    from shared.redaction import hash_user
+
+    out = io.StringIO()
+    list_organizers(vault, out)
+    entries = list(vault.entries(None))
+    for entry in entries:
+        assert entry.organizer_hash in out.getvalue()
+    listed = io.StringIO()
+    list_organizers(vault, listed, as_json=True)
+    assert {e["organizer_hash"] for e in json.loads(listed.getvalue())} == {e.organizer_hash for e in entries}
+    # An alert's hash may be of the object id or of the UPN the event named: both find the organizer
+    target = entries[0]
+    for value in (hash_user(target.oid), hash_user(target.upn.upper())):
+        found = io.StringIO()
+        assert find_hash(vault, value, found) == 0
+        assert target.upn in found.getvalue()
+    assert find_hash(vault, "0000000000000000", io.StringIO()) == 4
+    printed = io.StringIO()
+    assert main(["hash", target.upn], out=printed) == 0 and printed.getvalue().strip() == hash_user(target.upn)
+
+
+def test_the_operator_page_shows_each_organizers_hash(settings, vault):
+    from shared.pages.organizers import render
+
+    entries = list(vault.entries(None))
+    page = render(settings, entries, "key", None)
+    assert all(entry.organizer_hash in page for entry in entries)
