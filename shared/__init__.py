@@ -63,7 +63,8 @@ Foundation: everything may use these
     queues.py       Queue names the functions bind to.
     problems.py     RFC 9457 problem details (for the HTTP adapters only).
     redaction.py    Users and tenants in telemetry as a hash.
-    common/         One home per rule: timestamps (clock), GUID/UPN (ids), field validators (fields), TLS
+    common/         One home per rule: the vocabulary (event types, statuses, webhook types and outcome kinds as
+                    enums: vocabulary), timestamps (clock), GUID/UPN (ids), field validators (fields), TLS
                     context (tls), Retry-After (retry_after), https-or-loopback URLs (urls), the Standard
                     Webhooks signer (standard_webhooks).
     exceptions.py   Every error the app raises on purpose: permanent versus transient, classified once.

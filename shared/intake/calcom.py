@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.common.vocabulary import EventType
 from shared.exceptions import InvalidEventError
 from shared.intake.events import (
-    CANCELLED,
-    CREATED,
-    RESCHEDULED,
     Ignored,
     IntakeEvent,
     as_list,
@@ -27,7 +25,8 @@ from shared.intake.events import (
 from shared.intake.organizers import OrganizerMap
 
 SOURCE = "calcom"
-TRIGGERS = {"BOOKING_CREATED": CREATED, "BOOKING_RESCHEDULED": RESCHEDULED, "BOOKING_CANCELLED": CANCELLED}
+TRIGGERS = {"BOOKING_CREATED": EventType.CREATED, "BOOKING_RESCHEDULED": EventType.RESCHEDULED,
+            "BOOKING_CANCELLED": EventType.CANCELLED}
 
 
 def translate(doc: Any, organizers: OrganizerMap) -> IntakeEvent | Ignored:

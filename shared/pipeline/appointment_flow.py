@@ -18,10 +18,11 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from shared.common.clock import format_timestamp, utc_now
+from shared.common.vocabulary import AppointmentStatus, EventType
 from shared.exceptions import KeyInProgressError, PermanentError, RecordConflictError, TransientError
 from shared.graph.meetings import Meeting, MeetingSpec, external_id
 from shared.identity.tokens import OrganizerIdentity
-from shared.pipeline.inbound import CREATED, AppointmentEvent
+from shared.pipeline.inbound import AppointmentEvent
 from shared.pipeline.join_url_resolver import JoinUrlResolver
 from shared.pipeline.lifecycle import (
     GRAPH_WRITES,
@@ -35,7 +36,7 @@ from shared.pipeline.lifecycle import (
 )
 from shared.pipeline.records import JoinUrlResult
 from shared.settings import LEASE_PATIENCE_SECONDS
-from shared.storage.appointments import CANCELLED, PENDING, AppointmentRecord, AppointmentStore
+from shared.storage.appointments import AppointmentRecord, AppointmentStore
 
 log = logging.getLogger(__name__)
 _MAX_ROUNDS = 4
@@ -97,7 +98,7 @@ class AppointmentFlow:
         # A created event is nearly always the appointment's first: it is decided as such without reading the
         # record, and the conditional insert (of the record, or of the lease a create runs under) tells when that
         # was wrong; the next round then reads and decides again. One table request less on the common paths.
-        assume_new = event.event_type == CREATED
+        assume_new = event.event_type == EventType.CREATED
         for _ in range(_MAX_ROUNDS):
             assumed, assume_new = assume_new, False
             record = None if assumed else await self._held_elsewhere(event, owner)
@@ -116,7 +117,7 @@ class AppointmentFlow:
                     # The cancel is on record before the meeting goes: should this worker die after the DELETE,
                     # a late create finds the appointment cancelled (and makes nothing), and the cancel's retry
                     # deletes again (404 counts as done).
-                    intent = replace(intent, status=CANCELLED)
+                    intent = replace(intent, status=AppointmentStatus.CANCELLED)
                 try:
                     base = await (self._store.replace(intent.leased(owner, self._clock())) if record is not None
                                   else self._store.insert(intent.leased(owner, self._clock())))
@@ -243,7 +244,7 @@ class AppointmentFlow:
         that only this worker has seen (Graph keys createOrGet on the externalId of live meetings).
         """
         current = await self._store.get(event.appointment_id)
-        if current is None or current.status != CANCELLED:
+        if current is None or current.status != AppointmentStatus.CANCELLED:
             return
         gone = await self._meetings.delete(current.organizer, meeting.id,
                                            tenant=current.tenant_id or event.tenant_id)
@@ -267,7 +268,7 @@ class AppointmentFlow:
             elif made and held.online_meeting_id is None:
                 await self._store.replace(replace(held.unleased(), online_meeting_id=made[-1].id,
                                                   organizer_join_url=made[-1].join_web_url))
-            elif held.status == PENDING and not made and forget:
+            elif held.status == AppointmentStatus.PENDING and not made and forget:
                 await self._store.delete(held)
             else:
                 await self._store.replace(held.unleased())
@@ -279,13 +280,14 @@ class AppointmentFlow:
 
 def result_from(record: AppointmentRecord, event: AppointmentEvent) -> JoinUrlResult:
     """What the scheduler is told after `event`: the appointment's links, times and status from its record."""
-    cancelled = record.status == CANCELLED
+    cancelled = record.status == AppointmentStatus.CANCELLED
     return JoinUrlResult(
         appointment_id=record.appointment_id, organizer=record.organizer, online_meeting_id=record.online_meeting_id,
         join_url=None if cancelled else record.join_url, event_id=event.event_id, resolved_at=utc_now(),
         organizer_join_url=None if cancelled else record.organizer_join_url, start=record.start, end=record.end,
         meeting_created_by_app=record.meeting_created_by_app, event_type=event.event_type,
-        status="cancelled" if cancelled else "scheduled", tenant_id=record.tenant_id or event.tenant_id)
+        status=AppointmentStatus.CANCELLED if cancelled else AppointmentStatus.SCHEDULED,
+        tenant_id=record.tenant_id or event.tenant_id)
 
 
 async def _maybe_await(value: object) -> None:

@@ -20,6 +20,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from shared.common.clock import format_timestamp, parse_timestamp_or_none, utc_now
+from shared.common.vocabulary import AppointmentStatus, EventType
 from shared.exceptions import (
     AppointmentCancelledError,
     InvalidEventError,
@@ -27,7 +28,7 @@ from shared.exceptions import (
     PermanentError,
     StaleEventError,
 )
-from shared.pipeline.inbound import CANCELLED, CREATED, AppointmentEvent
+from shared.pipeline.inbound import AppointmentEvent
 from shared.storage import appointments as store
 
 
@@ -70,10 +71,10 @@ class MeetingFacts:
 def decide(record: store.AppointmentRecord | None, event: AppointmentEvent, *,
            meeting_management: bool) -> Decision:
     """What `event` does to the appointment whose stored record is `record` (None: never seen)."""
-    known = record is not None and record.status != store.PENDING
+    known = record is not None and record.status != AppointmentStatus.PENDING
     if record is not None and known:
-        if record.status == store.CANCELLED:
-            if event.event_type == CANCELLED:
+        if record.status == AppointmentStatus.CANCELLED:
+            if event.event_type == EventType.CANCELLED:
                 # A lease left on a cancelled record: its worker died around the DELETE; delete again.
                 unfinished = record.lease_owner is not None and record.meeting_created_by_app
                 return Decision(Action.DELETE if unfinished else Action.REPLAY)
@@ -88,15 +89,15 @@ def decide(record: store.AppointmentRecord | None, event: AppointmentEvent, *,
         problem = _conflict(record, event)
         if problem is not None:
             return _reject(problem)
-        if event.event_type == CREATED:
+        if event.event_type == EventType.CREATED:
             return Decision(Action.REPLAY)  # the appointment exists: same appointment, same meeting
-        if event.event_type == CANCELLED:
+        if event.event_type == EventType.CANCELLED:
             return Decision(Action.DELETE if record.meeting_created_by_app else Action.TOMBSTONE)
         return Decision(Action.UPDATE if record.meeting_created_by_app else Action.ACKNOWLEDGE)
     # Never applied (or a create that died half-way, its pending record left behind).
     if record is not None and not _same_organizer(record, event):
         return _reject(_organizer_changed(event))
-    if event.event_type == CANCELLED:
+    if event.event_type == EventType.CANCELLED:
         pending_app_meeting = record is not None and record.meeting_created_by_app
         return Decision(Action.DELETE if pending_app_meeting else Action.TOMBSTONE)
     if event.has_meeting:
@@ -128,7 +129,7 @@ def record_after(record: store.AppointmentRecord | None, event: AppointmentEvent
     subject = event.schedule.subject if event.schedule.subject is not None else base.subject
     return replace(
         base.unleased(), organizer=base.organizer, tenant_id=event.tenant_id or base.tenant_id,
-        status=store.CANCELLED if cancelled else store.SCHEDULED,
+        status=AppointmentStatus.CANCELLED if cancelled else AppointmentStatus.SCHEDULED,
         online_meeting_id=facts.meeting_id, meeting_created_by_app=created_by_app,
         external_id=external_id or base.external_id,
         join_url=None if cancelled else facts.join_url,
@@ -145,7 +146,7 @@ def pending_record(record: store.AppointmentRecord | None, event: AppointmentEve
     """The record a create holds while it runs: the appointment's, or a pending one naming the meeting to be."""
     if record is not None:
         return record
-    return store.AppointmentRecord(event.appointment_id, event.organizer, status=store.PENDING,
+    return store.AppointmentRecord(event.appointment_id, event.organizer, status=AppointmentStatus.PENDING,
                                    tenant_id=event.tenant_id, meeting_created_by_app=True, external_id=external_id)
 
 

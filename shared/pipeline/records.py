@@ -7,11 +7,9 @@ import json
 from dataclasses import dataclass
 
 from shared.common.clock import format_timestamp, utc_now
-from shared.pipeline.inbound import CREATED, AppointmentEvent
+from shared.common.vocabulary import AppointmentStatus, EventType
+from shared.pipeline.inbound import AppointmentEvent
 from shared.storage.overflow import KeptMessage
-
-SCHEDULED = "scheduled"
-CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True)
@@ -28,8 +26,8 @@ class JoinUrlResult:
     start: str | None = None
     end: str | None = None
     meeting_created_by_app: bool = False
-    event_type: str = CREATED
-    status: str = SCHEDULED
+    event_type: str = EventType.CREATED
+    status: str = AppointmentStatus.SCHEDULED
     tenant_id: str | None = None
 
     @classmethod
@@ -72,7 +70,8 @@ class JoinUrlResult:
                    doc["eventId"], doc["resolvedAt"], organizer_join_url=doc.get("organizerJoinUrl"),
                    start=doc.get("startDateTime"), end=doc.get("endDateTime"),
                    meeting_created_by_app=bool(doc.get("meetingCreatedByApp", False)),
-                   event_type=doc.get("eventType") or CREATED, status=doc.get("status") or SCHEDULED,
+                   event_type=doc.get("eventType") or EventType.CREATED,
+                   status=doc.get("status") or AppointmentStatus.SCHEDULED,
                    tenant_id=doc.get("tenantId"))
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from shared.common.vocabulary import AppointmentStatus
 from shared.exceptions import RecordConflictError
 from shared.settings import StorageConnection
 from shared.storage.idempotency import partition_key, row_key
@@ -22,10 +23,6 @@ log = logging.getLogger(__name__)
 
 # Spread over 256 partitions like the idempotency records (docs/performance.md), apart from them by prefix.
 PARTITION_PREFIX = "apt-"
-PENDING = "pending"
-SCHEDULED = "scheduled"
-CANCELLED = "cancelled"
-STATUSES = (PENDING, SCHEDULED, CANCELLED)
 
 
 @dataclass(frozen=True)
@@ -34,7 +31,7 @@ class AppointmentRecord:
 
     appointment_id: str
     organizer: str
-    status: str = PENDING
+    status: str = AppointmentStatus.PENDING
     tenant_id: str | None = None
     online_meeting_id: str | None = None
     meeting_created_by_app: bool = False
