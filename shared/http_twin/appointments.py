@@ -7,7 +7,7 @@ import logging
 
 import azure.functions as func
 
-from shared.common.vocabulary import AppointmentStatus
+from shared.common.vocabulary import AppointmentStatus, MeetingKind
 from shared.problems import problem
 from shared.storage.appointments import AppointmentRecord, AppointmentStore
 
@@ -53,4 +53,6 @@ def appointment_body(record: AppointmentRecord) -> dict[str, object]:
         "lastEventId": record.last_event_id,
         "lastEventType": record.last_event_type,
         "updatedAt": record.updated_at,
+        "version": record.version,
+        "meetingKind": record.meeting_kind or MeetingKind.STANDALONE,
     }

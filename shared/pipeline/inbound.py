@@ -23,6 +23,7 @@ from shared.common.vocabulary import DEFAULT_EVENT_TYPE, EventType
 from shared.exceptions import InvalidEventError, UnsupportedEventTypeError
 from shared.pipeline.appointment_fields import Schedule, parse_schedule
 
+_MAX_REASON = 1000
 # A second copy of one of these in one object would leave which event this is to the parser's choice.
 IDENTIFYING_FIELDS = frozenset({"id", "type", "eventType", "specversion", "data", "data_base64", "appointmentId",
                                 "organizer", "tenantId", "onlineMeetingId", "joinWebUrl", "sequence",
@@ -44,6 +45,8 @@ class AppointmentEvent:
     event_type: EventType = EventType.CREATED
     schedule: Schedule = field(default_factory=Schedule)
     tenant_id: str | None = None
+    # Why the appointment was cancelled, as the scheduler put it (the calendar event's cancel comment).
+    cancellation_reason: str | None = None
 
     @property
     def has_meeting(self) -> bool:
@@ -162,4 +165,5 @@ def _build(data: dict[str, Any], *, event_id: Any, occurred_at: Any, schema: str
         event_type=EventType(event_type),
         schedule=parse_schedule(data, times_required=event_type == EventType.RESCHEDULED),
         tenant_id=optional_guid(data, "tenantId"),
+        cancellation_reason=optional_text(data, "cancellationReason", limit=_MAX_REASON),
     )

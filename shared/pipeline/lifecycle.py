@@ -20,7 +20,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from shared.common.clock import format_timestamp, parse_timestamp_or_none, utc_now
-from shared.common.vocabulary import AppointmentStatus, EventType
+from shared.common.vocabulary import AppointmentStatus, EventType, MeetingKind
 from shared.exceptions import (
     AppointmentCancelledError,
     InvalidEventError,
@@ -66,6 +66,8 @@ class MeetingFacts:
     organizer_join_url: str | None
     start: str | None
     end: str | None
+    # The calendar event of a calendar-backed meeting (None: none, or as it was).
+    event_id: str | None = None
 
 
 def decide(record: store.AppointmentRecord | None, event: AppointmentEvent, *,
@@ -135,6 +137,7 @@ def record_after(record: store.AppointmentRecord | None, event: AppointmentEvent
         join_url=None if cancelled else facts.join_url,
         organizer_join_url=None if cancelled else facts.organizer_join_url,
         start=facts.start, end=facts.end, subject=subject,
+        calendar_event_id=facts.event_id or base.calendar_event_id, version=base.version + 1,
         last_sequence=event.schedule.sequence if event.schedule.sequence is not None else base.last_sequence,
         last_occurred_at=format_timestamp(event.occurred_at) if event.occurred_at and _aware(event.occurred_at)
         else base.last_occurred_at,
@@ -142,12 +145,14 @@ def record_after(record: store.AppointmentRecord | None, event: AppointmentEvent
 
 
 def pending_record(record: store.AppointmentRecord | None, event: AppointmentEvent,
-                   external_id: str) -> store.AppointmentRecord:
-    """The record a create holds while it runs: the appointment's, or a pending one naming the meeting to be."""
+                   external_id: str, kind: MeetingKind = MeetingKind.STANDALONE) -> store.AppointmentRecord:
+    """The record a create holds while it runs: the appointment's, or a pending one naming the meeting to be
+    and its kind (a record keeps the kind it was made with)."""
     if record is not None:
         return record
     return store.AppointmentRecord(event.appointment_id, event.organizer, status=AppointmentStatus.PENDING,
-                                   tenant_id=event.tenant_id, meeting_created_by_app=True, external_id=external_id)
+                                   tenant_id=event.tenant_id, meeting_created_by_app=True, external_id=external_id,
+                                   meeting_kind=kind)
 
 
 def event_times(event: AppointmentEvent) -> tuple[str | None, str | None]:

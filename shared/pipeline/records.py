@@ -29,6 +29,8 @@ class JoinUrlResult:
     event_type: str = EventType.CREATED
     status: str = AppointmentStatus.SCHEDULED
     tenant_id: str | None = None
+    # The appointment's version after this event (0: no record, as for a supplied meeting of contract v1).
+    version: int = 0
 
     @classmethod
     def for_event(cls, event: AppointmentEvent, meeting_id: str, join_url: str) -> JoinUrlResult:
@@ -54,6 +56,7 @@ class JoinUrlResult:
             "eventType": self.event_type,
             "status": self.status,
             "tenantId": self.tenant_id,
+            "version": self.version,
             "eventId": self.event_id,
             "resolvedAt": self.resolved_at,
         }
@@ -72,7 +75,7 @@ class JoinUrlResult:
                    meeting_created_by_app=bool(doc.get("meetingCreatedByApp", False)),
                    event_type=doc.get("eventType") or EventType.CREATED,
                    status=doc.get("status") or AppointmentStatus.SCHEDULED,
-                   tenant_id=doc.get("tenantId"))
+                   tenant_id=doc.get("tenantId"), version=int(doc.get("version") or 0))
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,12 @@ class AppointmentRecord:
     last_event_id: str | None = None
     last_event_type: str | None = None
     updated_at: str | None = None
+    # Which kind of meeting the app made (None: standalone, as every record from before calendar meetings).
+    meeting_kind: str | None = None
+    # The calendar event (immutable id) of a calendar-backed meeting.
+    calendar_event_id: str | None = None
+    # Grows by one with each change applied, whoever made it (the scheduler or the organizer in Outlook).
+    version: int = 0
     lease_owner: str | None = None
     lease_at: datetime | None = None
     etag: str | None = None
@@ -82,7 +88,8 @@ _PROPERTIES = {
     "external_id": "ExternalId", "join_url": "JoinUrl", "organizer_join_url": "OrganizerJoinUrl",
     "start": "StartDateTime", "end": "EndDateTime", "subject": "Subject", "last_sequence": "LastSequence",
     "last_occurred_at": "LastOccurredAt", "last_event_id": "LastEventId", "last_event_type": "LastEventType",
-    "updated_at": "UpdatedAt", "lease_owner": "LeaseOwner", "lease_at": "LeaseAt",
+    "updated_at": "UpdatedAt", "lease_owner": "LeaseOwner", "lease_at": "LeaseAt", "meeting_kind": "MeetingKind",
+    "calendar_event_id": "CalendarEventId", "version": "Version",
 }
 
 
