@@ -246,7 +246,8 @@ async def cancel_event(call: Call) -> tuple[int, Any]:
     if event["folder"] == DELETED_ITEMS:
         raise GraphError(404, "ErrorItemNotFound", "The specified object was not found in the store.")
     body = await _body(call, optional=True)
-    comment = body.get("comment")
+    # Action parameters match without regard to case (msgraph-sdk sends `Comment`).
+    comment = next((v for k, v in body.items() if k.lower() == "comment"), None)
     remove_event(call.emu, event, cancel=True, comment=comment if isinstance(comment, str) else None)
     return 202, None
 

@@ -220,7 +220,7 @@ class AppointmentFlow:
                     await _maybe_await(hook(record, meeting_id))
             if meeting_id is not None or record.calendar_event_id:
                 gone = await self._remove(record, meeting_id, event)
-                log.info("meeting of appointment %s deleted (%s)", event.appointment_id,
+                log.info("meeting of appointment %s removed (%s)", event.appointment_id,
                          "204" if gone else "already gone", extra={"appointment_id": event.appointment_id,
                                                                    "outcome": "meeting_deleted"})
         return MeetingFacts(meeting_id, None, None, record.start or start, record.end or end)
