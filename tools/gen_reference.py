@@ -58,6 +58,7 @@ def sample_env() -> dict[str, str]:
 
 # --- The one place the functions' metadata comes from ------------------------------------------------------
 
+
 def function_metadata() -> list[dict[str, Any]]:
     """Each function's name and raw bindings: Azure's Python worker's FunctionMetadataResponse, in a fresh process
     (`python -m devstack.harness.metadata`, worker init + metadata as at the host's start-up)."""
