@@ -6,6 +6,8 @@ pyproject.toml), which `make lint` and so `make test` run. Folder `__init__.py` 
 function app imports only what an invocation needs (cold start: docs/performance.md).
 
 Top: operator commands and twins (nothing imports them)
+    diagnose.py     `python -m shared.diagnose --organizer UPN`: calendar-backed meetings checked on a real tenant
+                    (the link on a calendar event's meeting, the meeting after a cancel); uses organizers' settings.
     organizers.py   `python -m shared.organizers list|revoke|connect-device [--tenant]`: organizer connections.
     replay.py       `python -m shared.replay [--tenant]`: rejected, poison and dead-lettered messages back to
                     their queue.
