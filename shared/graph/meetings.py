@@ -17,7 +17,7 @@ from typing import Any
 from shared.common.clock import parse_timestamp_or_none
 from shared.common.ids import is_guid
 from shared.exceptions import GraphRequestError, MeetingNotFoundError
-from shared.graph.gateway import GraphGateway, OrganizerOption, _segment
+from shared.graph.gateway import GraphGateway, OrganizerOption, _odata_error_map, _segment
 from shared.identity.tokens import SCOPE_MEETING_WRITE, SCOPE_SMS, TokenSource
 
 # The externalId names the appointment, never its times: createOrGet is keyed on tenant + user + externalId,
@@ -189,9 +189,7 @@ def _attendees(attendees: Sequence[tuple[str, str | None]]) -> list[Any]:
 
 def error_map() -> dict[str, Any]:
     """Graph's error answers as ODataError (every status)."""
-    from msgraph.generated.models.o_data_errors.o_data_error import ODataError
-
-    return {"XXX": ODataError}
+    return _odata_error_map()
 
 
 def _meeting_from_json(raw: Any) -> Meeting:
