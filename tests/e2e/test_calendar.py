@@ -80,3 +80,35 @@ async def test_the_appointment_is_on_the_calendar_moved_and_cancelled_by_the_sch
     assert not [t for t in hooks if t.endswith("_by_organizer")]
     assert await read_all(queues_client, queues.APPOINTMENTS_REJECTED) == []
     assert graph_admin.put("calendar", json={}).json()["invitations_sent"] == 0
+
+
+async def test_a_standalone_appointment_made_before_the_switch_stays_standalone(
+        stack, app_module, host, queues_client, graph_admin):
+    from shared.graph.meetings import external_id
+    from shared.services import Services
+    from shared.settings import load_settings
+
+    # GIVEN an appointment whose meeting was made standalone (createOrGet), before MEETING_KIND=calendar
+    appointment = apt()
+    await send(queues_client, lifecycle("created", appointment, sequence=1, times=T1))
+    await host.drain(timeout=60)
+    before = app_module.services
+    app_module.services = Services(load_settings({**stack["settings"], "CREDENTIAL_MODE": "dev_password",
+                                                  "MEETING_MANAGEMENT": "true", "MEETING_KIND": "calendar"}))
+    try:
+        # WHEN it is rescheduled and cancelled after the switch
+        await send(queues_client, lifecycle("rescheduled", appointment, sequence=2, times=T2))
+        await host.drain(timeout=60)
+        listed = graph_admin.get("meetings", params={"organizer": SCHEDULER}).json()
+        (meeting,) = [m for m in listed if m.get("externalId") == external_id(appointment)]
+        assert meeting["startDateTime"].startswith("2026-12-02T14:00:00")  # PATCHed as a standalone meeting
+        await send(queues_client, lifecycle("cancelled", appointment, sequence=3))
+        await host.drain(timeout=60)
+    finally:
+        await app_module.services.aclose()
+        app_module.services = before
+    # THEN it never got a calendar event, and its standalone meeting was deleted as before
+    assert events_of(graph_admin, appointment) == []
+    deleted = graph_admin.get("meetings", params={"organizer": SCHEDULER, "deleted": "true"}).json()
+    assert meeting["id"] in {m["id"] for m in deleted}
+    assert await read_all(queues_client, queues.APPOINTMENTS_REJECTED) == []

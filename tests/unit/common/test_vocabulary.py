@@ -39,3 +39,19 @@ def test_the_old_constants_are_gone() -> None:
     for module, names in ((inbound, ("CREATED", "CANCELLED", "EVENT_TYPES")), (intake, ("CANCELLED",)),
                           (store, ("PENDING", "CANCELLED", "STATUSES")), (outbound, ("EVENT_READY",))):
         assert not any(hasattr(module, name) for name in names), module.__name__
+
+
+def test_meeting_kind_setting_and_the_scopes_each_kind_asks_for() -> None:
+    from shared.exceptions import SettingsError
+    from shared.identity.vault_acquirer import connect_scopes
+    from shared.settings import load_settings
+    from tests.unit.test_settings import sample_env
+
+    calendar = load_settings({**sample_env(), "MEETING_MANAGEMENT": "true", "MEETING_KIND": "calendar"})
+    names = {scope.rsplit("/", 1)[-1] for scope in connect_scopes(calendar)}
+    assert {"Calendars.ReadWrite", "OnlineMeetings.Read", "VirtualAppointment.Read"} <= names
+    assert "OnlineMeetings.ReadWrite" not in names
+    standalone = load_settings({**sample_env(), "MEETING_MANAGEMENT": "true"})
+    assert "Calendars.ReadWrite" not in {s.rsplit("/", 1)[-1] for s in connect_scopes(standalone)}
+    with pytest.raises(SettingsError, match="MEETING_KIND"):
+        load_settings({**sample_env(), "MEETING_KIND": "outlook"})
