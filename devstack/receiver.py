@@ -77,6 +77,20 @@ class ReceiverState:
     deliveries: list[Delivery] = field(default_factory=list)
     plan: FailurePlan = field(default_factory=FailurePlan)
     rng: random.Random = field(default_factory=random.Random)
+    # What a scheduler following the docs holds per appointment: the webhook data of the highest version.
+    appointments: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def keep_newest(held: dict[str, dict[str, Any]], data: Any) -> bool:
+    """Apply one webhook's data as docs/integrate/webhooks.md tells receivers: drop it when its version is older
+    than the one held (a webhook without a version, such as .failed, changes nothing held). True if kept."""
+    if not isinstance(data, dict) or not isinstance(data.get("version"), int) or not data.get("appointmentId"):
+        return False
+    current = held.get(str(data["appointmentId"]))
+    if current is not None and current["version"] >= data["version"]:
+        return False
+    held[str(data["appointmentId"])] = data
+    return True
 
 
 STATE_KEY = web.AppKey("receiver_state", ReceiverState)
@@ -127,6 +141,8 @@ async def receive(request: web.Request) -> web.Response:
         await asyncio.sleep(delay / 1000)
     if status == 401:
         return web.json_response({"error": "invalid_signature", "detail": error}, status=401)
+    if status < 300 and isinstance(parsed, dict):
+        keep_newest(state.appointments, parsed.get("data"))
     if status >= 300:
         return web.json_response({"error": "injected_failure", "status": status}, status=status,
                                  headers=extra_headers)
@@ -137,6 +153,11 @@ async def admin_deliveries(request: web.Request) -> web.Response:
     """GET /_admin/deliveries: everything received since the last reset, oldest first."""
     state = request.app[STATE_KEY]
     return web.json_response({"deliveries": [asdict(d) for d in state.deliveries]})
+
+
+async def admin_appointments(request: web.Request) -> web.Response:
+    """GET /_admin/appointments: per appointment, the data of the newest webhook (by version) accepted."""
+    return web.json_response(request.app[STATE_KEY].appointments)
 
 
 async def admin_fail(request: web.Request) -> web.Response:
@@ -172,6 +193,7 @@ async def admin_reset(request: web.Request) -> web.Response:
     """POST /_admin/reset: forget deliveries and disarm failures."""
     state = request.app[STATE_KEY]
     state.deliveries.clear()
+    state.appointments.clear()
     state.plan = FailurePlan()
     return web.json_response({"reset": True})
 
@@ -194,6 +216,7 @@ def create_receiver_app(secrets: list[str]) -> web.Application:
     app[STATE_KEY] = ReceiverState(secrets=list(secrets))
     app.router.add_post(WEBHOOK_PATH, receive)
     app.router.add_get("/_admin/deliveries", admin_deliveries)
+    app.router.add_get("/_admin/appointments", admin_appointments)
     app.router.add_put("/_admin/fail", admin_fail)
     app.router.add_post("/_admin/reset", admin_reset)
     return app

@@ -6,6 +6,8 @@ pyproject.toml), which `make lint` and so `make test` run. Folder `__init__.py` 
 function app imports only what an invocation needs (cold start: docs/performance.md).
 
 Top: operator commands and twins (nothing imports them)
+    diagnose.py     `python -m shared.diagnose --organizer UPN`: calendar-backed meetings checked on a real tenant
+                    (the link on a calendar event's meeting, the meeting after a cancel); uses organizers' settings.
     organizers.py   `python -m shared.organizers list|revoke|connect-device [--tenant]`: organizer connections.
     replay.py       `python -m shared.replay [--tenant] [--peek]`: parked messages (rejected, poison,
                     dead-lettered, failed SMS, archived) back to their queue.
@@ -40,7 +42,8 @@ pipeline/           One appointment message in, one outcome out: parse the inbou
 
 graph/              Microsoft Graph through msgraph-sdk: the join-URL calls and the one classification of
                     Graph's failures (gateway), meeting writes and client SMS as the organizer on /me
-                    (meetings), over an aiohttp pool (transport).
+                    (meetings), the appointment's event on the organizer's calendar with its Teams meeting
+                    (calendar), over an aiohttp pool (transport).
 webhooks/           Telling the scheduling system: outbound event types and outbox messages (outbound), which
                     hosts and addresses a webhook may go to (destination), the signed POST (sender), once per
                     webhook-id with back-off (dispatcher).
@@ -70,7 +73,8 @@ Foundation: everything may use these
     queues.py       Queue names the functions bind to.
     problems.py     RFC 9457 problem details (for the HTTP adapters only).
     redaction.py    Users and tenants in telemetry as a hash.
-    common/         One home per rule: timestamps (clock), GUID/UPN (ids), field validators (fields), JSON as
+    common/         One home per rule: the vocabulary (event types, statuses, webhook types and outcome kinds as
+                    enums: vocabulary), timestamps (clock), GUID/UPN (ids), field validators (fields), JSON as
                     the app accepts it from outside (strict_json), TLS context (tls), Retry-After and its cap
                     (retry_after), https-or-loopback URLs (urls), the Standard Webhooks signer
                     (standard_webhooks).

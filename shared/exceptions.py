@@ -120,6 +120,12 @@ class AppointmentCancelledError(PermanentError):
     http_status = 409
 
 
+class OnlineMeetingMissingError(PermanentError):
+    """Graph made the calendar event without a Teams meeting (isOnlineMeeting false or no joinUrl)."""
+
+    reason = "online_meeting_missing"
+
+
 class GraphRequestError(PermanentError):
     """Graph rejected the request itself (400-class other than 403/404/429)."""
 

@@ -6,6 +6,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from shared.exceptions import OrganizerNotConnectedError, SettingsError
+from shared.graph.calendar import CalendarWriter
 from shared.graph.gateway import GraphGateway
 from shared.graph.meetings import MeetingWriter
 from shared.identity.app_credential import AppCredential
@@ -148,7 +149,13 @@ class Services:
         """The appointment lifecycle against the record store and Graph."""
         return AppointmentFlow(self.resolver, self.meetings, self.appointments,
                                meeting_management=self.settings.meeting_management,
-                               stale_after_seconds=self.settings.idempotency_stale_claim_seconds)
+                               stale_after_seconds=self.settings.idempotency_stale_claim_seconds,
+                               calendar=self.calendar, meeting_kind=self.settings.meeting_kind)
+
+    @cached_property
+    def calendar(self) -> CalendarWriter:
+        """Calendar-backed meetings as the organizer (same Graph client); used by records of that kind."""
+        return CalendarWriter(self.graph)
 
     @cached_property
     def processor(self) -> AppointmentProcessor:

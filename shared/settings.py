@@ -12,6 +12,7 @@ from pathlib import Path
 
 from shared import settings_values as values
 from shared.common.urls import is_allowed_url
+from shared.common.vocabulary import MeetingKind
 from shared.exceptions import SettingsError
 from shared.settings_registry import SETTINGS, SettingSpec, setting_default
 
@@ -102,6 +103,7 @@ class Settings:
     intake_organizer_map: Mapping[str, str]
     intake_organizer_domains: tuple[str, ...]
     meeting_management: bool
+    meeting_kind: MeetingKind
     appointments_table: str
     client_sms: bool
     client_sms_reminder: str | None
@@ -204,6 +206,14 @@ def _app_credential(read: values.Reader) -> tuple[str, str, str | None, str | No
         read.missing("ENTRA_CLIENT_CERTIFICATE", "ENTRA_APP_CREDENTIAL=certificate proves the app to Entra with it "
                      "(PEM with the private key, or a Key Vault certificate reference)")
     return kind, secret, certificate, identity
+
+
+def _meeting_kind(read: values.Reader) -> MeetingKind:
+    value = read.raw("MEETING_KIND").strip().lower() or MeetingKind.STANDALONE
+    if value not in MeetingKind:
+        read.problems.append(f"MEETING_KIND={value!r} is invalid: use standalone or calendar")
+        return MeetingKind.STANDALONE
+    return MeetingKind(value)
 
 
 def _sms_reminder(read: values.Reader) -> str | None:
@@ -336,6 +346,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         intake_organizer_domains=read.parse("INTAKE_ORGANIZER_DOMAINS", values.domains,
                                             "must be comma-separated e-mail domains (contoso.com)") or (),
         meeting_management=bool(read.parse("MEETING_MANAGEMENT", values.boolean, "must be true or false")),
+        meeting_kind=_meeting_kind(read),
         appointments_table=read.parse("APPOINTMENTS_TABLE", values.table_name,
                                       "must be 3-63 letters and digits, starting with a letter") or "",
         client_sms=bool(read.parse("CLIENT_SMS", values.boolean, "must be true or false")),

@@ -134,6 +134,12 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "a cancellation deletes them; the connect page and device-code command also ask for "
                 "OnlineMeetings.ReadWrite. `false`: every created event must carry a meeting (`meeting_required`).",
                 default="false"),
+    SettingSpec("MEETING_KIND", "With MEETING_MANAGEMENT on, the meeting the app makes for an appointment without "
+                "one. `standalone`: createOrGet (not on the organizer's calendar). `calendar`: an event on the "
+                "organizer's calendar with a Teams meeting (POST /me/events, no attendees); the connect page and "
+                "device-code command then ask for Calendars.ReadWrite and OnlineMeetings.Read. Each appointment's "
+                "record keeps the kind it was made with, so changing this leaves existing appointments as they are.",
+                default="standalone"),
     SettingSpec("APPOINTMENTS_TABLE", "Table (in the AzureWebJobsStorage account) holding one record per appointment: "
                 "its meeting, whether the app created it, the last change applied, its status.",
                 default="appointments"),

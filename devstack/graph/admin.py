@@ -97,4 +97,5 @@ async def admin_reset(request: web.Request) -> web.Response:
     emu.teams_premium = True
     emu.updates = 0
     emu.sms_sent.clear()
+    emu.calendar_config.update({"teams_online_meetings": True, "meeting_lookup_lag": 0})
     return web.json_response({"ok": True})

@@ -20,6 +20,7 @@ from devstack.graph.admin import (
     admin_stats,
     loopback_admin,
 )
+from devstack.graph.calendar_admin import admin_list_events, admin_organizer_edit, admin_put_calendar_config
 from devstack.graph.dispatch import graph_handler
 from devstack.graph.emulator import GRAPH_KEY, GraphEmulator
 
@@ -34,6 +35,9 @@ ADMIN_ROUTES = (
     web.delete("/_admin/meetings/{id}", admin_delete_meeting),
     web.get("/_admin/config", admin_get_config),
     web.put("/_admin/config", admin_put_config),
+    web.get("/_admin/events", admin_list_events),
+    web.post("/_admin/events/{id}/organizer-edit", admin_organizer_edit),
+    web.put("/_admin/calendar", admin_put_calendar_config),
 )
 
 

@@ -102,6 +102,18 @@ class GraphEmulator:
         # Deleted meetings, kept for the admin API (tests and chaos count them).
         self.deleted: dict[str, dict[str, Any]] = {}
         self.updates = 0
+        # Calendar events (devstack/graph/calendar.py): by immutable id, by current REST id, by transactionId.
+        self.events: dict[str, dict[str, Any]] = {}
+        self.events_by_rest_id: dict[str, dict[str, Any]] = {}
+        self.event_transactions: dict[tuple[str, str, str], str] = {}
+        # How many more JoinWebUrl lookups of a new calendar meeting come back empty (just after creation).
+        self.lookup_lag: dict[str, int] = {}
+        self.calendar_config: dict[str, Any] = {"teams_online_meetings": True, "meeting_lookup_lag": 0}
+        self.invitations_sent = 0
+        self.calendar_updates = 0
+        self.organizer_edits = 0
+        # Change notifications for calendar events (devstack/graph/subscriptions.py sets this).
+        self.change_listeners: list[Any] = []
         self.sms_sent: list[dict[str, Any]] = []
         # A tenant without Teams Premium gets 403 from the SMS actions (PUT /_admin/config).
         self.teams_premium = True
@@ -170,6 +182,19 @@ class GraphEmulator:
             "participants": {"organizer": identity(m["organizer"], "presenter"),
                              "attendees": [identity(p, "attendee") for p in m["participants"]]},
         }
+
+    def notify(self, event: Mapping[str, Any], change_type: str) -> None:
+        """Offer one change of a calendar event to whoever listens (the subscriptions)."""
+        for listener in self.change_listeners:
+            listener(event, change_type)
+
+    def lookup_pending(self, join_url: str) -> bool:
+        """Whether a JoinWebUrl lookup of this meeting still comes back empty (one lookup spent)."""
+        left = self.lookup_lag.get(join_url, 0)
+        if left <= 0:
+            return False
+        self.lookup_lag[join_url] = left - 1
+        return True
 
     # --- tokens ----------------------------------------------------------------------------------
 

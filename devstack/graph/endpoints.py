@@ -10,6 +10,15 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from devstack.graph.calendar import (
+    calendar_view_delta,
+    cancel_event,
+    create_event,
+    delete_event,
+    get_event,
+    list_events,
+    update_event,
+)
 from devstack.graph.emulator import Caller, GraphError
 from devstack.graph.meeting_writes import (
     create_or_get,
@@ -89,6 +98,8 @@ async def find_online_meetings_by_join_url(call: Call) -> tuple[int, Any]:
         raise GraphError(400, "BadRequest",
                          expected if raw_filter is None else f"Unsupported filter: {raw_filter}")
     url = match.group(1).replace("''", "'")
+    if call.emu.lookup_pending(url):
+        return 200, {"@odata.context": f"{GRAPH_ROOT}/$metadata#users('{oid}')/onlineMeetings", "value": []}
     found = [call.emu.meeting_resource(m) for m in call.emu.meetings.values()
              if m["joinWebUrl"] == url and m["tenant_id"] == call.caller.tenant_id and _involved(m, oid)]
     return 200, {"@odata.context": f"{GRAPH_ROOT}/$metadata#users('{oid}')/onlineMeetings",
@@ -108,4 +119,11 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "onlineMeetings/{meeting_id}", get_online_meeting),
     Route("GET", "onlineMeetings/{meeting_id}/getVirtualAppointmentJoinWebUrl()",
           get_virtual_appointment_join_web_url),
+    Route("GET", "events", list_events),
+    Route("POST", "events", create_event),
+    Route("GET", "calendarView/delta", calendar_view_delta),
+    Route("GET", "events/{event_id}", get_event),
+    Route("PATCH", "events/{event_id}", update_event),
+    Route("DELETE", "events/{event_id}", delete_event),
+    Route("POST", "events/{event_id}/cancel", cancel_event),
 )

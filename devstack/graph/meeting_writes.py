@@ -23,12 +23,17 @@ REMIND_BEFORE = frozenset({"mins15"})
 GRAPH_ROOT = "https://graph.microsoft.com/v1.0"
 
 
-def _require(caller: Caller, accepted: frozenset[str]) -> None:
+def require_scopes(caller: Caller, accepted: frozenset[str], *, code: str = "Forbidden",
+                   app_only: str = "No application access policy found for this app.",
+                   refused: str = "Insufficient privileges to complete the operation.") -> None:
+    """A delegated caller with one of `accepted`, else 403 in the words of the workload (Teams or Outlook)."""
     if caller.app_only:
-        raise GraphError(403, "Forbidden", "No application access policy found for this app.")
+        raise GraphError(403, code, app_only)
     if not caller.scopes & accepted:
-        raise GraphError(403, "Forbidden", "Insufficient privileges to complete the operation. "
-                                           f"Required scopes: {', '.join(sorted(accepted))}.")
+        raise GraphError(403, code, f"{refused} Required scopes: {', '.join(sorted(accepted))}.")
+
+
+_require = require_scopes
 
 
 def _me_only(call: Call) -> str:
@@ -41,7 +46,8 @@ def _me_only(call: Call) -> str:
     return call.caller.oid
 
 
-async def _body(call: Call) -> dict[str, Any]:
+async def json_body(call: Call) -> dict[str, Any]:
+    """The request's JSON object, else Graph's 400."""
     try:
         body = await call.request.json()
     except ValueError:
@@ -92,7 +98,7 @@ async def create_or_get(call: Call) -> tuple[int, Any]:
     """POST onlineMeetings/createOrGet."""
     _require(call.caller, WRITE_SCOPES)
     oid = _me_only(call)
-    body = await _body(call)
+    body = await json_body(call)
     external_id = body.get("externalId")
     if not isinstance(external_id, str) or not external_id:
         raise GraphError(400, "BadRequest", "externalId is a required parameter.")
@@ -121,7 +127,7 @@ async def update_online_meeting(call: Call) -> tuple[int, Any]:
     """PATCH onlineMeetings/{id}: both times or neither; the organizer cannot change."""
     _require(call.caller, WRITE_SCOPES)
     meeting = _owned(call, _me_only(call))
-    body = await _body(call)
+    body = await json_body(call)
     if "@odata.type" in body or ("participants" in body and "organizer" in (body["participants"] or {})):
         raise GraphError(400, "BadRequest", "One or more properties do not support updating.")
     start, end = _time(body, "startDateTime"), _time(body, "endDateTime")
@@ -163,7 +169,7 @@ async def _sms(call: Call, kind: str) -> tuple[int, Any]:
     if not call.emu.teams_premium:
         raise GraphError(403, "Forbidden", "The tenant does not have a Teams Premium license required for "
                                            "virtual appointment SMS notifications.")
-    body = await _body(call)
+    body = await json_body(call)
     attendees = body.get("attendees")
     if not isinstance(attendees, list) or not attendees or not all(
             isinstance(a, dict) and a.get("phoneNumber") and a.get("timeZone") for a in attendees):

@@ -17,7 +17,7 @@ from typing import Any
 from shared.common.clock import parse_timestamp_or_none
 from shared.common.ids import is_guid
 from shared.exceptions import GraphRequestError, MeetingNotFoundError
-from shared.graph.gateway import GraphGateway, OrganizerOption, _segment
+from shared.graph.gateway import GraphGateway, OrganizerOption, _odata_error_map, _segment
 from shared.identity.tokens import SCOPE_MEETING_WRITE, SCOPE_SMS, TokenSource
 
 # The externalId names the appointment, never its times: createOrGet is keyed on tenant + user + externalId,
@@ -38,6 +38,8 @@ class Meeting:
     join_web_url: str | None
     start: datetime | None
     end: datetime | None
+    # A calendar-backed meeting's event (immutable id); None for a standalone meeting.
+    event_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ class MeetingWriter:
         # The answer is read as JSON here, not as kiota's OnlineMeeting: building that model's deserializers
         # costs ~8 ms of CPU per meeting (msgraph's Entity table), more than everything else in the event.
         raw = await self._graph.call(organizer, source,
-                                     lambda: adapter.send_primitive_async(request, "bytes", _error_map()), tenant)
+                                     lambda: adapter.send_primitive_async(request, "bytes", error_map()), tenant)
         return _meeting_from_json(raw)
 
     async def update(self, organizer: str, meeting_id: str, spec: MeetingSpec,
@@ -94,7 +96,7 @@ class MeetingWriter:
         request = builder.to_patch_request_information(body, _config(organizer, source, tenant=tenant))
         # Graph answers with the whole meeting; nothing in it is needed, so it is not parsed (see create_or_get).
         await self._graph.call(organizer, source,
-                               lambda: adapter.send_no_response_content_async(request, _error_map()), tenant)
+                               lambda: adapter.send_no_response_content_async(request, error_map()), tenant)
         return Meeting(meeting_id, None, spec.start, spec.end)
 
     async def delete(self, organizer: str, meeting_id: str, tokens: TokenSource | None = None,
@@ -185,10 +187,9 @@ def _attendees(attendees: Sequence[tuple[str, str | None]]) -> list[Any]:
     return [AttendeeNotificationInfo(phone_number=phone, time_zone=zone) for phone, zone in attendees]
 
 
-def _error_map() -> dict[str, Any]:
-    from msgraph.generated.models.o_data_errors.o_data_error import ODataError
-
-    return {"XXX": ODataError}
+def error_map() -> dict[str, Any]:
+    """Graph's error answers as ODataError (every status)."""
+    return _odata_error_map()
 
 
 def _meeting_from_json(raw: Any) -> Meeting:

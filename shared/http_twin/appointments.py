@@ -7,8 +7,9 @@ import logging
 
 import azure.functions as func
 
+from shared.common.vocabulary import AppointmentStatus, MeetingKind
 from shared.problems import problem
-from shared.storage.appointments import CANCELLED, PENDING, AppointmentRecord, AppointmentStore
+from shared.storage.appointments import AppointmentRecord, AppointmentStore
 
 log = logging.getLogger(__name__)
 _MAX_ID = 256
@@ -28,7 +29,7 @@ async def get_appointment(req: func.HttpRequest, store: AppointmentStore) -> fun
         return problem(503, "appointment_store_unavailable", "the appointment records could not be read; retry",
                        retry_after=1.0)
     # A pending record is a create still running (or one that died): nothing the scheduler was told yet.
-    if record is None or record.status == PENDING:
+    if record is None or record.status == AppointmentStatus.PENDING:
         log.info("appointment lookup: not found", extra={"outcome": "not_found"})
         return problem(404, "appointment_not_found", "no appointment with that id has been processed")
     return func.HttpResponse(json.dumps(appointment_body(record)), status_code=200, mimetype="application/json",
@@ -37,7 +38,7 @@ async def get_appointment(req: func.HttpRequest, store: AppointmentStore) -> fun
 
 def appointment_body(record: AppointmentRecord) -> dict[str, object]:
     """The appointment as the twin answers it (the result's fields, from the record)."""
-    cancelled = record.status == CANCELLED
+    cancelled = record.status == AppointmentStatus.CANCELLED
     return {
         "appointmentId": record.appointment_id,
         "organizer": record.organizer,
@@ -53,4 +54,6 @@ def appointment_body(record: AppointmentRecord) -> dict[str, object]:
         "lastEventId": record.last_event_id,
         "lastEventType": record.last_event_type,
         "updatedAt": record.updated_at,
+        "version": record.version,
+        "meetingKind": record.meeting_kind or MeetingKind.STANDALONE,
     }

@@ -10,6 +10,7 @@ import azure.functions as func
 
 from shared.common.clock import utc_now
 from shared.common.fields import check_https_url, check_organizer, check_path_segment, optional_guid
+from shared.common.vocabulary import OutcomeKind
 from shared.exceptions import BearerError, ForbiddenError, InvalidEventError, JoinLinkError
 from shared.identity.app_credential import AppCredential
 from shared.identity.bearer import BearerValidator, Caller
@@ -80,13 +81,15 @@ async def get_join_url(req: func.HttpRequest, resolver: JoinUrlResolver, bearer:
         log.info("join-url lookup refused: %s", exc.error, extra={"reason": exc.error, "outcome": "unauthorized"})
         return bearer_problem(exc)
     except JoinLinkError as exc:
-        log.info("join-url lookup failed: %s", exc.reason, extra={"reason": exc.reason, "outcome": "rejected"})
+        log.info("join-url lookup failed: %s", exc.reason,
+                 extra={"reason": exc.reason, "outcome": OutcomeKind.REJECTED})
         return problem_for(exc)
     except Exception:
         log.exception("join-url lookup crashed")
         return problem(500, "internal_error", "the lookup failed unexpectedly; it has been logged")
     log.info("join-url lookup ok", extra={"organizer_hash": hash_user(organizer), "tenant_hash": hash_tenant(tenant),
-                                          "outcome": "ready", "auth": "bearer" if caller is not None else "key"})
+                                          "outcome": OutcomeKind.READY,
+                                          "auth": "bearer" if caller is not None else "key"})
     # The staff link is known when the caller gave it; looking it up would need another Graph call and scope.
     body = {"organizer": organizer, "onlineMeetingId": meeting_id, "joinUrl": join_url,
             "organizerJoinUrl": organizer_join_url, "tenantId": tenant, "resolvedAt": utc_now()}

@@ -26,6 +26,9 @@ SCOPE_JOIN_URL = (GRAPH_RESOURCE + "VirtualAppointment.Read",)
 SCOPE_MEETING_LOOKUP = (GRAPH_RESOURCE + "OnlineMeetings.Read",)
 # Meeting management (MEETING_MANAGEMENT): createOrGet, PATCH and DELETE as the organizer.
 SCOPE_MEETING_WRITE = (GRAPH_RESOURCE + "OnlineMeetings.ReadWrite",)
+# Calendar-backed meetings (MEETING_KIND=calendar): the appointment's event on the organizer's calendar, and its
+# change notifications; the meeting id behind the event's join URL is looked up with OnlineMeetings.Read.
+SCOPE_CALENDAR = (GRAPH_RESOURCE + "Calendars.ReadWrite",)
 # Client SMS (CLIENT_SMS, Teams Premium): sendVirtualAppointmentSms and sendVirtualAppointmentReminderSms.
 SCOPE_SMS = (GRAPH_RESOURCE + "VirtualAppointmentNotification.Send",)
 # Refresh this long before expiry, so a token never expires between cache read and Graph's check.

@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from shared.common.clock import utc_now
+from shared.common.vocabulary import MeetingKind
 from shared.exceptions import (
     MissingScopeError,
     OrganizerNotConnectedError,
@@ -19,6 +20,7 @@ from shared.exceptions import (
 )
 from shared.identity.msal import MsalClients, MsalFailure, access_token
 from shared.identity.tokens import (
+    SCOPE_CALENDAR,
     SCOPE_JOIN_URL,
     SCOPE_MEETING_LOOKUP,
     SCOPE_MEETING_WRITE,
@@ -40,8 +42,11 @@ SAVE_RETRY_SECONDS = 10.0
 
 def connect_scopes(settings: Settings) -> list[str]:
     """What a connection asks for: the join URL scope, plus each scope a setting turns on."""
-    return [*SCOPE_JOIN_URL, *(SCOPE_MEETING_LOOKUP if settings.auth_connect_lookup_scope else ()),
-            *(SCOPE_MEETING_WRITE if settings.meeting_management else ()), *(SCOPE_SMS if settings.client_sms else ())]
+    calendar = settings.meeting_management and settings.meeting_kind == MeetingKind.CALENDAR
+    lookup = settings.auth_connect_lookup_scope or calendar
+    return [*SCOPE_JOIN_URL, *(SCOPE_MEETING_LOOKUP if lookup else ()),
+            *(SCOPE_CALENDAR if calendar else SCOPE_MEETING_WRITE if settings.meeting_management else ()),
+            *(SCOPE_SMS if settings.client_sms else ())]
 
 
 def missing_scope(settings: Settings, organizer: str, scopes: Sequence[str], summary: str,

@@ -21,11 +21,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.common.vocabulary import EventType
 from shared.exceptions import InvalidEventError
 from shared.intake.events import (
-    CANCELLED,
-    CREATED,
-    RESCHEDULED,
     Ignored,
     IntakeEvent,
     as_list,
@@ -42,7 +40,8 @@ from shared.intake.organizers import OrganizerMap
 SOURCE = "calcom"
 # The prefix Cal.com's requestReschedule handler puts before the host's reason (not translated, in every version).
 REQUEST_RESCHEDULE_REASON = "Please reschedule."
-TRIGGERS = {"BOOKING_CREATED": CREATED, "BOOKING_RESCHEDULED": RESCHEDULED, "BOOKING_CANCELLED": CANCELLED}
+TRIGGERS = {"BOOKING_CREATED": EventType.CREATED, "BOOKING_RESCHEDULED": EventType.RESCHEDULED,
+            "BOOKING_CANCELLED": EventType.CANCELLED}
 
 
 def translate(doc: Any, organizers: OrganizerMap) -> IntakeEvent | Ignored:
@@ -60,7 +59,7 @@ def translate(doc: Any, organizers: OrganizerMap) -> IntakeEvent | Ignored:
     if uid is None:
         raise InvalidEventError("the Cal.com booking has no 'uid'", reason="invalid_payload")
     root = text_field(booking, "iCalUID", 200) or text_field(booking, "rescheduleUid", 200) or uid
-    if event_type == CANCELLED and reschedule_requested(booking):
+    if event_type == EventType.CANCELLED and reschedule_requested(booking):
         return Ignored("Cal.com request-reschedule: the booking waits for the attendee's new time, which arrives "
                        "as BOOKING_RESCHEDULED of the same appointment",
                        event_id=stable_event_id(SOURCE, trigger, uid), appointment_id=f"{SOURCE}:{root}")

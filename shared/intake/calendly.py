@@ -14,11 +14,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from shared.common.vocabulary import EventType
 from shared.exceptions import InvalidEventError
 from shared.intake.events import (
-    CANCELLED,
-    CREATED,
-    RESCHEDULED,
     Ignored,
     IntakeEvent,
     as_list,
@@ -57,9 +55,9 @@ def translate(doc: Any, organizers: OrganizerMap) -> IntakeEvent | Ignored:
             return Ignored("the cancel half of a reschedule: the invitee.created that follows carries the change",
                            event_id=event_id, appointment_id=f"{SOURCE}:{uri}",
                            link=(f"{SOURCE}:{new_invitee}", f"{SOURCE}:{uri}") if new_invitee else None)
-        event_type = CANCELLED
+        event_type = EventType.CANCELLED
     else:
-        event_type = RESCHEDULED if old_invitee else CREATED
+        event_type = EventType.RESCHEDULED if old_invitee else EventType.CREATED
     hosts = [as_object(m) for m in as_list(scheduled.get("event_memberships"))]
     email = hosts[0].get("user_email") if hosts and isinstance(hosts[0].get("user_email"), str) else None
     keys = [f"calendly:event-type:{scheduled['event_type']}"] if isinstance(scheduled.get("event_type"), str) else []
@@ -78,7 +76,7 @@ def translate(doc: Any, organizers: OrganizerMap) -> IntakeEvent | Ignored:
         clients=[person] if person else [],
         occurred_at=doc.get("created_at"),
     )
-    if event_type == RESCHEDULED and old_invitee:
+    if event_type == EventType.RESCHEDULED and old_invitee:
         return replace(event, link=(f"{SOURCE}:{uri}", f"{SOURCE}:{old_invitee}"))
     return event
 

@@ -23,7 +23,8 @@ from __future__ import annotations
 import json
 
 from shared.common.clock import parse_timestamp_or_none
-from shared.intake.events import CANCELLED, CREATED, Ignored, IntakeEvent, build_event, stable_event_id
+from shared.common.vocabulary import EventType
+from shared.intake.events import Ignored, IntakeEvent, build_event, stable_event_id
 from shared.storage.aliases import AliasStore, resolve
 
 # How often a delivery re-reads its key when links arrive while it is keyed (each round: one more link in).
@@ -39,7 +40,7 @@ async def through_chain(translated: IntakeEvent | Ignored, aliases: AliasStore) 
         return translated
     # A create that replaces nothing is a chain's own first booking: nothing is ever folded into its key's note,
     # so it keeps none (but a late one is still told apart from the chain's later changes).
-    first_booking = translated.type == CREATED and translated.link is None
+    first_booking = translated.type == EventType.CREATED and translated.link is None
     first = await resolve(aliases, translated.appointment_id)
     for _ in range(_SETTLE_ROUNDS):
         event = translated if first == translated.appointment_id else translated.keyed_by(first)
@@ -70,7 +71,7 @@ async def _record_link(link: tuple[str, str], aliases: AliasStore) -> list[Intak
     moved = IntakeEvent({**latest.event, "appointmentId": target,
                          "id": stable_event_id("chain", "fold", new, latest.event_id)})
     await aliases.put_note(target, moved.to_message())
-    cut = build_event(event_id=stable_event_id("chain", "fold-cancel", new), event_type=CANCELLED,
+    cut = build_event(event_id=stable_event_id("chain", "fold-cancel", new), event_type=EventType.CANCELLED,
                       appointment_id=new, organizer=str(latest.event["organizer"]),
                       occurred_at=latest.event.get("occurredAt"))
     return [moved, cut]

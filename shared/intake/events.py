@@ -11,12 +11,9 @@ from urllib.parse import urlsplit
 
 from shared.common.clock import parse_timestamp
 from shared.common.fields import MAX_URL, check_https_url, check_organizer, optional_text, required_text
+from shared.common.vocabulary import EventType
 from shared.exceptions import InvalidEventError
 
-CREATED = "appointment.created"
-RESCHEDULED = "appointment.rescheduled"
-CANCELLED = "appointment.cancelled"
-EVENT_TYPES = (CREATED, RESCHEDULED, CANCELLED)
 MAX_SUBJECT = 255
 MAX_CLIENTS = 20
 # Hosts of Teams meeting join links: only these become `joinWebUrl` (other video links are not Teams meetings).
@@ -135,8 +132,8 @@ def build_event(*, event_id: str, event_type: str, appointment_id: str, organize
                 join_web_url: str | None = None, clients: list[dict[str, str]] | None = None,
                 occurred_at: Any = None, extra: dict[str, Any] | None = None) -> IntakeEvent:
     """A checked contract-v1 event: the rules every intake shares, one place."""
-    if event_type not in EVENT_TYPES:
-        raise InvalidEventError(f"event type {event_type!r} is not one of {', '.join(EVENT_TYPES)}",
+    if event_type not in EventType:
+        raise InvalidEventError(f"event type {event_type!r} is not one of {', '.join(EventType)}",
                                 reason="invalid_payload")
     event: dict[str, Any] = {
         "id": required_text({"id": event_id}, "id"),
@@ -144,8 +141,8 @@ def build_event(*, event_id: str, event_type: str, appointment_id: str, organize
         "appointmentId": required_text({"appointmentId": appointment_id}, "appointmentId"),
         "organizer": check_organizer(organizer),
     }
-    if event_type != CANCELLED:
-        _times(event, start, end, required=event_type == RESCHEDULED)
+    if event_type != EventType.CANCELLED:
+        _times(event, start, end, required=event_type == EventType.RESCHEDULED)
         if isinstance(subject, str) and subject.strip():
             event["subject"] = subject.strip()[:MAX_SUBJECT]
         if join_web_url:

@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from shared.common.fields import MAX_URL
+from shared.common.vocabulary import DEFAULT_EVENT_TYPE, EventType
 from shared.exceptions import InvalidEventError
-from shared.intake.events import CANCELLED, IntakeEvent, build_event, text_field
+from shared.intake.events import IntakeEvent, build_event, text_field
 from shared.intake.organizers import OrganizerMap
 from shared.pipeline.inbound import appointment_fields
 
@@ -27,7 +28,7 @@ def translate(doc: Any, webhook_id: str, organizers: OrganizerMap) -> IntakeEven
     fields: dict[str, Any] = appointment_fields(doc) or {}
     if fields is not doc:
         fields = {**fields, "type": doc.get("type"), "id": fields.get("id") or doc.get("id")}
-    event_type = fields.get("type") or "appointment.created"
+    event_type = fields.get("type") or DEFAULT_EVENT_TYPE
     organizer = text_field(fields, "organizer", 256)
     if organizer is None:
         raise InvalidEventError("'organizer' is required", reason="invalid_payload")
@@ -42,7 +43,7 @@ def translate(doc: Any, webhook_id: str, organizers: OrganizerMap) -> IntakeEven
         start=fields.get("startDateTime"),
         end=fields.get("endDateTime"),
         subject=fields.get("subject"),
-        join_web_url=None if event_type == CANCELLED else text_field(fields, "joinWebUrl", MAX_URL),
+        join_web_url=None if event_type == EventType.CANCELLED else text_field(fields, "joinWebUrl", MAX_URL),
         clients=[c for c in fields.get("clients") or [] if isinstance(c, dict)] or None,
         occurred_at=fields.get("occurredAt") or doc.get("timestamp"),
         extra=extra,

@@ -18,10 +18,11 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from shared.common.clock import format_timestamp, utc_now
+from shared.common.vocabulary import AppointmentStatus, EventType, MeetingKind
 from shared.exceptions import KeyInProgressError, PermanentError, RecordConflictError, TransientError
 from shared.graph.meetings import Meeting, MeetingSpec, external_id
 from shared.identity.tokens import OrganizerIdentity
-from shared.pipeline.inbound import CREATED, AppointmentEvent
+from shared.pipeline.inbound import AppointmentEvent
 from shared.pipeline.join_url_resolver import JoinUrlResolver
 from shared.pipeline.lifecycle import (
     GRAPH_WRITES,
@@ -35,7 +36,7 @@ from shared.pipeline.lifecycle import (
 )
 from shared.pipeline.records import JoinUrlResult
 from shared.settings import LEASE_PATIENCE_SECONDS
-from shared.storage.appointments import CANCELLED, PENDING, AppointmentRecord, AppointmentStore
+from shared.storage.appointments import AppointmentRecord, AppointmentStore
 
 log = logging.getLogger(__name__)
 _MAX_ROUNDS = 4
@@ -54,6 +55,25 @@ class MeetingWrites(Protocol):
 
     async def delete(self, organizer: str, meeting_id: str, *, tenant: str | None = None) -> bool:
         """DELETE; False if already gone."""
+
+
+class CalendarWrites(Protocol):
+    """The calendar-backed meeting writes the flow needs (graph.calendar.CalendarWriter, or a fake)."""
+
+    async def ensure(self, organizer: str, appointment_id: str, spec: MeetingSpec, *,
+                     tenant: str | None = None) -> Meeting:
+        """The appointment's event with its Teams meeting (found by its property, else made); `event_id` set."""
+
+    async def find(self, organizer: str, appointment_id: str, *, tenant: str | None = None) -> object | None:
+        """The appointment's live event (with `.id`), or None."""
+
+    async def move(self, organizer: str, event_id: str, spec: MeetingSpec, known_join_url: str | None, *,
+                   tenant: str | None = None) -> Meeting:
+        """PATCH the times (and subject), re-read; `id` is the new meeting's when the join URL changed, else ''."""
+
+    async def cancel(self, organizer: str, event_id: str, comment: str | None = None, *,
+                     tenant: str | None = None) -> bool:
+        """POST .../cancel; False if already gone."""
 
 
 # Before a cancelled meeting is deleted, its clients' cancellation SMS must go out: Graph sends SMS only
@@ -77,7 +97,8 @@ class AppointmentFlow:
                  meeting_management: bool, stale_after_seconds: float,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  lease_patience: float = LEASE_PATIENCE_SECONDS,
-                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+                 calendar: CalendarWrites | None = None, meeting_kind: MeetingKind = MeetingKind.STANDALONE) -> None:
         self._resolver = resolver
         self._meetings = meetings
         self._store = store
@@ -86,6 +107,9 @@ class AppointmentFlow:
         self._clock = clock
         self._lease_patience = lease_patience
         self._sleep = sleep
+        self._calendar = calendar
+        # The kind a new appointment's meeting gets; an existing record keeps its own.
+        self._kind = meeting_kind if calendar is not None else MeetingKind.STANDALONE
 
     async def identify(self, organizer: str, tenant: str | None) -> OrganizerIdentity:
         """Who the organizer is (tenant and object id), before any Graph call for them."""
@@ -97,7 +121,7 @@ class AppointmentFlow:
         # A created event is nearly always the appointment's first: it is decided as such without reading the
         # record, and the conditional insert (of the record, or of the lease a create runs under) tells when that
         # was wrong; the next round then reads and decides again. One table request less on the common paths.
-        assume_new = event.event_type == CREATED
+        assume_new = event.event_type == EventType.CREATED
         for _ in range(_MAX_ROUNDS):
             assumed, assume_new = assume_new, False
             record = None if assumed else await self._held_elsewhere(event, owner)
@@ -111,12 +135,12 @@ class AppointmentFlow:
             base = record
             if decision.action in GRAPH_WRITES:
                 ext = (record.external_id if record and record.external_id else external_id(event.appointment_id))
-                intent = pending_record(record, event, ext)
+                intent = pending_record(record, event, ext, self._kind)
                 if decision.action is Action.DELETE:
                     # The cancel is on record before the meeting goes: should this worker die after the DELETE,
                     # a late create finds the appointment cancelled (and makes nothing), and the cancel's retry
                     # deletes again (404 counts as done).
-                    intent = replace(intent, status=CANCELLED)
+                    intent = replace(intent, status=AppointmentStatus.CANCELLED)
                 try:
                     base = await (self._store.replace(intent.leased(owner, self._clock())) if record is not None
                                   else self._store.insert(intent.leased(owner, self._clock())))
@@ -182,6 +206,8 @@ class AppointmentFlow:
             return await self._switch(record, event)
         if record is None:  # a cancellation before anything else: remembered, so a late create makes nothing
             return MeetingFacts(event.online_meeting_id, None, None, start, end)
+        if action is Action.UPDATE and self._on_calendar(record):
+            return await self._move(record, event)
         if action is Action.UPDATE and record.online_meeting_id is not None:
             await self._meetings.update(record.organizer, record.online_meeting_id, self._spec(event, record),
                                         tenant=record.tenant_id or event.tenant_id)
@@ -192,9 +218,9 @@ class AppointmentFlow:
             if meeting_id is not None:
                 for hook in before_delete:
                     await _maybe_await(hook(record, meeting_id))
-                gone = await self._meetings.delete(record.organizer, meeting_id,
-                                                   tenant=record.tenant_id or event.tenant_id)
-                log.info("meeting of appointment %s deleted (%s)", event.appointment_id,
+            if meeting_id is not None or record.calendar_event_id:
+                gone = await self._remove(record, meeting_id, event)
+                log.info("meeting of appointment %s removed (%s)", event.appointment_id,
                          "204" if gone else "already gone", extra={"appointment_id": event.appointment_id,
                                                                    "outcome": "meeting_deleted"})
         return MeetingFacts(meeting_id, None, None, record.start or start, record.end or end)
@@ -204,6 +230,8 @@ class AppointmentFlow:
         if record is None or record.external_id is None:
             raise ValueError("a create runs under its lease record, which names the externalId")
         spec = self._spec(event, None)
+        if self._on_calendar(record):
+            return await self._create_on_calendar(event, spec, made)
         meeting = await self._meetings.create_or_get(event.organizer, record.external_id, spec,
                                                      tenant=event.tenant_id)
         made.append(meeting)
@@ -218,6 +246,61 @@ class AppointmentFlow:
         end = format_timestamp(meeting.end) if meeting.end else event_times(event)[1]
         return MeetingFacts(meeting_id, join_url, meeting.join_web_url, start, end)
 
+    def _on_calendar(self, record: AppointmentRecord | None) -> bool:
+        return record is not None and record.meeting_kind == MeetingKind.CALENDAR
+
+    def _calendar_writes(self) -> CalendarWrites:
+        if self._calendar is None:
+            raise TransientError("a calendar-backed appointment reached a worker without calendar writes",
+                                 reason="app_misconfigured")
+        return self._calendar
+
+    async def _create_on_calendar(self, event: AppointmentEvent, spec: MeetingSpec,
+                                  made: list[Meeting]) -> MeetingFacts:
+        """The appointment's calendar event (one, however often this runs), at the event's times, and its links."""
+        calendar = self._calendar_writes()
+        meeting = await calendar.ensure(event.organizer, event.appointment_id, spec, tenant=event.tenant_id)
+        made.append(meeting)
+        if (meeting.event_id and spec.start is not None and spec.end is not None
+                and (meeting.start, meeting.end) != (spec.start, spec.end)):
+            # Found an event an earlier attempt made with other times (a reschedule overtook its create).
+            moved = await calendar.move(event.organizer, meeting.event_id, spec, meeting.join_web_url,
+                                        tenant=event.tenant_id)
+            meeting = replace(meeting, id=moved.id or meeting.id, join_web_url=moved.join_web_url,
+                              start=moved.start, end=moved.end)
+        meeting_id, join_url = await self._resolver.resolve(event.organizer, meeting.id, None, tenant=event.tenant_id)
+        start, end = event_times(event)
+        return MeetingFacts(meeting_id, join_url, meeting.join_web_url,
+                            format_timestamp(meeting.start) if meeting.start else start,
+                            format_timestamp(meeting.end) if meeting.end else end, event_id=meeting.event_id)
+
+    async def _move(self, record: AppointmentRecord, event: AppointmentEvent) -> MeetingFacts:
+        """PATCH the event's times; a new join URL means new links, resolved again and sent in `.updated`."""
+        if not record.calendar_event_id:
+            raise TransientError("the appointment's calendar event is not recorded yet",
+                                 reason="appointment_contention", retry_after=1.0)
+        tenant = record.tenant_id or event.tenant_id
+        moved = await self._calendar_writes().move(record.organizer, record.calendar_event_id,
+                                                   self._spec(event, record), record.organizer_join_url, tenant=tenant)
+        meeting_id, join_url = record.online_meeting_id, record.join_url
+        if moved.id:
+            meeting_id, join_url = await self._resolver.resolve(record.organizer, moved.id, None, tenant=tenant)
+        start, end = event_times(event)
+        return MeetingFacts(meeting_id, join_url, moved.join_web_url or record.organizer_join_url,
+                            format_timestamp(moved.start) if moved.start else start,
+                            format_timestamp(moved.end) if moved.end else end, event_id=record.calendar_event_id)
+
+    async def _remove(self, record: AppointmentRecord, meeting_id: str | None, event: AppointmentEvent | None) -> bool:
+        """Cancel the appointment's calendar event (its Teams meeting is left alone), or DELETE a standalone one."""
+        tenant = record.tenant_id or (event.tenant_id if event else None)
+        if self._on_calendar(record) and record.calendar_event_id:
+            comment = event.cancellation_reason if event is not None else None
+            return await self._calendar_writes().cancel(record.organizer, record.calendar_event_id, comment,
+                                                        tenant=tenant)
+        if self._on_calendar(record) or meeting_id is None:
+            return False  # no event was ever made
+        return await self._meetings.delete(record.organizer, meeting_id, tenant=tenant)
+
     async def _switch(self, record: AppointmentRecord, event: AppointmentEvent) -> MeetingFacts:
         """The appointment moves to the meeting the scheduler now supplies: its link is resolved first; only then
         does the app's own earlier meeting go (no booking uses it any more). A supplied one is never touched."""
@@ -226,7 +309,7 @@ class AppointmentFlow:
                                                           event.join_web_url, tenant=event.tenant_id)
         old = record.online_meeting_id
         if record.meeting_created_by_app and old is not None and old != resolved:
-            gone = await self._meetings.delete(record.organizer, old, tenant=record.tenant_id or event.tenant_id)
+            gone = await self._remove(record, old, event)
             log.info("appointment %s moved to a supplied meeting; the app's earlier meeting deleted (%s)",
                      event.appointment_id, "204" if gone else "already gone",
                      extra={"appointment_id": event.appointment_id, "outcome": "meeting_deleted"})
@@ -245,8 +328,13 @@ class AppointmentFlow:
         """The record naming its meeting: a create that died before recording it left only the externalId, so
         createOrGet finds the meeting, and its id is written down before the DELETE (a retry must not find the
         externalId free again and make a second meeting)."""
-        if held.online_meeting_id is not None or not held.external_id:
+        if held.online_meeting_id is not None or not held.external_id or held.calendar_event_id:
             return held
+        if self._on_calendar(held):
+            event = await self._calendar_writes().find(held.organizer, held.appointment_id, tenant=held.tenant_id)
+            if event is None:
+                return held
+            return await self._store.replace(replace(held, calendar_event_id=str(getattr(event, "id", ""))))
         found = await self._meetings.create_or_get(held.organizer, held.external_id, MeetingSpec(),
                                                    tenant=held.tenant_id)
         return await self._store.replace(replace(held, online_meeting_id=found.id,
@@ -259,10 +347,9 @@ class AppointmentFlow:
         that only this worker has seen (Graph keys createOrGet on the externalId of live meetings).
         """
         current = await self._store.get(event.appointment_id)
-        if current is None or current.status != CANCELLED:
+        if current is None or current.status != AppointmentStatus.CANCELLED:
             return
-        gone = await self._meetings.delete(current.organizer, meeting.id,
-                                           tenant=current.tenant_id or event.tenant_id)
+        gone = await self._remove(replace(current, calendar_event_id=meeting.event_id), meeting.id, event)
         log.info("meeting of cancelled appointment %s made after its cancel, deleted (%s)", event.appointment_id,
                  "204" if gone else "already gone", extra={"appointment_id": event.appointment_id,
                                                            "outcome": "meeting_deleted"})
@@ -282,8 +369,9 @@ class AppointmentFlow:
                                                   online_meeting_id=held.online_meeting_id))
             elif made and held.online_meeting_id is None:
                 await self._store.replace(replace(held.unleased(), online_meeting_id=made[-1].id,
-                                                  organizer_join_url=made[-1].join_web_url))
-            elif held.status == PENDING and not made and forget:
+                                                  organizer_join_url=made[-1].join_web_url,
+                                                  calendar_event_id=made[-1].event_id or held.calendar_event_id))
+            elif held.status == AppointmentStatus.PENDING and not made and forget:
                 await self._store.delete(held)
             else:
                 await self._store.replace(held.unleased())
@@ -295,13 +383,14 @@ class AppointmentFlow:
 
 def result_from(record: AppointmentRecord, event: AppointmentEvent) -> JoinUrlResult:
     """What the scheduler is told after `event`: the appointment's links, times and status from its record."""
-    cancelled = record.status == CANCELLED
+    cancelled = record.status == AppointmentStatus.CANCELLED
     return JoinUrlResult(
         appointment_id=record.appointment_id, organizer=record.organizer, online_meeting_id=record.online_meeting_id,
         join_url=None if cancelled else record.join_url, event_id=event.event_id, resolved_at=utc_now(),
         organizer_join_url=None if cancelled else record.organizer_join_url, start=record.start, end=record.end,
         meeting_created_by_app=record.meeting_created_by_app, event_type=event.event_type,
-        status="cancelled" if cancelled else "scheduled", tenant_id=record.tenant_id or event.tenant_id)
+        status=AppointmentStatus.CANCELLED if cancelled else AppointmentStatus.SCHEDULED,
+        tenant_id=record.tenant_id or event.tenant_id, version=record.version)
 
 
 async def _maybe_await(value: object) -> None:

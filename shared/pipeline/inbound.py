@@ -25,15 +25,11 @@ from shared.common.fields import (
     optional_timestamp,
     required_text,
 )
+from shared.common.vocabulary import DEFAULT_EVENT_TYPE, EventType
 from shared.exceptions import InvalidEventError, UnsupportedEventTypeError
 from shared.pipeline.appointment_fields import Schedule, parse_schedule
 
-CREATED = "appointment.created"
-RESCHEDULED = "appointment.rescheduled"
-CANCELLED = "appointment.cancelled"
-EVENT_TYPES = (CREATED, RESCHEDULED, CANCELLED)
-# Plain JSON without `type` is a created event: what a contract v1 producer sends.
-EVENT_TYPE = CREATED
+_MAX_REASON = 1000
 # A second copy of one of these in one object would leave which event this is to the parser's choice.
 IDENTIFYING_FIELDS = frozenset({"id", "type", "eventType", "specversion", "data", "data_base64", "appointmentId",
                                 "organizer", "tenantId", "onlineMeetingId", "joinWebUrl", "sequence",
@@ -52,9 +48,11 @@ class AppointmentEvent:
     callback_url: str | None
     occurred_at: datetime | None
     schema: str
-    event_type: str = CREATED
+    event_type: EventType = EventType.CREATED
     schedule: Schedule = field(default_factory=Schedule)
     tenant_id: str | None = None
+    # Why the appointment was cancelled, as the scheduler put it (the calendar event's cancel comment).
+    cancellation_reason: str | None = None
 
     @property
     def has_meeting(self) -> bool:
@@ -147,7 +145,7 @@ def _text_or_none(value: object) -> str | None:
 
 
 def _from_plain(doc: dict[str, Any]) -> AppointmentEvent:
-    event_type = doc.get("type", EVENT_TYPE)
+    event_type = doc.get("type", DEFAULT_EVENT_TYPE)
     _check_type(event_type)
     return _build(doc, event_id=doc.get("id"), occurred_at=doc.get("occurredAt"), schema="plain",
                   event_type=event_type)
@@ -211,9 +209,9 @@ def _base64_data(doc: dict[str, Any], unique: Collection[str]) -> Any:
 def _check_type(event_type: Any) -> None:
     if not isinstance(event_type, str) or not event_type:
         raise InvalidEventError("event type is required")
-    if event_type not in EVENT_TYPES:
+    if event_type not in EventType:
         raise UnsupportedEventTypeError(f"event type {event_type!r} is not handled; expected one of "
-                                        + ", ".join(repr(t) for t in EVENT_TYPES))
+                                        + ", ".join(repr(str(t)) for t in EventType))
 
 
 def _build(data: dict[str, Any], *, event_id: Any, occurred_at: Any, schema: str,
@@ -238,7 +236,8 @@ def _build(data: dict[str, Any], *, event_id: Any, occurred_at: Any, schema: str
         callback_url=callback_url,
         occurred_at=optional_timestamp(occurred_at, "occurredAt"),
         schema=schema,
-        event_type=event_type,
-        schedule=parse_schedule(data, times_required=event_type == RESCHEDULED),
+        event_type=EventType(event_type),
+        schedule=parse_schedule(data, times_required=event_type == EventType.RESCHEDULED),
         tenant_id=optional_guid(data, "tenantId"),
+        cancellation_reason=optional_text(data, "cancellationReason", limit=_MAX_REASON),
     )

@@ -24,6 +24,7 @@ from enum import StrEnum
 from urllib.parse import unquote, urlsplit
 
 from shared.common.clock import format_timestamp, parse_timestamp_or_none, utc_now
+from shared.common.vocabulary import AppointmentStatus, EventType, MeetingKind
 from shared.exceptions import (
     AppointmentCancelledError,
     InvalidEventError,
@@ -31,7 +32,7 @@ from shared.exceptions import (
     PermanentError,
     StaleEventError,
 )
-from shared.pipeline.inbound import CANCELLED, CREATED, AppointmentEvent
+from shared.pipeline.inbound import AppointmentEvent
 from shared.storage import appointments as store
 
 
@@ -70,17 +71,19 @@ class MeetingFacts:
     organizer_join_url: str | None
     start: str | None
     end: str | None
+    # The calendar event of a calendar-backed meeting (None: none, or as it was).
+    event_id: str | None = None
 
 
 def decide(record: store.AppointmentRecord | None, event: AppointmentEvent, *,
            meeting_management: bool) -> Decision:
     """What `event` does to the appointment whose stored record is `record` (None: never seen)."""
-    if record is not None and record.status != store.PENDING:
+    if record is not None and record.status != AppointmentStatus.PENDING:
         return _decide_known(record, event)
     # Never applied (or a create that died half-way, its pending record left behind).
     if record is not None and not _same_organizer(record, event):
         return _reject(_organizer_changed(event))
-    if event.event_type == CANCELLED:
+    if event.event_type == EventType.CANCELLED:
         pending_app_meeting = record is not None and record.meeting_created_by_app
         return Decision(Action.DELETE if pending_app_meeting else Action.TOMBSTONE)
     if event.has_meeting:
@@ -94,8 +97,8 @@ def decide(record: store.AppointmentRecord | None, event: AppointmentEvent, *,
 
 def _decide_known(record: store.AppointmentRecord, event: AppointmentEvent) -> Decision:
     """What `event` does to an appointment already scheduled or cancelled."""
-    if record.status == store.CANCELLED:
-        if event.event_type == CANCELLED:
+    if record.status == AppointmentStatus.CANCELLED:
+        if event.event_type == EventType.CANCELLED:
             # A lease left on a cancelled record: its worker died around the DELETE; delete again.
             unfinished = record.lease_owner is not None and record.meeting_created_by_app
             return Decision(Action.DELETE if unfinished else Action.REPLAY)
@@ -103,7 +106,7 @@ def _decide_known(record: store.AppointmentRecord, event: AppointmentEvent) -> D
             f"appointment {event.appointment_id!r} is cancelled; no meeting is made or changed for it"))
     if not _same_organizer(record, event):
         return _reject(_organizer_changed(event))
-    if event.event_type == CREATED:
+    if event.event_type == EventType.CREATED:
         # The appointment exists: same appointment, same meeting. A create that arrives late (a scheduler's
         # retry after the reschedule that followed it) is answered from the record too, never applied.
         return Decision(Action.REPLAY)
@@ -113,7 +116,7 @@ def _decide_known(record: store.AppointmentRecord, event: AppointmentEvent) -> D
             f"a later change of appointment {event.appointment_id!r} ({_applied(record)}) is already applied"))
     if order == 0 and event.event_id == record.last_event_id:
         return Decision(Action.REPLAY)
-    if event.event_type == CANCELLED:
+    if event.event_type == EventType.CANCELLED:
         return Decision(Action.DELETE if record.meeting_created_by_app else Action.TOMBSTONE)
     if supplies_new_meeting(record, event):
         return Decision(Action.SWITCH)
@@ -163,12 +166,15 @@ def record_after(record: store.AppointmentRecord | None, event: AppointmentEvent
     subject = event.schedule.subject if event.schedule.subject is not None else base.subject
     return replace(
         base.unleased(), organizer=base.organizer, tenant_id=event.tenant_id or base.tenant_id,
-        status=store.CANCELLED if cancelled else store.SCHEDULED,
+        status=AppointmentStatus.CANCELLED if cancelled else AppointmentStatus.SCHEDULED,
         online_meeting_id=facts.meeting_id, meeting_created_by_app=created_by_app,
         external_id=external_id or base.external_id,
         join_url=None if cancelled else facts.join_url,
         organizer_join_url=None if cancelled else facts.organizer_join_url,
         start=facts.start, end=facts.end, subject=subject,
+        # A switch to a supplied meeting leaves the app's calendar event behind (cancelled by the switch).
+        calendar_event_id=None if action == Action.SWITCH else facts.event_id or base.calendar_event_id,
+        meeting_kind=None if action == Action.SWITCH else base.meeting_kind, version=base.version + 1,
         last_sequence=event.schedule.sequence if event.schedule.sequence is not None else base.last_sequence,
         last_occurred_at=format_timestamp(event.occurred_at) if event.occurred_at and _aware(event.occurred_at)
         else base.last_occurred_at,
@@ -176,12 +182,14 @@ def record_after(record: store.AppointmentRecord | None, event: AppointmentEvent
 
 
 def pending_record(record: store.AppointmentRecord | None, event: AppointmentEvent,
-                   external_id: str) -> store.AppointmentRecord:
-    """The record a create holds while it runs: the appointment's, or a pending one naming the meeting to be."""
+                   external_id: str, kind: MeetingKind = MeetingKind.STANDALONE) -> store.AppointmentRecord:
+    """The record a create holds while it runs: the appointment's, or a pending one naming the meeting to be
+    and its kind (a record keeps the kind it was made with)."""
     if record is not None:
         return record
-    return store.AppointmentRecord(event.appointment_id, event.organizer, status=store.PENDING,
-                                   tenant_id=event.tenant_id, meeting_created_by_app=True, external_id=external_id)
+    return store.AppointmentRecord(event.appointment_id, event.organizer, status=AppointmentStatus.PENDING,
+                                   tenant_id=event.tenant_id, meeting_created_by_app=True, external_id=external_id,
+                                   meeting_kind=kind)
 
 
 def event_times(event: AppointmentEvent) -> tuple[str | None, str | None]:

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import hashlib
 
-from shared.pipeline.inbound import CANCELLED, RESCHEDULED
+from shared.common.vocabulary import EventType, WebhookKind
 from shared.pipeline.records import JoinUrlResult, Rejection
 from shared.webhooks.outbound import WebhookEvent, webhook_event
 
 # The webhook a result sends follows the event it answers: a reschedule that overtook its create still
 # sends `updated` (with both links, which the scheduler may be seeing for the first time).
-_RESULT_KINDS = {RESCHEDULED: "updated", CANCELLED: "cancelled"}
+_RESULT_KINDS = {EventType.RESCHEDULED: WebhookKind.UPDATED, EventType.CANCELLED: WebhookKind.CANCELLED}
 
 
 def ready_event(result: JoinUrlResult, callback_url: str | None = None) -> WebhookEvent:
     """The webhook for a result: `.ready` (created), `.updated` (rescheduled) or `.cancelled` (cancelled)."""
-    return webhook_event(_RESULT_KINDS.get(result.event_type, "ready"), result.to_dict(), result.event_id,
-                         callback_url=callback_url, timestamp=result.resolved_at)
+    kind = _RESULT_KINDS.get(EventType(result.event_type), WebhookKind.READY)
+    return webhook_event(kind, result.to_dict(), result.event_id, callback_url=callback_url,
+                         timestamp=result.resolved_at)
 
 
 def failed_event(rejection: Rejection, callback_url: str | None = None) -> WebhookEvent | None:
@@ -29,5 +30,5 @@ def failed_event(rejection: Rejection, callback_url: str | None = None) -> Webho
     data = {"appointmentId": rejection.appointment_id, "organizer": rejection.organizer,
             "tenantId": rejection.tenant_id, "eventId": rejection.event_id, "reason": rejection.reason,
             "detail": rejection.detail}
-    return webhook_event("failed", data, identity, callback_url=callback_url,
+    return webhook_event(WebhookKind.FAILED, data, identity, callback_url=callback_url,
                          timestamp=rejection.rejected_at or None)

@@ -8,9 +8,10 @@ import time
 from dataclasses import dataclass, replace
 
 from shared.common.strict_json import decode_utf8
+from shared.common.vocabulary import EventType, OutcomeKind
 from shared.exceptions import KeyInProgressError, PermanentError, ThrottledError, TransientError
 from shared.pipeline.appointment_flow import AppointmentFlow, BeforeDelete
-from shared.pipeline.inbound import CANCELLED, AppointmentEvent, EventIds, best_effort_ids, parse_event
+from shared.pipeline.inbound import AppointmentEvent, EventIds, best_effort_ids, parse_event
 from shared.pipeline.notifications import failed_event, ready_event
 from shared.pipeline.records import JoinUrlResult, Rejection
 from shared.pipeline.rejections import RejectionRecorder
@@ -42,7 +43,7 @@ class Outcome:
     `sms` are texts for `sms-outbox`; `sms_failures` are texts that failed inline (a cancellation's).
     """
 
-    kind: str
+    kind: OutcomeKind
     result: JoinUrlResult | None = None
     rejection: Rejection | None = None
     webhook: WebhookEvent | None = None
@@ -111,8 +112,8 @@ class AppointmentProcessor:
             if claim.kind is ClaimKind.COMPLETED and claim.result:
                 finished = True
                 result = JoinUrlResult.from_json(claim.result)
-                _log_outcome("ready", "duplicate", event, delivery, started, tenant=result.tenant_id)
-                return Outcome("ready", result=result, webhook=ready_event(result, event.callback_url))
+                _log_outcome(OutcomeKind.READY, "duplicate", event, delivery, started, tenant=result.tenant_id)
+                return Outcome(OutcomeKind.READY, result=result, webhook=ready_event(result, event.callback_url))
             # Who the organizer is, in which tenant, before anything is asked of Graph: a tenantId the
             # organizer does not belong to is refused here, and only that tenant's token is used after.
             tenant = (await self._flow.identify(event.organizer, event.tenant_id)).tenant_id
@@ -127,9 +128,9 @@ class AppointmentProcessor:
             finished = True
         except PermanentError as exc:
             rejection = await self._rejections.record(_rejection(exc, delivery, event, tenant), message_key)
-            _log_outcome("rejected", rejection.reason, event, delivery, started, detail=exc.detail, tenant=tenant,
-                         graph_status=exc.graph_status)
-            return Outcome("rejected", rejection=rejection,
+            _log_outcome(OutcomeKind.REJECTED, rejection.reason, event, delivery, started, detail=exc.detail,
+                         tenant=tenant, graph_status=exc.graph_status)
+            return Outcome(OutcomeKind.REJECTED, rejection=rejection,
                            webhook=failed_event(rejection, event.callback_url if event else None))
         except KeyInProgressError as exc:
             # Another worker holds this event (or its appointment's meeting) right now: look again shortly
@@ -147,15 +148,15 @@ class AppointmentProcessor:
             # Rejections, requeues and transient failures give the claim back: a retry or replay starts fresh.
             if claim is not None and claim.owned and not finished and event is not None:
                 await self._idempotency.release(_key(event), claim)
-        _log_outcome("ready", None, event, delivery, started, tenant=tenant, action=handled.action.value)
-        return Outcome("ready", result=result, webhook=ready_event(result, event.callback_url), sms=jobs,
+        _log_outcome(OutcomeKind.READY, None, event, delivery, started, tenant=tenant, action=handled.action.value)
+        return Outcome(OutcomeKind.READY, result=result, webhook=ready_event(result, event.callback_url), sms=jobs,
                        sms_failures=tuple(f for f in inline if f is not None))
 
     def _before_delete(self, event: AppointmentEvent, inline: list[SmsFailure | None]) -> list[BeforeDelete]:
         """With client SMS on, the cancellation text goes out just before the meeting is deleted."""
         sender = self._sms
         attendees = windows_attendees(event.schedule.clients) if sender is not None else ()
-        if sender is None or not attendees or event.event_type != CANCELLED:
+        if sender is None or not attendees or event.event_type != EventType.CANCELLED:
             return []
 
         async def text_then_delete(record: AppointmentRecord, meeting_id: str) -> None:
@@ -171,8 +172,8 @@ class AppointmentProcessor:
         rejection = await self._rejections.record(
             Rejection(reason="invalid_encoding", detail=f"message is not UTF-8 text (byte {exc.start})",
                       original_message="", original_bytes=body, dequeue_count=dequeue_count), message_key)
-        _log_outcome("rejected", rejection.reason, None, Delivery("", dequeue_count), started)
-        return Outcome("rejected", rejection=rejection)
+        _log_outcome(OutcomeKind.REJECTED, rejection.reason, None, Delivery("", dequeue_count), started)
+        return Outcome(OutcomeKind.REJECTED, rejection=rejection)
 
     async def _requeue(self, delivery: Delivery, event: AppointmentEvent | None, exc: TransientError,
                        started: float, wait: float) -> Outcome:
@@ -182,8 +183,9 @@ class AppointmentProcessor:
                                  reason=f"{exc.reason}_too_often") from exc
         delay = requeue_delay(wait)
         await self._requeuer.requeue(wrap_requeued(delivery.text, delivery.requeue_attempt + 1, exc.reason), delay)
-        _log_outcome("requeued", exc.reason, event, delivery, started, retry_after=delay, graph_status=exc.graph_status)
-        return Outcome("requeued")
+        _log_outcome(OutcomeKind.REQUEUED, exc.reason, event, delivery, started, retry_after=delay,
+                     graph_status=exc.graph_status)
+        return Outcome(OutcomeKind.REQUEUED)
 
 
 def _key(event: AppointmentEvent) -> str:
@@ -202,7 +204,7 @@ def _rejection(exc: PermanentError, delivery: Delivery, event: AppointmentEvent 
 def _log_outcome(outcome: str, reason: str | None, event: AppointmentEvent | None, delivery: Delivery,
                  started: float, *, tenant: str | None = None, **fields: object) -> None:
     duration_ms = round((time.perf_counter() - started) * 1000, 1)
-    level = logging.WARNING if outcome in ("rejected", "failed") else logging.INFO
+    level = logging.WARNING if outcome in (OutcomeKind.REJECTED, "failed") else logging.INFO
     log.log(level, "appointment %s: outcome=%s reason=%s dequeue_count=%d duration_ms=%.1f",
             event.appointment_id if event else "-", outcome, reason or "-", delivery.dequeue_count, duration_ms,
             extra={

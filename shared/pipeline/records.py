@@ -7,11 +7,9 @@ import json
 from dataclasses import dataclass
 
 from shared.common.clock import format_timestamp, utc_now
-from shared.pipeline.inbound import CREATED, AppointmentEvent
+from shared.common.vocabulary import AppointmentStatus, EventType
+from shared.pipeline.inbound import AppointmentEvent
 from shared.storage.overflow import KeptMessage
-
-SCHEDULED = "scheduled"
-CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True)
@@ -28,9 +26,11 @@ class JoinUrlResult:
     start: str | None = None
     end: str | None = None
     meeting_created_by_app: bool = False
-    event_type: str = CREATED
-    status: str = SCHEDULED
+    event_type: str = EventType.CREATED
+    status: str = AppointmentStatus.SCHEDULED
     tenant_id: str | None = None
+    # The appointment's version after this event (0: no record, as for a supplied meeting of contract v1).
+    version: int = 0
 
     @classmethod
     def for_event(cls, event: AppointmentEvent, meeting_id: str, join_url: str) -> JoinUrlResult:
@@ -56,6 +56,7 @@ class JoinUrlResult:
             "eventType": self.event_type,
             "status": self.status,
             "tenantId": self.tenant_id,
+            "version": self.version,
             "eventId": self.event_id,
             "resolvedAt": self.resolved_at,
         }
@@ -72,8 +73,9 @@ class JoinUrlResult:
                    doc["eventId"], doc["resolvedAt"], organizer_join_url=doc.get("organizerJoinUrl"),
                    start=doc.get("startDateTime"), end=doc.get("endDateTime"),
                    meeting_created_by_app=bool(doc.get("meetingCreatedByApp", False)),
-                   event_type=doc.get("eventType") or CREATED, status=doc.get("status") or SCHEDULED,
-                   tenant_id=doc.get("tenantId"))
+                   event_type=doc.get("eventType") or EventType.CREATED,
+                   status=doc.get("status") or AppointmentStatus.SCHEDULED,
+                   tenant_id=doc.get("tenantId"), version=int(doc.get("version") or 0))
 
 
 @dataclass(frozen=True)

@@ -15,16 +15,18 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from shared.common.clock import utc_now
+from shared.common.vocabulary import EventType, WebhookKind
 from shared.exceptions import PermanentError, TransientError
 from shared.pipeline.appointment_fields import Client
-from shared.pipeline.inbound import CANCELLED, CREATED, RESCHEDULED, AppointmentEvent
+from shared.pipeline.inbound import AppointmentEvent
 from shared.pipeline.lifecycle import Action
 from shared.pipeline.records import JoinUrlResult
 from shared.redaction import hash_user
 from shared.webhooks.outbound import WebhookEvent, webhook_event
 
 log = logging.getLogger(__name__)
-MESSAGE_TYPES = {CREATED: "confirmation", RESCHEDULED: "reschedule", CANCELLED: "cancellation"}
+MESSAGE_TYPES = {EventType.CREATED: "confirmation", EventType.RESCHEDULED: "reschedule",
+                 EventType.CANCELLED: "cancellation"}
 REMINDER = "reminder"
 # Graph needs a time zone per attendee (a Windows name); without one the text shows UTC.
 _DEFAULT_ZONE = "UTC"
@@ -89,7 +91,7 @@ def plan_sms(event: AppointmentEvent, action: Action, result: JoinUrlResult, *,
     base = SmsJob(event.appointment_id, result.organizer, event.event_id, result.online_meeting_id,
                   MESSAGE_TYPES[event.event_type], attendees, result.tenant_id, None, event.callback_url)
     jobs = [base]
-    if reminder and event.event_type != CANCELLED:
+    if reminder and event.event_type != EventType.CANCELLED:
         jobs.append(SmsJob(**{**asdict(base), "message_type": REMINDER, "remind_before": reminder}))
     return jobs
 
@@ -147,4 +149,5 @@ def failure(job: SmsJob, reason: str, detail: str) -> SmsFailure:
                                  "originalMessage": job.to_json()}
     # A reminder fails apart from its confirmation, so it has its own webhook identity.
     identity = job.event_id if job.message_type != REMINDER else f"{job.event_id}-{REMINDER}"
-    return SmsFailure(json.dumps(record), webhook_event("sms_failed", data, identity, callback_url=job.callback_url))
+    webhook = webhook_event(WebhookKind.SMS_FAILED, data, identity, callback_url=job.callback_url)
+    return SmsFailure(json.dumps(record), webhook)

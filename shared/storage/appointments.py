@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from shared.common.vocabulary import AppointmentStatus
 from shared.exceptions import RecordConflictError
 from shared.settings import StorageConnection
 from shared.storage.idempotency import partition_key, row_key
@@ -22,10 +23,6 @@ log = logging.getLogger(__name__)
 
 # Spread over 256 partitions like the idempotency records (docs/performance.md), apart from them by prefix.
 PARTITION_PREFIX = "apt-"
-PENDING = "pending"
-SCHEDULED = "scheduled"
-CANCELLED = "cancelled"
-STATUSES = (PENDING, SCHEDULED, CANCELLED)
 
 
 @dataclass(frozen=True)
@@ -34,7 +31,7 @@ class AppointmentRecord:
 
     appointment_id: str
     organizer: str
-    status: str = PENDING
+    status: str = AppointmentStatus.PENDING
     tenant_id: str | None = None
     online_meeting_id: str | None = None
     meeting_created_by_app: bool = False
@@ -49,6 +46,12 @@ class AppointmentRecord:
     last_event_id: str | None = None
     last_event_type: str | None = None
     updated_at: str | None = None
+    # Which kind of meeting the app made (None: standalone, as every record from before calendar meetings).
+    meeting_kind: str | None = None
+    # The calendar event (immutable id) of a calendar-backed meeting.
+    calendar_event_id: str | None = None
+    # Grows by one with each change applied, whoever made it (the scheduler or the organizer in Outlook).
+    version: int = 0
     lease_owner: str | None = None
     lease_at: datetime | None = None
     etag: str | None = None
@@ -85,7 +88,8 @@ _PROPERTIES = {
     "external_id": "ExternalId", "join_url": "JoinUrl", "organizer_join_url": "OrganizerJoinUrl",
     "start": "StartDateTime", "end": "EndDateTime", "subject": "Subject", "last_sequence": "LastSequence",
     "last_occurred_at": "LastOccurredAt", "last_event_id": "LastEventId", "last_event_type": "LastEventType",
-    "updated_at": "UpdatedAt", "lease_owner": "LeaseOwner", "lease_at": "LeaseAt",
+    "updated_at": "UpdatedAt", "lease_owner": "LeaseOwner", "lease_at": "LeaseAt", "meeting_kind": "MeetingKind",
+    "calendar_event_id": "CalendarEventId", "version": "Version",
 }
 
 

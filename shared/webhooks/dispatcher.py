@@ -10,6 +10,7 @@ from dataclasses import replace
 from typing import Protocol
 
 from shared.common.strict_json import decode_utf8
+from shared.common.vocabulary import OutcomeKind
 from shared.exceptions import KeyInProgressError, TransientError
 from shared.settings import setting_default
 from shared.storage.idempotency import Claim, ClaimKind, IdempotencyStore
@@ -162,4 +163,4 @@ class WebhookDispatcher:
                  else requeue_delay(exc.retry_after))
         await self._requeuer.requeue(wrap_requeued(original, attempt + 1, exc.reason), delay)
         log.info("webhook retry %d in %ds (%s)", attempt + 1, delay, exc.reason,
-                 extra={"outcome": "requeued", "reason": exc.reason, "retry_after": delay})
+                 extra={"outcome": OutcomeKind.REQUEUED, "reason": exc.reason, "retry_after": delay})

@@ -10,16 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.common.clock import utc_now
+from shared.common.vocabulary import WebhookType
 
-EVENT_READY = "appointment.joinurl.ready"
-EVENT_UPDATED = "appointment.joinurl.updated"
-EVENT_CANCELLED = "appointment.joinurl.cancelled"
-EVENT_FAILED = "appointment.joinurl.failed"
-EVENT_SMS_FAILED = "appointment.joinurl.sms_failed"
-# Kind (the webhook-id suffix) -> event type; either names an event.
-_SUFFIX = {EVENT_READY: "ready", EVENT_UPDATED: "updated", EVENT_CANCELLED: "cancelled", EVENT_FAILED: "failed",
-           EVENT_SMS_FAILED: "sms_failed"}
-_KINDS = {**{suffix: event_type for event_type, suffix in _SUFFIX.items()}, **{t: t for t in _SUFFIX}}
+# Kind (the webhook-id suffix) or event type -> event type; either names an event.
+_KINDS: dict[str, WebhookType] = {**{t.kind: t for t in WebhookType}, **{t: t for t in WebhookType}}
 # Event ids that can stand in a webhook-id as they are; anything else (dots above all: the id is part
 # of the signed content) is hashed, which keeps the id stable across retries and replays.
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
@@ -59,7 +53,7 @@ class WebhookEvent:
 
 def webhook_id_for(event_id: str, kind: str) -> str:
     """The webhook-id for an appointment event's outcome: stable across retries and replays."""
-    suffix = _SUFFIX[_KINDS[kind]]
+    suffix = _KINDS[kind].kind
     if _SAFE_ID.match(event_id):
         return f"{event_id}_{suffix}"
     return f"evt_{hashlib.sha256(event_id.encode()).hexdigest()[:40]}_{suffix}"

@@ -14,14 +14,13 @@ from standardwebhooks.webhooks import Webhook
 
 import shared.webhooks.destination as destination
 from shared.common.retry_after import MAX_RETRY_AFTER_SECONDS, parse_retry_after
+from shared.common.vocabulary import WebhookType
 from shared.exceptions import SettingsError, TransientError, WebhookTransientError
 from shared.pipeline.notifications import failed_event, ready_event
 from shared.pipeline.records import JoinUrlResult, Rejection
 from shared.settings import load_settings
 from shared.webhooks.destination import address_refusal, host_allowed
 from shared.webhooks.outbound import (
-    EVENT_FAILED,
-    EVENT_READY,
     WebhookEvent,
     webhook_event,
     webhook_id_for,
@@ -100,9 +99,9 @@ async def deliver(snd: WebhookSender, text: str):
 def test_ready_event_body_is_the_contract_and_is_serialized_once():
     event = ready_event(RESULT, "https://cb.example/hook")
     body = json.loads(event.body)
-    assert body == {"type": EVENT_READY, "timestamp": RESULT.resolved_at, "data": RESULT.to_dict()}
+    assert body == {"type": WebhookType.READY, "timestamp": RESULT.resolved_at, "data": RESULT.to_dict()}
     outbox = json.loads(event.to_message())
-    assert outbox["webhookId"] == "evt-1_ready" and outbox["type"] == EVENT_READY
+    assert outbox["webhookId"] == "evt-1_ready" and outbox["type"] == WebhookType.READY
     assert outbox["body"] == event.body and outbox["callbackUrl"] == "https://cb.example/hook"
     assert WebhookEvent.from_message(event.to_message()) == event
 
@@ -113,7 +112,7 @@ def test_failed_event_carries_reason_and_detail():
                           rejected_at="2026-11-03T20:00:00.000Z", tenant_id="7d0c2e5a-1b3f-4c8e-9a6d-0e5f4b3c2a10")
     event = failed_event(rejection)
     assert event is not None and event.webhook_id == "evt-2_failed"
-    assert json.loads(event.body) == {"type": EVENT_FAILED, "timestamp": "2026-11-03T20:00:00.000Z", "data": {
+    assert json.loads(event.body) == {"type": WebhookType.FAILED, "timestamp": "2026-11-03T20:00:00.000Z", "data": {
         "appointmentId": "appt-2", "organizer": "o@contoso.example", "tenantId": "7d0c2e5a-1b3f-4c8e-9a6d-0e5f4b3c2a10",
         "eventId": "evt-2", "reason": "meeting_not_found", "detail": "no such meeting"}}
 
@@ -127,7 +126,7 @@ def test_failed_event_without_an_appointment_is_not_sent_and_without_event_id_is
 
 def test_webhook_ids_are_stable_and_never_contain_dots():
     assert webhook_id_for("8a1c-22", "ready") == "8a1c-22_ready"
-    hashed = webhook_id_for("scheduler.events/42", EVENT_FAILED)
+    hashed = webhook_id_for("scheduler.events/42", WebhookType.FAILED)
     assert hashed == webhook_id_for("scheduler.events/42", "failed") and "." not in hashed
     assert hashed.endswith("_failed") and webhook_id_for("a", "ready") != webhook_id_for("a", "failed")
     with pytest.raises(ValueError):
