@@ -13,8 +13,8 @@ Top: operator commands and twins (nothing imports them)
                     dead-lettered, failed SMS, archived) back to their queue.
     send_test_event.py  `python -m shared.send_test_event`: one test event into a deployed app with the
                     operator's Entra sign-in, and its outcome.
-    testing/        In-memory twins of the stores (idempotency, appointments, aliases, token vault, requeuer,
-                    overflow) for tests, the bench and chaos; each passes the same contract suite as the real one
+    testing/        In-memory twins of the stores (idempotency, appointments, aliases, the token vault, the
+                    requeue queue, overflow) for tests, the bench and chaos; each passes the same contract suite as the real one
                     (tests/contract).
 
 services.py         The worker's long-lived objects (Graph client, token caches, stores), built on first use.
