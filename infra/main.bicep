@@ -175,6 +175,9 @@ var queueNames = [
   'sms-outbox'
   'sms-outbox-poison'
   'sms-failed'
+  'attendance-checks'
+  'attendance-checks-poison'
+  'attendance'
 ]
 var tokenVaultContainerName = 'token-vault'
 // Original messages too big to copy into their rejection or dead-letter record (MESSAGE_OVERFLOW_CONTAINER).

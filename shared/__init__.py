@@ -33,6 +33,10 @@ pipeline/           One appointment message in, one outcome out: parse the inbou
                     (join_url_resolver), client texts (sms), build the result or rejection (records) and
                     its webhook (notifications), claim the event id once (processor).
 
+attendance/         After the appointment (ATTENDANCE_REPORTS): its check, planned per scheduled end (check), re-hidden
+                    until due and dropped when the record moved on (checker), the meeting's attendance reports read
+                    as the organizer (reports), and who joined for how long, classified once (classify).
+
 graph/              Microsoft Graph through msgraph-sdk: the join-URL calls and the one classification of
                     Graph's failures (gateway), meeting writes and client SMS as the organizer on /me
                     (meetings), over an aiohttp pool (transport).

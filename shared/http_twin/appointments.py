@@ -52,4 +52,15 @@ def appointment_body(record: AppointmentRecord) -> dict[str, object]:
         "lastEventId": record.last_event_id,
         "lastEventType": record.last_event_type,
         "updatedAt": record.updated_at,
+        # The appointment.attendance data last told (ATTENDANCE_REPORTS), once its check has run.
+        "attendance": _attendance(record),
     }
+
+
+def _attendance(record: AppointmentRecord) -> object:
+    if not record.attendance:
+        return None
+    try:
+        return json.loads(record.attendance)
+    except ValueError:
+        return None

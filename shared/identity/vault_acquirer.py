@@ -19,6 +19,7 @@ from shared.exceptions import (
 )
 from shared.identity.msal import MsalClients, MsalFailure, access_token
 from shared.identity.tokens import (
+    SCOPE_ATTENDANCE,
     SCOPE_JOIN_URL,
     SCOPE_MEETING_LOOKUP,
     SCOPE_MEETING_WRITE,
@@ -41,7 +42,8 @@ SAVE_RETRY_SECONDS = 10.0
 def connect_scopes(settings: Settings) -> list[str]:
     """What a connection asks for: the join URL scope, plus each scope a setting turns on."""
     return [*SCOPE_JOIN_URL, *(SCOPE_MEETING_LOOKUP if settings.auth_connect_lookup_scope else ()),
-            *(SCOPE_MEETING_WRITE if settings.meeting_management else ()), *(SCOPE_SMS if settings.client_sms else ())]
+            *(SCOPE_MEETING_WRITE if settings.meeting_management else ()), *(SCOPE_SMS if settings.client_sms else ()),
+            *(SCOPE_ATTENDANCE if settings.attendance_reports else ())]
 
 
 def missing_scope(settings: Settings, organizer: str, scopes: Sequence[str], summary: str,

@@ -51,6 +51,8 @@ class AppointmentRecord:
     updated_at: str | None = None
     lease_owner: str | None = None
     lease_at: datetime | None = None
+    # The appointment.attendance data last told (JSON), for the end it was read after (shared/attendance).
+    attendance: str | None = None
     etag: str | None = None
 
     def leased(self, owner: str, now: datetime) -> AppointmentRecord:
@@ -86,6 +88,7 @@ _PROPERTIES = {
     "start": "StartDateTime", "end": "EndDateTime", "subject": "Subject", "last_sequence": "LastSequence",
     "last_occurred_at": "LastOccurredAt", "last_event_id": "LastEventId", "last_event_type": "LastEventType",
     "updated_at": "UpdatedAt", "lease_owner": "LeaseOwner", "lease_at": "LeaseAt",
+    "attendance": "Attendance",
 }
 
 

@@ -16,9 +16,10 @@ EVENT_UPDATED = "appointment.joinurl.updated"
 EVENT_CANCELLED = "appointment.joinurl.cancelled"
 EVENT_FAILED = "appointment.joinurl.failed"
 EVENT_SMS_FAILED = "appointment.joinurl.sms_failed"
+EVENT_ATTENDANCE = "appointment.attendance"
 # Kind (the webhook-id suffix) -> event type; either names an event.
 _SUFFIX = {EVENT_READY: "ready", EVENT_UPDATED: "updated", EVENT_CANCELLED: "cancelled", EVENT_FAILED: "failed",
-           EVENT_SMS_FAILED: "sms_failed"}
+           EVENT_SMS_FAILED: "sms_failed", EVENT_ATTENDANCE: "attendance"}
 _KINDS = {**{suffix: event_type for event_type, suffix in _SUFFIX.items()}, **{t: t for t in _SUFFIX}}
 # Event ids that can stand in a webhook-id as they are; anything else (dots above all: the id is part
 # of the signed content) is hashed, which keeps the id stable across retries and replays.

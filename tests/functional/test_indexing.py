@@ -24,7 +24,9 @@ QUEUE_NAME = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
 FUNCTIONS = {
     "process_appointment": ("queueTrigger", "appointments", None,
                             {"results": "join-urls", "outbox": "webhook-outbox", "sms": "sms-outbox",
-                             "sms_failed": "sms-failed"}),
+                             "sms_failed": "sms-failed", "checks": "attendance-checks"}),
+    "check_attendance": ("queueTrigger", "attendance-checks", None,
+                         {"results": "attendance", "outbox": "webhook-outbox"}),
     "send_sms": ("queueTrigger", "sms-outbox", None, {"sms_failed": "sms-failed", "outbox": "webhook-outbox"}),
     "deliver_webhook": ("queueTrigger", "webhook-outbox", None, {"dead_letter": "webhook-dead-letter"}),
     "get_join_url": ("httpTrigger", "join-url", "FUNCTION", {}),
