@@ -20,6 +20,7 @@ from devstack.graph.admin import (
     admin_stats,
     loopback_admin,
 )
+from devstack.graph.attendance import admin_play_session
 from devstack.graph.dispatch import graph_handler
 from devstack.graph.emulator import GRAPH_KEY, GraphEmulator
 
@@ -32,6 +33,7 @@ ADMIN_ROUTES = (
     web.get("/_admin/meetings", admin_list_meetings),
     web.post("/_admin/meetings", admin_add_meetings),
     web.delete("/_admin/meetings/{id}", admin_delete_meeting),
+    web.post("/_admin/meetings/{id}/sessions", admin_play_session),
     web.get("/_admin/config", admin_get_config),
     web.put("/_admin/config", admin_put_config),
 )

@@ -103,6 +103,8 @@ class GraphEmulator:
         self.deleted: dict[str, dict[str, Any]] = {}
         self.updates = 0
         self.sms_sent: list[dict[str, Any]] = []
+        # Attendance reports per meeting id, one per played session (devstack/graph/attendance.py).
+        self.attendance: dict[str, list[dict[str, Any]]] = {}
         # A tenant without Teams Premium gets 403 from the SMS actions (PUT /_admin/config).
         self.teams_premium = True
         for m in meetings:

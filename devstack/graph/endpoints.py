@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from devstack.graph.attendance import get_attendance_report, list_attendance_records, list_attendance_reports
 from devstack.graph.emulator import Caller, GraphError
 from devstack.graph.meeting_writes import (
     create_or_get,
@@ -108,4 +109,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "onlineMeetings/{meeting_id}", get_online_meeting),
     Route("GET", "onlineMeetings/{meeting_id}/getVirtualAppointmentJoinWebUrl()",
           get_virtual_appointment_join_web_url),
+    Route("GET", "onlineMeetings/{meeting_id}/attendanceReports", list_attendance_reports),
+    Route("GET", "onlineMeetings/{meeting_id}/attendanceReports/{report_id}", get_attendance_report),
+    Route("GET", "onlineMeetings/{meeting_id}/attendanceReports/{report_id}/attendanceRecords",
+          list_attendance_records),
 )
