@@ -1,4 +1,4 @@
-# Entry points: make run | demo | test | lint | bench | chaos. Each installs what it needs first.
+# Entry points: make run | demo | test | lint | docs | bench | chaos. Each installs what it needs first.
 SHELL := /bin/bash
 # Python 3.13, the version Bicep deploys: from 3.13 Azure runs the worker version requirements.txt pins, so the
 # local stack runs the same worker bytes. Found on PATH or in pyenv; override with `make PYTHON=...`.
@@ -18,7 +18,7 @@ INFRA_VENV ?= .venv-infra
 INFRA_PYTHON ?= python3
 INFRA_STAMP := $(INFRA_VENV)/.deps-stamp
 
-.PHONY: install infra-tools browser run demo test unit lint security chaos stack-up stack-down stack-status clean
+.PHONY: install infra-tools browser run demo test unit lint docs security chaos stack-up stack-down stack-status clean
 
 # The FunctionRpc protos the stand-in host speaks to the worker with: generated code shipped in
 # azure-functions-runtime-v1's wheel as a top-level `tests.protos` package, so installed apart (--target)
@@ -65,17 +65,26 @@ demo: install
 ## Everything: lint, type-check, unit, functional, end-to-end and infrastructure tests.
 ## The infrastructure checks fail (rather than skip) when a tool is missing.
 ## In CI (CI=true) the browser test must run rather than skip.
-test: install infra-tools browser lint security
+test: install infra-tools browser lint docs security
 	CHECKOV=$(INFRA_VENV)/bin/checkov INFRA_TOOLS_REQUIRED=1 BROWSER_REQUIRED=$(if $(filter true,$(CI)),1,0) \
 	  $(PY) -m pytest
 
 unit: install
 	$(PY) -m pytest -m "unit or functional"
 
+## ruff format owns the files listed in pyproject.toml ([tool.va-join-links] formatted), not yet the whole tree.
+FORMATTED = $(shell $(PY) -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['tool']['va-join-links']['formatted']))")
+
 lint: install
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check $(FORMATTED)
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports
+
+## The docs site: the generated reference is current (tools/gen_reference.py), then mkdocs builds it strictly.
+docs: install
+	$(PY) tools/gen_reference.py --check
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 ## Performance figures and their baselines (docs/performance.md); a few minutes, separate from the tests.
 bench: install
@@ -103,4 +112,4 @@ stack-status: install
 	$(PY) -m devstack status --state-dir $(STATE)
 
 clean: stack-down
-	rm -rf $(VENV) $(INFRA_VENV) node_modules $(STATE) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(INFRA_VENV) node_modules $(STATE) .pytest_cache .mypy_cache .ruff_cache .site

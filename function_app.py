@@ -166,8 +166,9 @@ async def intake_calcom(req: func.HttpRequest, appointments: func.Out[str]) -> f
 @app.route(route=intake.CALENDLY_ROUTE, methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 @app.queue_output(arg_name="appointments", queue_name=queues.APPOINTMENTS, connection=queues.STORAGE_CONNECTION)
 @instrumented
-async def intake_calendly(req: func.HttpRequest, appointments: func.Out[str]) -> func.HttpResponse:
-    """Calendly invitee webhooks → contract-v1 events on `appointments`."""
+async def intake_calendly(req: func.HttpRequest,
+                          appointments: func.Out[typing.List[str]]) -> func.HttpResponse:  # noqa: UP006
+    """Calendly invitee webhooks → contract-v1 events on `appointments` (several when a booking chain folds)."""
     return await intake.receive_calendly(req, services.intake, services.aliases, appointments)
 
 

@@ -140,6 +140,154 @@ def _event_id_of_webhook(webhook_id: str | None) -> str | None:
     return None
 
 
+@dataclass
+class _Reading:
+    """What compute_ledger has read so far: where each event and each webhook id ended up."""
+
+    events: dict[str, PlannedEvent]
+    first_attempt: bool
+    places: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    webhook_places: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    unknown: list[str] = field(default_factory=list)
+    late_rejections: list[str] = field(default_factory=list)
+    result_counts: Counter[str] = field(default_factory=Counter)
+    delivered_2xx: Counter[str] = field(default_factory=Counter)
+    unverified: int = 0
+
+    def __post_init__(self) -> None:
+        self.by_text = {e.text: e.key for e in self.events.values()}
+        self.by_event_id = {e.event_id: e.key for e in self.events.values() if e.event_id}
+
+    def identify(self, text: str | None, event_id: str | None) -> str | None:
+        """The planned event a message is: by its exact text, else by its event id."""
+        if text is not None and text in self.by_text:
+            return self.by_text[text]
+        if event_id and event_id in self.by_event_id:
+            return self.by_event_id[event_id]
+        return None
+
+    def read_results(self, contents: Iterable[str]) -> None:
+        """join-urls: one result per event, copies counted."""
+        for content in contents:
+            record = _json(decode_queue_text(content)) or {}
+            key = self.identify(None, record.get("eventId"))
+            if key is None:
+                self.unknown.append(f"join-urls:{record.get('eventId')}")
+                continue
+            self.places[key].add(READY)
+            self.result_counts[key] += 1
+
+    def read_rejections(self, contents: Iterable[str]) -> None:
+        """appointments-rejected: each with the reason its event was planned to get, on its first delivery."""
+        for content in contents:
+            record = _json(decode_queue_text(content)) or {}
+            key = self.identify(record.get("originalMessage"), record.get("eventId"))
+            if key is None:
+                self.unknown.append(
+                    f"rejected:{record.get('eventId') or text_key(str(record.get('originalMessage')))}")
+                continue
+            self.places[key].add(REJECTED)
+            self._judge_rejection(key, record)
+
+    def _judge_rejection(self, key: str, record: dict[str, Any]) -> None:
+        event = self.events[key]
+        late = self.first_attempt and record.get("dequeueCount") != 1
+        if event.reason is not None and (late or record.get("reason") != event.reason):
+            self.late_rejections.append(
+                f"{key}(reason={record.get('reason')},dequeueCount={record.get('dequeueCount')})")
+        elif event.allowed_reasons and record.get("reason") not in event.allowed_reasons:
+            self.late_rejections.append(f"{key}(reason={record.get('reason')})")
+
+    def read_poison(self, contents: Iterable[str]) -> None:
+        """appointments-poison: raw or base64, a requeued copy unwrapped."""
+        for content in contents:
+            text = decode_queue_text(content)
+            key: str | None
+            if text == content and content in self.by_text:
+                key = self.by_text[content]  # a raw (non-base64) message, poisoned as received
+            else:
+                original = unwrap_requeued(text).text
+                doc = _json(original)
+                key = self.identify(original, doc.get("id") if isinstance(doc, dict) else None)
+            if key is None:
+                self.unknown.append(f"poison:{text_key(text)}")
+                continue
+            self.places[key].add(POISON)
+
+    def read_webhooks(self, snapshot: QueueSnapshot) -> None:
+        """Which webhook ids reached which terminal place: delivered (verified 2xx), dead letter, poison."""
+        for delivery in snapshot.deliveries:
+            if not delivery.get("verified"):
+                self.unverified += 1
+                continue
+            status = int(delivery.get("status") or 0)
+            if 200 <= status < 300 and delivery.get("webhook_id"):
+                self.delivered_2xx[delivery["webhook_id"]] += 1
+                self.webhook_places[delivery["webhook_id"]].add(WEBHOOK_DELIVERED)
+        for content in snapshot.dead_letter:
+            record = _json(decode_queue_text(content)) or {}
+            self.webhook_places[str(record.get("webhookId"))].add(WEBHOOK_DEAD_LETTER)
+        for content in snapshot.outbox_poison:
+            outbox = _json(unwrap_requeued(decode_queue_text(content)).text) or {}
+            self.webhook_places[str(outbox.get("webhookId"))].add(WEBHOOK_POISON)
+
+    def webhooks_of_events(self) -> dict[str, set[str]]:
+        """The webhook ids that reached a place, by the event they are about."""
+        webhooks_of_event: dict[str, set[str]] = defaultdict(set)
+        for webhook_id in self.webhook_places:
+            key = self.identify(None, _event_id_of_webhook(webhook_id))
+            if key is None:
+                self.unknown.append(f"webhook:{webhook_id}")
+                continue
+            webhooks_of_event[key].add(webhook_id)
+        return webhooks_of_event
+
+    def count(self, place: str) -> int:
+        """Events that reached `place`."""
+        return sum(1 for reached in self.places.values() if place in reached)
+
+    def webhook_count(self, place: str) -> int:
+        """Webhook ids that reached `place`."""
+        return sum(1 for places_ in self.webhook_places.values() if place in places_)
+
+
+@dataclass
+class _Verdicts:
+    """Per-event judgements: where the event ended, and whether its webhook was owed and sent once."""
+
+    lost: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    misplaced: list[str] = field(default_factory=list)
+    webhook_lost: list[str] = field(default_factory=list)
+    two_ids: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+
+    def judge_place(self, key: str, event: PlannedEvent, reached: set[str]) -> None:
+        """Exactly one terminal place, one the event may end in."""
+        if not reached:
+            self.lost.append(key)
+        elif len(reached) > 1:
+            self.conflicts.append(f"{key}({'+'.join(sorted(reached))})")
+        elif not reached <= event.allowed:
+            self.misplaced.append(f"{key}({next(iter(reached))})")
+
+    def judge_webhooks(self, key: str, event: PlannedEvent, reached: set[str], ids: set[str],
+                       webhook_places: Mapping[str, set[str]]) -> None:
+        """The one webhook an outcome owes, under one id, in one place; nothing else."""
+        delivered_ids = {w for w in ids if WEBHOOK_DELIVERED in webhook_places[w]}
+        if len(delivered_ids) > 1:
+            self.two_ids.append(f"{key}({','.join(sorted(delivered_ids))})")
+        owed_id = event.failed_webhook_id if REJECTED in reached and event.failed_webhook_id else event.webhook_id
+        owed = owed_id is not None and (READY in reached or REJECTED in reached)
+        if owed and owed_id not in ids:
+            self.webhook_lost.append(key)
+        for webhook_id in ids:
+            if webhook_id != owed_id or not owed:
+                self.unexpected.append(webhook_id)
+            elif len(webhook_places[webhook_id]) > 1:
+                self.conflicts.append(f"{webhook_id}({'+'.join(sorted(webhook_places[webhook_id]))})")
+
+
 def compute_ledger(planned: Iterable[PlannedEvent], snapshot: QueueSnapshot, *,
                    first_attempt: bool = True) -> Ledger:
     """Map every terminal message back to its event and judge each event.
@@ -147,124 +295,32 @@ def compute_ledger(planned: Iterable[PlannedEvent], snapshot: QueueSnapshot, *,
     `first_attempt`: a malformed event must be rejected on its first delivery (dequeueCount 1). Off for
     crash runs, where a message in flight when the process died is legitimately delivered again.
     """
-    events = {e.key: e for e in planned}
-    by_text = {e.text: e.key for e in events.values()}
-    by_event_id = {e.event_id: e.key for e in events.values() if e.event_id}
-    places: dict[str, set[str]] = defaultdict(set)
-    unknown: list[str] = []
-    late_rejections: list[str] = []
+    reading = _Reading({e.key: e for e in planned}, first_attempt)
+    reading.read_results(snapshot.join_urls)
+    reading.read_rejections(snapshot.rejected)
+    reading.read_poison(snapshot.poison)
+    reading.read_webhooks(snapshot)
+    webhooks_of_event = reading.webhooks_of_events()
 
-    def identify(text: str | None, event_id: str | None) -> str | None:
-        if text is not None and text in by_text:
-            return by_text[text]
-        if event_id and event_id in by_event_id:
-            return by_event_id[event_id]
-        return None
+    verdicts = _Verdicts()
+    for key, event in reading.events.items():
+        reached = reading.places.get(key, set())
+        verdicts.judge_place(key, event, reached)
+        verdicts.judge_webhooks(key, event, reached, webhooks_of_event.get(key, set()), reading.webhook_places)
 
-    result_counts: Counter[str] = Counter()
-    key: str | None
-    for content in snapshot.join_urls:
-        record = _json(decode_queue_text(content)) or {}
-        key = identify(None, record.get("eventId"))
-        if key is None:
-            unknown.append(f"join-urls:{record.get('eventId')}")
-            continue
-        places[key].add(READY)
-        result_counts[key] += 1
-
-    for content in snapshot.rejected:
-        record = _json(decode_queue_text(content)) or {}
-        key = identify(record.get("originalMessage"), record.get("eventId"))
-        if key is None:
-            unknown.append(f"rejected:{record.get('eventId') or text_key(str(record.get('originalMessage')))}")
-            continue
-        places[key].add(REJECTED)
-        event = events[key]
-        late = first_attempt and record.get("dequeueCount") != 1
-        if event.reason is not None and (late or record.get("reason") != event.reason):
-            late_rejections.append(f"{key}(reason={record.get('reason')},dequeueCount={record.get('dequeueCount')})")
-        elif event.allowed_reasons and record.get("reason") not in event.allowed_reasons:
-            late_rejections.append(f"{key}(reason={record.get('reason')})")
-
-    for content in snapshot.poison:
-        text = decode_queue_text(content)
-        if text == content and content in by_text:
-            key = by_text[content]  # a raw (non-base64) message, poisoned as received
-        else:
-            original = unwrap_requeued(text).text
-            doc = _json(original)
-            key = identify(original, doc.get("id") if isinstance(doc, dict) else None)
-        if key is None:
-            unknown.append(f"poison:{text_key(text)}")
-            continue
-        places[key].add(POISON)
-
-    # Webhooks: which webhook ids reached which terminal place.
-    webhook_places: dict[str, set[str]] = defaultdict(set)
-    delivered_2xx: Counter[str] = Counter()
-    unverified = 0
-    for delivery in snapshot.deliveries:
-        if not delivery.get("verified"):
-            unverified += 1
-            continue
-        status = int(delivery.get("status") or 0)
-        if 200 <= status < 300 and delivery.get("webhook_id"):
-            delivered_2xx[delivery["webhook_id"]] += 1
-            webhook_places[delivery["webhook_id"]].add(WEBHOOK_DELIVERED)
-    for content in snapshot.dead_letter:
-        record = _json(decode_queue_text(content)) or {}
-        webhook_places[str(record.get("webhookId"))].add(WEBHOOK_DEAD_LETTER)
-    for content in snapshot.outbox_poison:
-        outbox = _json(unwrap_requeued(decode_queue_text(content)).text) or {}
-        webhook_places[str(outbox.get("webhookId"))].add(WEBHOOK_POISON)
-
-    webhooks_of_event: dict[str, set[str]] = defaultdict(set)
-    unexpected: list[str] = []
-    for webhook_id in webhook_places:
-        key = identify(None, _event_id_of_webhook(webhook_id))
-        if key is None:
-            unknown.append(f"webhook:{webhook_id}")
-            continue
-        webhooks_of_event[key].add(webhook_id)
-
-    lost, conflicts, misplaced, webhook_lost, two_ids = [], [], [], [], []
-    for key, event in events.items():
-        reached = places.get(key, set())
-        if not reached:
-            lost.append(key)
-        elif len(reached) > 1:
-            conflicts.append(f"{key}({'+'.join(sorted(reached))})")
-        elif not reached <= event.allowed:
-            misplaced.append(f"{key}({next(iter(reached))})")
-        ids = webhooks_of_event.get(key, set())
-        delivered_ids = {w for w in ids if WEBHOOK_DELIVERED in webhook_places[w]}
-        if len(delivered_ids) > 1:
-            two_ids.append(f"{key}({','.join(sorted(delivered_ids))})")
-        owed_id = event.failed_webhook_id if REJECTED in reached and event.failed_webhook_id else event.webhook_id
-        owed = owed_id is not None and (READY in reached or REJECTED in reached)
-        if owed and owed_id not in ids:
-            webhook_lost.append(key)
-        for webhook_id in ids:
-            if webhook_id != owed_id or not owed:
-                unexpected.append(webhook_id)
-            elif len(webhook_places[webhook_id]) > 1:
-                conflicts.append(f"{webhook_id}({'+'.join(sorted(webhook_places[webhook_id]))})")
-
-    def count(place: str) -> int:
-        return sum(1 for reached in places.values() if place in reached)
-
-    orphans, duplicates = meeting_checks(events.values(), places, snapshot)
-
+    orphans, duplicates = meeting_checks(reading.events.values(), reading.places, snapshot)
     return Ledger(
-        events=len(events), places=dict(places), ready=count(READY), rejected=count(REJECTED),
-        poison=count(POISON), lost=lost, conflicts=conflicts, misplaced=misplaced, late_rejections=late_rejections,
-        unknown=unknown,
-        webhooks_delivered=sum(1 for places_ in webhook_places.values() if WEBHOOK_DELIVERED in places_),
-        webhook_dead_letter=sum(1 for places_ in webhook_places.values() if WEBHOOK_DEAD_LETTER in places_),
-        webhook_poison=sum(1 for places_ in webhook_places.values() if WEBHOOK_POISON in places_),
-        webhook_lost=webhook_lost, two_webhook_ids=two_ids, unexpected_webhooks=unexpected,
-        duplicate_deliveries=sum(n - 1 for n in delivered_2xx.values()), unverified_deliveries=unverified,
-        result_copies=sum(n - 1 for n in result_counts.values()), in_flight=snapshot.in_flight,
+        events=len(reading.events), places=dict(reading.places), ready=reading.count(READY),
+        rejected=reading.count(REJECTED), poison=reading.count(POISON), lost=verdicts.lost,
+        conflicts=verdicts.conflicts, misplaced=verdicts.misplaced, late_rejections=reading.late_rejections,
+        unknown=reading.unknown,
+        webhooks_delivered=reading.webhook_count(WEBHOOK_DELIVERED),
+        webhook_dead_letter=reading.webhook_count(WEBHOOK_DEAD_LETTER),
+        webhook_poison=reading.webhook_count(WEBHOOK_POISON),
+        webhook_lost=verdicts.webhook_lost, two_webhook_ids=verdicts.two_ids, unexpected_webhooks=verdicts.unexpected,
+        duplicate_deliveries=sum(n - 1 for n in reading.delivered_2xx.values()),
+        unverified_deliveries=reading.unverified,
+        result_copies=sum(n - 1 for n in reading.result_counts.values()), in_flight=snapshot.in_flight,
         orphan_meetings=orphans, duplicate_meetings=duplicates)
 
 

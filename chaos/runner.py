@@ -72,7 +72,7 @@ ORGANIZERS = (SCHEDULER_UPN, ADAMS_UPN, FABRIKAM_SCHEDULER_UPN, BAKER_UPN)
 # Access tokens live 330 s: with the 300 s refresh margin each is used for 30 s, so every instance refreshes
 # each organizer every half minute of the run.
 TOKEN_LIFETIME_SECONDS = 330
-# The heavier run `--heavy` selects (README's Reliability section, docs/reliability.md).
+# The heavier run `--heavy` selects (docs/reliability.md; the current figures: docs/maintain/figures.md).
 HEAVY = {"events": 10000, "kills": 6, "storage_pause": 20.0, "refresh_kills": ("before", "between", "after"),
          "timeout": 2400.0}
 

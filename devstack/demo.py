@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import json
 import os
+import platform
 import re
 import ssl
 import sys
@@ -141,6 +143,9 @@ async def run_demo(endpoints: dict[str, Any], timeout: float) -> int:
     async with QueueServiceClient.from_connection_string(conn) as service, \
             LocalHost(function_app.app, connection_string=conn, host_json=REPO_ROOT / "host.json",
                       http_port=0) as host:
+        print(f"Azure's Python worker (azure-functions-runtime {importlib.metadata.version('azure-functions-runtime')},"
+              f" Python {platform.python_version()}) indexed {len(host.functions)} functions; every invocation "
+              "below runs in it\n")
         for tenant in settings.allowed_tenants:
             admins = [u for u in users.values() if u["tenant_id"] == tenant and u.get("admin")]
             if tenant != home and admins and settings.credential_mode == "vault":

@@ -3,15 +3,15 @@
 One folder per capability; cross-cutting modules sit at the top. Read a layer as "may import anything
 below it, nothing above it, and nothing beside it": a wrong-way import fails `lint-imports` (contracts in
 pyproject.toml), which `make lint` and so `make test` run. Folder `__init__.py` files stay empty, so the
-function app imports only what an invocation needs (cold start; docs/performance.md).
+function app imports only what an invocation needs (cold start: docs/performance.md).
 
 Top: operator commands and twins (nothing imports them)
     organizers.py   `python -m shared.organizers list|revoke|connect-device [--tenant]`: organizer connections.
     replay.py       `python -m shared.replay [--tenant]`: rejected, poison and dead-lettered messages back to
                     their queue.
-    testing/        In-memory twins of the stores (idempotency, appointments, aliases, token vault, requeuer,
-                    overflow) for tests, the bench and chaos; each passes the same contract suite as the real one
-                    (tests/contract).
+    testing/        In-memory twins of the stores (idempotency, appointments, aliases, the token vault, the
+                    requeue queue, overflow) for tests, the bench and chaos; each passes the same contract suite
+                    as the real one (tests/contract).
 
 services.py         The worker's long-lived objects (Graph client, token caches, stores), built on first use.
                     function_app.py wires triggers and bindings to it and to the HTTP adapters.
@@ -23,15 +23,18 @@ HTTP adapters: the only code that speaks azure.functions and problem+json
                     admin-consent link and their callback (connect), the operator page (organizers).
     intake/         Webhook intakes for schedulers (below http_twin, whose OpenAPI document describes them):
                     one module per source (calcom, calendly, standard), their signatures (signatures), the
-                    contract-v1 event they build (events), organizer mapping (organizers), settings (config)
-                    and the HTTP functions' logic (http).
+                    contract-v1 event they build (events), booking chains as one appointment whatever order
+                    their links arrive in (chains), organizer mapping (organizers), settings (config) and the
+                    HTTP functions' logic (http).
 
 pipeline/           One appointment message in, one outcome out: parse the inbound event (inbound) and its
                     lifecycle fields (appointment_fields), decide what it does to the appointment, once, as
                     pure functions (lifecycle), carry that out against the appointment record and Graph
                     under a lease (appointment_flow), resolve join URLs with throttling inside a budget
-                    (join_url_resolver), client texts (sms), build the result or rejection (records) and
-                    its webhook (notifications), claim the event id once (processor).
+                    (join_url_resolver), client texts (sms), build the result or rejection (records), keep a
+                    rejection and the message it refused (rejections) and its webhook (notifications), claim
+                    the event id once (processor). Beside the parser, its best-effort reader of which event
+                    a refused message is about (inbound.best_effort_ids).
 
 attendance/         After the appointment (ATTENDANCE_REPORTS): its check, planned per scheduled end (check), re-hidden
                     until due and dropped when the record moved on (checker), the meeting's attendance reports read
@@ -40,9 +43,9 @@ attendance/         After the appointment (ATTENDANCE_REPORTS): its check, plann
 graph/              Microsoft Graph through msgraph-sdk: the join-URL calls and the one classification of
                     Graph's failures (gateway), meeting writes and client SMS as the organizer on /me
                     (meetings), over an aiohttp pool (transport).
-webhooks/           Telling the scheduling system: outbound event types and outbox messages (outbound), the
-                    signed POST to a guarded destination (sender), once per webhook-id with back-off
-                    (dispatcher).
+webhooks/           Telling the scheduling system: outbound event types and outbox messages (outbound), which
+                    hosts and addresses a webhook may go to (destination), the signed POST (sender), once per
+                    webhook-id with back-off (dispatcher).
 
 identity/           Delegated tokens only (Graph refuses app-only tokens for this API), organizers keyed by
                     tenant and object id: token sources and their cache (tokens), the app's own credential
@@ -52,11 +55,12 @@ identity/           Delegated tokens only (Graph refuses app-only tokens for thi
                     (keepalive), the connect sign-in and admin consent (connect_flow), device-less local users
                     (dev_password), bearer token validation per tenant (bearer) and On-Behalf-Of (obo).
 
-storage/            Azure Storage as the app writes it: queue clients (queue_client), requeue envelope and
-                    requeuer (requeue), the Table REST client (table_rest), idempotency records and their
-                    claim rule (idempotency), appointment records (appointments), which earlier booking a
-                    rebooked one stands for (aliases), originals too big for a queue record kept in a blob
-                    (overflow), the storage credential (credentials), queue depth metrics (queue_metrics).
+storage/            Azure Storage as the app writes it: queue clients (queue_client), the requeue envelope,
+                    delay rounding and x3 back-off (requeue), the Table REST client (table_rest), idempotency
+                    records and their claim rule (idempotency), appointment records (appointments), which
+                    earlier booking a rebooked one stands for (aliases), originals too big for a queue record
+                    kept in a blob (overflow), the storage credential (credentials), queue depth metrics
+                    (queue_metrics).
 
 Foundation: everything may use these
     settings.py     Every setting validated at start-up into one typed Settings, each problem named.
@@ -67,8 +71,10 @@ Foundation: everything may use these
     queues.py       Queue names the functions bind to.
     problems.py     RFC 9457 problem details (for the HTTP adapters only).
     redaction.py    Users and tenants in telemetry as a hash.
-    common/         One home per rule: timestamps (clock), GUID/UPN (ids), field validators (fields), TLS
-                    context (tls), Retry-After (retry_after), https-or-loopback URLs (urls), the Standard
-                    Webhooks signer (standard_webhooks).
+    common/         One home per rule: timestamps (clock), GUID/UPN (ids), field validators (fields), JSON as
+                    the app accepts it from outside (strict_json), TLS context (tls), Retry-After and its cap
+                    (retry_after), https-or-loopback URLs (urls), the Standard Webhooks signer
+                    (standard_webhooks).
     exceptions.py   Every error the app raises on purpose: permanent versus transient, classified once.
+    version.py      The app's version, the one source pyproject.toml, azure.yaml and the contracts follow.
 """

@@ -140,9 +140,10 @@ class TransientError(JoinLinkError):
 
 
 class TableStoreUnavailableError(TransientError):
-    """The idempotency table could not be reached or answered with a server error."""
+    """A table store (idempotency, appointment or alias records) could not be reached or answered with a
+    server error; the detail names the table."""
 
-    reason = "idempotency_store_unavailable"
+    reason = "table_store_unavailable"
 
 
 class GraphUnavailableError(TransientError):

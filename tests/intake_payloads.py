@@ -2,7 +2,10 @@
 
 Cal.com: the example payload of its webhooks guide (docs/developing/guides/automation/webhooks.mdx), with the
 fields its booking handler adds on a reschedule (`rescheduleUid`, `rescheduleStartTime`, ...) and on every
-booking (`iCalUID`, `iCalSequence`, `metadata.videoCallUrl`). Calendly: the invitee webhook payload of its
+booking (`iCalUID`, `iCalSequence`, `metadata.videoCallUrl`); the scheduled triggers as its scheduleTrigger
+(packages/features/webhooks/lib/scheduleTrigger.ts) stores them; the request-reschedule cancel as its
+requestReschedule handler (packages/trpc/server/routers/viewer/bookings/requestReschedule.handler.ts) and
+BookingWebhookFactory build it. Calendly: the invitee webhook payload of its
 developer documentation. The signatures are computed here with hmac, independently of the app's code.
 """
 
@@ -77,6 +80,44 @@ def calcom(trigger: str = "BOOKING_CREATED", **changes: Any) -> dict[str, Any]:
         else:
             booking[key] = value
     return {"triggerEvent": trigger, "createdAt": "2023-05-24T09:30:00.538Z", "payload": booking}
+
+
+def calcom_scheduled(trigger: str = "MEETING_ENDED", **changes: Any) -> dict[str, Any]:
+    """A scheduled Cal.com trigger (MEETING_STARTED / MEETING_ENDED) as Cal.com's scheduleTrigger sends it:
+    `JSON.stringify({ triggerEvent, ...booking })`, the flat booking row with no `payload` object."""
+    row: dict[str, Any] = {
+        "triggerEvent": trigger, "id": 91, "uid": _CALCOM_BOOKING["uid"], "userId": 5, "userPrimaryEmail":
+        "pro@example.com", "eventTypeId": 7, "title": _CALCOM_BOOKING["title"], "description": "",
+        "customInputs": {}, "responses": copy.deepcopy(_CALCOM_BOOKING["responses"]),
+        "startTime": _CALCOM_BOOKING["startTime"], "endTime": _CALCOM_BOOKING["endTime"],
+        "location": "integrations:office365_video", "createdAt": "2023-05-20T08:00:00.000Z",
+        "updatedAt": None, "status": "accepted", "paid": False, "destinationCalendarId": 10,
+        "cancellationReason": None, "rejectionReason": None, "rescheduled": None, "fromReschedule": None,
+        "recurringEventId": None, "smsReminderNumber": None, "metadata": {"videoCallUrl": TEAMS_LINK},
+        "isRecorded": False, "iCalUID": _CALCOM_BOOKING["iCalUID"], "iCalSequence": 0,
+    }
+    row.update(changes)
+    return row
+
+
+def calcom_request_reschedule(reason: str = "The doctor is away that day", **changes: Any) -> dict[str, Any]:
+    """The BOOKING_CANCELLED of a host's "request reschedule", as Cal.com's requestReschedule handler builds it:
+    BookingWebhookFactory.createCancelledEventPayload (status CANCELLED, `requestReschedule: true`, the original
+    booking's uid, times and iCalUID) with `rescheduleRequested: true` and the reason after "Please reschedule. "."""
+    base = calcom("BOOKING_CANCELLED")["payload"]
+    keep = ("bookingId", "type", "title", "description", "customInputs", "responses", "userFieldsResponses",
+            "startTime", "endTime", "organizer", "attendees", "uid", "location", "destinationCalendar", "iCalUID",
+            "eventTypeId", "length", "iCalSequence", "eventTitle")
+    payload = {key: copy.deepcopy(base[key]) for key in keep if key in base}
+    payload.update({"destinationCalendar": [base["destinationCalendar"]], "smsReminderNumber": None,
+                    "cancelledBy": "pro@example.com", "cancellationReason": f"Please reschedule. {reason}",
+                    "status": "CANCELLED", "requestReschedule": True, "rescheduleRequested": True})
+    for key, value in changes.items():
+        if value is None:
+            payload.pop(key, None)
+        else:
+            payload[key] = value
+    return {"triggerEvent": "BOOKING_CANCELLED", "createdAt": "2023-05-24T12:00:00.000Z", "payload": payload}
 
 
 def calcom_headers(secret: str, body: bytes) -> dict[str, str]:

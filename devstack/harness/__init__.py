@@ -18,12 +18,27 @@ calls.py (one function triggered
 through the worker, for tests and benches) and cli.py (``python -m devstack.harness``).
 """
 
-from devstack.harness.calls import Called, call_http, call_queue, call_timer
-from devstack.harness.cli import main
-from devstack.harness.host import RECEIVE_VISIBILITY_SECONDS, LocalHost
-from devstack.harness.host_json import QueueSettings, parse_timespan
-from devstack.harness.schedule import CronSchedule
-from devstack.harness.worker import FunctionMetadata, InvocationFailed, Outcome, Worker, WorkerError, script_of
+from importlib import import_module
+from typing import Any
+
+# Where each public name lives. Imported on first use (PEP 562), so that loading the worker alone
+# (`devstack.harness.worker`, as `make bench` times a cold start) does not load the host's HTTP stack.
+_EXPORTS = {
+    "Called": "calls", "call_http": "calls", "call_queue": "calls", "call_timer": "calls",
+    "main": "cli",
+    "RECEIVE_VISIBILITY_SECONDS": "host", "LocalHost": "host",
+    "QueueSettings": "host_json", "parse_timespan": "host_json",
+    "CronSchedule": "schedule",
+    "FunctionMetadata": "worker", "InvocationFailed": "worker", "Outcome": "worker", "Worker": "worker",
+    "WorkerError": "worker", "script_of": "worker",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"devstack.harness.{_EXPORTS[name]}"), name)
+
 
 __all__ = [
     "RECEIVE_VISIBILITY_SECONDS",

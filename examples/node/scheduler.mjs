@@ -46,6 +46,7 @@ async function readResult(appointmentId, timeoutMs) {
   throw new Error(`no result for ${appointmentId} within ${timeoutMs} ms`);
 }
 
+// --8<-- [start:verify]
 // Step 3: a webhook endpoint that verifies the Standard Webhooks signature before trusting the body.
 function webhookEndpoint(secret, onWebhook) {
   const verifier = new Webhook(secret);
@@ -63,6 +64,7 @@ function webhookEndpoint(secret, onWebhook) {
     });
   });
 }
+// --8<-- [end:verify]
 
 const { values: args } = parseArgs({
   options: {

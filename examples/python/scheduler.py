@@ -56,6 +56,7 @@ def read_result(appointment_id: str, timeout: float) -> dict[str, Any]:
     raise TimeoutError(f"no result for {appointment_id} within {timeout:.0f} s")
 
 
+# --8<-- [start:verify]
 class _Hooks(BaseHTTPRequestHandler):
     secret = ""
     received: ClassVar[list[dict[str, Any]]] = []  # one process, one event: shared by the handler instances
@@ -75,6 +76,7 @@ class _Hooks(BaseHTTPRequestHandler):
 
     def log_message(self, *args: Any) -> None:
         pass
+# --8<-- [end:verify]
 
 
 def main() -> int:

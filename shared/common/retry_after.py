@@ -7,6 +7,10 @@ import time
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 
+# The longest Retry-After worth carrying from Graph or a webhook receiver: past a day, the host's own retry
+# schedule and the 7-day limit on a hidden queue copy take over.
+MAX_RETRY_AFTER_SECONDS = 24 * 3600.0
+
 
 def parse_retry_after(value: str | None, *, cap: float, now: float | None = None) -> float | None:
     """Seconds to wait, between 0 and `cap`; None when absent or unreadable.

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
-from shared.common.retry_after import parse_retry_after
+from shared.common.retry_after import MAX_RETRY_AFTER_SECONDS, parse_retry_after
 from shared.common.tls import ssl_context
 from shared.exceptions import (
     AppOnlyTokenError,
@@ -30,8 +30,6 @@ if TYPE_CHECKING:
     from shared.graph.transport import AiohttpTransport
 
 log = logging.getLogger(__name__)
-# A longer wait is not worth carrying: Azure Storage hides a requeued copy for at most 7 days anyway.
-_MAX_RETRY_AFTER_SECONDS = 24 * 3600.0
 _ORGANIZER_OPTION_KEY = "va_join_links.organizer"
 
 
@@ -226,7 +224,7 @@ def graph_status(exc: BaseException) -> int | None:
 def retry_after_seconds(headers: Any, now: float | None = None) -> float | None:
     """Graph's Retry-After from response headers (any mapping with a case-insensitive get)."""
     value = headers.get("retry-after") if headers is not None else None
-    return parse_retry_after(value, cap=_MAX_RETRY_AFTER_SECONDS, now=now)
+    return parse_retry_after(value, cap=MAX_RETRY_AFTER_SECONDS, now=now)
 
 
 def classify_graph_error(exc: BaseException) -> JoinLinkError:

@@ -15,8 +15,9 @@ _MAX_ID = 256
 
 
 async def get_appointment(req: func.HttpRequest, store: AppointmentStore) -> func.HttpResponse:
-    """GET /api/appointments/{appointmentId} → what the scheduler was last told, as JSON; 404 if unknown."""
-    appointment_id = (req.route_params.get("appointmentId") or "").strip()
+    """GET /api/appointments/{appointmentId} or /api/appointments?appointmentId= → what the scheduler was last
+    told, as JSON; 404 if unknown. The query form carries any id, slashes included (see openapi)."""
+    appointment_id = (req.route_params.get("appointmentId") or req.params.get("appointmentId") or "").strip()
     if not appointment_id or len(appointment_id) > _MAX_ID or any(ch in appointment_id for ch in "\r\n\x00"):
         return problem(400, "invalid_request", "the appointment id must be 1-256 characters without control "
                                                "characters")

@@ -13,12 +13,18 @@ from shared.common.ids import GUID_PATTERN
 from shared.contracts import openapi_components
 from shared.intake.http import CALCOM_ROUTE, CALENDLY_ROUTE, STANDARD_ROUTE
 from shared.problems import PROBLEM_JSON
+from shared.version import VERSION
 
 JOIN_URL_ROUTE = "join-url"
 # The bearer-only twin: anonymous at the host (no function key), the function itself demands the token.
 ME_JOIN_URL_ROUTE = "me/join-url"
 OPENAPI_ROUTE = "openapi.json"
-APPOINTMENT_ROUTE = "appointments/{appointmentId}"
+# The id in the path, or (omitted) in the query: `?appointmentId=` carries every id, slashes included. Azure's
+# host decodes %2F before it matches routes, so an id with a slash (a Calendly invitee URI) cannot travel in a
+# path segment, encoded or not (Azure/azure-functions-host#9290, #3998, #5619).
+APPOINTMENT_ROUTE = "appointments/{appointmentId?}"
+APPOINTMENT_PATH = "appointments/{appointmentId}"
+APPOINTMENT_QUERY_PATH = "appointments"
 
 
 def _problem_response(description: str, retry_after: bool = False) -> dict[str, Any]:
@@ -114,8 +120,12 @@ def _intake_operation(operation_id: str, summary: str, body_schema: str, signatu
         "requestBody": {"required": True, "content": {
             "application/json": {"schema": {"$ref": f"#/components/schemas/{body_schema}"}}}},
         "responses": {
-            "200": {"description": "Genuine, but nothing to enqueue (another trigger).", "content": accepted},
-            "202": {"description": "The event is on the appointments queue.", "content": accepted},
+            "200": {"description": "Genuine, but nothing to enqueue: a trigger the app does not use (whatever its "
+                                   "shape), Cal.com's request-reschedule cancel, the cancel half of a Calendly "
+                                   "reschedule, or a late retry of a change its booking chain has moved past.",
+                    "content": accepted},
+            "202": {"description": "The event is on the appointments queue (when a Calendly booking chain is "
+                                   "folded, several events are; the body names the first).", "content": accepted},
             "400": _problem_response("The body cannot be mapped to a contract-v1 event."),
             "401": _problem_response("Missing, bad or stale signature (or, from the host, a missing function "
                                      "key)."),
@@ -135,20 +145,27 @@ def _host_404(response: dict[str, Any]) -> dict[str, Any]:
     return response
 
 
-def _appointment_operation() -> dict[str, Any]:
+def _appointment_operation(*, in_query: bool) -> dict[str, Any]:
+    if in_query:
+        parameter = {"name": "appointmentId", "in": "query", "required": True,
+                     "description": "Any appointment id, percent-encoded as a query value: the form for ids with "
+                                    "a '/' (Calendly-derived ids are invitee URIs), which no path segment can "
+                                    "carry through Azure's host (it decodes %2F before matching routes).",
+                     "schema": _text("The scheduling system's appointment id (no control characters).",
+                                     minLength=1, maxLength=256, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$")}
+    else:
+        parameter = {"name": "appointmentId", "in": "path", "required": True,
+                     "schema": _text("The scheduling system's appointment id (no '/' and no control characters; "
+                                     "an id with a '/' goes in the query: GET /appointments?appointmentId=).",
+                                     minLength=1, maxLength=256, pattern=r"^[^\x00-\x1f\x7f-\x9f/]+$")}
     return {
-        "operationId": "getAppointment",
+        "operationId": "getAppointmentByQuery" if in_query else "getAppointment",
         "tags": ["appointments"],
         "summary": "An appointment's links, times and status, from the app's appointment record (no Graph call)",
         "description": "What the app last applied to the appointment: its meeting, both links (null once "
                        "cancelled), times, status and whether the app created the meeting. Answered from the "
                        "appointment record, so it costs no Graph call and works while Graph is down.",
-        "parameters": [{"name": "appointmentId", "in": "path", "required": True,
-                        # A slash or a control character cannot travel in one path segment: such ids are
-                        # looked up through join-urls records instead.
-                        "schema": _text("The scheduling system's appointment id (no '/' and no control "
-                                        "characters).", minLength=1, maxLength=256,
-                                        pattern=r"^[^\x00-\x1f\x7f-\x9f/]+$")}],
+        "parameters": [parameter],
         "responses": {
             "200": {"description": "The appointment.", "content": {
                 "application/json": {"schema": {"$ref": "#/components/schemas/Appointment"}}}},
@@ -168,7 +185,7 @@ def openapi_document() -> str:
         "openapi": "3.1.0",
         "info": {
             "title": "Virtual appointment join links",
-            "version": "1.0.0",
+            "version": VERSION,
             "description": "Ad-hoc lookup of a Microsoft Teams virtual appointment's join URL (Graph is called "
                            "with the organizer's delegated credential: getVirtualAppointmentJoinWebUrl supports "
                            "delegated permissions only), and the webhook intakes for schedulers. The message "
@@ -196,7 +213,8 @@ def openapi_document() -> str:
                 "webhook-signature", "Standard Webhooks 1.0 (with webhook-id and webhook-timestamp).")},
 
 
-            f"/{APPOINTMENT_ROUTE}": {"get": _appointment_operation()},
+            f"/{APPOINTMENT_PATH}": {"get": _appointment_operation(in_query=False)},
+            f"/{APPOINTMENT_QUERY_PATH}": {"get": _appointment_operation(in_query=True)},
         },
         "components": {
             "securitySchemes": {

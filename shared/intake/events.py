@@ -65,6 +65,7 @@ class Ignored:
     reason: str
     event_id: str | None = None
     appointment_id: str | None = None
+    link: tuple[str, str] | None = None  # as IntakeEvent.link: the cancel half of a reschedule names it too
 
 
 def stable_event_id(source: str, *parts: str) -> str:
@@ -100,6 +101,16 @@ def teams_join_url(value: Any) -> str | None:
     host = (parts.hostname or "").lower()
     teams = any(host == name or host.endswith("." + name) for name in _TEAMS_HOSTS)
     return value.strip() if parts.scheme == "https" and teams and "/meetup-join/" in parts.path else None
+
+
+def teams_link_in(text: Any) -> str | None:
+    """The first https Teams meeting join link in free text (a custom location: "Join: <link>"), else None."""
+    if not isinstance(text, str) or len(text) > 4 * MAX_URL:
+        return None
+    # A link set off by brackets, quotes or a full stop in prose: those are not part of it (braces may be: a
+    # link copied with its context unencoded ends in `}`).
+    words = (word.strip("()<>[]\"'.,;") for word in text.split())
+    return next((link for link in map(teams_join_url, words) if link), None)
 
 
 def client(name: Any, email: Any = None, time_zone: Any = None, phone: Any = None) -> dict[str, str] | None:

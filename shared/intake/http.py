@@ -19,11 +19,12 @@ import azure.functions as func
 from shared.common import standard_webhooks, strict_json
 from shared.exceptions import InvalidEventError, PermanentError, TransientError, WebhookSignatureError
 from shared.intake import calcom, calendly, signatures, standard
+from shared.intake.chains import through_chain
 from shared.intake.config import IntakeSettings
 from shared.intake.events import Ignored, IntakeEvent
 from shared.problems import problem, problem_for
 from shared.redaction import hash_user
-from shared.storage.aliases import AliasStore, resolve
+from shared.storage.aliases import AliasStore
 
 log = logging.getLogger(__name__)
 CALCOM_ROUTE = "intake/calcom"
@@ -48,7 +49,7 @@ async def receive_calcom(req: func.HttpRequest, settings: IntakeSettings,
 
 
 async def receive_calendly(req: func.HttpRequest, settings: IntakeSettings, aliases: AliasStore,
-                           out: func.Out[str]) -> func.HttpResponse:
+                           out: func.Out[Any]) -> func.HttpResponse:
     """POST from Calendly (`Calendly-Webhook-Signature: t=…,v1=…`); rebooked invitees are linked in `aliases`."""
     key = settings.calendly_signing_key
     if key is None:
@@ -73,7 +74,7 @@ async def receive_standard(req: func.HttpRequest, settings: IntakeSettings,
                     lambda doc: standard.translate(doc, verified[0], settings.organizers))
 
 
-async def _receive(source: str, req: func.HttpRequest, out: func.Out[str], verify: Callable[[], None],
+async def _receive(source: str, req: func.HttpRequest, out: func.Out[Any], verify: Callable[[], None],
                    translate: Translate, aliases: AliasStore | None = None) -> func.HttpResponse:
     body = req.get_body()
     if len(body) > MAX_BODY_BYTES:
@@ -92,8 +93,9 @@ async def _receive(source: str, req: func.HttpRequest, out: func.Out[str], verif
     try:
         # Off the event loop: mapping the organizer may read the token vault.
         translated = await asyncio.to_thread(translate, doc)
-        if aliases is not None and isinstance(translated, IntakeEvent):
-            translated = await _first_booking(translated, aliases)
+        # Calendly: keyed by the first booking of the chain, links recorded before the 2xx (intake/chains).
+        chained = await through_chain(translated, aliases) if aliases is not None else translated
+        events = [chained] if isinstance(chained, IntakeEvent) else [] if isinstance(chained, Ignored) else chained
     except TransientError as exc:
         log.warning("intake %s: %s", source, exc.reason, extra={"source": source, "reason": exc.reason})
         return problem_for(exc)
@@ -102,27 +104,20 @@ async def _receive(source: str, req: func.HttpRequest, out: func.Out[str], verif
         log.warning("intake %s: %s: %s", source, exc.reason, exc.detail if isinstance(exc, InvalidEventError)
                     else "organizer not mapped", extra={"source": source, "reason": exc.reason})
         return problem(exc.http_status, exc.reason, exc.detail)
-    if isinstance(translated, Ignored):
-        log.info("intake %s: nothing to enqueue: %s", source, translated.reason,
-                 extra={"source": source, "outcome": "ignored", "event_id": translated.event_id})
-        return _json(200, {"eventId": translated.event_id, "appointmentId": translated.appointment_id,
-                           "ignored": translated.reason})
-    out.set(translated.to_message())
-    log.info("intake %s: %s enqueued", source, translated.type,
-             extra={"source": source, "outcome": "enqueued", "event_id": translated.event_id,
-                    "appointment_id": translated.appointment_id,
-                    "organizer_hash": hash_user(translated.event["organizer"])})
-    return _json(202, {"eventId": translated.event_id, "type": translated.type,
-                       "appointmentId": translated.appointment_id})
-
-
-async def _first_booking(event: IntakeEvent, aliases: AliasStore) -> IntakeEvent:
-    """The event keyed by the first booking of its chain, its own link recorded first (before the 2xx, so a
-    later reschedule or cancel of this booking finds it)."""
-    if event.link is not None:
-        await aliases.put(*event.link)
-    first = await resolve(aliases, event.appointment_id)
-    return event if first == event.appointment_id else event.keyed_by(first)
+    if not events:
+        ignored = chained if isinstance(chained, Ignored) else Ignored("nothing to enqueue")
+        log.info("intake %s: nothing to enqueue: %s", source, ignored.reason,
+                 extra={"source": source, "outcome": "ignored", "event_id": ignored.event_id})
+        return _json(200, {"eventId": ignored.event_id, "appointmentId": ignored.appointment_id,
+                           "ignored": ignored.reason})
+    # One event is one message; a folded chain (several) is a list, which the host writes one message each.
+    out.set(events[0].to_message() if len(events) == 1 else [event.to_message() for event in events])
+    for event in events:
+        log.info("intake %s: %s enqueued", source, event.type,
+                 extra={"source": source, "outcome": "enqueued", "event_id": event.event_id,
+                        "appointment_id": event.appointment_id, "organizer_hash": hash_user(event.event["organizer"])})
+    first = events[0]
+    return _json(202, {"eventId": first.event_id, "type": first.type, "appointmentId": first.appointment_id})
 
 
 def _json(status: int, body: dict[str, Any]) -> func.HttpResponse:

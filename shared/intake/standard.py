@@ -13,6 +13,7 @@ from shared.common.fields import MAX_URL
 from shared.exceptions import InvalidEventError
 from shared.intake.events import CANCELLED, IntakeEvent, build_event, text_field
 from shared.intake.organizers import OrganizerMap
+from shared.pipeline.inbound import appointment_fields
 
 # Fields passed through as the sender gave them; the queue function checks them like any queue event.
 _PASSTHROUGH = ("tenantId", "onlineMeetingId", "callbackUrl", "sequence", "participants")
@@ -22,9 +23,10 @@ def translate(doc: Any, webhook_id: str, organizers: OrganizerMap) -> IntakeEven
     """One verified delivery → the event for `appointments`."""
     if not isinstance(doc, dict):
         raise InvalidEventError("the body must be a JSON object", reason="invalid_payload")
-    fields: dict[str, Any] = doc
-    if isinstance(doc.get("data"), dict) and "appointmentId" not in doc:
-        fields = {**doc["data"], "type": doc.get("type"), "id": doc["data"].get("id") or doc.get("id")}
+    # Where the appointment fields are is the queue parser's rule (shared/pipeline/inbound), said once.
+    fields: dict[str, Any] = appointment_fields(doc) or {}
+    if fields is not doc:
+        fields = {**fields, "type": doc.get("type"), "id": fields.get("id") or doc.get("id")}
     event_type = fields.get("type") or "appointment.created"
     organizer = text_field(fields, "organizer", 256)
     if organizer is None:

@@ -178,6 +178,8 @@ class AppointmentFlow:
             return MeetingFacts(resolved, join_url, event.join_web_url, start, end)
         if action is Action.CREATE:
             return await self._create(record, event, made)
+        if action is Action.SWITCH and record is not None:
+            return await self._switch(record, event)
         if record is None:  # a cancellation before anything else: remembered, so a late create makes nothing
             return MeetingFacts(event.online_meeting_id, None, None, start, end)
         if action is Action.UPDATE and record.online_meeting_id is not None:
@@ -215,6 +217,20 @@ class AppointmentFlow:
         start = format_timestamp(meeting.start) if meeting.start else event_times(event)[0]
         end = format_timestamp(meeting.end) if meeting.end else event_times(event)[1]
         return MeetingFacts(meeting_id, join_url, meeting.join_web_url, start, end)
+
+    async def _switch(self, record: AppointmentRecord, event: AppointmentEvent) -> MeetingFacts:
+        """The appointment moves to the meeting the scheduler now supplies: its link is resolved first; only then
+        does the app's own earlier meeting go (no booking uses it any more). A supplied one is never touched."""
+        start, end = event_times(event)
+        resolved, join_url = await self._resolver.resolve(event.organizer, event.online_meeting_id,
+                                                          event.join_web_url, tenant=event.tenant_id)
+        old = record.online_meeting_id
+        if record.meeting_created_by_app and old is not None and old != resolved:
+            gone = await self._meetings.delete(record.organizer, old, tenant=record.tenant_id or event.tenant_id)
+            log.info("appointment %s moved to a supplied meeting; the app's earlier meeting deleted (%s)",
+                     event.appointment_id, "204" if gone else "already gone",
+                     extra={"appointment_id": event.appointment_id, "outcome": "meeting_deleted"})
+        return MeetingFacts(resolved, join_url, event.join_web_url, start, end)
 
     @staticmethod
     def _spec(event: AppointmentEvent, record: AppointmentRecord | None) -> MeetingSpec:

@@ -1,9 +1,15 @@
-"""Appointment events: parse plain JSON, CloudEvents 1.0 and Event Grid envelopes into one typed model."""
+"""Appointment events: parse plain JSON, CloudEvents 1.0 and Event Grid envelopes into one typed model.
+
+Beside the parser, its best-effort twin (`best_effort_ids`, `appointment_fields`): for a message the parser
+refused, which event, appointment, organizer and tenant it names, read through the same envelopes, so a
+rejection record and `replay --tenant` can say what the message was about.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -66,11 +72,78 @@ def parse_event(text: str) -> AppointmentEvent:
         doc = doc[0]
     if not isinstance(doc, dict):
         raise InvalidEventError("message must be a JSON object")
-    if "specversion" in doc:
+    envelope = _envelope(doc)
+    if envelope == _CLOUDEVENT:
         return _from_cloudevent(doc)
-    if "eventType" in doc and "dataVersion" in doc:
+    if envelope == _EVENTGRID:
         return _from_eventgrid(doc)
     return _from_plain(doc)
+
+
+@dataclass(frozen=True)
+class EventIds:
+    """What a message says it is about, read without validating; None where it does not say."""
+
+    event_id: str | None = None
+    appointment_id: str | None = None
+    organizer: str | None = None
+    tenant_id: str | None = None
+
+
+def best_effort_ids(text: str | bytes) -> EventIds:
+    """The ids a message names (any envelope parse_event reads, `data_base64` too); never raises.
+
+    For messages parse_event refused: texts are cut to 256 characters, the tenant is lower-cased, and a
+    repeated field does not hide the ids (the first reading wins, as json does).
+    """
+    try:
+        doc = strict_json.loads(text if isinstance(text, str) else strict_json.decode_utf8(text))
+    except ValueError:
+        return EventIds()
+    if isinstance(doc, list) and len(doc) == 1:
+        doc = doc[0]
+    if not isinstance(doc, dict):
+        return EventIds()
+    data = appointment_fields(doc, unique=()) or {}
+    tenant = _text_or_none(data.get("tenantId"))
+    return EventIds(event_id=_text_or_none(doc.get("id")) or _text_or_none(data.get("id")),
+                    appointment_id=_text_or_none(data.get("appointmentId")),
+                    organizer=_text_or_none(data.get("organizer")),
+                    tenant_id=tenant.lower() if tenant else None)
+
+
+def appointment_fields(doc: dict[str, Any], *, unique: Collection[str] = IDENTIFYING_FIELDS) -> dict[str, Any] | None:
+    """Where a document keeps its appointment fields, or None if that cannot be read; never raises.
+
+    A CloudEvent or Event Grid event keeps them in `data` (an object, JSON text, or CloudEvents
+    `data_base64`), as parse_event reads it. So does a plain document that has a `data` and no
+    `appointmentId` of its own (the Standard Webhooks payload shape); any other plain document is the fields.
+    """
+    kind = _envelope(doc)
+    if kind is None and "appointmentId" not in doc and ("data" in doc or "data_base64" in doc):
+        kind = "payload"
+    if kind is None:
+        return doc
+    try:
+        return _data_object(doc, kind, unique=unique)
+    except InvalidEventError:
+        return None
+
+
+_CLOUDEVENT = "CloudEvent"
+_EVENTGRID = "Event Grid event"
+
+
+def _envelope(doc: dict[str, Any]) -> str | None:
+    if "specversion" in doc:
+        return _CLOUDEVENT
+    if "eventType" in doc and "dataVersion" in doc:
+        return _EVENTGRID
+    return None
+
+
+def _text_or_none(value: object) -> str | None:
+    return value[:256] if isinstance(value, str) and value else None
 
 
 def _from_plain(doc: dict[str, Any]) -> AppointmentEvent:
@@ -87,33 +160,34 @@ def _from_cloudevent(doc: dict[str, Any]) -> AppointmentEvent:
         if not isinstance(doc.get(attribute), str) or not doc[attribute]:
             raise InvalidEventError(f"CloudEvent attribute {attribute!r} is required")
     _check_type(doc["type"])
-    data = _data_object(doc, "CloudEvent")
+    data = _data_object(doc, _CLOUDEVENT)
     return _build(data, event_id=doc["id"], occurred_at=data.get("occurredAt") or doc.get("time"),
                   schema="cloudevents", event_type=doc["type"])
 
 
 def _from_eventgrid(doc: dict[str, Any]) -> AppointmentEvent:
     _check_type(doc.get("eventType"))
-    data = _data_object(doc, "Event Grid event")
+    data = _data_object(doc, _EVENTGRID)
     return _build(data, event_id=doc.get("id"), occurred_at=data.get("occurredAt") or doc.get("eventTime"),
                   schema="eventgrid", event_type=doc["eventType"])
 
 
-def _json(text: str, what: str) -> Any:
+def _json(text: str, what: str, unique: Collection[str] = IDENTIFYING_FIELDS) -> Any:
     try:
-        return strict_json.loads(text, unique=IDENTIFYING_FIELDS)
+        return strict_json.loads(text, unique=unique)
     except strict_json.StrictJsonError as exc:
         raise InvalidEventError(f"{what} is not acceptable JSON: {exc}", reason="invalid_json") from None
 
 
-def _data_object(doc: dict[str, Any], kind: str) -> dict[str, Any]:
+def _data_object(doc: dict[str, Any], kind: str, *,
+                 unique: Collection[str] = IDENTIFYING_FIELDS) -> dict[str, Any]:
     data = doc.get("data")
     if data is None and "data_base64" in doc:
-        data = _base64_data(doc)
+        data = _base64_data(doc, unique)
     elif isinstance(data, str):
         # Some producers put JSON text in data; accept it rather than reject a usable event.
         try:
-            data = strict_json.loads(data, unique=IDENTIFYING_FIELDS)
+            data = strict_json.loads(data, unique=unique)
         except strict_json.StrictJsonError:
             pass
     if not isinstance(data, dict):
@@ -121,7 +195,7 @@ def _data_object(doc: dict[str, Any], kind: str) -> dict[str, Any]:
     return data
 
 
-def _base64_data(doc: dict[str, Any]) -> Any:
+def _base64_data(doc: dict[str, Any], unique: Collection[str]) -> Any:
     """A CloudEvent's binary data (`data_base64`), which must hold the appointment fields as JSON."""
     content_type = str(doc.get("datacontenttype") or "application/json").split(";")[0].strip().lower()
     if content_type != "application/json" and not content_type.endswith("+json"):
@@ -131,7 +205,7 @@ def _base64_data(doc: dict[str, Any]) -> Any:
         text = strict_json.decode_utf8(raw)
     except (binascii.Error, ValueError):
         raise InvalidEventError("CloudEvent 'data_base64' is not base64 of UTF-8 text") from None
-    return _json(text, "CloudEvent 'data_base64'")
+    return _json(text, "CloudEvent 'data_base64'", unique)
 
 
 def _check_type(event_type: Any) -> None:

@@ -9,7 +9,10 @@ write, or reject the event (stale_event, appointment_cancelled, meeting_required
 - order: `sequence` when both sides have one, else `occurredAt` when both have one, else arrival order;
   a change older than the one applied is stale; the same event again is answered from the record;
 - cancelled is final: a later create or reschedule makes no meeting;
+- a create for an appointment that exists is answered from its record, however late it arrives;
 - the app writes only to meetings it created: a supplied meeting is never updated or deleted;
+- a reschedule that supplies another meeting moves the appointment to it (its link resolved again); the
+  app's own earlier meeting, which no booking uses any more, is then deleted;
 - a reschedule that arrives before its create does the create, with the new times.
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
+from urllib.parse import unquote, urlsplit
 
 from shared.common.clock import format_timestamp, parse_timestamp_or_none, utc_now
 from shared.exceptions import (
@@ -39,13 +43,14 @@ class Action(StrEnum):
     CREATE = "create"  # createOrGet as the organizer, then the join URL
     UPDATE = "update"  # PATCH the app's meeting with the new times
     ACKNOWLEDGE = "acknowledge"  # a supplied meeting rescheduled: recorded, no Graph write
+    SWITCH = "switch"  # the scheduler supplies another meeting: resolve it; the app's own old one is deleted
     DELETE = "delete"  # DELETE the app's meeting
     TOMBSTONE = "tombstone"  # cancelled with no meeting of the app: recorded, no Graph write
     REJECT = "reject"
 
 
 # Actions that write to Graph run under the record's lease, so two workers never write one meeting at once.
-GRAPH_WRITES = frozenset({Action.CREATE, Action.UPDATE, Action.DELETE})
+GRAPH_WRITES = frozenset({Action.CREATE, Action.UPDATE, Action.DELETE, Action.SWITCH})
 
 
 @dataclass(frozen=True)
@@ -70,29 +75,8 @@ class MeetingFacts:
 def decide(record: store.AppointmentRecord | None, event: AppointmentEvent, *,
            meeting_management: bool) -> Decision:
     """What `event` does to the appointment whose stored record is `record` (None: never seen)."""
-    known = record is not None and record.status != store.PENDING
-    if record is not None and known:
-        if record.status == store.CANCELLED:
-            if event.event_type == CANCELLED:
-                # A lease left on a cancelled record: its worker died around the DELETE; delete again.
-                unfinished = record.lease_owner is not None and record.meeting_created_by_app
-                return Decision(Action.DELETE if unfinished else Action.REPLAY)
-            return _reject(AppointmentCancelledError(
-                f"appointment {event.appointment_id!r} is cancelled; no meeting is made or changed for it"))
-        order = compare(event, record)
-        if order is not None and order < 0:
-            return _reject(StaleEventError(
-                f"a later change of appointment {event.appointment_id!r} ({_applied(record)}) is already applied"))
-        if order == 0 and event.event_id == record.last_event_id:
-            return Decision(Action.REPLAY)
-        problem = _conflict(record, event)
-        if problem is not None:
-            return _reject(problem)
-        if event.event_type == CREATED:
-            return Decision(Action.REPLAY)  # the appointment exists: same appointment, same meeting
-        if event.event_type == CANCELLED:
-            return Decision(Action.DELETE if record.meeting_created_by_app else Action.TOMBSTONE)
-        return Decision(Action.UPDATE if record.meeting_created_by_app else Action.ACKNOWLEDGE)
+    if record is not None and record.status != store.PENDING:
+        return _decide_known(record, event)
     # Never applied (or a create that died half-way, its pending record left behind).
     if record is not None and not _same_organizer(record, event):
         return _reject(_organizer_changed(event))
@@ -106,6 +90,56 @@ def decide(record: store.AppointmentRecord | None, event: AppointmentEvent, *,
     return _reject(MeetingRequiredError(
         "the event names no meeting (onlineMeetingId or joinWebUrl) and meeting management is off; send the "
         "meeting, or set MEETING_MANAGEMENT=true so the app creates it"))
+
+
+def _decide_known(record: store.AppointmentRecord, event: AppointmentEvent) -> Decision:
+    """What `event` does to an appointment already scheduled or cancelled."""
+    if record.status == store.CANCELLED:
+        if event.event_type == CANCELLED:
+            # A lease left on a cancelled record: its worker died around the DELETE; delete again.
+            unfinished = record.lease_owner is not None and record.meeting_created_by_app
+            return Decision(Action.DELETE if unfinished else Action.REPLAY)
+        return _reject(AppointmentCancelledError(
+            f"appointment {event.appointment_id!r} is cancelled; no meeting is made or changed for it"))
+    if not _same_organizer(record, event):
+        return _reject(_organizer_changed(event))
+    if event.event_type == CREATED:
+        # The appointment exists: same appointment, same meeting. A create that arrives late (a scheduler's
+        # retry after the reschedule that followed it) is answered from the record too, never applied.
+        return Decision(Action.REPLAY)
+    order = compare(event, record)
+    if order is not None and order < 0:
+        return _reject(StaleEventError(
+            f"a later change of appointment {event.appointment_id!r} ({_applied(record)}) is already applied"))
+    if order == 0 and event.event_id == record.last_event_id:
+        return Decision(Action.REPLAY)
+    if event.event_type == CANCELLED:
+        return Decision(Action.DELETE if record.meeting_created_by_app else Action.TOMBSTONE)
+    if supplies_new_meeting(record, event):
+        return Decision(Action.SWITCH)
+    return Decision(Action.UPDATE if record.meeting_created_by_app else Action.ACKNOWLEDGE)
+
+
+def supplies_new_meeting(record: store.AppointmentRecord, event: AppointmentEvent) -> bool:
+    """Whether the event names a meeting other than the appointment's (a scheduler that makes a new meeting on
+    reschedule, as Cal.com's Teams app does): by id when both have one, else by join link."""
+    if event.online_meeting_id is not None and record.online_meeting_id is not None:
+        return event.online_meeting_id != record.online_meeting_id
+    if event.join_web_url is not None:
+        # Either of the appointment's links sent back (a scheduler echoing what it was told) is its own meeting.
+        known = [link for link in (record.organizer_join_url, record.join_url) if link]
+        return not any(same_join_link(event.join_web_url, link) for link in known)
+    return False
+
+
+def same_join_link(one: str, other: str) -> bool:
+    """Whether two Teams join links name one meeting: the same host and decoded path (a meetup-join path holds
+    the meeting thread and message; its query, `context`, and the percent-encoding's letter case may differ
+    between copies of one link)."""
+    a, b = urlsplit(one.strip()), urlsplit(other.strip())
+    same = (a.hostname or "").lower() == (b.hostname or "").lower() and unquote(a.path) == unquote(b.path)
+    # Other links (a virtual-appointment link) name the meeting in the query: it counts there.
+    return same and ("/meetup-join/" in a.path or unquote(a.query) == unquote(b.query))
 
 
 def compare(event: AppointmentEvent, record: store.AppointmentRecord) -> int | None:
@@ -124,7 +158,8 @@ def record_after(record: store.AppointmentRecord | None, event: AppointmentEvent
     """The record once `action` has been carried out for `event` (no lease; the caller keeps the ETag)."""
     base = record or store.AppointmentRecord(event.appointment_id, event.organizer)
     cancelled = action in (Action.DELETE, Action.TOMBSTONE)
-    created_by_app = action == Action.CREATE or (base.meeting_created_by_app and facts.meeting_id is not None)
+    created_by_app = action == Action.CREATE or (action != Action.SWITCH and base.meeting_created_by_app
+                                                 and facts.meeting_id is not None)
     subject = event.schedule.subject if event.schedule.subject is not None else base.subject
     return replace(
         base.unleased(), organizer=base.organizer, tenant_id=event.tenant_id or base.tenant_id,
@@ -162,16 +197,6 @@ def lease_wait(record: store.AppointmentRecord | None, owner: str, now: datetime
         return None
     age = (now - record.lease_at).total_seconds()
     return max(stale_after_seconds - age, 1.0) if age < stale_after_seconds else None
-
-
-def _conflict(record: store.AppointmentRecord, event: AppointmentEvent) -> PermanentError | None:
-    if not _same_organizer(record, event):
-        return _organizer_changed(event)
-    supplied = event.online_meeting_id
-    if supplied is not None and record.online_meeting_id is not None and supplied != record.online_meeting_id:
-        return InvalidEventError("'onlineMeetingId' differs from the appointment's meeting; an appointment keeps "
-                                 "its meeting: cancel it and create a new appointment")
-    return None
 
 
 def _same_organizer(record: store.AppointmentRecord, event: AppointmentEvent) -> bool:

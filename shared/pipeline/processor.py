@@ -8,11 +8,10 @@ import time
 from dataclasses import dataclass, replace
 
 from shared.attendance.check import plan_check
-from shared.common import strict_json
 from shared.common.strict_json import decode_utf8
 from shared.exceptions import KeyInProgressError, PermanentError, ThrottledError, TransientError
 from shared.pipeline.appointment_flow import AppointmentFlow, BeforeDelete
-from shared.pipeline.inbound import CANCELLED, AppointmentEvent, parse_event
+from shared.pipeline.inbound import CANCELLED, AppointmentEvent, EventIds, best_effort_ids, parse_event
 from shared.pipeline.notifications import failed_event, ready_event
 from shared.pipeline.records import JoinUrlResult, Rejection
 from shared.pipeline.rejections import RejectionRecorder
@@ -21,12 +20,10 @@ from shared.redaction import hash_tenant, hash_user
 from shared.settings import setting_default
 from shared.storage.appointments import AppointmentRecord
 from shared.storage.idempotency import Claim, ClaimKind, IdempotencyStore
-from shared.storage.requeue import Requeuer, unwrap_requeued, wrap_requeued
+from shared.storage.requeue import Requeuer, backoff, requeue_delay, unwrap_requeued, wrap_requeued
 from shared.webhooks.outbound import WebhookEvent
 
 log = logging.getLogger(__name__)
-# Azure Storage queues hide a message for at most 7 days.
-_MAX_VISIBILITY_DELAY = 7 * 24 * 3600 - 60
 _IN_PROGRESS_WAIT = 5.0
 
 
@@ -144,8 +141,8 @@ class AppointmentProcessor:
             # Another worker holds this event (or its appointment's meeting) right now: look again shortly
             # instead of burning retries. The holder is nearly always done within a second; waiting longer each
             # time still outlasts a dead holder's claim (5 s, 15 s, 45 s, ... ends past the stale limit).
-            backoff = _IN_PROGRESS_WAIT * 3 ** delivery.requeue_attempt
-            return await self._requeue(delivery, event, exc, started, min(exc.retry_after or backoff, backoff))
+            longest = backoff(_IN_PROGRESS_WAIT, delivery.requeue_attempt)
+            return await self._requeue(delivery, event, exc, started, min(exc.retry_after or longest, longest))
         except ThrottledError as exc:
             return await self._requeue(delivery, event, exc, started, exc.retry_after or 1.0)
         except TransientError as exc:
@@ -201,7 +198,7 @@ class AppointmentProcessor:
             _log_outcome("failed", f"{exc.reason}_too_often", event, delivery, started)
             raise TransientError(f"still {exc.reason} after {delivery.requeue_attempt} requeues",
                                  reason=f"{exc.reason}_too_often") from exc
-        delay = int(min(max(wait, 1.0), _MAX_VISIBILITY_DELAY) + 0.999)
+        delay = requeue_delay(wait)
         await self._requeuer.requeue(wrap_requeued(delivery.text, delivery.requeue_attempt + 1, exc.reason), delay)
         _log_outcome("requeued", exc.reason, event, delivery, started, retry_after=delay)
         return Outcome("requeued")
@@ -213,27 +210,11 @@ def _key(event: AppointmentEvent) -> str:
 
 def _rejection(exc: PermanentError, delivery: Delivery, event: AppointmentEvent | None,
                tenant: str | None) -> Rejection:
-    event_id, appointment_id, organizer = (
-        (event.event_id, event.appointment_id, event.organizer) if event else _best_effort_ids(delivery.text))
-    return Rejection(reason=exc.reason, detail=exc.detail, original_message=delivery.text, event_id=event_id,
-                     appointment_id=appointment_id, organizer=organizer, dequeue_count=delivery.dequeue_count,
+    ids = (EventIds(event.event_id, event.appointment_id, event.organizer) if event is not None
+           else best_effort_ids(delivery.text))
+    return Rejection(reason=exc.reason, detail=exc.detail, original_message=delivery.text, event_id=ids.event_id,
+                     appointment_id=ids.appointment_id, organizer=ids.organizer, dequeue_count=delivery.dequeue_count,
                      tenant_id=tenant)
-
-
-def _best_effort_ids(text: str) -> tuple[str | None, str | None, str | None]:
-    """Pull ids out of an invalid message so a person can find what it was about."""
-    try:
-        doc = strict_json.loads(text)
-    except ValueError:
-        return None, None, None
-    if not isinstance(doc, dict):
-        return None, None, None
-    data: dict[str, object] = doc["data"] if isinstance(doc.get("data"), dict) else doc
-
-    def text_or_none(value: object) -> str | None:
-        return value[:256] if isinstance(value, str) else None
-
-    return text_or_none(doc.get("id")), text_or_none(data.get("appointmentId")), text_or_none(data.get("organizer"))
 
 
 def _log_outcome(outcome: str, reason: str | None, event: AppointmentEvent | None, delivery: Delivery,

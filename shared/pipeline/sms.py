@@ -29,7 +29,8 @@ REMINDER = "reminder"
 # Graph needs a time zone per attendee (a Windows name); without one the text shows UTC.
 _DEFAULT_ZONE = "UTC"
 # Actions after which the clients have something new to hear (a replay told them already).
-_NEWS = frozenset({Action.RESOLVE, Action.CREATE, Action.UPDATE, Action.ACKNOWLEDGE, Action.DELETE, Action.TOMBSTONE})
+_NEWS = frozenset({Action.RESOLVE, Action.CREATE, Action.UPDATE, Action.ACKNOWLEDGE, Action.SWITCH, Action.DELETE,
+                   Action.TOMBSTONE})
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@ second reschedule, or a cancel after one, names an id the app has never keyed an
 link is one row in the appointments table (its own partitions, apart from the records by prefix): the new
 id points at the old one, and `resolve` follows the chain back to the first booking, whose id keys the
 appointment. Links are stored as they arrive rather than flattened to the first booking, so a chain that
-arrived out of order still resolves once its missing link is in.
+arrived out of order still resolves once its missing link is in. Beside a key that events were keyed by, a
+note keeps the latest of those events, so that a chain whose links arrived out of order can be folded into
+one appointment once its missing link is in (shared/intake/chains.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from shared.storage.table_rest import LazyTable, TableRestClient
 PARTITION_PREFIX = "als-"
 # A booking rescheduled more often than this is not a booking: the walk stops rather than loop.
 MAX_HOPS = 32
+# Notes share the alias partitions; the separator keeps their RowKeys apart from any alias's.
+_NOTE = "note\x1f"
 
 
 class AliasStore(Protocol):
@@ -29,6 +33,12 @@ class AliasStore(Protocol):
 
     async def put(self, alias: str, target: str) -> None:
         """Record that `alias` stands for `target` (the same link again is a no-op)."""
+
+    async def get_note(self, key: str) -> str | None:
+        """The latest event keyed by `key` (shared/intake/chains.py), or None."""
+
+    async def put_note(self, key: str, text: str) -> None:
+        """Keep `text` as the latest event keyed by `key` (replacing any earlier one)."""
 
 
 async def resolve(store: AliasStore, key: str) -> str:
@@ -64,4 +74,21 @@ class TableAliasStore(LazyTable):
         """Insert or replace the link (a replayed delivery writes the same one)."""
         entity = {"PartitionKey": partition_key(alias, PARTITION_PREFIX), "RowKey": row_key(alias),
                   "Alias": alias, "Target": target}
+        await self._write(lambda table: table.replace(entity, None))
+
+    async def get_note(self, key: str) -> str | None:
+        """The note kept for `key`, or None (also when the table does not exist yet)."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            entity = await self._table().get(partition_key(key, PARTITION_PREFIX), row_key(_NOTE + key))
+        except ResourceNotFoundError:
+            return None
+        note = entity.get("Note")
+        return note if isinstance(note, str) else None
+
+    async def put_note(self, key: str, text: str) -> None:
+        """Insert or replace the note: a row beside the key's alias row, its RowKey marked apart."""
+        entity = {"PartitionKey": partition_key(key, PARTITION_PREFIX), "RowKey": row_key(_NOTE + key),
+                  "Key": key, "Note": text}
         await self._write(lambda table: table.replace(entity, None))

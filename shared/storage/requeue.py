@@ -8,12 +8,28 @@ byte for byte and the attempt count survives the round trip.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Protocol
 
 from shared.storage.queue_client import QueueWriter
 
 REQUEUE_KEY = "$requeue"
+# Azure Storage queues hide a message for at most 7 days; a minute short of that leaves room for clock skew.
+MAX_REQUEUE_DELAY_SECONDS = 7 * 24 * 3600 - 60
+# Each backed-off retry waits this many times longer than the one before.
+BACKOFF_FACTOR = 3
+
+
+def requeue_delay(seconds: float | None) -> int:
+    """A wait as the whole seconds a queue can hide a copy for: rounded up, at least 1 s, at most 7 days."""
+    wait = 1.0 if seconds is None or math.isnan(seconds) else seconds
+    return math.ceil(min(max(wait, 1.0), MAX_REQUEUE_DELAY_SECONDS))
+
+
+def backoff(base: float, attempt: int) -> float:
+    """The wait before back-off step `attempt` (0-based): base, 3 x base, 9 x base, ..."""
+    return base * float(BACKOFF_FACTOR ** max(attempt, 0))
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,11 @@
-"""The handful of Azure Table REST calls the idempotency store makes, over one aiohttp session.
+"""The handful of Azure Table REST calls the table stores make (idempotency, appointment and alias records),
+over one aiohttp session.
 
-Every event costs two table writes (claim, completion), so their cost is the pipeline's: azure-data-tables
-spends ~1 ms of worker CPU on each (eleven pipeline policies, its serializer), and under a burst of claims
-that CPU queues up in the worker's one thread. The same request built here costs ~0.23 ms
-(docs/performance.md). Only what the store needs is here: insert, read, conditional replace, upsert,
+Every event costs several table requests (its claim and completion, its appointment record's read and
+write), so their cost is the pipeline's: azure-data-tables spends ~1 ms of worker CPU on each (eleven
+pipeline policies, its serializer), and under a burst of claims that CPU queues up in the worker's one
+thread. The same request built here costs ~0.23 ms (see the performance page of the docs). Only what the
+stores need is here: insert, read, conditional replace, upsert,
 conditional delete and create-table, with Shared Key (connection string) or Entra (managed identity)
 authorization. Failures surface as the azure-core exceptions the SDK raises for the same answers, so
 the store's logic does not depend on which client made the call.
@@ -262,10 +264,11 @@ class TableRestClient:
                 status, etag = response.status, response.headers.get("ETag", "")
                 retry_after = response.headers.get("Retry-After")
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise TableStoreUnavailableError(f"table {method} failed: {type(exc).__name__}") from exc
+            raise TableStoreUnavailableError(
+                f"table {self.table_name} {method} failed: {type(exc).__name__}") from exc
         if status in expect:
             return (json.loads(payload) if payload else None), etag
-        error = _error(status, payload, method)
+        error = _error(status, payload, f"{self.table_name} {method}")
         if isinstance(error, TableStoreUnavailableError):
             error.retry_after = parse_retry_after(retry_after, cap=RETRY_MAX_SECONDS)
         raise error

@@ -8,6 +8,7 @@ class InMemoryAliasStore:
 
     def __init__(self) -> None:
         self.links: dict[str, str] = {}
+        self.notes: dict[str, str] = {}
 
     async def get(self, alias: str) -> str | None:
         """The id `alias` stands for, or None."""
@@ -16,3 +17,11 @@ class InMemoryAliasStore:
     async def put(self, alias: str, target: str) -> None:
         """Record the link."""
         self.links[alias] = target
+
+    async def get_note(self, key: str) -> str | None:
+        """The note kept for `key`, or None."""
+        return self.notes.get(key)
+
+    async def put_note(self, key: str, text: str) -> None:
+        """Keep the note."""
+        self.notes[key] = text

@@ -14,7 +14,7 @@ from shared.exceptions import KeyInProgressError, TransientError
 from shared.settings import setting_default
 from shared.storage.idempotency import Claim, ClaimKind, IdempotencyStore
 from shared.storage.overflow import OverflowStore, fits_queue
-from shared.storage.requeue import Requeuer, unwrap_requeued, wrap_requeued
+from shared.storage.requeue import Requeuer, backoff, requeue_delay, unwrap_requeued, wrap_requeued
 from shared.webhooks.outbound import WebhookEvent
 from shared.webhooks.sender import DeadLetter, DeliveryResult
 
@@ -42,8 +42,7 @@ class Sender(Protocol):
 
 def backoff_seconds(attempt: int, base: float, retry_after: float | None) -> int:
     """Delay before retry number `attempt` (1-based): exponential from base, never below Retry-After."""
-    delay = min(base * 3 ** (attempt - 1), _MAX_BACKOFF_SECONDS)
-    return int(max(delay, retry_after or 0.0, 1.0) + 0.999)
+    return requeue_delay(max(min(backoff(base, attempt - 1), _MAX_BACKOFF_SECONDS), retry_after or 0.0))
 
 
 class WebhookDispatcher:
@@ -160,7 +159,7 @@ class WebhookDispatcher:
             # Out of backed-off attempts: raise, so the host's retries and then its poison queue take over.
             raise exc
         delay = (backoff_seconds(attempt + 1, self._base_delay, exc.retry_after) if backoff
-                 else int(max(exc.retry_after or 1.0, 1.0) + 0.999))
+                 else requeue_delay(exc.retry_after))
         await self._requeuer.requeue(wrap_requeued(original, attempt + 1, exc.reason), delay)
         log.info("webhook retry %d in %ds (%s)", attempt + 1, delay, exc.reason,
                  extra={"outcome": "requeued", "reason": exc.reason, "retry_after": delay})

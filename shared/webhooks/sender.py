@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from shared.common.clock import utc_now
-from shared.common.retry_after import parse_retry_after
+from shared.common.retry_after import MAX_RETRY_AFTER_SECONDS, parse_retry_after
 from shared.common.standard_webhooks import signing_headers
 from shared.common.tls import ssl_context
 from shared.common.urls import host_of, is_allowed_url
@@ -28,8 +28,6 @@ log = logging.getLogger(__name__)
 EXCERPT_LIMIT = 500
 _EXCERPT_READ_LIMIT = 4096
 USER_AGENT = "va-join-links-webhooks/1.0"
-# A Retry-After beyond this is not worth carrying: the host's own retry schedule takes over.
-_MAX_RETRY_AFTER = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -188,7 +186,7 @@ class WebhookSender:
         if status in (408, 429) or 500 <= status < 600:
             reason = {408: "receiver_timeout", 429: "receiver_throttled"}.get(status, "receiver_unavailable")
             raise self._transient(event, host, started, reason, f"{host} answered {status}", status=status,
-                                  retry_after=parse_retry_after(retry_after_header, cap=_MAX_RETRY_AFTER))
+                                  retry_after=parse_retry_after(retry_after_header, cap=MAX_RETRY_AFTER_SECONDS))
         reason = "redirect_not_followed" if 300 <= status < 400 else "receiver_rejected"
         return self._dead(event, outbox_message_text, reason, f"{host} answered {status}", started, host=host,
                           status=status, excerpt=excerpt)

@@ -47,3 +47,12 @@ async def test_a_loop_or_an_endless_chain_stops(store):
     for n in range(MAX_HOPS + 3):
         await store.put(f"{URI}n{n + 1}", f"{URI}n{n}")
     assert await resolve(store, f"{URI}n{MAX_HOPS + 3}") == f"{URI}n3"
+
+
+async def test_a_note_is_kept_apart_from_the_links_and_replaced_by_the_next(store):
+    assert await store.get_note(URI + "A") is None
+    await store.put(URI + "B", URI + "A")
+    await store.put_note(URI + "B", '{"id":"one"}')
+    await store.put_note(URI + "B", '{"id":"two"}')
+    assert await store.get_note(URI + "B") == '{"id":"two"}' and await store.get(URI + "B") == URI + "A"
+    assert await store.get_note(URI + "A") is None

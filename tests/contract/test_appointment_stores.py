@@ -127,7 +127,7 @@ async def test_out_of_order_events_end_in_the_latest_state(workers):
     graph = FakeGraph()
     (flow,) = flows(workers, graph, 1)
     assert await outcome(flow, event("rescheduled", 2)) == "create:scheduled"
-    assert await outcome(flow, event("created", 1)) == "stale_event"
+    assert await outcome(flow, event("created", 1)) == "replay:scheduled"  # a late create: answered, not applied
     assert await outcome(flow, event("rescheduled", 3)) == "update:scheduled"
     assert await outcome(flow, event("rescheduled", 2, "e-again")) == "stale_event"
     assert await outcome(flow, event("cancelled", 4)) == "delete:cancelled"
@@ -135,6 +135,40 @@ async def test_out_of_order_events_end_in_the_latest_state(workers):
     assert [c[0] for c in graph.calls].count("createOrGet") == 1
     assert [c[0] for c in graph.calls].count("delete") == 1
     assert graph.meetings == {}  # nothing left behind
+
+
+LINK_1 = "https://teams.microsoft.com/l/meetup-join/19%3ameeting_one%40thread.v2/0"
+LINK_2 = "https://teams.microsoft.com/l/meetup-join/19%3ameeting_two%40thread.v2/0"
+
+
+async def test_a_reschedule_that_supplies_another_meeting_moves_the_appointment_to_it(workers):
+    # GIVEN an appointment on a supplied meeting, then a reschedule bringing another one (Cal.com's Teams app
+    # makes a new meeting per booking and sends the attendee its link)
+    graph = FakeGraph(meetings={(ORG, "s1"): "https://visit/s1", (ORG, "s2"): "https://visit/s2"},
+                      by_join_web_url={(ORG, LINK_1): "s1", (ORG, LINK_2): "s2"})
+    (flow,) = flows(workers, graph, 1)
+    assert await outcome(flow, event("created", 1, joinWebUrl=LINK_1)) == "resolve:scheduled"
+    handled = await flow.handle(event("rescheduled", 2, joinWebUrl=LINK_2))
+    # THEN the new meeting's link is resolved and reported; the old supplied meeting is never touched
+    assert handled.action.value == "switch" and handled.result.join_url == "https://visit/s2"
+    assert handled.result.organizer_join_url == LINK_2 and handled.result.meeting_created_by_app is False
+    assert not [c for c in graph.calls if c[0] in ("delete", "patch")]
+    # AND the same again is a plain reschedule; a late copy of the first is stale; the cancel deletes nothing
+    assert await outcome(flow, event("rescheduled", 3, joinWebUrl=LINK_2)) == "acknowledge:scheduled"
+    assert await outcome(flow, event("rescheduled", 2, "e-late", joinWebUrl=LINK_1)) == "stale_event"
+    assert await outcome(flow, event("cancelled", 4)) == "tombstone:cancelled"
+    assert set(graph.meetings) == {(ORG, "s1"), (ORG, "s2")}
+
+
+async def test_an_app_meeting_replaced_by_a_supplied_one_is_deleted_after_the_new_link_resolves(workers):
+    graph = FakeGraph(meetings={(ORG, "s2"): "https://visit/s2"}, by_join_web_url={(ORG, LINK_2): "s2"})
+    (flow,) = flows(workers, graph, 1)
+    assert await outcome(flow, event("created", 1)) == "create:scheduled"
+    (made,) = graph.made
+    handled = await flow.handle(event("rescheduled", 2, joinWebUrl=LINK_2))
+    assert handled.action.value == "switch" and handled.result.online_meeting_id == "s2"
+    assert (ORG, made.id) not in graph.meetings and (ORG, "s2") in graph.meetings
+    assert [c[0] for c in graph.calls][-2:] == ["join", "delete"]  # the new link first, then the old meeting
 
 
 async def test_two_workers_at_once_never_make_two_meetings_nor_lose_an_update(workers):

@@ -30,7 +30,7 @@ FUNCTIONS = {
     "send_sms": ("queueTrigger", "sms-outbox", None, {"sms_failed": "sms-failed", "outbox": "webhook-outbox"}),
     "deliver_webhook": ("queueTrigger", "webhook-outbox", None, {"dead_letter": "webhook-dead-letter"}),
     "get_join_url": ("httpTrigger", "join-url", "FUNCTION", {}),
-    "get_appointment": ("httpTrigger", "appointments/{appointmentId}", "FUNCTION", {}),
+    "get_appointment": ("httpTrigger", "appointments/{appointmentId?}", "FUNCTION", {}),
     "openapi": ("httpTrigger", "openapi.json", "ANONYMOUS", {}),
     "get_my_join_url": ("httpTrigger", "me/join-url", "ANONYMOUS", {}),
     "intake_calcom": ("httpTrigger", "intake/calcom", "FUNCTION", {"appointments": "appointments"}),

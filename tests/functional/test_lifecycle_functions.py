@@ -48,3 +48,17 @@ async def test_send_sms_records_a_failed_text_and_tells_the_scheduler(worker, fu
     [failed], [outbox] = called.texts("sms_failed"), called.texts("outbox")
     assert json.loads(failed)["reason"] == "forbidden"
     assert json.loads(outbox)["type"] == "appointment.joinurl.sms_failed"
+
+
+async def test_the_appointment_twin_takes_any_id_in_the_query(worker, function_app_module, monkeypatch):
+    # A Calendly-derived id is an invitee URI: its slashes cannot travel in a path segment through Azure's host
+    calendly_id = "calendly:https://api.calendly.com/scheduled_events/GBGB/invitees/AAAA"
+    store = InMemoryAppointmentStore()
+    await store.insert(AppointmentRecord(calendly_id, ORG, status="scheduled", online_meeting_id="m1",
+                                         join_url="https://visit/x"))
+    monkeypatch.setitem(function_app_module.services.__dict__, "appointments", store)
+    found = (await call_http(worker, "get_appointment", path="/api/appointments",
+                             params={"appointmentId": calendly_id})).http
+    assert found.status_code == 200 and json.loads(found.get_body())["appointmentId"] == calendly_id
+    neither = (await call_http(worker, "get_appointment", path="/api/appointments")).http
+    assert neither.status_code == 400 and json.loads(neither.get_body())["reason"] == "invalid_request"

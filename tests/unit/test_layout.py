@@ -6,6 +6,7 @@ The import direction itself is `lint-imports` (contracts in pyproject.toml), run
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -46,12 +47,49 @@ def test_only_the_http_adapters_import_azure_functions() -> None:
     assert not offenders, f"only {HTTP_ADAPTERS} may build HTTP responses: {sorted(offenders)}"
 
 
+def map_entries(doc: str) -> dict[str, str]:
+    """The map's entries: a package (`name/`) or module (`name.py`) starting a line, and its text up to the next."""
+    entries: dict[str, str] = {}
+    current = None
+    for line in doc.splitlines():
+        match = re.match(r"^\s*([a-z_]+/|[a-z_]+\.py)\s", line)
+        if match:
+            current = match.group(1)
+            entries[current] = line[match.end():]
+        elif current is not None:
+            entries[current] += " " + line.strip()
+    return entries
+
+
+def missing_from_map(root: Path) -> list[str]:
+    """Every package and module under `root`/shared that its map does not place (a module: by its name, as a
+    word in its package's entry)."""
+    shared = root / "shared"
+    entries = map_entries(ast.get_docstring(ast.parse((shared / "__init__.py").read_text())) or "")
+    missing = [p.name for p in shared.glob("*.py") if p.name != "__init__.py" and p.name not in entries]
+    for package in sorted(p for p in shared.iterdir() if (p / "__init__.py").exists()):
+        text = entries.get(package.name + "/")
+        if text is None:
+            missing.append(package.name + "/")
+            continue
+        missing += [f"{package.name}/{m.name}" for m in sorted(package.glob("*.py"))
+                    if m.name != "__init__.py" and not re.search(rf"\b{m.stem}\b", text)]
+    return missing
+
+
 def test_the_map_names_every_package_and_module() -> None:
-    doc = ast.get_docstring(ast.parse((ROOT / "shared" / "__init__.py").read_text())) or ""
-    names = {p.name + "/" for p in (ROOT / "shared").iterdir() if (p / "__init__.py").exists()}
-    names |= {p.name for p in (ROOT / "shared").glob("*.py") if p.name != "__init__.py"}
-    missing = sorted(name for name in names if name not in doc)
+    missing = missing_from_map(ROOT)
     assert not missing, f"shared/__init__.py does not place {missing}"
+
+
+def test_the_map_check_finds_an_unplaced_module(tmp_path: Path) -> None:
+    (tmp_path / "shared" / "common").mkdir(parents=True)
+    (tmp_path / "shared" / "common" / "__init__.py").write_text("")
+    (tmp_path / "shared" / "common" / "clock.py").write_text("")
+    (tmp_path / "shared" / "common" / "strict_json.py").write_text("")
+    (tmp_path / "shared" / "queues.py").write_text("")
+    (tmp_path / "shared" / "__init__.py").write_text('"""Map.\n\ncommon/  Timestamps (clock).\n"""\n')
+    assert missing_from_map(tmp_path) == ["queues.py", "common/strict_json.py"]
 
 
 def test_indexing_imports_no_sdk() -> None:

@@ -47,11 +47,10 @@ def aliases(function_app_module):
 
 
 class Enqueued:
-    """What the `appointments` output binding would write: one message's text, or None."""
+    """What the `appointments` output binding would write: None, one message's text, or a list of texts."""
 
     def __init__(self, texts: list[str]) -> None:
-        assert len(texts) <= 1, texts
-        self.value = texts[0] if texts else None
+        self.value = texts if len(texts) > 1 else (texts[0] if texts else None)
 
 
 async def call(worker, name: str, body: bytes, headers: dict[str, str]):
@@ -106,6 +105,20 @@ async def test_calcom_other_trigger_is_200_with_nothing_enqueued(worker, setting
     assert_valid("intake-accepted.json", json.loads(response.get_body()))
 
 
+@pytest.mark.parametrize("doc", [vendor.calcom_scheduled("MEETING_ENDED"), vendor.calcom_request_reschedule()])
+async def test_calcom_flat_scheduled_trigger_and_request_reschedule_are_200_ignored(worker, settings, doc):
+    # Cal.com's scheduleTrigger sends MEETING_ENDED as the flat booking row (no payload); its requestReschedule
+    # handler sends a BOOKING_CANCELLED marked requestReschedule. Both signed as Cal.com signs: 200, nothing queued.
+    body = vendor.body(doc)
+    response, out = await intake_calcom(worker, body, vendor.calcom_headers(settings.calcom_webhook_secret, body))
+    assert response.status_code == 200 and out.value is None
+    assert_valid("intake-accepted.json", json.loads(response.get_body()))
+    assert_valid("calcom-webhook.json", doc)
+    # A forged one is still 401 whatever its trigger
+    response, out = await intake_calcom(worker, body, vendor.calcom_headers("not-the-secret", body))
+    assert response.status_code == 401 and out.value is None
+
+
 async def test_calendly_signed_fresh_and_stale(worker, settings):
     key = settings.calendly_webhook_signing_key
     body = vendor.body(vendor.calendly())
@@ -143,6 +156,33 @@ async def test_calendly_rebookings_all_name_the_first_booking(worker, settings, 
                                             "appointment.rescheduled", "appointment.cancelled"]
     # AND each link was recorded as it arrived (new invitee → the one it replaced)
     assert sorted(aliases.links.values()) == [first, first.replace("AAAA", "BBBB")]
+
+
+async def test_a_cut_calendly_chain_is_folded_when_its_missing_link_arrives(worker, settings, aliases):
+    # GIVEN the second reschedule's invitee.created (C, old_invitee B) delivered before anything of the first
+    # (Calendly retries a failed delivery for up to 24 hours): it is keyed by B, as an appointment of its own
+    key = settings.calendly_webhook_signing_key
+    answers = []
+    for doc in (vendor.calendly(invitee="CCCC", old_invitee="BBBB", start_time="2026-12-03T11:00:00Z",
+                                end_time="2026-12-03T11:30:00Z"),
+                vendor.calendly(invitee="BBBB", old_invitee="AAAA", start_time="2026-12-02T10:00:00Z",
+                                end_time="2026-12-02T10:30:00Z")):
+        body = vendor.body(doc)
+        response, out = await call(worker, "intake/calendly", body, vendor.calendly_headers(key, body))
+        assert response.status_code == 202
+        answers.append(out.value)
+    cut = json.loads(answers[0])
+    assert cut["appointmentId"].endswith("/invitees/BBBB")
+    # WHEN the first reschedule's invitee.created (B, old_invitee A) comes in
+    # THEN two messages, one each: the latest booking's times applied to the first booking's appointment, and
+    # the cut part's appointment cancelled
+    assert isinstance(answers[1], list) and len(answers[1]) == 2
+    for message in answers[1]:
+        assert_message_valid("appointments", message)
+    moved, gone = (json.loads(m) for m in answers[1])
+    assert moved["appointmentId"].endswith("/invitees/AAAA") and moved["type"] == "appointment.rescheduled"
+    assert moved["startDateTime"] == "2026-12-03T11:00:00Z" and "clients" not in moved
+    assert gone == {**gone, "type": "appointment.cancelled", "appointmentId": cut["appointmentId"]}
 
 
 async def test_calendly_alias_store_down_is_503_and_enqueues_nothing(worker, settings, aliases, monkeypatch):

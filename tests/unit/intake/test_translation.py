@@ -153,3 +153,69 @@ def test_any_json_is_translated_or_refused_with_a_reason(doc):
             continue
         if isinstance(result, IntakeEvent):
             assert_valid("appointment-event.json", json.loads(result.to_message()))
+
+
+@pytest.mark.parametrize("doc", [
+    vendor.calcom_scheduled("MEETING_ENDED"),  # Cal.com scheduleTrigger: the flat booking row, no payload
+    vendor.calcom_scheduled("MEETING_STARTED"),
+    {"triggerEvent": "RECORDING_READY", "payload": "not an object"},
+    {"triggerEvent": "FORM_SUBMITTED_NO_EVENT", "responses": {}},
+])
+def test_calcom_triggers_the_app_does_not_use_are_ignored_whatever_their_shape(doc):
+    assert isinstance(calcom.translate(doc, MAP), Ignored)
+
+
+@pytest.mark.parametrize("doc", [[], {"payload": {}}, {"triggerEvent": 7, "payload": {}},
+                                 {"triggerEvent": "BOOKING_CREATED"}, {"triggerEvent": "BOOKING_CANCELLED",
+                                                                       "payload": []}])
+def test_calcom_bodies_the_app_needs_but_cannot_read_are_400(doc):
+    with pytest.raises(InvalidEventError) as raised:
+        calcom.translate(doc, MAP)
+    assert raised.value.http_status == 400
+
+
+def test_calcom_request_reschedule_keeps_the_appointment():
+    # Cal.com's requestReschedule handler: BOOKING_CANCELLED with requestReschedule / rescheduleRequested true
+    # and "Please reschedule. <reason>"; the attendee's new booking is BOOKING_RESCHEDULED with rescheduleUid.
+    created = event_of(calcom.translate(vendor.calcom(), MAP))
+    asked = calcom.translate(vendor.calcom_request_reschedule(), MAP)
+    assert isinstance(asked, Ignored) and asked.appointment_id == created["appointmentId"] and asked.event_id
+    # Older Cal.com versions carry only the reason's prefix (and no iCalUID: the uid names it, as before)
+    older = vendor.calcom_request_reschedule(requestReschedule=None, rescheduleRequested=None, iCalUID=None)
+    assert isinstance(calcom.translate(older, MAP), Ignored)
+    moved = event_of(calcom.translate(vendor.calcom("BOOKING_RESCHEDULED"), MAP))
+    assert moved["type"] == "appointment.rescheduled" and moved["appointmentId"] == created["appointmentId"]
+    # A real cancel still cancels
+    real = event_of(calcom.translate(vendor.calcom("BOOKING_CANCELLED", requestReschedule=False), MAP))
+    assert real["type"] == "appointment.cancelled"
+
+
+@pytest.mark.parametrize("doc", [{"event": "routing_form_submission.created", "payload": {}},
+                                 {"event": "invitee_no_show.created", "payload": "x"},
+                                 {"event": "event_type.updated"}])
+def test_calendly_events_the_app_does_not_use_are_ignored_whatever_their_shape(doc):
+    assert isinstance(calendly.translate(doc, MAP), Ignored)
+
+
+@pytest.mark.parametrize("location", [
+    {"type": "custom", "location": vendor.TEAMS_LINK},  # Calendly's custom location: free text
+    {"type": "custom", "location": f"Clinic room 3 - join online: {vendor.TEAMS_LINK}"},
+    {"type": "custom", "location": f"Teams (<{vendor.TEAMS_LINK}>)."},
+    {"type": "ask_invitee", "location": vendor.TEAMS_LINK},
+    {"type": "physical", "location": vendor.TEAMS_LINK, "additional_info": "Reception desk"},
+    {"type": "inbound_call", "location": "+14155550100", "additional_info": f"or Teams: {vendor.TEAMS_LINK}"},
+    {"type": "microsoft_teams_conference", "status": "pushed", "join_url": vendor.TEAMS_LINK},
+])
+def test_a_teams_link_in_any_calendly_location_field_is_the_meeting(location):
+    assert event_of(calendly.translate(vendor.calendly(location=location), MAP))["joinWebUrl"] == vendor.TEAMS_LINK
+
+
+def test_a_link_with_its_context_unencoded_is_kept_whole():
+    raw = 'https://teams.microsoft.com/l/meetup-join/19%3ameeting_x%40thread.v2/0?context={"Tid":"t","Oid":"o"}'
+    found = event_of(calendly.translate(vendor.calendly(location={"type": "custom", "location": f'"{raw}"'}), MAP))
+    assert found["joinWebUrl"] == raw
+
+
+def test_a_custom_location_without_a_teams_link_asks_for_a_meeting():
+    other = {"type": "custom", "location": "https://meet.example.com/teams.microsoft.com/l/meetup-join/x"}
+    assert "joinWebUrl" not in event_of(calendly.translate(vendor.calendly(location=other), MAP))

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from shared.exceptions import InvalidEventError, UnsupportedEventTypeError
-from shared.pipeline.inbound import parse_event
+from shared.pipeline.inbound import EventIds, appointment_fields, best_effort_ids, parse_event
 
 pytestmark = pytest.mark.unit
 ORGANIZER = "4c7e1d2a-9b3f-4e5d-8a6c-1f2e3d4c5b6a"
@@ -102,3 +102,63 @@ def test_a_repeated_identifying_field_is_refused():
     with pytest.raises(InvalidEventError) as caught:
         parse_event(text)
     assert caught.value.reason == "invalid_json" and "'organizer' appears twice" in caught.value.detail
+
+
+# The best-effort reader beside the parser: what a refused message was about. Each case below is one the
+# three earlier readers (processor, replay, the Standard Webhooks intake) read differently or not at all.
+TENANT = "72F988BF-86F1-41AF-91AB-2D7CD011DB47"
+IDS = {"appointmentId": "apt-1", "organizer": "x@contoso.test", "tenantId": TENANT}
+
+
+def _cloudevent(**envelope):
+    return {"specversion": "1.0", "id": "ce-1", "source": "/s", "type": "appointment.created", **envelope}
+
+
+@pytest.mark.parametrize("doc", [
+    pytest.param({"id": "ce-1", **IDS}, id="plain"),
+    pytest.param(_cloudevent(data=IDS), id="cloudevent"),
+    pytest.param(_cloudevent(data_base64=base64.b64encode(json.dumps(IDS).encode()).decode()),
+                 id="cloudevent data_base64"),
+    pytest.param(_cloudevent(data=json.dumps(IDS)), id="cloudevent data as JSON text"),
+    pytest.param([_cloudevent(data=IDS)], id="a batch of one"),
+    pytest.param({"id": "ce-1", "eventType": "appointment.created", "dataVersion": "1", "data": IDS},
+                 id="event grid"),
+    pytest.param({"type": "appointment.created", "timestamp": "2026-12-06T10:00:00Z", "data": {"id": "ce-1", **IDS}},
+                 id="standard webhooks shape"),
+])
+def test_best_effort_ids_read_every_envelope(doc):
+    ids = best_effort_ids(json.dumps(doc))
+    assert ids == EventIds("ce-1", "apt-1", "x@contoso.test", TENANT.lower())
+    assert best_effort_ids(json.dumps(doc).encode()) == ids
+
+
+def test_best_effort_ids_of_a_refused_cloudevent_with_binary_data():
+    # Refused (no organizer check passes for "not an organizer"), yet its rejection record names the event.
+    data = base64.b64encode(json.dumps({**IDS, "organizer": "not an organizer"}).encode()).decode()
+    text = json.dumps(_cloudevent(data_base64=data))
+    with pytest.raises(InvalidEventError):
+        parse_event(text)
+    assert best_effort_ids(text).appointment_id == "apt-1" and best_effort_ids(text).tenant_id == TENANT.lower()
+
+
+def test_best_effort_ids_survive_a_repeated_field_and_cut_long_texts():
+    text = '{"id": "e", "appointmentId": "a", "appointmentId": "' + "b" * 300 + '"}'
+    with pytest.raises(InvalidEventError):
+        parse_event(text)
+    assert best_effort_ids(text).appointment_id == "b" * 256
+
+
+@pytest.mark.parametrize("text", ["not json", "[]", "[1, 2]", '"text"', "NaN", b"\xff\xfe"])
+def test_best_effort_ids_of_nothing_readable(text):
+    assert best_effort_ids(text) == EventIds()
+
+
+def test_best_effort_ids_of_unreadable_binary_data():
+    assert best_effort_ids(json.dumps(_cloudevent(data_base64="not base64!"))) == EventIds(event_id="ce-1")
+
+
+def test_appointment_fields_is_the_plain_document_or_its_data():
+    plain = {"id": "e", **IDS, "data": {"appointmentId": "other"}}
+    assert appointment_fields(plain) is plain
+    assert appointment_fields({"data": IDS}) == IDS
+    assert appointment_fields(_cloudevent(data="not an object")) is None

@@ -33,6 +33,8 @@ def stored(status: str = "scheduled", **fields: Any) -> AppointmentRecord:
 
 APP_MEETING = {"online_meeting_id": "m1", "meeting_created_by_app": True, "external_id": "va-1"}
 SUPPLIED = {"online_meeting_id": "m9", "meeting_created_by_app": False}
+LINK = "https://teams.microsoft.com/l/meetup-join/19%3ameeting_a%40thread.v2/0?context=%7b%22Tid%22%3a%22t%22%7d"
+OTHER_LINK = LINK.replace("meeting_a", "meeting_b")
 
 
 @pytest.mark.parametrize(("record", "evt", "management", "expected"), [
@@ -48,6 +50,24 @@ SUPPLIED = {"online_meeting_id": "m9", "meeting_created_by_app": False}
     (stored(**SUPPLIED), event("cancelled"), False, Action.TOMBSTONE),
     (stored(**APP_MEETING), event("created", id="another-id"), True, Action.REPLAY),  # same appointment, same meeting
     (stored("cancelled", **APP_MEETING), event("cancelled"), True, Action.REPLAY),
+    # A late create (a scheduler's retry arriving after the reschedule that followed it) is answered, not applied
+    (stored(**APP_MEETING, last_occurred_at="2026-11-21T10:00:00.000Z"),
+     event("created", occurredAt="2026-11-21T09:00:00Z"), True, Action.REPLAY),
+    (stored(**SUPPLIED, last_sequence=4), event("created", sequence=1, onlineMeetingId="m1"), True, Action.REPLAY),
+    # A reschedule that supplies another meeting (Cal.com's Teams app makes one per booking) moves to it
+    (stored(**SUPPLIED), event("rescheduled", onlineMeetingId="m10"), False, Action.SWITCH),
+    (stored(**SUPPLIED, organizer_join_url=LINK), event("rescheduled", joinWebUrl=OTHER_LINK), False, Action.SWITCH),
+    (stored(**APP_MEETING, organizer_join_url=LINK), event("rescheduled", joinWebUrl=OTHER_LINK), True, Action.SWITCH),
+    # ... and the same meeting again (another copy of its link) is a plain reschedule
+    (stored(**SUPPLIED), event("rescheduled", onlineMeetingId="m9"), False, Action.ACKNOWLEDGE),
+    (stored(**SUPPLIED, organizer_join_url=LINK), event("rescheduled", joinWebUrl=LINK.replace("%3a", "%3A")
+                                                        .replace("context=%7b", "context=%7B")), False,
+     Action.ACKNOWLEDGE),
+    (stored(**APP_MEETING, organizer_join_url=LINK), event("rescheduled", joinWebUrl=LINK), True, Action.UPDATE),
+    (stored(**APP_MEETING, organizer_join_url=LINK, join_url="https://visit.teams.microsoft.com/x?convId=1"),
+     event("rescheduled", joinWebUrl="https://visit.teams.microsoft.com/x?convId=1"), True, Action.UPDATE),
+    (stored(**SUPPLIED, join_url="https://visit.teams.microsoft.com/x?convId=1"),
+     event("rescheduled", joinWebUrl="https://visit.teams.microsoft.com/x?convId=2"), False, Action.SWITCH),
     (stored(**APP_MEETING, last_sequence=3, last_event_id="e-x"), event("rescheduled", sequence=3, id="e-x"), True,
      Action.REPLAY),
     # A create that died half-way left a pending record: a cancel deletes what it may have made
@@ -70,12 +90,20 @@ def test_each_event_in_each_state_has_one_action(record, evt, management, expect
     (stored(**APP_MEETING, last_occurred_at="2026-11-21T10:00:00.000Z"),
      event("rescheduled", occurredAt="2026-11-21T09:59:59Z"), "stale_event"),
     (stored(**APP_MEETING), event("rescheduled", organizer="dr.adams@contoso.test"), "invalid_event"),
-    (stored(**SUPPLIED), event("rescheduled", onlineMeetingId="other"), "invalid_event"),
 ])
 def test_rejections_name_their_reason(record, evt, reason):
     decision = decide(record, evt, meeting_management=False)
     assert decision.action is Action.REJECT and decision.error is not None and decision.error.reason == reason
     assert decision.error.detail
+
+
+def test_a_switch_records_the_new_meeting_as_supplied():
+    before = stored(**APP_MEETING, organizer_join_url=LINK)
+    moved = event("rescheduled", joinWebUrl=OTHER_LINK)
+    after = record_after(before, moved, Action.SWITCH, MeetingFacts("m2", "https://visit/2", OTHER_LINK, None, None))
+    assert (after.online_meeting_id, after.meeting_created_by_app, after.join_url) == ("m2", False, "https://visit/2")
+    # so a later cancel never deletes the supplied meeting
+    assert decide(after, event("cancelled", id="c"), meeting_management=True).action is Action.TOMBSTONE
 
 
 def test_without_a_common_order_key_arrival_order_applies():

@@ -84,6 +84,16 @@ async def test_unknown_meeting_and_invalid_messages_are_rejected_with_ids_kept()
     assert (rejection.reason, rejection.event_id, rejection.appointment_id) == ("meeting_required", "evt-9", "apt-9")
 
 
+async def test_a_refused_cloudevent_with_binary_data_keeps_its_ids():
+    # The processor's own reader looked only at `data`: a data_base64 CloudEvent's record had no ids.
+    data = base64.b64encode(json.dumps({"appointmentId": "apt-7", "organizer": "not an organizer"}).encode())
+    text = json.dumps({"specversion": "1.0", "id": "ce-7", "source": "/s", "type": "appointment.created",
+                       "data_base64": data.decode()})
+    processor, _, _, _ = make()
+    rejection = (await processor.process(text)).rejection
+    assert (rejection.reason, rejection.event_id, rejection.appointment_id) == ("invalid_event", "ce-7", "apt-7")
+
+
 async def test_transient_failures_raise_for_the_host_to_retry():
     processor, graph, _, _ = make()
     graph.failures.append(GraphUnavailableError("Graph 503"))

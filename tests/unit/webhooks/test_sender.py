@@ -13,8 +13,7 @@ from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
 import shared.webhooks.destination as destination
-import shared.webhooks.sender as webhooks
-from shared.common.retry_after import parse_retry_after
+from shared.common.retry_after import MAX_RETRY_AFTER_SECONDS, parse_retry_after
 from shared.exceptions import SettingsError, TransientError, WebhookTransientError
 from shared.pipeline.notifications import failed_event, ready_event
 from shared.pipeline.records import JoinUrlResult, Rejection
@@ -171,11 +170,11 @@ def test_host_allow_list_exact_and_wildcard():
 
 def test_retry_after_seconds_and_http_date():
     # The parser itself is pinned in tests/unit/common/test_retry_after.py; this is the webhook's cap.
-    assert parse_retry_after("7", cap=webhooks._MAX_RETRY_AFTER) == 7.0
+    assert parse_retry_after("7", cap=MAX_RETRY_AFTER_SECONDS) == 7.0
     now = datetime(2026, 11, 3, 20, 0, tzinfo=UTC)
     later = format_datetime(now + timedelta(seconds=90), usegmt=True)
-    assert parse_retry_after(later, cap=webhooks._MAX_RETRY_AFTER, now=now.timestamp()) == pytest.approx(90.0)
-    assert parse_retry_after("999999", cap=webhooks._MAX_RETRY_AFTER) == 24 * 3600.0
+    assert parse_retry_after(later, cap=MAX_RETRY_AFTER_SECONDS, now=now.timestamp()) == pytest.approx(90.0)
+    assert parse_retry_after("999999", cap=MAX_RETRY_AFTER_SECONDS) == 24 * 3600.0
 
 
 # --- delivery ---------------------------------------------------------------------------------------
