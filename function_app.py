@@ -46,12 +46,14 @@ instrumented = telemetry.instrumented(os.environ)
 @app.queue_output(arg_name="results", queue_name=queues.JOIN_URLS, connection=queues.STORAGE_CONNECTION)
 @app.queue_output(arg_name="outbox", queue_name=queues.WEBHOOK_OUTBOX, connection=queues.STORAGE_CONNECTION)
 @app.queue_output(arg_name="sms", queue_name=queues.SMS_OUTBOX, connection=queues.STORAGE_CONNECTION)
+@app.queue_output(arg_name="checks", queue_name=queues.ATTENDANCE_CHECKS, connection=queues.STORAGE_CONNECTION)
 @instrumented
 # typing.List, not list: Azure's Python worker refuses PEP 585 generics inside func.Out at indexing
 # ("invalid non-type annotation"), and an app that fails to index runs no function at all.
 async def process_appointment(msg: func.QueueMessage, results: func.Out[str],
                               outbox: func.Out[typing.List[str]],  # noqa: UP006
-                              sms: func.Out[typing.List[str]]) -> None:  # noqa: UP006
+                              sms: func.Out[typing.List[str]],  # noqa: UP006
+                              checks: func.Out[str]) -> None:
     """Appointment event → its result on `join-urls`, or a rejection; each with its webhook on the outbox.
 
     A rejection's record goes to `appointments-rejected` from the processor itself, before its `.failed` webhook
@@ -69,6 +71,24 @@ async def process_appointment(msg: func.QueueMessage, results: func.Out[str],
         outbox.set(hooks)
     if outcome.sms:
         sms.set([job.to_json() for job in outcome.sms])
+    if outcome.attendance_check is not None:
+        checks.set(outcome.attendance_check)
+
+
+@app.function_name("check_attendance")
+@app.queue_trigger(arg_name="msg", queue_name=queues.ATTENDANCE_CHECKS, connection=queues.STORAGE_CONNECTION)
+@app.queue_output(arg_name="results", queue_name=queues.ATTENDANCE, connection=queues.STORAGE_CONNECTION)
+@app.queue_output(arg_name="outbox", queue_name=queues.WEBHOOK_OUTBOX, connection=queues.STORAGE_CONNECTION)
+@instrumented
+async def check_attendance(msg: func.QueueMessage, results: func.Out[str], outbox: func.Out[str]) -> None:
+    """After an appointment's end: who joined and for how long → `attendance` and an appointment.attendance webhook.
+
+    A check not yet due hides itself again; one whose appointment moved or was cancelled drops itself.
+    """
+    outcome = await services.attendance.run(msg.get_body().decode("utf-8", "replace"))
+    if outcome.result is not None and outcome.webhook is not None:
+        results.set(outcome.result)
+        outbox.set(outcome.webhook.to_message())
 
 
 @app.function_name("send_sms")

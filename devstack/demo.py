@@ -121,6 +121,8 @@ async def run_demo(endpoints: dict[str, Any], timeout: float) -> int:
 
     for key, value in endpoints["settings"].items():
         os.environ[key] = value
+    # Attendance after the appointment, read as soon as it ends (no grace): the demo plays one session.
+    os.environ.update({"ATTENDANCE_REPORTS": "true", "ATTENDANCE_GRACE_MINUTES": "0"})
     import function_app
 
     services = function_app.services
@@ -182,6 +184,7 @@ async def run_demo(endpoints: dict[str, Any], timeout: float) -> int:
         ok = _report(events, answers, webhooks, timeout, users)
         if settings.meeting_management:
             ok = await _lifecycle(inbox, collect, run_id) and ok
+            ok = await _attendance(endpoints, inbox, collect, run_id) and ok
     await services.aclose()
     return 0 if ok else 1
 
@@ -257,6 +260,51 @@ async def _lifecycle(inbox: Any, collect: Any, run_id: str) -> bool:
         print(f"    webhook {hook['webhook_id']}  {hook['type']}  signature {'valid' if hook['valid'] else 'INVALID'}")
         ok = ok and hook["valid"]
     return ok
+
+
+async def _attendance(endpoints: dict[str, Any], inbox: Any, collect: Any, run_id: str) -> bool:
+    """An appointment that ends now; the Graph emulator plays its session, and the attendance webhook arrives."""
+    from datetime import UTC, datetime, timedelta
+
+    import httpx
+
+    now = datetime.now(UTC)
+    appointment, event_id = f"apt-{run_id}-att", f"demo-{run_id}-att"
+    await inbox.send_message(json.dumps({
+        "id": event_id, "type": "appointment.created", "appointmentId": appointment,
+        "organizer": "scheduler@contoso.test", "sequence": 1,
+        "startDateTime": (now - timedelta(minutes=30)).isoformat(),
+        "endDateTime": (now + timedelta(seconds=5)).isoformat(),
+        "clients": [{"displayName": "Pat", "email": "pat@example.org"}]}))
+    answers: dict[str, dict[str, Any]] = {}
+    await collect({event_id}, answers, {})
+    if event_id not in answers or not answers[event_id].get("onlineMeetingId"):
+        print("\nattendance: the appointment got no meeting")
+        return False
+    verify = ssl.create_default_context(cafile=endpoints["ca_bundle"])
+    started = now - timedelta(minutes=28)
+    session = {"start": started.isoformat(), "attendees": [
+        {"user": "scheduler@contoso.test", "role": "Organizer", "joinOffsetSeconds": 0, "seconds": 1500},
+        {"email": "pat@example.org", "displayName": "Pat", "joinOffsetSeconds": 180, "seconds": 1200}]}
+    async with httpx.AsyncClient(verify=verify, timeout=10) as client:
+        played = await client.post(f"{endpoints['graph']['admin_url']}/meetings/"
+                                   f"{answers[event_id]['onlineMeetingId']}/sessions", json=session)
+        print("\nafter the appointment (ATTENDANCE_REPORTS=true): the emulator plays its session "
+              f"({played.status_code}): the organizer 25 min, the client 20 min")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            deliveries = (await client.get(endpoints["receiver"]["admin_url"] + "/deliveries")).json()["deliveries"]
+            hooks = [d for d in deliveries if d["type"] == "appointment.attendance"
+                     and d["body"]["data"]["appointmentId"] == appointment]
+            if hooks:
+                data = hooks[0]["body"]["data"]
+                print(f"  webhook {hooks[0]['webhook_id']}  appointment.attendance  outcome={data['outcome']}  "
+                      f"organizer {data['organizerAttendance']['secondsPresent']} s, "
+                      f"clients {[c['secondsPresent'] for c in data['clients']]} s")
+                return bool(data["outcome"] == "attended")
+            await asyncio.sleep(0.5)
+    print("  no attendance webhook within 60 s")
+    return False
 
 
 async def _webhooks_received(endpoints: dict[str, Any], event_ids: set[str]) -> dict[str, dict[str, Any]]:

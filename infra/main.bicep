@@ -76,6 +76,10 @@ param clientSms bool = false
   'mins15'
 ])
 param clientSmsReminder string = 'none'
+@description('Attendance after each appointment (needs delegated OnlineMeetingArtifact.Read.All).')
+param attendanceReports bool = false
+@description('Minutes after an appointment\'s end before its attendance is read.')
+param attendanceGraceMinutes int = 15
 
 @minLength(3)
 @description('E-mail address that receives alert notifications.')
@@ -175,6 +179,9 @@ var queueNames = [
   'sms-outbox'
   'sms-outbox-poison'
   'sms-failed'
+  'attendance-checks'
+  'attendance-checks-poison'
+  'attendance'
 ]
 var tokenVaultContainerName = 'token-vault'
 // Original messages too big to copy into their rejection or dead-letter record (MESSAGE_OVERFLOW_CONTAINER).
@@ -305,6 +312,8 @@ module functionApp './app/function-app.bicep' = {
     meetingManagement: meetingManagement
     clientSms: clientSms
     clientSmsReminder: clientSmsReminder
+    attendanceReports: attendanceReports
+    attendanceGraceMinutes: attendanceGraceMinutes
   }
   // The host must be able to reach storage, App Insights and the Key Vault references on first start.
   dependsOn: [

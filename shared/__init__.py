@@ -14,8 +14,8 @@ Top: operator commands and twins (nothing imports them)
     send_test_event.py  `python -m shared.send_test_event`: one test event into a deployed app with the
                     operator's Entra sign-in, and its outcome.
     testing/        In-memory twins of the stores (idempotency, appointments, aliases, the token vault, the
-                    requeue queue, overflow) for tests, the bench and chaos; each passes the same contract suite as the real one
-                    (tests/contract).
+                    requeue queue, overflow) for tests, the bench and chaos; each passes the same contract suite
+                    as the real one (tests/contract).
 
 services.py         The worker's long-lived objects (Graph client, token caches, stores), built on first use.
                     function_app.py wires triggers and bindings to it and to the HTTP adapters.
@@ -39,6 +39,10 @@ pipeline/           One appointment message in, one outcome out: parse the inbou
                     rejection and the message it refused (rejections) and its webhook (notifications), claim
                     the event id once (processor). Beside the parser, its best-effort reader of which event
                     a refused message is about (inbound.best_effort_ids).
+
+attendance/         After the appointment (ATTENDANCE_REPORTS): its check, planned per scheduled end (check), re-hidden
+                    until due and dropped when the record moved on (checker), the meeting's attendance reports read
+                    as the organizer (reports), and who joined for how long, classified once (classify).
 
 graph/              Microsoft Graph through msgraph-sdk: the join-URL calls and the one classification of
                     Graph's failures (gateway), meeting writes and client SMS as the organizer on /me

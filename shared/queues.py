@@ -18,10 +18,16 @@ SMS_OUTBOX = "sms-outbox"
 SMS_OUTBOX_POISON = "sms-outbox-poison"
 SMS_FAILED = "sms-failed"
 
+# Attendance (ATTENDANCE_REPORTS): one check per appointment after its end, and its result record.
+ATTENDANCE_CHECKS = "attendance-checks"
+ATTENDANCE_CHECKS_POISON = "attendance-checks-poison"
+ATTENDANCE = "attendance"
+
 ALL_QUEUES = (APPOINTMENTS, APPOINTMENTS_POISON, APPOINTMENTS_REJECTED, JOIN_URLS,
-              WEBHOOK_OUTBOX, WEBHOOK_OUTBOX_POISON, WEBHOOK_DEAD_LETTER, SMS_OUTBOX, SMS_OUTBOX_POISON, SMS_FAILED)
+              WEBHOOK_OUTBOX, WEBHOOK_OUTBOX_POISON, WEBHOOK_DEAD_LETTER, SMS_OUTBOX, SMS_OUTBOX_POISON, SMS_FAILED,
+              ATTENDANCE_CHECKS, ATTENDANCE_CHECKS_POISON, ATTENDANCE)
 
 # Where a message waits for a person: each is alerted on (infra/app/alerts.bicep), has a runbook entry
 # (docs/runbooks.md), goes back with `python -m shared.replay`, and is archived before it could expire.
 PARKED_QUEUES = (APPOINTMENTS_REJECTED, APPOINTMENTS_POISON, WEBHOOK_DEAD_LETTER, WEBHOOK_OUTBOX_POISON,
-                 SMS_FAILED, SMS_OUTBOX_POISON)
+                 SMS_FAILED, SMS_OUTBOX_POISON, ATTENDANCE_CHECKS_POISON)

@@ -23,7 +23,14 @@ from shared.pipeline.appointment_flow import AppointmentFlow
 from shared.pipeline.join_url_resolver import JoinUrlResolver
 from shared.pipeline.processor import AppointmentProcessor
 from shared.pipeline.rejections import RejectionRecorder
-from shared.queues import APPOINTMENTS, APPOINTMENTS_REJECTED, SMS_FAILED, WEBHOOK_DEAD_LETTER, WEBHOOK_OUTBOX
+from shared.queues import (
+    APPOINTMENTS,
+    APPOINTMENTS_REJECTED,
+    ATTENDANCE_CHECKS,
+    SMS_FAILED,
+    WEBHOOK_DEAD_LETTER,
+    WEBHOOK_OUTBOX,
+)
 from shared.settings import Settings
 from shared.storage.aliases import TableAliasStore
 from shared.storage.appointments import TableAppointmentStore
@@ -33,6 +40,7 @@ from shared.storage.queue_client import NEVER_EXPIRES, QueueWriter
 from shared.storage.requeue import QueueRequeuer
 
 if TYPE_CHECKING:
+    from shared.attendance.checker import AttendanceChecker
     from shared.webhooks.dispatcher import WebhookDispatcher
 
 
@@ -169,7 +177,19 @@ class Services:
                                     max_requeues=self.settings.throttle_max_requeues,
                                     stale_claim_seconds=self.settings.idempotency_stale_claim_seconds,
                                     sms=self.meetings if self.settings.client_sms else None,
-                                    sms_reminder=self.settings.client_sms_reminder)
+                                    sms_reminder=self.settings.client_sms_reminder,
+                                    attendance_grace_minutes=(self.settings.attendance_grace_minutes
+                                                              if self.settings.attendance_reports else None))
+
+    @cached_property
+    def attendance(self) -> AttendanceChecker:
+        """check_attendance's logic: the record, the meeting's attendance reports, the check re-hidden until due."""
+        from shared.attendance.checker import AttendanceChecker
+        from shared.attendance.reports import AttendanceReader
+
+        return AttendanceChecker(self.appointments, AttendanceReader(self.graph),
+                                 QueueRequeuer(self.settings.storage, ATTENDANCE_CHECKS),
+                                 wait_hours=self.settings.attendance_wait_hours)
 
     @cached_property
     def dead_letters(self) -> QueueWriter:
@@ -196,8 +216,8 @@ class Services:
 
     async def aclose(self) -> None:
         """Close every client that was built (tests and local tools; the host never stops a worker this way)."""
-        for name in ("processor", "webhooks", "idempotency", "appointments", "aliases", "graph", "overflow",
-                     "dead_letters", "sms_failures"):
+        for name in ("processor", "attendance", "webhooks", "idempotency", "appointments", "aliases", "graph",
+                     "overflow", "dead_letters", "sms_failures"):
             built = self.__dict__.pop(name, None)
             if built is not None:
                 await built.aclose()

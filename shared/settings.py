@@ -107,6 +107,9 @@ class Settings:
     appointments_table: str
     client_sms: bool
     client_sms_reminder: str | None
+    attendance_reports: bool = False
+    attendance_grace_minutes: float = 15.0
+    attendance_wait_hours: float = 24.0
 
     @property
     def is_development(self) -> bool:
@@ -351,6 +354,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                                       "must be 3-63 letters and digits, starting with a letter") or "",
         client_sms=bool(read.parse("CLIENT_SMS", values.boolean, "must be true or false")),
         client_sms_reminder=_sms_reminder(read),
+        attendance_reports=bool(read.parse("ATTENDANCE_REPORTS", values.boolean, "must be true or false")),
+        attendance_grace_minutes=read.parse("ATTENDANCE_GRACE_MINUTES", values.non_negative_float,
+                                            "must be a number of minutes >= 0"),
+        attendance_wait_hours=read.parse("ATTENDANCE_WAIT_HOURS", values.positive_float, "must be a positive number"),
     )
     _check_stale_claims(read, settings)
     if read.problems:

@@ -149,6 +149,16 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("CLIENT_SMS_REMINDER", "`mins15`: with CLIENT_SMS on, also ask Teams to text clients a reminder 15 "
                 "minutes before the appointment (the one lead time Graph offers). `none`: no reminder.",
                 default="none"),
+    SettingSpec("ATTENDANCE_REPORTS", "`true`: after each appointment ends (plus ATTENDANCE_GRACE_MINUTES) the app "
+                "reads its meeting's attendance reports as the organizer and sends `appointment.attendance` (attended, "
+                "client_no_show, staff_no_show, nobody_joined, or attendance_unavailable); the connect page and "
+                "device-code command also ask for OnlineMeetingArtifact.Read.All. Never affects the join link.",
+                default="false"),
+    SettingSpec("ATTENDANCE_GRACE_MINUTES", "How long after an appointment's end its attendance is first read (Graph "
+                "makes a report when a meeting session ends, and a session may overrun).", default="15"),
+    SettingSpec("ATTENDANCE_WAIT_HOURS", "How long after the first read a missing report (or a Graph failure) is "
+                "retried, with back-off, before the appointment is reported `attendance_unavailable`.",
+                default="24"),
     SettingSpec("WEBHOOK_STALE_CLAIM_SECONDS", "A webhook delivery claimed this long ago and never finished "
                 "belongs to a worker that died mid-POST: another worker delivers it again (same webhook-id). Must "
                 "stay above the webhook connect plus read timeouts.", default="120"),

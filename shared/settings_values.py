@@ -78,6 +78,13 @@ def positive_float(value: str) -> float:
     return number
 
 
+def non_negative_float(value: str) -> float:
+    number = float(value)
+    if not number >= 0:  # NaN too
+        raise ValueError(value)
+    return number
+
+
 def non_negative_int(value: str) -> int:
     number = int(value)
     if number < 0:

@@ -19,6 +19,7 @@ QUEUE_SCHEMAS = {
     queues.APPOINTMENTS_REJECTED: "rejection.json",
     queues.WEBHOOK_OUTBOX: "webhook-outbox-message.json",
     queues.WEBHOOK_DEAD_LETTER: "webhook-dead-letter.json",
+    queues.ATTENDANCE: "attendance.json",
 }
 WEBHOOK_BODY = "webhook-body.json"
 

@@ -20,6 +20,7 @@ from devstack.graph.admin import (
     admin_stats,
     loopback_admin,
 )
+from devstack.graph.attendance import admin_play_session
 from devstack.graph.calendar_admin import admin_list_events, admin_organizer_edit, admin_put_calendar_config
 from devstack.graph.dispatch import graph_handler
 from devstack.graph.emulator import GRAPH_KEY, GraphEmulator
@@ -33,6 +34,7 @@ ADMIN_ROUTES = (
     web.get("/_admin/meetings", admin_list_meetings),
     web.post("/_admin/meetings", admin_add_meetings),
     web.delete("/_admin/meetings/{id}", admin_delete_meeting),
+    web.post("/_admin/meetings/{id}/sessions", admin_play_session),
     web.get("/_admin/config", admin_get_config),
     web.put("/_admin/config", admin_put_config),
     web.get("/_admin/events", admin_list_events),

@@ -115,6 +115,8 @@ class GraphEmulator:
         # Change notifications for calendar events (devstack/graph/subscriptions.py sets this).
         self.change_listeners: list[Any] = []
         self.sms_sent: list[dict[str, Any]] = []
+        # Attendance reports per meeting id, one per played session (devstack/graph/attendance.py).
+        self.attendance: dict[str, list[dict[str, Any]]] = {}
         # A tenant without Teams Premium gets 403 from the SMS actions (PUT /_admin/config).
         self.teams_premium = True
         for m in meetings:

@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from devstack.graph.attendance import get_attendance_report, list_attendance_records, list_attendance_reports
 from devstack.graph.calendar import (
     calendar_view_delta,
     cancel_event,
@@ -126,4 +127,8 @@ ROUTES: tuple[Route, ...] = (
     Route("PATCH", "events/{event_id}", update_event),
     Route("DELETE", "events/{event_id}", delete_event),
     Route("POST", "events/{event_id}/cancel", cancel_event),
+    Route("GET", "onlineMeetings/{meeting_id}/attendanceReports", list_attendance_reports),
+    Route("GET", "onlineMeetings/{meeting_id}/attendanceReports/{report_id}", get_attendance_report),
+    Route("GET", "onlineMeetings/{meeting_id}/attendanceReports/{report_id}/attendanceRecords",
+          list_attendance_records),
 )

@@ -51,6 +51,11 @@ param parkedQueues array = [
     severity: 2
     meaning: 'Client SMS jobs that kept failing with transient errors after every retry.'
   }
+  {
+    queue: 'attendance-checks-poison'
+    severity: 2
+    meaning: 'Attendance checks that kept failing with transient errors (storage or Graph down) after every retry: the scheduler has not been told who attended.'
+  }
 ]
 
 resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {

@@ -78,6 +78,10 @@ param clientSms bool = false
   'mins15'
 ])
 param clientSmsReminder string = 'none'
+@description('Whether the app reads each appointment\'s attendance reports after it ends (organizers then also consent to OnlineMeetingArtifact.Read.All).')
+param attendanceReports bool = false
+@description('ATTENDANCE_GRACE_MINUTES: how long after an appointment\'s end its attendance is first read.')
+param attendanceGraceMinutes int = 15
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -126,6 +130,8 @@ var appSettings = {
   MEETING_MANAGEMENT: meetingManagement ? 'true' : 'false'
   CLIENT_SMS: clientSms ? 'true' : 'false'
   CLIENT_SMS_REMINDER: clientSmsReminder
+  ATTENDANCE_REPORTS: attendanceReports ? 'true' : 'false'
+  ATTENDANCE_GRACE_MINUTES: string(attendanceGraceMinutes)
   // --- Settings planned by open issues go last, listed in tests/infra/test_infra.py (PLANNED_SETTINGS).
 }
 

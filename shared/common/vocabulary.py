@@ -44,6 +44,7 @@ class WebhookKind(StrEnum):
     CANCELLED = "cancelled"
     FAILED = "failed"
     SMS_FAILED = "sms_failed"
+    ATTENDANCE = "attendance"
     RESCHEDULED_BY_ORGANIZER = "rescheduled_by_organizer"
     CANCELLED_BY_ORGANIZER = "cancelled_by_organizer"
 
@@ -56,6 +57,8 @@ class WebhookType(StrEnum):
     CANCELLED = "appointment.joinurl.cancelled"
     FAILED = "appointment.joinurl.failed"
     SMS_FAILED = "appointment.joinurl.sms_failed"
+    # Who joined an appointment's meeting, and for how long (ATTENDANCE_REPORTS).
+    ATTENDANCE = "appointment.attendance"
     # The organizer moved or cancelled the appointment's calendar event in Outlook or Teams.
     RESCHEDULED_BY_ORGANIZER = "appointment.rescheduled_by_organizer"
     CANCELLED_BY_ORGANIZER = "appointment.cancelled_by_organizer"

@@ -56,4 +56,15 @@ def appointment_body(record: AppointmentRecord) -> dict[str, object]:
         "updatedAt": record.updated_at,
         "version": record.version,
         "meetingKind": record.meeting_kind or MeetingKind.STANDALONE,
+        # The appointment.attendance data last told (ATTENDANCE_REPORTS), once its check has run.
+        "attendance": _attendance(record),
     }
+
+
+def _attendance(record: AppointmentRecord) -> object:
+    if not record.attendance:
+        return None
+    try:
+        return json.loads(record.attendance)
+    except ValueError:
+        return None

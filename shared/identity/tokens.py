@@ -31,6 +31,8 @@ SCOPE_MEETING_WRITE = (GRAPH_RESOURCE + "OnlineMeetings.ReadWrite",)
 SCOPE_CALENDAR = (GRAPH_RESOURCE + "Calendars.ReadWrite",)
 # Client SMS (CLIENT_SMS, Teams Premium): sendVirtualAppointmentSms and sendVirtualAppointmentReminderSms.
 SCOPE_SMS = (GRAPH_RESOURCE + "VirtualAppointmentNotification.Send",)
+# Attendance reports (ATTENDANCE_REPORTS): a meeting's attendanceReports and their records, as the organizer.
+SCOPE_ATTENDANCE = (GRAPH_RESOURCE + "OnlineMeetingArtifact.Read.All",)
 # Refresh this long before expiry, so a token never expires between cache read and Graph's check.
 _EXPIRY_MARGIN_SECONDS = 300.0
 # How long a spelling of an organizer (UPN or object id) is trusted to name the same person without asking

@@ -20,6 +20,7 @@ from shared.exceptions import (
 )
 from shared.identity.msal import MsalClients, MsalFailure, access_token
 from shared.identity.tokens import (
+    SCOPE_ATTENDANCE,
     SCOPE_CALENDAR,
     SCOPE_JOIN_URL,
     SCOPE_MEETING_LOOKUP,
@@ -47,6 +48,9 @@ def connect_scopes(settings: Settings) -> list[str]:
     return [*SCOPE_JOIN_URL, *(SCOPE_MEETING_LOOKUP if lookup else ()),
             *(SCOPE_CALENDAR if calendar else SCOPE_MEETING_WRITE if settings.meeting_management else ()),
             *(SCOPE_SMS if settings.client_sms else ())]
+    return [*SCOPE_JOIN_URL, *(SCOPE_MEETING_LOOKUP if settings.auth_connect_lookup_scope else ()),
+            *(SCOPE_MEETING_WRITE if settings.meeting_management else ()), *(SCOPE_SMS if settings.client_sms else ()),
+            *(SCOPE_ATTENDANCE if settings.attendance_reports else ())]
 
 
 def missing_scope(settings: Settings, organizer: str, scopes: Sequence[str], summary: str,

@@ -7,8 +7,9 @@ import logging
 import time
 from dataclasses import dataclass, replace
 
+from shared.attendance.check import plan_check
 from shared.common.strict_json import decode_utf8
-from shared.common.vocabulary import EventType, OutcomeKind
+from shared.common.vocabulary import AppointmentStatus, EventType, OutcomeKind
 from shared.exceptions import KeyInProgressError, PermanentError, ThrottledError, TransientError
 from shared.pipeline.appointment_flow import AppointmentFlow, BeforeDelete
 from shared.pipeline.inbound import AppointmentEvent, EventIds, best_effort_ids, parse_event
@@ -49,6 +50,8 @@ class Outcome:
     webhook: WebhookEvent | None = None
     sms: tuple[SmsJob, ...] = ()
     sms_failures: tuple[SmsFailure, ...] = ()
+    # The appointment's attendance check (ATTENDANCE_REPORTS), for `attendance-checks`.
+    attendance_check: str | None = None
 
     def webhooks(self) -> list[str]:
         """Every outbox message of this outcome: its own webhook, then one per failed text."""
@@ -67,11 +70,14 @@ class AppointmentProcessor:
 
     def __init__(self, flow: AppointmentFlow, requeuer: Requeuer, idempotency: IdempotencyStore, *,
                  rejections: RejectionRecorder, max_requeues: int, stale_claim_seconds: float | None = None,
-                 sms: SmsSending | None = None, sms_reminder: str | None = None) -> None:
+                 sms: SmsSending | None = None, sms_reminder: str | None = None,
+                 attendance_grace_minutes: float | None = None) -> None:
         self._flow = flow
         self._rejections = rejections
         self._sms = sms
         self._sms_reminder = sms_reminder
+        # None: attendance reports are off.
+        self._attendance_grace = attendance_grace_minutes
         self._requeuer = requeuer
         self._idempotency = idempotency
         self._max_requeues = max_requeues
@@ -113,7 +119,8 @@ class AppointmentProcessor:
                 finished = True
                 result = JoinUrlResult.from_json(claim.result)
                 _log_outcome(OutcomeKind.READY, "duplicate", event, delivery, started, tenant=result.tenant_id)
-                return Outcome(OutcomeKind.READY, result=result, webhook=ready_event(result, event.callback_url))
+                return Outcome(OutcomeKind.READY, result=result, webhook=ready_event(result, event.callback_url),
+                               attendance_check=self._check(event, result))
             # Who the organizer is, in which tenant, before anything is asked of Graph: a tenantId the
             # organizer does not belong to is refused here, and only that tenant's token is used after.
             tenant = (await self._flow.identify(event.organizer, event.tenant_id)).tenant_id
@@ -150,7 +157,20 @@ class AppointmentProcessor:
                 await self._idempotency.release(_key(event), claim)
         _log_outcome(OutcomeKind.READY, None, event, delivery, started, tenant=tenant, action=handled.action.value)
         return Outcome(OutcomeKind.READY, result=result, webhook=ready_event(result, event.callback_url), sms=jobs,
-                       sms_failures=tuple(f for f in inline if f is not None))
+                       sms_failures=tuple(f for f in inline if f is not None),
+                       attendance_check=self._check(event, result))
+
+    def _check(self, event: AppointmentEvent, result: JoinUrlResult) -> str | None:
+        """The attendance check of a scheduled appointment; a duplicate re-plans the same one (it dedupes itself)."""
+        if self._attendance_grace is None or result.status != AppointmentStatus.SCHEDULED:
+            return None
+        check = plan_check(appointment_id=result.appointment_id, organizer=result.organizer,
+                           online_meeting_id=result.online_meeting_id, start=result.start, end=result.end,
+                           grace_minutes=self._attendance_grace, tenant_id=result.tenant_id,
+                           client_emails=tuple(c.email for c in event.schedule.clients if c.email),
+                           staff=tuple(p.user for p in event.schedule.participants),
+                           callback_url=event.callback_url)
+        return check.to_json() if check is not None else None
 
     def _before_delete(self, event: AppointmentEvent, inline: list[SmsFailure | None]) -> list[BeforeDelete]:
         """With client SMS on, the cancellation text goes out just before the meeting is deleted."""

@@ -54,6 +54,8 @@ class AppointmentRecord:
     version: int = 0
     lease_owner: str | None = None
     lease_at: datetime | None = None
+    # The appointment.attendance data last told (JSON), for the end it was read after (shared/attendance).
+    attendance: str | None = None
     etag: str | None = None
 
     def leased(self, owner: str, now: datetime) -> AppointmentRecord:
@@ -90,6 +92,7 @@ _PROPERTIES = {
     "last_occurred_at": "LastOccurredAt", "last_event_id": "LastEventId", "last_event_type": "LastEventType",
     "updated_at": "UpdatedAt", "lease_owner": "LeaseOwner", "lease_at": "LeaseAt", "meeting_kind": "MeetingKind",
     "calendar_event_id": "CalendarEventId", "version": "Version",
+    "attendance": "Attendance",
 }
 
 

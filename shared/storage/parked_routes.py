@@ -95,6 +95,7 @@ ROUTES: dict[str, Route] = {
         Route(queues.WEBHOOK_OUTBOX_POISON, queues.WEBHOOK_OUTBOX, _as_is),
         Route(queues.SMS_FAILED, queues.SMS_OUTBOX, _record_field("originalMessage")),
         Route(queues.SMS_OUTBOX_POISON, queues.SMS_OUTBOX, _as_is),
+        Route(queues.ATTENDANCE_CHECKS_POISON, queues.ATTENDANCE_CHECKS, _as_is),
     )
 }
 ARCHIVE = "archive"

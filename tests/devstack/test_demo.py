@@ -36,6 +36,9 @@ def test_demo_connects_two_tenants_and_prints_their_links_without_a_secret(stack
         assert re.search(rf"webhook \S+  {re.escape(kind)}  signature valid", out), kind
     assert "staff link (organizerJoinUrl): https://teams.microsoft.com/" in out
     assert out.count("signature valid") == 5 + 3
+    # AND the appointment that ended: its session played, the scheduler hears who attended and for how long
+    assert re.search(r"webhook att_\S+  appointment.attendance  outcome=attended  organizer 1500 s, clients \[1200\] s",
+                     out), out[-2000:]
     # Every confidential token request proved the app with the federated credential: no secret was ever sent.
     verify = ssl.create_default_context(cafile=stack["ca_bundle"])
     stats = httpx.get(stack["entra"]["admin_url"] + "/stats", verify=verify).json()

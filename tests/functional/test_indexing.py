@@ -23,7 +23,10 @@ QUEUE_NAME = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
 # The documented function table: name -> (trigger, route or queue or schedule, auth level, output queues).
 FUNCTIONS = {
     "process_appointment": ("queueTrigger", "appointments", None,
-                            {"results": "join-urls", "outbox": "webhook-outbox", "sms": "sms-outbox"}),
+                            {"results": "join-urls", "outbox": "webhook-outbox", "sms": "sms-outbox",
+                             "checks": "attendance-checks"}),
+    "check_attendance": ("queueTrigger", "attendance-checks", None,
+                         {"results": "attendance", "outbox": "webhook-outbox"}),
     # Rejections, SMS failures and dead letters are the app's own writes (without expiry), not output bindings.
     "send_sms": ("queueTrigger", "sms-outbox", None, {"outbox": "webhook-outbox"}),
     "deliver_webhook": ("queueTrigger", "webhook-outbox", None, {}),

@@ -1,0 +1,184 @@
+"""check_attendance's logic: one `attendance-checks` message in; dropped, re-hidden, or one attendance result out.
+
+The appointment record is the truth. A check whose appointment is gone, cancelled, or now ends at another
+time or in another meeting drops itself (a reschedule queued its own). A check not yet due hides again (a
+queue message hides for at most 7 days, so far-off appointments take several hops). A due check reads the
+reports; none yet, or a transient failure, is retried with back-off until ATTENDANCE_WAIT_HOURS have passed,
+then told as `attendance_unavailable`. What is told is kept on the record first, so a duplicate or replayed
+check tells the same thing again under the same webhook-id, which deliver_webhook sends once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from shared.attendance.check import AttendanceCheck, aware_time
+from shared.attendance.classify import UNAVAILABLE, classify
+from shared.common.clock import format_timestamp
+from shared.common.vocabulary import AppointmentStatus
+from shared.exceptions import PermanentError, RecordConflictError, TransientError
+from shared.redaction import hash_user
+from shared.storage.appointments import AppointmentRecord, AppointmentStore
+from shared.storage.requeue import Requeuer
+from shared.webhooks.outbound import WebhookEvent, webhook_event
+
+log = logging.getLogger(__name__)
+# Azure Storage queues hide a message for at most 7 days.
+MAX_HIDE_SECONDS = 7 * 24 * 3600 - 60
+_BACKOFF_BASE_SECONDS = 300.0
+_BACKOFF_MAX_SECONDS = 4 * 3600.0
+_MAX_ROUNDS = 4
+
+
+class SessionSource(Protocol):
+    """Where the sessions come from (reports.AttendanceReader, or a fake)."""
+
+    async def sessions(self, check: AttendanceCheck) -> list[list[dict[str, Any]]]:
+        """Every session's attendance records in the check's window."""
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """`told` (result and webhook), `waiting` (re-hidden) or `dropped` (the record no longer matches)."""
+
+    kind: str
+    result: str | None = None
+    webhook: WebhookEvent | None = None
+
+
+class AttendanceChecker:
+    """Runs attendance checks against the appointment records and Graph."""
+
+    def __init__(self, store: AppointmentStore, reader: SessionSource, requeuer: Requeuer, *, wait_hours: float,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self._store = store
+        self._reader = reader
+        self._requeuer = requeuer
+        self._wait = timedelta(hours=wait_hours)
+        self._clock = clock
+
+    async def aclose(self) -> None:
+        """Release the requeuer's connections."""
+        await self._requeuer.aclose()
+
+    async def run(self, text: str) -> CheckOutcome:
+        """One check; an unreadable one raises (only the app writes them), and the host parks it in poison."""
+        check = AttendanceCheck.from_json(text)
+        record = await self._store.get(check.appointment_id)
+        if not _current(record, check):
+            return _logged(check, CheckOutcome("dropped"), "no longer matches the appointment")
+        assert record is not None
+        now = self._clock()
+        due = aware_time(check.due)
+        if now < due:
+            await self._requeuer.requeue(check.to_json(), _seconds(due - now, MAX_HIDE_SECONDS))
+            return _logged(check, CheckOutcome("waiting"), "not due")
+        told = _told(record, check)
+        if told is not None:
+            return _logged(check, self._outcome(check, told), "told before")
+        data = await self._read(check, now, due)
+        if data is None:
+            return _logged(check, CheckOutcome("waiting"), "retrying")
+        return _logged(check, await self._keep(check, record, data), str(data["outcome"]))
+
+    async def _read(self, check: AttendanceCheck, now: datetime, due: datetime) -> dict[str, object] | None:
+        """The attendance, or None when it was re-hidden to look again later."""
+        late = now >= due + self._wait
+        try:
+            sessions = await self._reader.sessions(check)
+        except PermanentError as exc:  # missing_scope, organizer_not_connected, meeting_not_found, forbidden
+            return unavailable(exc.reason, exc.detail)
+        except TransientError as exc:
+            if late:
+                return unavailable(exc.reason, exc.detail)
+            await self._again(check, exc.retry_after)
+            return None
+        if sessions:
+            return classify(check, sessions)
+        if late:
+            return unavailable("no_attendance_report", "Graph has no attendance report for a session in the "
+                               "appointment's window (a report is made only when a session ends: nobody may have "
+                               "joined, or the report is late)")
+        await self._again(check, None)
+        return None
+
+    async def _again(self, check: AttendanceCheck, retry_after: float | None) -> None:
+        backoff = min(_BACKOFF_BASE_SECONDS * 3 ** check.attempt, _BACKOFF_MAX_SECONDS)
+        delay = max(backoff, retry_after or 0.0)
+        await self._requeuer.requeue(check.again().to_json(), _seconds(timedelta(seconds=delay), MAX_HIDE_SECONDS))
+
+    async def _keep(self, check: AttendanceCheck, record: AppointmentRecord, data: dict[str, object]) -> CheckOutcome:
+        """Write what is told onto the record first (ETag), so every later copy of this check tells the same."""
+        told = {**_appointment(check), **data, "checkedAt": format_timestamp(self._clock())}
+        current: AppointmentRecord | None = record
+        for _ in range(_MAX_ROUNDS):
+            if not _current(current, check) or current is None:
+                return CheckOutcome("dropped")
+            earlier = _told(current, check)
+            if earlier is not None:
+                return self._outcome(check, earlier)
+            try:
+                await self._store.replace(replace(current, attendance=json.dumps(told)))
+            except RecordConflictError:
+                current = await self._store.get(check.appointment_id)
+                continue
+            return self._outcome(check, told)
+        raise TransientError("the appointment record kept changing", reason="appointment_contention")
+
+    @staticmethod
+    def _outcome(check: AttendanceCheck, told: dict[str, Any]) -> CheckOutcome:
+        hook = webhook_event("attendance", told, check.identity, callback_url=check.callback_url,
+                             timestamp=str(told.get("checkedAt") or "") or None)
+        return CheckOutcome("told", json.dumps(told), hook)
+
+
+def unavailable(reason: str, detail: str) -> dict[str, object]:
+    """The attendance data when it cannot be had: the reason code and what a person can do."""
+    return {"outcome": UNAVAILABLE, "reason": reason, "detail": detail, "sessions": 0, "organizerAttendance": None,
+            "staff": [], "clients": [], "clientsJoined": 0, "otherParticipants": 0}
+
+
+def _appointment(check: AttendanceCheck) -> dict[str, object]:
+    return {"appointmentId": check.appointment_id, "organizer": check.organizer, "tenantId": check.tenant_id,
+            "onlineMeetingId": check.online_meeting_id, "startDateTime": check.start, "endDateTime": check.end,
+            "reason": None, "detail": None}
+
+
+def _current(record: AppointmentRecord | None, check: AttendanceCheck) -> bool:
+    """Whether the check still belongs to the appointment as recorded (same meeting, same end, not cancelled)."""
+    if (record is None or record.status != AppointmentStatus.SCHEDULED
+            or record.online_meeting_id != check.online_meeting_id):
+        return False
+    try:
+        return record.end is not None and aware_time(record.end) == aware_time(check.end)
+    except ValueError:
+        return False
+
+
+def _told(record: AppointmentRecord, check: AttendanceCheck) -> dict[str, Any] | None:
+    """What was told before for this end, if anything."""
+    if not record.attendance:
+        return None
+    try:
+        told = json.loads(record.attendance)
+    except ValueError:
+        return None
+    return told if isinstance(told, dict) and told.get("endDateTime") == check.end else None
+
+
+def _seconds(delay: timedelta, cap: float) -> int:
+    return int(min(max(math.ceil(delay.total_seconds()), 1), cap))
+
+
+def _logged(check: AttendanceCheck, outcome: CheckOutcome, why: str) -> CheckOutcome:
+    log.info("attendance check of appointment %s: %s (%s, attempt %d)", check.appointment_id, outcome.kind, why,
+             check.attempt, extra={"appointment_id": check.appointment_id, "organizer_hash": hash_user(check.organizer),
+                                   "outcome": f"attendance_{outcome.kind}", "reason": why,
+                                   "attempt": check.attempt})
+    return outcome

@@ -1,0 +1,119 @@
+"""The attendance check against an in-memory record store and a fake report source."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from shared.attendance.check import AttendanceCheck, plan_check
+from shared.attendance.checker import MAX_HIDE_SECONDS, AttendanceChecker
+from shared.common.vocabulary import AppointmentStatus
+from shared.exceptions import GraphUnavailableError, MissingScopeError
+from shared.storage.appointments import AppointmentRecord
+from shared.testing.appointments import InMemoryAppointmentStore
+from shared.testing.requeue import InMemoryRequeuer
+
+SCHEDULED, CANCELLED = AppointmentStatus.SCHEDULED, AppointmentStatus.CANCELLED
+
+END = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
+ORGANIZER = "4c7e1d2a-9b3f-4e5d-8a6c-1f2e3d4c5b6a"
+
+
+class Sessions:
+    def __init__(self, answers: list[Any]) -> None:
+        self.answers, self.calls = answers, 0
+
+    async def sessions(self, check: AttendanceCheck) -> list[list[dict[str, Any]]]:
+        self.calls += 1
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def record(end: datetime = END, status: str = SCHEDULED) -> AppointmentRecord:
+    return AppointmentRecord("apt-1", ORGANIZER, status=status, online_meeting_id="m1",
+                             start=(end - timedelta(minutes=30)).isoformat(), end=end.isoformat())
+
+
+def check() -> AttendanceCheck:
+    planned = plan_check(appointment_id="apt-1", organizer=ORGANIZER, online_meeting_id="m1",
+                         start=(END - timedelta(minutes=30)).isoformat(), end=END.isoformat(), grace_minutes=10,
+                         client_emails=("Pat@Example.org",))
+    assert planned is not None
+    return planned
+
+
+def session(*records: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(records)
+
+
+def person(seconds: int, *, role: str = "Attendee", email: str | None = None, oid: str | None = None) -> dict[str, Any]:
+    join = END - timedelta(minutes=25)
+    return {"role": role, "emailAddress": email, "identity": {"id": oid, "displayName": "x"},
+            "attendanceIntervals": [{"joinDateTime": join.isoformat(),
+                                     "leaveDateTime": (join + timedelta(seconds=seconds)).isoformat(),
+                                     "durationInSeconds": seconds}]}
+
+
+async def setup(now: datetime, answers: list[Any], stored: AppointmentRecord | None = None):
+    store = InMemoryAppointmentStore()
+    await store.insert(stored or record())
+    requeuer = InMemoryRequeuer()
+    sessions = Sessions(answers)
+    return AttendanceChecker(store, sessions, requeuer, wait_hours=24, clock=lambda: now), requeuer, sessions
+
+
+async def test_a_far_off_check_hides_for_at_most_seven_days():
+    checker, requeuer, sessions = await setup(END - timedelta(days=30), [])
+    outcome = await checker.run(check().to_json())
+    assert outcome.kind == "waiting" and sessions.calls == 0
+    assert requeuer.sent[0][1] == MAX_HIDE_SECONDS
+
+
+@pytest.mark.parametrize("stored", [record(status=CANCELLED), record(end=END + timedelta(hours=1))])
+async def test_a_cancel_or_a_reschedule_drops_the_check(stored):
+    checker, requeuer, sessions = await setup(END + timedelta(hours=1), [], stored)
+    assert (await checker.run(check().to_json())).kind == "dropped"
+    assert requeuer.sent == [] and sessions.calls == 0
+
+
+@pytest.mark.parametrize(("people", "outcome"), [
+    ([person(600, role="Organizer"), person(500, email="pat@example.org")], "attended"),
+    ([person(600, role="Organizer")], "client_no_show"),
+    ([person(500)], "staff_no_show"),
+    ([person(300, email="someone.else@example.org")], "nobody_joined"),
+])
+async def test_classified_once_and_a_duplicate_tells_the_same(people, outcome):
+    checker, _, sessions = await setup(END + timedelta(minutes=11), [[session(*people)]])
+    first = await checker.run(check().to_json())
+    again = await checker.run(check().to_json())
+    assert first.webhook is not None and again.webhook is not None
+    assert json.loads(first.result or "")["outcome"] == outcome
+    assert again.webhook.webhook_id == first.webhook.webhook_id and again.result == first.result
+    assert sessions.calls == 1
+
+
+async def test_no_report_is_retried_with_back_off_then_unavailable():
+    checker, requeuer, _ = await setup(END + timedelta(minutes=11), [[]])
+    assert (await checker.run(check().to_json())).kind == "waiting"
+    retry = AttendanceCheck.from_json(requeuer.sent[0][0])
+    assert retry.attempt == 1 and requeuer.sent[0][1] == 300
+    late, _, _ = await setup(END + timedelta(hours=25), [[]])
+    told = json.loads((await late.run(retry.to_json())).result or "")
+    assert (told["outcome"], told["reason"]) == ("attendance_unavailable", "no_attendance_report")
+
+
+async def test_a_missing_scope_is_told_for_attendance_alone():
+    checker, _, _ = await setup(END + timedelta(minutes=11), [MissingScopeError("grant OnlineMeetingArtifact")])
+    told = json.loads((await checker.run(check().to_json())).result or "")
+    assert (told["outcome"], told["reason"]) == ("attendance_unavailable", "missing_scope")
+
+
+async def test_graph_down_is_retried_not_told():
+    checker, requeuer, _ = await setup(END + timedelta(minutes=11), [GraphUnavailableError("down", retry_after=900)])
+    assert (await checker.run(check().to_json())).kind == "waiting"
+    assert requeuer.sent[0][1] == 900
