@@ -47,10 +47,7 @@ def connect_scopes(settings: Settings) -> list[str]:
     lookup = settings.auth_connect_lookup_scope or calendar
     return [*SCOPE_JOIN_URL, *(SCOPE_MEETING_LOOKUP if lookup else ()),
             *(SCOPE_CALENDAR if calendar else SCOPE_MEETING_WRITE if settings.meeting_management else ()),
-            *(SCOPE_SMS if settings.client_sms else ())]
-    return [*SCOPE_JOIN_URL, *(SCOPE_MEETING_LOOKUP if settings.auth_connect_lookup_scope else ()),
-            *(SCOPE_MEETING_WRITE if settings.meeting_management else ()), *(SCOPE_SMS if settings.client_sms else ()),
-            *(SCOPE_ATTENDANCE if settings.attendance_reports else ())]
+            *(SCOPE_SMS if settings.client_sms else ()), *(SCOPE_ATTENDANCE if settings.attendance_reports else ())]
 
 
 def missing_scope(settings: Settings, organizer: str, scopes: Sequence[str], summary: str,

@@ -130,8 +130,15 @@ async def test_on_an_empty_account_a_good_event_gets_its_link(fresh_host):
 
 
 def test_the_devstack_creates_no_storage_itself() -> None:
-    """The local stack's own code makes no queue, table or container the app writes (the app must)."""
+    """The local stack makes only what `azd provision` makes (Bicep's queueNames, shared.queues.ALL_QUEUES), no
+    table or container the app writes: the app must create those, and the test above runs it on nothing at all."""
     root = Path(__file__).resolve().parents[2] / "devstack"
     for path in root.glob("*.py"):
         text = path.read_text()
-        assert "create_queue" not in text and "create_table" not in text, path
+        assert "create_table" not in text and "create_container" not in text, path
+        if path.name == "stack.py":
+            provision = text.split("def provision(", 1)[1].split("\ndef ", 1)[0]
+            assert text.count("create_queue") == provision.count("create_queue") == 1
+            assert "for name in ALL_QUEUES" in provision
+        else:
+            assert "create_queue" not in text, path
