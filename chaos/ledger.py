@@ -16,11 +16,23 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from chaos.workload import POISON, READY, REJECTED, PlannedEvent, text_key
+from chaos.workload import (
+    CLIENT_SECONDS,
+    ORGANIZER_SECONDS,
+    POISON,
+    READY,
+    REJECTED,
+    EndedAppointment,
+    PlannedEvent,
+    text_key,
+)
+from shared.attendance.classify import ATTENDED, CLIENT_NO_SHOW, OUTCOMES, STAFF_NO_SHOW, UNAVAILABLE
+from shared.common.vocabulary import WebhookKind, WebhookType
 from shared.graph.meetings import external_id
 from shared.storage.requeue import unwrap_requeued
 
 WEBHOOK_DELIVERED, WEBHOOK_DEAD_LETTER, WEBHOOK_POISON = "delivered", "dead_letter", "outbox_poison"
+_ATTENDANCE_SUFFIX = "_" + WebhookKind.ATTENDANCE
 
 
 def decode_queue_text(content: str) -> str:
@@ -45,6 +57,9 @@ class QueueSnapshot:
     # The Graph emulator's meetings (its admin API), live and deleted: what the app created and removed.
     meetings: list[Mapping[str, Any]] = field(default_factory=list)
     deleted_meetings: list[Mapping[str, Any]] = field(default_factory=list)
+    # The `attendance` queue (told attendance records) and `attendance-checks-poison`.
+    attendance: list[str] = field(default_factory=list)
+    attendance_poison: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -235,6 +250,8 @@ class _Reading:
         """The webhook ids that reached a place, by the event they are about."""
         webhooks_of_event: dict[str, set[str]] = defaultdict(set)
         for webhook_id in self.webhook_places:
+            if webhook_id.endswith(_ATTENDANCE_SUFFIX):
+                continue  # about an appointment's end, not an event: judged by attendance_ledger
             key = self.identify(None, _event_id_of_webhook(webhook_id))
             if key is None:
                 self.unknown.append(f"webhook:{webhook_id}")
@@ -352,3 +369,129 @@ def meeting_checks(planned: Iterable[PlannedEvent], places: Mapping[str, set[str
         if appointment is None or appointments[appointment]:
             orphans.append(f"{meeting.get('id')}({appointment or 'unknown appointment'})")
     return orphans, sorted(f"{appointment}({len(ids)})" for appointment, ids in made.items() if len(ids) > 1)
+
+
+# The transient reasons the run's injected faults give an attendance read (Graph 503, 429, hangs, a token
+# service cut off by a kill): once the wait is over, a played session may be told unavailable for one of these.
+FAULT_REASONS = frozenset({"graph_unavailable", "throttled", "graph_timeout", "graph_unreachable",
+                           "token_service_unavailable"})
+NO_REPORT = "no_attendance_report"
+
+
+@dataclass
+class AttendanceLedger:
+    """The verdict on the ended appointments: each told once, as played (or unavailable), a cancelled one never."""
+
+    ended: int
+    cancelled: int
+    outcomes: Counter[str]
+    unavailable_after_faults: list[str]  # played, but Graph failed each look (an honest outcome)
+    wrong: list[str]  # told otherwise than played, for another end, with other times, or told although cancelled
+    missing: list[str]  # owed an attendance webhook, none delivered
+    second_ids: list[str]  # a second distinct attendance webhook-id for one appointment (a duplicate delivery)
+    poison: int  # attendance-checks-poison messages
+    records: int  # told records on the `attendance` queue (a duplicate check re-tells: more than one each)
+
+    @property
+    def ok(self) -> bool:
+        """Every ended appointment told once, rightly; nothing parked."""
+        return not (self.wrong or self.missing or self.second_ids or self.poison)
+
+    def line(self) -> str:
+        """The attendance ledger line."""
+        counts = " ".join(f"{outcome}={self.outcomes.get(outcome, 0)}" for outcome in OUTCOMES)
+        return (f"attendance: ended={self.ended} cancelled={self.cancelled} {counts} "
+                f"attendance_wrong={len(self.wrong)} attendance_missing={len(self.missing)}")
+
+    def details(self) -> str:
+        """The other attendance checks, one line."""
+        return (f"attendance checks: unavailable_after_faults={len(self.unavailable_after_faults)} "
+                f"second_webhook_ids={len(self.second_ids)} check_poison={self.poison} records={self.records}")
+
+    def problems(self, limit: int = 5) -> list[str]:
+        """Examples of whatever went wrong."""
+        out = [f"attendance_{name}: {', '.join(items[:limit])}{' …' if len(items) > limit else ''}"
+               for name, items in (("wrong", self.wrong), ("missing", self.missing),
+                                   ("second_webhook_ids", self.second_ids)) if items]
+        return out + ([f"attendance_check_poison: {self.poison}"] if self.poison else [])
+
+    def to_dict(self) -> dict[str, Any]:
+        """Counts only (for --json)."""
+        return {"ended": self.ended, "cancelled": self.cancelled, **{o: self.outcomes.get(o, 0) for o in OUTCOMES},
+                "attendance_wrong": len(self.wrong), "attendance_missing": len(self.missing),
+                "unavailable_after_faults": len(self.unavailable_after_faults),
+                "second_webhook_ids": len(self.second_ids), "check_poison": self.poison, "records": self.records,
+                "ok": self.ok}
+
+
+def _attendance_told(snapshot: QueueSnapshot) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, set[str]]]:
+    """(appointment -> webhook-id -> data, delivered verified 2xx; appointment -> outcomes on `attendance`)."""
+    told: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for delivery in snapshot.deliveries:
+        status = int(delivery.get("status") or 0)
+        body = delivery.get("body")
+        if (delivery.get("type") != WebhookType.ATTENDANCE or not delivery.get("verified")
+                or not 200 <= status < 300 or not isinstance(body, dict) or not isinstance(body.get("data"), dict)):
+            continue
+        told[str(body["data"].get("appointmentId"))][str(delivery.get("webhook_id"))] = body["data"]
+    recorded: dict[str, set[str]] = defaultdict(set)
+    for content in snapshot.attendance:
+        record = _json(decode_queue_text(content)) or {}
+        recorded[str(record.get("appointmentId"))].add(str(record.get("outcome")))
+    return told, recorded
+
+
+def _judge_told(appointment: EndedAppointment, webhook_id: str, data: Mapping[str, Any]) -> str | None:
+    """What is wrong with one attendance webhook of an ended appointment, if anything."""
+    outcome, reason = data.get("outcome"), data.get("reason")
+    if webhook_id != appointment.webhook_id:
+        return f"told for another end: {webhook_id}"
+    if outcome == UNAVAILABLE:
+        fine = reason in FAULT_REASONS or (appointment.expected == UNAVAILABLE and reason == NO_REPORT)
+        return None if fine else f"unavailable ({reason}), played {appointment.scenario}"
+    if outcome != appointment.expected:
+        return f"{outcome}, played {appointment.scenario}"
+    organizer = data.get("organizerAttendance") or {}
+    if outcome in (ATTENDED, CLIENT_NO_SHOW) and organizer.get("secondsPresent") != ORGANIZER_SECONDS:
+        return f"organizer present {organizer.get('secondsPresent')} s, played {ORGANIZER_SECONDS} s"
+    clients = [(c.get("email"), c.get("secondsPresent")) for c in data.get("clients") or () if isinstance(c, dict)]
+    if outcome in (ATTENDED, STAFF_NO_SHOW) and clients != [(appointment.client_email, CLIENT_SECONDS)]:
+        return f"clients {clients}, played {[(appointment.client_email, CLIENT_SECONDS)]}"
+    return None
+
+
+def attendance_ledger(ended: Iterable[EndedAppointment], snapshot: QueueSnapshot) -> AttendanceLedger:
+    """Judge each ended appointment by the attendance webhooks the receiver got and the `attendance` queue.
+
+    Copies of one webhook-id are one webhook (how often an id was delivered is the run's duplicate_deliveries);
+    a second id for one appointment is a duplicate delivery of its attendance. A played session may end
+    unavailable only for a fault's reason; a cancelled appointment must be told nothing.
+    """
+    told, recorded = _attendance_told(snapshot)
+    appointments = list(ended)
+    outcomes: Counter[str] = Counter()
+    after_faults, wrong, missing, second_ids = [], [], [], []
+    for appointment in appointments:
+        name, hooks = appointment.appointment_id, told.get(appointment.appointment_id, {})
+        if appointment.expected is None:
+            if hooks or recorded.get(name):
+                wrong.append(f"{name}(cancelled, told {sorted(recorded.get(name) or ())})")
+            continue
+        if not hooks:
+            missing.append(name)
+            continue
+        if len(hooks) > 1:
+            second_ids.append(f"{name}({len(hooks)} webhook ids)")
+        wrong += [f"{name}({why})" for webhook_id, data in sorted(hooks.items())
+                  if (why := _judge_told(appointment, webhook_id, data)) is not None]
+        data = hooks.get(appointment.webhook_id) or next(iter(hooks.values()))
+        outcome = str(data.get("outcome"))
+        outcomes[outcome] += 1
+        if outcome == UNAVAILABLE and appointment.expected != UNAVAILABLE:
+            after_faults.append(f"{name}({data.get('reason')})")
+        if recorded.get(name, set()) != {outcome}:
+            wrong.append(f"{name}(attendance queue {sorted(recorded.get(name) or ())}, webhook {outcome})")
+    return AttendanceLedger(
+        ended=len(appointments), cancelled=sum(a.expected is None for a in appointments), outcomes=outcomes,
+        unavailable_after_faults=after_faults, wrong=wrong, missing=missing, second_ids=second_ids,
+        poison=len(snapshot.attendance_poison), records=len(snapshot.attendance))
