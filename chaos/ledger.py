@@ -405,7 +405,9 @@ class AttendanceLedger:
 
     def details(self) -> str:
         """The other attendance checks, one line."""
-        return (f"attendance checks: unavailable_after_faults={len(self.unavailable_after_faults)} "
+        why = Counter(item.rsplit("(", 1)[-1].rstrip(")") for item in self.unavailable_after_faults)
+        return (f"attendance checks: unavailable_after_faults={len(self.unavailable_after_faults)}"
+                f"{' (' + ', '.join(f'{k}={v}' for k, v in sorted(why.items())) + ')' if why else ''} "
                 f"second_webhook_ids={len(self.second_ids)} check_poison={self.poison} records={self.records}")
 
     def problems(self, limit: int = 5) -> list[str]:

@@ -461,7 +461,8 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
             feeder = asyncio.create_task(_feed(client, workload, BACKLOG))
             player = asyncio.create_task(_play_sessions(graph_admin, workload.ended, played, run_started))
             attendance_deadline = _attendance_deadline(workload.ended, run_started)
-            _say(options, f"chaos: {len(workload.messages)} messages, fed {BACKLOG} at a time, "
+            _say(options, f"chaos: {len(workload.early) + len(workload.messages)} messages ({len(workload.early)} of "
+                          f"the ended appointments first, then the rest fed {BACKLOG} at a time), "
                           f"after {time.monotonic() - started:.1f}s; the app started; plan {steps}")
             deadline = time.monotonic() + options.timeout
             last_report, quiet_polls, terminal = 0.0, 0, 0
@@ -548,7 +549,7 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
     results = {doc["eventId"]: doc.get("tenantId") or "-" for doc in
                (json.loads(decode_queue_text(text)) for text in snapshot.join_urls)}
     return RunReport(options=options, ledger=ledger, wall_seconds=round(time.monotonic() - started, 1),
-                     messages_sent=len(workload.messages), duplicates_sent=workload.duplicates,
+                     messages_sent=len(workload.early) + len(workload.messages), duplicates_sent=workload.duplicates,
                      malformed_sent=workload.malformed, graph_stats=graph_stats, receiver_stats=receiver_stats,
                      harness_runs=fleet.runs, disruptions=list(disrupter.done), harness_logs=fleet.logs,
                      completed=completed, accounts=accounts,
