@@ -22,10 +22,13 @@ from chaos.workload import (
     POISON,
     READY,
     REJECTED,
+    SCENARIOS,
     EndedAppointment,
     PlannedEvent,
+    attendance_webhook_id,
     text_key,
 )
+from shared.attendance.check import aware_time
 from shared.attendance.classify import ATTENDED, CLIENT_NO_SHOW, OUTCOMES, STAFF_NO_SHOW, UNAVAILABLE
 from shared.common.vocabulary import WebhookKind, WebhookType
 from shared.graph.meetings import external_id
@@ -388,9 +391,13 @@ class AttendanceLedger:
     unavailable_after_faults: list[str]  # played, but Graph failed each look (an honest outcome)
     wrong: list[str]  # told otherwise than played, for another end, with other times, or told although cancelled
     missing: list[str]  # owed an attendance webhook, none delivered
-    second_ids: list[str]  # a second distinct attendance webhook-id for one appointment (a duplicate delivery)
+    second_ids: list[str]  # a second distinct attendance webhook-id for one end (a duplicate delivery)
     poison: int  # attendance-checks-poison messages
     records: int  # told records on the `attendance` queue (a duplicate check re-tells: more than one each)
+    # Told (rightly) before a reschedule or cancel that faults delayed past the check's due time was applied.
+    told_before_change: list[str] = field(default_factory=list)
+    # Told unavailable (no report) because the runner played the session only after the check had looked.
+    session_after_check: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -408,7 +415,9 @@ class AttendanceLedger:
         why = Counter(item.rsplit("(", 1)[-1].rstrip(")") for item in self.unavailable_after_faults)
         return (f"attendance checks: unavailable_after_faults={len(self.unavailable_after_faults)}"
                 f"{' (' + ', '.join(f'{k}={v}' for k, v in sorted(why.items())) + ')' if why else ''} "
-                f"second_webhook_ids={len(self.second_ids)} check_poison={self.poison} records={self.records}")
+                f"told_before_change={len(self.told_before_change)} "
+                f"session_after_check={len(self.session_after_check)} second_webhook_ids={len(self.second_ids)} "
+                f"check_poison={self.poison} records={self.records}")
 
     def problems(self, limit: int = 5) -> list[str]:
         """Examples of whatever went wrong."""
@@ -422,7 +431,9 @@ class AttendanceLedger:
         return {"ended": self.ended, "cancelled": self.cancelled, **{o: self.outcomes.get(o, 0) for o in OUTCOMES},
                 "attendance_wrong": len(self.wrong), "attendance_missing": len(self.missing),
                 "unavailable_after_faults": len(self.unavailable_after_faults),
-                "second_webhook_ids": len(self.second_ids), "check_poison": self.poison, "records": self.records,
+                "second_webhook_ids": len(self.second_ids), "told_before_change": len(self.told_before_change),
+                "session_after_check": len(self.session_after_check),
+                "check_poison": self.poison, "records": self.records,
                 "ok": self.ok}
 
 
@@ -443,16 +454,20 @@ def _attendance_told(snapshot: QueueSnapshot) -> tuple[dict[str, dict[str, dict[
     return told, recorded
 
 
-def _judge_told(appointment: EndedAppointment, webhook_id: str, data: Mapping[str, Any]) -> str | None:
-    """What is wrong with one attendance webhook of an ended appointment, if anything."""
-    outcome, reason = data.get("outcome"), data.get("reason")
-    if webhook_id != appointment.webhook_id:
+def _judge_told(appointment: EndedAppointment, webhook_id: str, data: Mapping[str, Any], *, end: str,
+                played: str, late: bool = False) -> str | None:
+    """What is wrong with one attendance webhook told for `end` after the session `played`, if anything.
+
+    `late`: the runner played the session only after this check had looked (no report then was right).
+    """
+    outcome, reason, expected = data.get("outcome"), data.get("reason"), SCENARIOS[played]
+    if webhook_id != attendance_webhook_id(appointment.appointment_id, end):
         return f"told for another end: {webhook_id}"
     if outcome == UNAVAILABLE:
-        fine = reason in FAULT_REASONS or (appointment.expected == UNAVAILABLE and reason == NO_REPORT)
-        return None if fine else f"unavailable ({reason}), played {appointment.scenario}"
-    if outcome != appointment.expected:
-        return f"{outcome}, played {appointment.scenario}"
+        fine = reason in FAULT_REASONS or (reason == NO_REPORT and (expected == UNAVAILABLE or late))
+        return None if fine else f"unavailable ({reason}), played {played}"
+    if outcome != expected:
+        return f"{outcome}, played {played}"
     organizer = data.get("organizerAttendance") or {}
     if outcome in (ATTENDED, CLIENT_NO_SHOW) and organizer.get("secondsPresent") != ORGANIZER_SECONDS:
         return f"organizer present {organizer.get('secondsPresent')} s, played {ORGANIZER_SECONDS} s"
@@ -462,38 +477,103 @@ def _judge_told(appointment: EndedAppointment, webhook_id: str, data: Mapping[st
     return None
 
 
-def attendance_ledger(ended: Iterable[EndedAppointment], snapshot: QueueSnapshot) -> AttendanceLedger:
+def _applied(join_urls: Iterable[str]) -> dict[str, str]:
+    """When each event was applied: its result's resolvedAt on `join-urls` (the first copy's)."""
+    applied: dict[str, str] = {}
+    for content in join_urls:
+        record = _json(decode_queue_text(content)) or {}
+        event_id, at = record.get("eventId"), record.get("resolvedAt")
+        if isinstance(event_id, str) and isinstance(at, str) and (event_id not in applied or at < applied[event_id]):
+            applied[event_id] = at
+    return applied
+
+
+def _before(data: Mapping[str, Any], change_at: str | None) -> bool:
+    """Whether an attendance was told before the appointment's change was applied (or the change never was)."""
+    checked = data.get("checkedAt")
+    return change_at is None or (isinstance(checked, str) and aware_time(checked) < aware_time(change_at))
+
+
+def _played_late(data: Mapping[str, Any], played_at: str | None) -> bool:
+    """Whether the session was played (or never) only after the check told: the runner's lag, not the app's."""
+    checked = data.get("checkedAt")
+    return played_at is None or (isinstance(checked, str) and aware_time(played_at) >= aware_time(checked))
+
+
+@dataclass
+class _AttendanceVerdicts:
+    """Per-appointment judgements of attendance_ledger."""
+
+    outcomes: Counter[str] = field(default_factory=Counter)
+    after_faults: list[str] = field(default_factory=list)
+    wrong: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    second_ids: list[str] = field(default_factory=list)
+    before_change: list[str] = field(default_factory=list)
+    played_late: list[str] = field(default_factory=list)
+
+    def judge(self, appointment: EndedAppointment, hooks: Mapping[str, Mapping[str, Any]],
+              change_at: str | None, played_at: str | None) -> None:
+        """One ended appointment: what was told before its change was applied, then what it was owed after."""
+        name = appointment.appointment_id
+        # The app tells what its record says when the check is due: a reschedule or cancel that was applied only
+        # after that (faults and kills delayed it) leaves the attendance told for the appointment as it was.
+        early = {w: d for w, d in hooks.items() if appointment.change != "none" and _before(d, change_at)}
+        for webhook_id, data in early.items():
+            why = _judge_told(appointment, webhook_id, data, end=appointment.first_end, played=appointment.played)
+            self.wrong += [f"{name}(told before its {appointment.change}: {why})"] if why else []
+        self.before_change += [name] if early else []
+        later = {w: d for w, d in hooks.items() if w not in early}
+        if appointment.expected is None:
+            self.wrong += [f"{name}(cancelled, told {sorted(str(d.get('outcome')) for d in later.values())})"] \
+                if later else []
+            return
+        if not later:
+            self.missing += [] if early and change_at is None else [name]
+            return
+        if len(later) > 1:
+            self.second_ids.append(f"{name}({len(later)} webhook ids)")
+        for webhook_id, data in sorted(later.items()):
+            late = appointment.expected != UNAVAILABLE and _played_late(data, played_at)
+            why = _judge_told(appointment, webhook_id, data, end=appointment.end, played=appointment.scenario,
+                              late=late)
+            self.wrong += [f"{name}({why})"] if why else []
+        data = later.get(appointment.webhook_id) or next(iter(later.values()))
+        outcome = str(data.get("outcome"))
+        self.outcomes[outcome] += 1
+        if outcome == UNAVAILABLE and appointment.expected != UNAVAILABLE:
+            if data.get("reason") == NO_REPORT:
+                self.played_late.append(name)
+            else:
+                self.after_faults.append(f"{name}({data.get('reason')})")
+
+
+def attendance_ledger(ended: Iterable[EndedAppointment], snapshot: QueueSnapshot,
+                      played_at: Mapping[str, str] | None = None) -> AttendanceLedger:
     """Judge each ended appointment by the attendance webhooks the receiver got and the `attendance` queue.
 
     Copies of one webhook-id are one webhook (how often an id was delivered is the run's duplicate_deliveries);
-    a second id for one appointment is a duplicate delivery of its attendance. A played session may end
-    unavailable only for a fault's reason; a cancelled appointment must be told nothing.
+    a second id for one end is a duplicate delivery of its attendance. A played session may end unavailable
+    only for a fault's reason, or for no report when the runner played it only after the check had looked
+    (`played_at`: appointment -> when its session was played; None: judge as if all were played at once). A
+    cancelled appointment must be told nothing after its cancel was applied.
     """
     told, recorded = _attendance_told(snapshot)
+    applied = _applied(snapshot.join_urls)
     appointments = list(ended)
-    outcomes: Counter[str] = Counter()
-    after_faults, wrong, missing, second_ids = [], [], [], []
+    verdicts = _AttendanceVerdicts()
     for appointment in appointments:
-        name, hooks = appointment.appointment_id, told.get(appointment.appointment_id, {})
-        if appointment.expected is None:
-            if hooks or recorded.get(name):
-                wrong.append(f"{name}(cancelled, told {sorted(recorded.get(name) or ())})")
-            continue
-        if not hooks:
-            missing.append(name)
-            continue
-        if len(hooks) > 1:
-            second_ids.append(f"{name}({len(hooks)} webhook ids)")
-        wrong += [f"{name}({why})" for webhook_id, data in sorted(hooks.items())
-                  if (why := _judge_told(appointment, webhook_id, data)) is not None]
-        data = hooks.get(appointment.webhook_id) or next(iter(hooks.values()))
-        outcome = str(data.get("outcome"))
-        outcomes[outcome] += 1
-        if outcome == UNAVAILABLE and appointment.expected != UNAVAILABLE:
-            after_faults.append(f"{name}({data.get('reason')})")
-        if recorded.get(name, set()) != {outcome}:
-            wrong.append(f"{name}(attendance queue {sorted(recorded.get(name) or ())}, webhook {outcome})")
+        hooks = told.get(appointment.appointment_id, {})
+        verdicts.judge(appointment, hooks, applied.get(appointment.change_event_id or ""),
+                       "0001-01-01T00:00:00Z" if played_at is None else played_at.get(appointment.appointment_id))
+        outcomes = {str(d.get("outcome")) for d in hooks.values()}
+        kept = recorded.get(appointment.appointment_id, set())
+        if hooks and kept != outcomes:
+            verdicts.wrong.append(f"{appointment.appointment_id}(attendance queue {sorted(kept)}, webhooks "
+                                  f"{sorted(outcomes)})")
     return AttendanceLedger(
-        ended=len(appointments), cancelled=sum(a.expected is None for a in appointments), outcomes=outcomes,
-        unavailable_after_faults=after_faults, wrong=wrong, missing=missing, second_ids=second_ids,
+        ended=len(appointments), cancelled=sum(a.expected is None for a in appointments), outcomes=verdicts.outcomes,
+        unavailable_after_faults=verdicts.after_faults, wrong=verdicts.wrong, missing=verdicts.missing,
+        second_ids=verdicts.second_ids, told_before_change=verdicts.before_change,
+        session_after_check=verdicts.played_late,
         poison=len(snapshot.attendance_poison), records=len(snapshot.attendance))

@@ -320,7 +320,7 @@ async def _ensure_queues(client: QueueServiceClient) -> None:
 
 
 async def _play_sessions(graph_admin: httpx.AsyncClient, ended: list[EndedAppointment], played: dict[str, float],
-                         run_started: float) -> None:
+                         played_at: dict[str, str], run_started: float) -> None:
     """Play each ended appointment's session on its meeting as soon as the app has made the meeting.
 
     The sessions lie in the past, so their reports exist at once, before the checks are due (a report-late one
@@ -338,6 +338,7 @@ async def _play_sessions(graph_admin: httpx.AsyncClient, ended: list[EndedAppoin
                                                 json=appointment.session())
                 if answer.status_code == 201:
                     played[appointment.appointment_id] = round(time.monotonic() - run_started, 1)
+                    played_at[appointment.appointment_id] = datetime.now(UTC).isoformat()
                     del waiting[external_id(appointment.appointment_id)]
         await asyncio.sleep(1.0)
 
@@ -433,6 +434,7 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
     running: set[asyncio.Task[None]] = set()
     lanes: dict[str, asyncio.Task[None]] = {}
     played: dict[str, float] = {}
+    played_at: dict[str, str] = {}
     completed = False
     run_started = time.monotonic()
     try:
@@ -459,7 +461,7 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
             run_started = time.monotonic()
             fleet.start()
             feeder = asyncio.create_task(_feed(client, workload, BACKLOG))
-            player = asyncio.create_task(_play_sessions(graph_admin, workload.ended, played, run_started))
+            player = asyncio.create_task(_play_sessions(graph_admin, workload.ended, played, played_at, run_started))
             attendance_deadline = _attendance_deadline(workload.ended, run_started)
             _say(options, f"chaos: {len(workload.early) + len(workload.messages)} messages ({len(workload.early)} of "
                           f"the ended appointments first, then the rest fed {BACKLOG} at a time), "
@@ -534,7 +536,7 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
                       "5xx": sum(n for status, n in statuses.items() if status >= 500),
                       "slow": sum(1 for d in snapshot.deliveries if d.get("delay_ms"))}
     ledger = compute_ledger(workload.events, snapshot, first_attempt=not options.crash)
-    attendance = attendance_ledger(workload.ended, snapshot) if workload.ended else None
+    attendance = attendance_ledger(workload.ended, snapshot, played_at) if workload.ended else None
     calls, needed, surplus = graph_accounts(workload.events, ledger.places, graph_stats,
                                             attendance_reads=attendance_reads(snapshot.attendance))
     real, explained = split_duplicates(snapshot.deliveries,

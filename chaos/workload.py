@@ -206,6 +206,12 @@ class EndedAppointment:
     start: str
     end: str  # the end its attendance is told for
     first_end: str  # the end before a reschedule (the check planned for it must drop itself)
+    change_event_id: str | None = None  # the reschedule's or cancel's event id
+
+    @property
+    def played(self) -> str:
+        """The scenario its session plays (a cancelled one's meeting gets a full session while it exists)."""
+        return "attended" if self.change == "cancelled" else self.scenario
 
     @property
     def expected(self) -> str | None:
@@ -228,7 +234,7 @@ class EndedAppointment:
         A cancelled appointment's meeting gets a full session if it still exists: a check that wrongly ran
         would find it and tell it.
         """
-        scenario = "attended" if self.change == "cancelled" else self.scenario
+        scenario = self.played
         if scenario == "no_session":
             return None
         start = datetime.fromisoformat(self.start.replace("Z", "+00:00")) + timedelta(minutes=5)
@@ -253,7 +259,7 @@ def attendance_webhook_id(appointment_id: str, end: str) -> str:
     return webhook_id_for(check.identity, WebhookType.ATTENDANCE)
 
 
-def build_ended(count: int, seed: int, now: datetime, prefix: str, *, first_end: float = 35.0,
+def build_ended(count: int, seed: int, now: datetime, prefix: str, *, first_end: float = 45.0,
                 spread: float = 30.0, moved_by: float = 15.0) -> tuple[list[PlannedEvent], list[EndedAppointment],
                                                                        list[tuple[str, bool]]]:
     """`count` appointments that began 30 min before `now` and end `first_end` to `first_end + spread` seconds
@@ -300,7 +306,7 @@ def build_ended(count: int, seed: int, now: datetime, prefix: str, *, first_end:
             (creates if kind == "created" else changes).extend([(event.text, False)] * event.copies)
         ended.append(EndedAppointment(appointment_id, organizer, client_email, scenario, change,
                                       format_timestamp(final_start), format_timestamp(final_end),
-                                      format_timestamp(end)))
+                                      format_timestamp(end), str(docs[-1][0]["id"]) if len(docs) > 1 else None))
     return events, ended, creates + changes
 
 

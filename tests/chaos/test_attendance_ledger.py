@@ -6,14 +6,21 @@ from __future__ import annotations
 import base64
 import json
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from chaos.accounts import attendance_reads
 from chaos.ledger import QueueSnapshot, attendance_ledger, compute_ledger
-from chaos.workload import CLIENT_SECONDS, ORGANIZER_SECONDS, SCENARIOS, EndedAppointment, build_workload
+from chaos.workload import (
+    CLIENT_SECONDS,
+    ORGANIZER_SECONDS,
+    SCENARIOS,
+    EndedAppointment,
+    attendance_webhook_id,
+    build_workload,
+)
 from shared.attendance.check import plan_check
 from shared.attendance.classify import ATTENDED, UNAVAILABLE, classify
 from shared.common.clock import format_timestamp, parse_timestamp
@@ -22,6 +29,7 @@ from shared.webhooks.outbound import webhook_id_for
 pytestmark = pytest.mark.unit
 
 NOW = datetime(2026, 12, 7, 2, 0, tzinfo=UTC)
+CHANGED_AT, CHECKED_AT = format_timestamp(NOW + timedelta(seconds=2)), format_timestamp(NOW + timedelta(seconds=80))
 
 
 def b64(text: str) -> str:
@@ -34,7 +42,7 @@ def workload():
 
 
 def told(appointment: EndedAppointment, outcome: str | None = None, reason: str | None = None,
-         webhook_id: str | None = None) -> dict[str, Any]:
+         webhook_id: str | None = None, checked_at: str = CHECKED_AT) -> dict[str, Any]:
     """The receiver's delivery of the attendance the app would tell for what was played."""
     outcome = outcome or appointment.expected or ATTENDED
     played = appointment.scenario if outcome == appointment.expected else "attended"
@@ -44,13 +52,18 @@ def told(appointment: EndedAppointment, outcome: str | None = None, reason: str 
     data = {"appointmentId": appointment.appointment_id, "endDateTime": appointment.end, "outcome": outcome,
             "reason": reason or ("no_attendance_report" if outcome == UNAVAILABLE else None),
             "organizerAttendance": organizer, "clients": clients,
-            "sessions": 0 if outcome == UNAVAILABLE else 1}
+            "sessions": 0 if outcome == UNAVAILABLE else 1, "checkedAt": checked_at}
     return {"webhook_id": webhook_id or appointment.webhook_id, "type": "appointment.attendance", "status": 200,
             "verified": True, "body": {"type": "appointment.attendance", "data": data}}
 
 
+def result(event_id: str, at: str = CHANGED_AT) -> str:
+    return b64(json.dumps({"eventId": event_id, "resolvedAt": at}))
+
+
 def perfect(workload) -> QueueSnapshot:
-    snap = QueueSnapshot()
+    """Every change applied at once, every attendance told a minute later, as played."""
+    snap = QueueSnapshot(join_urls=[result(a.change_event_id) for a in workload.ended if a.change_event_id])
     for appointment in workload.ended:
         if appointment.expected is not None:
             delivery = told(appointment)
@@ -184,3 +197,46 @@ def test_attendance_reads_count_each_told_end_once():
                {"appointmentId": "a", "endDateTime": "e1", "sessions": 1, "reason": None},  # told again
                {"appointmentId": "b", "endDateTime": "e2", "sessions": 0, "reason": "no_attendance_report"}]
     assert attendance_reads(b64(json.dumps(r)) for r in records) == 2 + 2
+
+
+def test_a_change_applied_after_the_attendance_was_told_leaves_that_attendance_standing(workload):
+    # GIVEN a cancel and a reschedule that faults delayed until after their appointment's first check had told
+    cancelled = next(a for a in workload.ended if a.change == "cancelled")
+    moved = next(a for a in workload.ended if a.change == "rescheduled")
+    snap = perfect(workload)
+    late, earlier = format_timestamp(NOW + timedelta(seconds=60)), format_timestamp(NOW + timedelta(seconds=50))
+    others = [result(str(a.change_event_id)) for a in workload.ended
+              if a.change_event_id and a not in (cancelled, moved)]
+    snap.join_urls = [*others, *(result(str(e), late) for e in (cancelled.change_event_id, moved.change_event_id))]
+    early_cancelled = told(cancelled, outcome=ATTENDED, checked_at=earlier)
+    early_moved = told(moved, webhook_id=attendance_webhook_id(moved.appointment_id, moved.first_end),
+                       checked_at=earlier)
+    snap.deliveries += [early_cancelled, early_moved]
+    snap.attendance += [b64(json.dumps(d["body"]["data"])) for d in (early_cancelled, early_moved)]
+    # THEN both stand (told for the appointment as it then was), and the moved one is still owed its new end's
+    ledger = attendance_ledger(workload.ended, snap)
+    assert ledger.ok, ledger.problems()
+    assert sorted(ledger.told_before_change) == sorted([cancelled.appointment_id, moved.appointment_id])
+    # WHEN the cancel had been applied before the check told
+    snap.join_urls = [*others, result(str(cancelled.change_event_id)), result(str(moved.change_event_id), late)]
+    ledger = attendance_ledger(workload.ended, snap)
+    # THEN that one is wrong, and a reschedule applied first makes a first-end webhook a wrong one too
+    assert ledger.wrong == [f"{cancelled.appointment_id}(cancelled, told ['attended'])"]
+    snap.join_urls = [*others, result(str(cancelled.change_event_id)), result(str(moved.change_event_id))]
+    snap.deliveries.remove(early_cancelled)
+    snap.attendance = [b64(json.dumps(d["body"]["data"])) for d in snap.deliveries]
+    ledger = attendance_ledger(workload.ended, snap)
+    assert len(ledger.second_ids) == 1 and ledger.wrong[0].startswith(f"{moved.appointment_id}(told for another end")
+
+
+def test_no_report_for_a_session_the_runner_played_after_the_check_looked_is_its_lag_not_the_app_s(workload):
+    played = next(a for a in workload.ended if a.expected == ATTENDED)
+    snap = perfect(workload)
+    snap.deliveries = [told(played, outcome=UNAVAILABLE, reason="no_attendance_report")
+                       if d["webhook_id"] == played.webhook_id else d for d in snap.deliveries]
+    snap.attendance = [b64(json.dumps(d["body"]["data"])) for d in snap.deliveries]
+    after = {played.appointment_id: format_timestamp(NOW + timedelta(seconds=81))}
+    ledger = attendance_ledger(workload.ended, snap, after)
+    assert ledger.ok and ledger.session_after_check == [played.appointment_id], ledger.problems()
+    before = {played.appointment_id: format_timestamp(NOW + timedelta(seconds=10))}
+    assert not attendance_ledger(workload.ended, snap, before).ok
