@@ -179,6 +179,8 @@ class RunReport:
     ready_by_tenant: dict[str, int] = field(default_factory=dict)  # join-urls results by their tenantId
     attendance: AttendanceLedger | None = None
     sessions_played: dict[str, float] = field(default_factory=dict)  # appointment -> seconds into the run
+    # Seconds the run waited for attendance after everything else had settled (the attendance's cost in time).
+    attendance_wait: float | None = None
 
     @property
     def kills(self) -> list[float]:
@@ -435,6 +437,8 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
     lanes: dict[str, asyncio.Task[None]] = {}
     played: dict[str, float] = {}
     played_at: dict[str, str] = {}
+    settled_at: float | None = None  # when all but the attendance had settled (seconds since the start)
+    ended_at = 0.0  # when everything had (the first of the quiet polls that end the run)
     completed = False
     run_started = time.monotonic()
     try:
@@ -496,12 +500,16 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
                                   f"appointments={await _count(client, queues.APPOINTMENTS)} "
                                   f"outbox={await _count(client, queues.WEBHOOK_OUTBOX)}")
                 quiet = settled and feeder.done() and not steps and not running
+                if quiet and settled_at is None:
+                    settled_at = time.monotonic() - started
                 if quiet and time.monotonic() < attendance_deadline:
                     try:
                         quiet = await _attendance_done(receiver_admin, workload.ended)
                     except (httpx.HTTPError, ValueError):
                         quiet = False
                 quiet_polls = quiet_polls + 1 if quiet else 0
+                if quiet_polls == 1:
+                    ended_at = time.monotonic() - started
                 if quiet_polls >= 3:
                     completed = True
                     break
@@ -556,7 +564,8 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
                      harness_runs=fleet.runs, disruptions=list(disrupter.done), harness_logs=fleet.logs,
                      completed=completed, accounts=accounts,
                      ready_by_tenant=dict(Counter(results.values())), attendance=attendance,
-                     sessions_played=played)
+                     sessions_played=played, attendance_wait=(round(ended_at - settled_at, 1)
+                                                              if settled_at is not None else None))
 
 
 def print_report(report: RunReport) -> None:
@@ -570,7 +579,9 @@ def print_report(report: RunReport) -> None:
     if report.attendance is not None:
         played = sorted(report.sessions_played.values())
         print(f"{report.attendance.details()} | sessions played {len(played)}"
-              + (f" (t={played[0]:.0f}s to t={played[-1]:.0f}s after the app started)" if played else ""))
+              + (f" (t={played[0]:.0f}s to t={played[-1]:.0f}s after the app started)" if played else "")
+              + (f" | waited {report.attendance_wait:.1f}s for attendance after the rest had settled"
+                 if report.attendance_wait is not None else ""))
     print("tenants: " + " ".join(f"{tenant}={count}" for tenant, count in sorted(report.ready_by_tenant.items()))
           + " (join-urls results by their tenantId)")
     print(f"faults: {report.realised_mix()}")
