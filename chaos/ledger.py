@@ -520,7 +520,8 @@ class _AttendanceVerdicts:
         # after that (faults and kills delayed it) leaves the attendance told for the appointment as it was.
         early = {w: d for w, d in hooks.items() if appointment.change != "none" and _before(d, change_at)}
         for webhook_id, data in early.items():
-            why = _judge_told(appointment, webhook_id, data, end=appointment.first_end, played=appointment.played)
+            why = _judge_told(appointment, webhook_id, data, end=appointment.first_end, played=appointment.played,
+                              late=SCENARIOS[appointment.played] != UNAVAILABLE and _played_late(data, played_at))
             self.wrong += [f"{name}(told before its {appointment.change}: {why})"] if why else []
         self.before_change += [name] if early else []
         later = {w: d for w, d in hooks.items() if w not in early}
