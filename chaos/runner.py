@@ -5,7 +5,9 @@ processes, as the Functions host would run it on several machines), and the run 
 (chaos.disruptions): kill -9 and restart, a storage pause, a kill inside a token refresh. Organizers are
 connected through the token vault with short access-token lifetimes, so refreshes happen during the run.
 The ledger is computed from the queues and the webhook receiver only (chaos.ledger), and the rest from the
-vault and the emulators (chaos.accounts), never from the app's counters.
+vault and the emulators (chaos.accounts), never from the app's counters. Some appointments end during the run
+(--ended): the Graph emulator plays their sessions, and each one's appointment.attendance webhook is held to
+what was played (chaos.ledger.attendance_ledger).
 """
 
 from __future__ import annotations
