@@ -53,6 +53,8 @@ class HubConfig:
     delivery_timeout_seconds: float = 3.0
     batch_window_seconds: float = 0.2
     max_batch: int = 50
+    # POSTs in flight at once to one URL (Graph publishes in parallel; notifications may arrive out of order).
+    concurrency_per_url: int = 4
     retry_initial_seconds: float = 10.0
     retry_max_interval_seconds: float = 600.0
     retry_for_seconds: float = 4 * 3600.0
@@ -159,7 +161,8 @@ class SubscriptionHub:
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self._inflight: dict[str, asyncio.Task[None]] = {}
+        # POSTs on their way, by URL (at most `concurrency_per_url` each).
+        self._inflight: dict[str, set[asyncio.Task[None]]] = {}
         emu.change_listeners.append(self.on_change)
 
     # --- clock and lifecycle of the hub ------------------------------------------------------------
@@ -180,7 +183,7 @@ class SubscriptionHub:
 
     async def stop(self, _: web.Application | None = None) -> None:
         """Stop the delivery loop and what it has in flight, then close the session (aiohttp on_cleanup)."""
-        tasks = [t for t in (self._task, *self._inflight.values()) if t is not None]
+        tasks = [t for t in (self._task, *(t for ts in self._inflight.values() for t in ts)) if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -304,7 +307,7 @@ class SubscriptionHub:
             self._housekeeping()
             now = loop.time()
             self._launch_due(now)
-            waiting = [p.next_at for p in self.pending if p.url not in self._inflight]
+            waiting = [p.next_at for p in self.pending if self._free(p.url)]
             timeout = self.config.tick_seconds
             if waiting:
                 timeout = max(0.0, min(timeout, min(waiting) - now))
@@ -329,9 +332,12 @@ class SubscriptionHub:
                 sub.reauthorization_sent_for |= fresh
                 self.fire_lifecycle(sub, "reauthorizationRequired")
 
+    def _free(self, url: str) -> bool:
+        return len(self._inflight.get(url, ())) < self.config.concurrency_per_url
+
     def _launch_due(self, now: float) -> None:
         """One POST per URL whose oldest notification is due, taking along what is queued within the window."""
-        due_urls = {p.url for p in self.pending if p.next_at <= now and p.url not in self._inflight}
+        due_urls = {p.url for p in self.pending if p.next_at <= now and self._free(p.url)}
         horizon = now + self.config.batch_window_seconds
         by_url: dict[str, list[Pending]] = {}
         for p in self.pending:
@@ -343,7 +349,7 @@ class SubscriptionHub:
             self.pending = [p for p in self.pending if id(p) not in taken]
             if self.faults.reorder:
                 self.faults.rng.shuffle(batch)
-            self._inflight[url] = asyncio.create_task(self._deliver(url, batch))
+            self._inflight.setdefault(url, set()).add(asyncio.create_task(self._deliver(url, batch)))
 
     async def _deliver(self, url: str, batch: list[Pending]) -> None:
         loop = asyncio.get_running_loop()
@@ -362,7 +368,10 @@ class SubscriptionHub:
         except aiohttp.ClientError:
             outcome = "unreachable"
         finally:
-            self._inflight.pop(url, None)
+            running = self._inflight.get(url, set())
+            running.discard(asyncio.current_task())  # type: ignore[arg-type]
+            if not running:
+                self._inflight.pop(url, None)
             self._wake.set()
         elapsed = loop.time() - started
         self._record(url, batch, status, outcome, elapsed)

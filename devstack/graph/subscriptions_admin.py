@@ -3,6 +3,7 @@ lifecycle event, set delivery faults and timings, and see every delivery attempt
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import asdict, fields
 from datetime import UTC, datetime
 from typing import Any
@@ -117,6 +118,21 @@ async def admin_put_config(request: web.Request) -> web.Response:
     return await admin_get_config(request)
 
 
+async def admin_settle(request: web.Request) -> web.Response:
+    """{"timeout_seconds": 10}: wait until nothing is pending or in flight (a notification in back-off counts as
+    pending); 200 {"settled": true} or, at the timeout, 200 {"settled": false} with what is left."""
+    hub = request.app[SUBSCRIPTIONS_KEY]
+    body = await request.json() if request.can_read_body else {}
+    timeout = float(body.get("timeout_seconds", 10)) if isinstance(body, dict) else 10.0
+    deadline = asyncio.get_running_loop().time() + timeout
+    while hub.pending or hub.inflight_urls():
+        if asyncio.get_running_loop().time() >= deadline:
+            break
+        await asyncio.sleep(0.02)
+    settled = not hub.pending and not hub.inflight_urls()
+    return web.json_response({"settled": settled, "pending": len(hub.pending), "in_flight": hub.inflight_urls()})
+
+
 async def admin_list_deliveries(request: web.Request) -> web.Response:
     """Delivery attempts, oldest first (the last 2,000): each POST with its URL, kind (change, lifecycle,
     validation), subscription ids, status, outcome (delivered, failed, timeout, unreachable; validated,
@@ -137,5 +153,6 @@ SUBSCRIPTION_ADMIN_ROUTES = (
     web.get("/_admin/subscriptions/config", admin_get_config),
     web.put("/_admin/subscriptions/config", admin_put_config),
     web.get("/_admin/subscriptions/deliveries", admin_list_deliveries),
+    web.post("/_admin/subscriptions/settle", admin_settle),
     web.post("/_admin/subscriptions/{id}/lifecycle", admin_fire_lifecycle),
 )

@@ -282,7 +282,8 @@ async def test_changes_are_delivered_in_batches_with_graphs_payload(graph: Graph
                       json={"start": {"dateTime": "2027-03-02T09:00:00", "timeZone": "UTC"},
                             "end": {"dateTime": "2027-03-02T09:30:00", "timeZone": "UTC"}})
     await graph.post(f"/v1.0/me/events/{event_id}/cancel", headers=bearer(), json={})
-    await until(lambda: len(rec.values()) == 6)
+    settled = await (await graph.post("/_admin/subscriptions/settle", json={"timeout_seconds": 5})).json()
+    assert settled == {"settled": True, "pending": 0, "in_flight": []}
     assert [v["changeType"] for v in rec.values()[3:]] == ["updated", "updated", "deleted"]
     assert {v["resourceData"]["id"] for v in rec.values()[3:]} == {event_id}
     stats = (await (await graph.get("/_admin/subscriptions")).json())["subscriptions"][0]["stats"]
@@ -483,3 +484,20 @@ async def test_admin_reset_restores_graphs_timings_and_clear_forgets_subscriptio
     assert len(hub_of(graph).subscriptions) == 1
     assert (await (await graph.delete("/_admin/subscriptions")).json()) == {"cleared": 1}
     assert (await graph.put("/_admin/subscriptions/faults", json={"nope": 1})).status == 400
+
+
+async def test_delay_and_reorder_still_deliver_everything_and_settle_waits(graph: Graph, receiver: Any) -> None:
+    rec, base = receiver
+    await made(graph, base)
+    await graph.put("/_admin/subscriptions/faults", json={"delay_ms": 300, "reorder": True, "seed": 3})
+    events = [await new_event(graph, f"Consult {i}") for i in range(6)]
+    assert (await (await graph.post("/_admin/subscriptions/settle", json={"timeout_seconds": 5})).json())["settled"]
+    assert sorted(v["resourceData"]["id"] for v in rec.values()) == sorted(e["id"] for e in events)
+    # A notification in back-off is still pending: settle says so at its timeout
+    await graph.put("/_admin/subscriptions/faults", json={})
+    await graph.put("/_admin/subscriptions/config",
+                    json={"retry_initial_seconds": 30, "retry_max_interval_seconds": 30})
+    rec.failing = {"notify"}
+    await new_event(graph)
+    left = await (await graph.post("/_admin/subscriptions/settle", json={"timeout_seconds": 0.5})).json()
+    assert left["settled"] is False and left["pending"] == 1
