@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import random
 import ssl
 import time
@@ -43,6 +44,7 @@ CHANGE_TYPES = ("created", "updated", "deleted")
 LIFECYCLE_EVENTS = ("reauthorizationRequired", "subscriptionRemoved", "missed")
 GRAPH_ROOT = "https://graph.microsoft.com/v1.0"
 ATTEMPTS_KEPT = 2000
+LOG = logging.getLogger("devstack.graph.subscriptions")
 
 
 @dataclass
@@ -304,13 +306,16 @@ class SubscriptionHub:
         loop = asyncio.get_running_loop()
         while True:
             self._wake.clear()
-            self._housekeeping()
-            now = loop.time()
-            self._launch_due(now)
-            waiting = [p.next_at for p in self.pending if self._free(p.url)]
             timeout = self.config.tick_seconds
-            if waiting:
-                timeout = max(0.0, min(timeout, min(waiting) - now))
+            try:
+                self._housekeeping()
+                now = loop.time()
+                self._launch_due(now)
+                waiting = [p.next_at for p in self.pending if self._free(p.url)]
+                if waiting:
+                    timeout = max(0.0, min(timeout, min(waiting) - now))
+            except Exception:  # the loop outlives one bad round: delivery must not die silently
+                LOG.exception("subscription delivery round failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 

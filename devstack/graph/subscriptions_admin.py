@@ -35,6 +35,18 @@ def _body_error(message: str) -> web.Response:
     return web.json_response({"error": message}, status=400)
 
 
+def _typed(cls: type[Any], values: dict[str, Any]) -> Any:
+    """An instance of the dataclass from JSON values, each of its field's type (ints pass for floats)."""
+    kinds = {"int": (int,), "float": (int, float), "bool": (bool,), "float | None": (int, float, type(None)),
+             "int | None": (int, type(None))}
+    for f in fields(cls):
+        if f.name in values:
+            value, accepted = values[f.name], kinds[str(f.type)]
+            if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
+                raise TypeError(f"{f.name} must be {f.type}")
+    return cls(**values)
+
+
 async def admin_list_subscriptions(request: web.Request) -> web.Response:
     """Every subscription with its state (active, or expired/deleted/removed) and delivery stats; `?owner=<oid
     or upn>` keeps one mailbox's, `?state=active` only the active ones."""
@@ -89,7 +101,7 @@ async def admin_put_faults(request: web.Request) -> web.Response:
     if not isinstance(body, dict) or not set(body) <= known:
         return _body_error(f"keys: {sorted(known)}")
     try:
-        hub.faults = DeliveryFaults(**body)
+        hub.faults = _typed(DeliveryFaults, body)
     except TypeError as exc:
         return _body_error(str(exc))
     return await admin_get_faults(request)
@@ -111,7 +123,7 @@ async def admin_put_config(request: web.Request) -> web.Response:
     values = asdict(HubConfig() if body.pop("reset", False) else hub.config)
     values.update(body)
     try:
-        hub.config = HubConfig(**values)
+        hub.config = _typed(HubConfig, values)
     except TypeError as exc:
         return _body_error(str(exc))
     hub.wake()

@@ -42,7 +42,8 @@ EVENT = {"subject": "Consult", "start": {"dateTime": "2027-03-01T09:00:00", "tim
          "end": {"dateTime": "2027-03-01T09:30:00", "timeZone": "UTC"}, "isOnlineMeeting": True,
          "onlineMeetingProvider": "teamsForBusiness"}
 # Timings shrunk so a test runs in well under a second (Graph's: 10 s, 3 s, 10 s back-off for 4 hours).
-FAST = {"validation_timeout_seconds": 0.5, "delivery_timeout_seconds": 0.3, "batch_window_seconds": 0.1,
+# Generous enough for a loaded machine: a timeout here is only ever meant where a test makes the receiver slow.
+FAST = {"validation_timeout_seconds": 2.0, "delivery_timeout_seconds": 1.0, "batch_window_seconds": 0.1,
         "retry_initial_seconds": 0.05, "retry_max_interval_seconds": 0.1, "tick_seconds": 0.05}
 
 
@@ -94,7 +95,7 @@ class Receiver:
             return web.Response(status=500)
         if self.slow_next > 0:
             self.slow_next -= 1
-            await asyncio.sleep(0.6)
+            await asyncio.sleep(1.5)
         self.posts[kind].append(body)
         return web.Response(status=202)
 
@@ -199,6 +200,7 @@ async def test_a_failed_or_slow_validation_makes_no_subscription(graph: Graph, r
                                                                  status: int, code: str, message: str) -> None:
     rec, base = receiver
     rec.validation = mode
+    await graph.put("/_admin/subscriptions/config", json={"validation_timeout_seconds": 0.3})
     assert await error_of(await subscribe(graph, base)) == (status, code, message)
     assert hub_of(graph).subscriptions == {}
     attempts = await (await graph.get("/_admin/subscriptions/deliveries", params={"kind": "validation"})).json()
@@ -484,6 +486,10 @@ async def test_admin_reset_restores_graphs_timings_and_clear_forgets_subscriptio
     assert len(hub_of(graph).subscriptions) == 1
     assert (await (await graph.delete("/_admin/subscriptions")).json()) == {"cleared": 1}
     assert (await graph.put("/_admin/subscriptions/faults", json={"nope": 1})).status == 400
+    assert (await graph.put("/_admin/subscriptions/faults", json={"drop_next": "2"})).status == 400
+    assert (await graph.put("/_admin/subscriptions/config", json={"missed_on_drop": True})).status == 400
+    assert (await graph.put("/_admin/subscriptions/config", json={"retry_for_seconds": True})).status == 400
+    assert (await graph.put("/_admin/subscriptions/config", json={"retry_for_seconds": 5})).status == 200
 
 
 async def test_delay_and_reorder_still_deliver_everything_and_settle_waits(graph: Graph, receiver: Any) -> None:
