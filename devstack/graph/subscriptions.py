@@ -66,6 +66,7 @@ class HubConfig:
     # reauthorizationRequired this long before the subscription's expiry and before its access token's expiry.
     reauthorize_before_expiry_seconds: float = 3600.0
     reauthorize_before_token_expiry_seconds: float = 900.0
+    reauthorize_interval_seconds: float = 900.0
     # Delivery pauses (changes are lost) this long after an unanswered reauthorizationRequired; None: never.
     pause_unanswered_reauthorization_seconds: float | None = None
     # Graph requires a lifecycleNotificationUrl beyond 1 hour only for Teams resources; on for a stricter check.
@@ -112,8 +113,11 @@ class Subscription:
     immutable_ids: bool
     latest_tls: str
     token_expires: float
+    # The unanswered challenge (cleared by reauthorize or renew), the last challenge sent, and the expiry the
+    # near-expiry challenge was sent for.
     reauthorization_sent_at: datetime | None = None
-    reauthorization_sent_for: set[str] = field(default_factory=set)
+    last_challenge_at: datetime | None = None
+    challenged_expiry: datetime | None = None
     stats: Counter[str] = field(default_factory=Counter)
 
     def resource_doc(self) -> dict[str, Any]:
@@ -227,7 +231,6 @@ class SubscriptionHub:
     def reauthorized(self, sub: Subscription, token_expires: float) -> None:
         """The app answered (reauthorize or renew): the challenge is met, and the new token's expiry counts."""
         sub.reauthorization_sent_at = None
-        sub.reauthorization_sent_for.clear()
         sub.token_expires = token_expires
 
     # --- changes in, notifications out -----------------------------------------------------------------
@@ -279,7 +282,7 @@ class SubscriptionHub:
     def fire_lifecycle(self, sub: Subscription, lifecycle_event: str) -> bool:
         """What Graph does on this lifecycle event: notify, and for subscriptionRemoved, remove the subscription."""
         if lifecycle_event == "reauthorizationRequired":
-            sub.reauthorization_sent_at = self.now()
+            sub.reauthorization_sent_at = sub.last_challenge_at = self.now()
         sent = self.queue_lifecycle(sub, lifecycle_event)
         if lifecycle_event == "subscriptionRemoved":
             self.remove(sub.id, "removed")
@@ -327,14 +330,16 @@ class SubscriptionHub:
             if sub.expiration <= now:
                 self.remove(sub.id, "expired")
                 continue
-            reasons = []
-            if (sub.expiration - now).total_seconds() <= self.config.reauthorize_before_expiry_seconds:
-                reasons.append("expiry:" + wire_time(sub.expiration))
-            if sub.token_expires - wall <= self.config.reauthorize_before_token_expiry_seconds:
-                reasons.append(f"token:{sub.token_expires}")
-            fresh = set(reasons) - sub.reauthorization_sent_for
-            if fresh:  # one challenge, whatever the number of reasons that came due together
-                sub.reauthorization_sent_for |= fresh
+            near_expiry = (sub.expiration - now).total_seconds() <= self.config.reauthorize_before_expiry_seconds
+            expiry_due = near_expiry and sub.challenged_expiry != sub.expiration
+            # An expiring token is challenged again every interval (Graph: every 15 minutes in its last hour)
+            # until a reauthorize or renewal brings a token further from expiry.
+            since = None if sub.last_challenge_at is None else (now - sub.last_challenge_at).total_seconds()
+            token_due = (sub.token_expires - wall <= self.config.reauthorize_before_token_expiry_seconds
+                         and (since is None or since >= self.config.reauthorize_interval_seconds))
+            if expiry_due or token_due:  # one challenge, whatever the number of reasons that came due together
+                if near_expiry:
+                    sub.challenged_expiry = sub.expiration
                 self.fire_lifecycle(sub, "reauthorizationRequired")
 
     def _free(self, url: str) -> bool:

@@ -426,9 +426,19 @@ async def test_an_expiring_access_token_brings_a_challenge_and_reauthorize_answe
     sub = await made(graph, base, headers=bearer(lifetime=600))  # within 15 minutes of its expiry
     await until(lambda: len(rec.values("lifecycle")) == 1)
     assert rec.values("lifecycle")[0]["lifecycleEvent"] == "reauthorizationRequired"
-    assert (await graph.post(f"/v1.0/subscriptions/{sub['id']}/reauthorize", headers=bearer())).status == 204
+    # Answered with a token as close to expiry: challenged again only after the interval (15 minutes)
+    stale = {"Authorization": f"Bearer {token(lifetime=600)}"}
+    assert (await graph.post(f"/v1.0/subscriptions/{sub['id']}/reauthorize", headers=stale)).status == 204
     await asyncio.sleep(0.3)
     assert len(rec.values("lifecycle")) == 1
+    await graph.put("/_admin/subscriptions/config", json={"reauthorize_interval_seconds": 0.5})
+    await until(lambda: len(rec.values("lifecycle")) == 2)
+    # Answered with a fresh token: no more challenges
+    assert (await graph.post(f"/v1.0/subscriptions/{sub['id']}/reauthorize", headers=bearer())).status == 204
+    await graph.post("/_admin/subscriptions/settle")
+    challenges = len(rec.values("lifecycle"))
+    await asyncio.sleep(0.8)
+    assert len(rec.values("lifecycle")) == challenges
     # Unanswered challenges can pause delivery (a knob): changes in the pause are lost
     await graph.put("/_admin/subscriptions/config", json={"pause_unanswered_reauthorization_seconds": 0})
     await graph.post(f"/_admin/subscriptions/{sub['id']}/lifecycle", json={"event": "reauthorizationRequired"})
