@@ -257,7 +257,9 @@ class SubscriptionHub:
             if self.faults.missed_on_drop:
                 self.queue_lifecycle(sub, "missed")
             return
-        event_id = event["immutable_id"] if sub.immutable_ids else event["rest_id"]
+        # With REST ids, a removal names the id the event had in the calendar (it has a new one in Deleted Items).
+        event_id = event["immutable_id"] if sub.immutable_ids else \
+            event.get("calendar_rest_id") if event["folder"] != "calendar" else event["rest_id"]
         path = f"Users/{sub.owner}/Events/{event_id}"
         payload = {
             "subscriptionId": sub.id, "subscriptionExpirationDateTime": wire_time(sub.expiration),

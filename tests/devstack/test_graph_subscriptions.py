@@ -303,7 +303,16 @@ async def test_without_the_prefer_header_the_ids_are_rest_ids_and_change_types_f
     await until(lambda: len(rec.values()) == 1)
     [value] = rec.values()
     assert value["changeType"] == "updated"
-    assert value["resourceData"]["id"] == hub_of(graph).emu.events[event["id"]]["rest_id"] != event["id"]
+    rest_id = hub_of(graph).emu.events[event["id"]]["rest_id"]
+    assert value["resourceData"]["id"] == rest_id != event["id"]
+    # A deleted event is named by the REST id it had in the calendar (not its new one in Deleted Items)
+    await graph.post("/v1.0/subscriptions", headers=bearer(), json={
+        "changeType": "deleted", "notificationUrl": f"{base}/notify", "resource": "me/events",
+        "expirationDateTime": _in(60)})
+    assert (await graph.delete(f"/v1.0/me/events/{rest_id}", headers=bearer())).status == 204
+    await until(lambda: len(rec.values()) == 2)
+    assert rec.values()[1]["changeType"] == "deleted" and rec.values()[1]["resourceData"]["id"] == rest_id
+    assert rec.values()[1]["clientState"] is None
 
 
 async def test_retried_with_back_off_on_500_and_on_a_slow_answer(graph: Graph, receiver: Any) -> None:
