@@ -58,7 +58,9 @@ async def admin_list_subscriptions(request: web.Request) -> web.Response:
         rows += [_view(hub, s, reason) for s, reason in hub.gone.values()]
     return web.json_response({
         "subscriptions": [r for r in rows if wanted is None or r["owner"] == wanted],
-        "pending": len(hub.pending), "in_flight": sorted(hub.inflight_urls()), "totals": dict(hub.totals)})
+        "pending": len(hub.pending), "in_flight": sorted(hub.inflight_urls()), "totals": dict(hub.totals),
+        "endpoints": {url: {"state": hub.endpoint_state(url), "notifications": h.notifications, "slow": h.slow}
+                      for url, h in list(hub.endpoints.items())}})
 
 
 async def admin_clear_subscriptions(request: web.Request) -> web.Response:

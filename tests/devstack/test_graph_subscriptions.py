@@ -526,3 +526,37 @@ async def test_delay_and_reorder_still_deliver_everything_and_settle_waits(graph
     await new_event(graph)
     left = await (await graph.post("/_admin/subscriptions/settle", json={"timeout_seconds": 0.5})).json()
     assert left["settled"] is False and left["pending"] == 1
+
+
+async def test_a_slow_endpoint_is_throttled_then_dropped_as_graph_documents(graph: Graph, receiver: Any) -> None:
+    rec, base = receiver
+    await graph.put("/_admin/subscriptions/config", json={
+        "delivery_timeout_seconds": 0.5, "throttle_min_notifications": 8, "throttle_delay_seconds": 0.8,
+        "throttle_window_seconds": 60})
+    await made(graph, base)
+
+    async def change() -> float:
+        started = time.monotonic()
+        await new_event(graph)
+        assert (await (await graph.post("/_admin/subscriptions/settle")).json())["settled"]
+        return time.monotonic() - started
+
+    async def state() -> str:
+        endpoints = (await (await graph.get("/_admin/subscriptions")).json())["endpoints"]
+        return str(endpoints[f"{base}/notify"]["state"])
+
+    rec.slow_next = 1
+    await change()  # one slow answer (a timeout), then delivered: 2 notifications counted, 1 slow
+    for _ in range(6):
+        await change()
+    # 1 slow of 8 (12.5 %): throttled, the next notification waits the throttling delay
+    assert await state() == "throttled"
+    assert await change() >= 0.7
+    assert len(rec.values()) == 8
+    # 2 slow of 10 (20 %): dropping, and the subscription hears `missed`
+    rec.slow_next = 1
+    await change()
+    assert await state() == "dropping"
+    await change()
+    assert len(rec.values()) == 9
+    assert [v["lifecycleEvent"] for v in rec.values("lifecycle")] == ["missed"]
