@@ -426,7 +426,9 @@ class SubscriptionHub:
             outcome = "unreachable"
         finally:
             running = self._inflight.get(url, set())
-            running.discard(asyncio.current_task())  # type: ignore[arg-type]
+            task = asyncio.current_task()
+            if task is not None:
+                running.discard(task)
             if not running:
                 self._inflight.pop(url, None)
             self._wake.set()
