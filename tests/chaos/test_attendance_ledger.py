@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from chaos.accounts import attendance_reads
+from chaos.accounts import Accounts, attendance_reads
 from chaos.ledger import QueueSnapshot, attendance_ledger, compute_ledger
+from chaos.runner import RunOptions, RunReport
 from chaos.workload import (
     CLIENT_SECONDS,
     ORGANIZER_SECONDS,
@@ -25,6 +26,7 @@ from shared.attendance.check import plan_check
 from shared.attendance.classify import ATTENDED, UNAVAILABLE, classify
 from shared.common.clock import format_timestamp, parse_timestamp
 from shared.webhooks.outbound import webhook_id_for
+from tests.chaos.test_ledger import balanced
 
 pytestmark = pytest.mark.unit
 
@@ -240,3 +242,20 @@ def test_no_report_for_a_session_the_runner_played_after_the_check_looked_is_its
     assert ledger.ok and ledger.session_after_check == [played.appointment_id], ledger.problems()
     before = {played.appointment_id: format_timestamp(NOW + timedelta(seconds=10))}
     assert not attendance_ledger(workload.ended, snap, before).ok
+
+
+def test_the_targets_fold_in_the_attendance(workload):
+    snap = perfect(workload)
+    owed = [a for a in workload.ended if a.expected is not None]
+    snap.deliveries = [d for d in snap.deliveries if d["body"]["data"]["appointmentId"] != owed[0].appointment_id]
+    snap.deliveries.append(told(owed[1], webhook_id="att_second_attendance"))
+    accounts = Accounts(organizer_status={}, wrongly_disconnected=[], token_requests={}, token_lifetime=330,
+                        run_seconds=1.0, graph_calls=0, graph_needed=0, graph_surplus={}, duplicate_deliveries=[],
+                        redelivered_after_kill=[], instances=1)
+    report = RunReport(options=RunOptions(), ledger=compute_ledger(workload.events, balanced(workload)),
+                       wall_seconds=1.0, messages_sent=0, duplicates_sent=0, malformed_sent=0, graph_stats={},
+                       receiver_stats={}, harness_runs=1, disruptions=[], harness_logs=[], completed=True,
+                       accounts=accounts, attendance=attendance_ledger(workload.ended, snap))
+    # The untold appointment is lost, the second webhook-id a duplicate delivery, and that webhook is wrong
+    assert report.targets() == "lost=1 duplicate_deliveries=1 wrongly_disconnected=0 attendance_wrong=1"
+    assert not report.ok
