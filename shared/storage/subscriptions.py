@@ -21,6 +21,7 @@ from shared.storage.table_rest import Entity, LazyTable, TableRestClient
 
 PARTITION_PREFIX = "sub-"
 INDEX_PREFIX = "sid-"
+EVENT_PREFIX = "evt-"
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,15 @@ class SubscriptionStore(Protocol):
 
     async def delete(self, organizer_key: str) -> None:
         """Remove the organizer's row and its index row (absent: nothing to do)."""
+
+    async def all(self) -> list[SubscriptionRecord]:
+        """Every organizer's row (the timer's round)."""
+
+    async def remember_event(self, event_id: str, appointment_id: str) -> None:
+        """Keep which appointment a calendar event is (a deleted event can no longer be read for its property)."""
+
+    async def appointment_of(self, event_id: str) -> str | None:
+        """The appointment a calendar event was seen to be, or None."""
 
     async def aclose(self) -> None:
         """Release connections."""
@@ -140,3 +150,30 @@ class TableSubscriptionStore(LazyTable):
                 await self._table().delete(partition, row, "*")
             except (ResourceNotFoundError, ResourceModifiedError):
                 pass
+
+    async def all(self) -> list[SubscriptionRecord]:
+        """Every organizer row: one query over the `sub-` partitions (empty before the table exists)."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            entities = await self._table().query(f"PartitionKey ge '{PARTITION_PREFIX}' and PartitionKey lt 'sub.'")
+        except ResourceNotFoundError:
+            return []
+        return [_record(entity) for entity in entities]
+
+    async def remember_event(self, event_id: str, appointment_id: str) -> None:
+        """An `evt-` row: the event's immutable id to its appointment (the same again is a no-op)."""
+        entity = {"PartitionKey": partition_key(event_id, EVENT_PREFIX), "RowKey": row_key(event_id),
+                  "EventId": event_id, "AppointmentId": appointment_id}
+        await self._write(lambda table: table.replace(entity, None))
+
+    async def appointment_of(self, event_id: str) -> str | None:
+        """The appointment of an event seen before, or None."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            entity = await self._table().get(partition_key(event_id, EVENT_PREFIX), row_key(event_id))
+        except ResourceNotFoundError:
+            return None
+        value = entity.get("AppointmentId")
+        return value if isinstance(value, str) else None

@@ -15,6 +15,7 @@ class InMemorySubscriptionStore:
     def __init__(self) -> None:
         self.rows: dict[str, SubscriptionRecord] = {}
         self.index: dict[str, str] = {}
+        self.events: dict[str, str] = {}
 
     async def get(self, organizer_key: str) -> SubscriptionRecord | None:
         """The organizer's row, or None."""
@@ -41,6 +42,18 @@ class InMemorySubscriptionStore:
         record = self.rows.pop(organizer_key, None)
         if record is not None and record.subscription_id:
             self.index.pop(record.subscription_id, None)
+
+    async def all(self) -> list[SubscriptionRecord]:
+        """Every organizer's row."""
+        return list(self.rows.values())
+
+    async def remember_event(self, event_id: str, appointment_id: str) -> None:
+        """Keep the event's appointment."""
+        self.events[event_id] = appointment_id
+
+    async def appointment_of(self, event_id: str) -> str | None:
+        """The appointment of an event seen before, or None."""
+        return self.events.get(event_id)
 
     async def aclose(self) -> None:
         """Nothing to release."""

@@ -65,3 +65,18 @@ async def test_delete_removes_both_rows(store):
     assert await store.get(KEY) is None and await store.by_subscription("sub-1") is None
     await store.put(SubscriptionRecord(KEY, "u", subscription_id="sub-3", client_state="c"))
     assert (await store.by_subscription("sub-3")).client_state == "c"
+
+
+async def test_every_organizer_row_is_listed_and_nothing_else(store):
+    assert await store.all() == []
+    for n in range(3):
+        await store.put(SubscriptionRecord(f"{KEY}{n}", "u", subscription_id=f"sub-{n}", client_state="c"))
+    await store.remember_event("AAMkEvent=", "apt-1")
+    assert sorted(r.subscription_id for r in await store.all()) == ["sub-0", "sub-1", "sub-2"]
+
+
+async def test_an_event_remembers_its_appointment(store):
+    assert await store.appointment_of("AAMkEvent=") is None
+    await store.remember_event("AAMkEvent=", "apt-1")
+    await store.remember_event("AAMkEvent=", "apt-1")
+    assert await store.appointment_of("AAMkEvent=") == "apt-1"
