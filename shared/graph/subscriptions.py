@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from shared.common.clock import parse_timestamp_or_none
-from shared.exceptions import GraphRequestError, MeetingNotFoundError, PermanentError
+from shared.exceptions import GraphRequestError, MeetingNotFoundError, PermanentError, SubscriptionLimitError
 from shared.graph.calendar import send_json
 from shared.graph.gateway import GraphGateway, _segment
 from shared.identity.tokens import SCOPE_CALENDAR
@@ -31,12 +31,6 @@ CHANGE_TYPES = "created,updated,deleted"
 MAILBOX_CONCURRENCY = 4
 # Graph's refusal when a mailbox has its 1,000 subscriptions (all apps together) reads like these.
 _LIMIT_WORDS = ("maximum number of subscriptions", "subscriptions limit", "limit of 1000", "quota")
-
-
-class SubscriptionLimitError(PermanentError):
-    """Graph refused a new subscription: the mailbox has 1,000 active subscriptions across all apps."""
-
-    reason = "subscription_limit"
 
 
 class MailboxLimiter:
