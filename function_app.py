@@ -238,7 +238,7 @@ async def handle_calendar_notification(msg: func.QueueMessage,
                                        outbox: func.Out[typing.List[str]]) -> None:  # noqa: UP006
     """A calendar change → its appointment's record and an appointment.*_by_organizer webhook, or nothing (the app's
     own write, not the app's event, a wrong clientState); a lifecycle event → reauthorize, subscribe again, resync."""
-    outcome = await services.calendar_sync.handle(msg.get_body().decode("utf-8", "replace"))
+    outcome = await services.calendar_sync.handle(msg.get_body().decode("utf-8", "replace"), msg.dequeue_count or 1)
     if outcome.webhooks:
         outbox.set(outcome.webhooks)
 

@@ -97,16 +97,20 @@ class OrganizerChanges:
         self._stale = stale_after_seconds
         self._clock = clock
 
-    async def apply(self, appointment_id: str, event: CalendarEvent | None, *, removed: bool) -> tuple[
-            Judgement, WebhookEvent | None]:
-        """The verdict on the record as it is now, and the webhook to send (None: nothing to tell)."""
+    async def apply(self, appointment_id: str, event: CalendarEvent | None, *, removed: bool,
+                    retell: bool = True) -> tuple[Judgement, WebhookEvent | None]:
+        """The verdict on the record as it is now, and the webhook to send (None: nothing to tell).
+
+        `retell`: a change already on the record is told again (same webhook-id). The queue function asks for it
+        only on a redelivery of one message (its earlier attempt may have written the record and died before its
+        webhook); Graph's own duplicates are new messages, and telling them again would only race the first."""
         for _ in range(_MAX_ROUNDS):
             record = await self._store.get(appointment_id)
             judgement = judge(record, event, removed=removed, now=self._clock(), stale_after_seconds=self._stale)
             if judgement.verdict in (Verdict.IGNORE, Verdict.LATER) or record is None:
                 return _logged(appointment_id, record, judgement, None)
             if judgement.verdict is Verdict.RETELL:
-                return _logged(appointment_id, record, judgement, told(record))
+                return _logged(appointment_id, record, judgement, told(record) if retell else None)
             after = await self._after(record, event, judgement.verdict)
             try:
                 stored = await self._store.replace(after)

@@ -104,8 +104,10 @@ class CalendarSync:
         """Release the requeuer's connections (the keeper closes the store)."""
         await self._requeuer.aclose()
 
-    async def handle(self, text: str) -> SyncOutcome:
-        """One `calendar-notifications` message (written only by the app: an unreadable one raises, to poison)."""
+    async def handle(self, text: str, dequeue_count: int = 1) -> SyncOutcome:
+        """One `calendar-notifications` message (written only by the app: an unreadable one raises, to poison).
+
+        A redelivered message (`dequeue_count` > 1) tells again a change its earlier attempt recorded."""
         doc = json.loads(text)
         notification: dict[str, Any] = doc["notification"]
         record = await self._store.by_subscription(str(notification.get("subscriptionId") or ""))
@@ -115,7 +117,7 @@ class CalendarSync:
                                                               record.client_state.encode()):
             return self._drop("client_state_mismatch", record)
         if doc.get("kind") == LIFECYCLE:
-            return await self._lifecycle(record, str(notification.get("lifecycleEvent") or ""))
+            return await self._lifecycle(record, str(notification.get("lifecycleEvent") or ""), dequeue_count > 1)
         if doc.get("kind") != CHANGE:
             return self._drop("unknown_kind", record)
         event_id = event_id_of(notification)
@@ -125,7 +127,7 @@ class CalendarSync:
         seen = (event_id, etag_of(notification), change_type)
         if seen in self._seen:
             return self._drop("duplicate", record)
-        hooks, later = await self._one(record, event_id, removed=change_type == "deleted")
+        hooks, later = await self._one(record, event_id, removed=change_type == "deleted", retell=dequeue_count > 1)
         if later:
             attempt = int(doc.get("attempt") or 0)
             if attempt < len(LATER_DELAYS):
@@ -168,7 +170,7 @@ class CalendarSync:
                 _health(row.organizer, exc.reason)
         return outcome
 
-    async def resync(self, record: SubscriptionRecord) -> list[str]:
+    async def resync(self, record: SubscriptionRecord, *, retell: bool = False) -> list[str]:
         """One calendarView delta round from the kept link, every changed event judged; the new link kept."""
         now = self._clock()
         try:
@@ -181,7 +183,7 @@ class CalendarSync:
             round_ = await self._client.delta(record.organizer, record.tenant_id, None,
                                               start=now - WINDOW_BEFORE, end=now + WINDOW_AFTER)
         results = await asyncio.gather(*(self._one(record, str(item["id"]), removed="@removed" in item,
-                                                   listed=item)
+                                                   listed=item, retell=retell)
                                          for item in round_.items if item.get("id")))
         hooks = [hook for found, _ in results for hook in found]
         for attempt in range(3):
@@ -198,7 +200,7 @@ class CalendarSync:
                  extra={"organizer_hash": hash_user(record.organizer), "outcome": "calendar_resynced"})
         return hooks
 
-    async def _lifecycle(self, record: SubscriptionRecord, event: str) -> SyncOutcome:
+    async def _lifecycle(self, record: SubscriptionRecord, event: str, retell: bool) -> SyncOutcome:
         log.info("lifecycle notification %s for an organizer", event,
                  extra={"organizer_hash": hash_user(record.organizer), "outcome": f"lifecycle_{event}"})
         if event == "reauthorizationRequired":
@@ -206,13 +208,13 @@ class CalendarSync:
             return SyncOutcome()
         if event == "subscriptionRemoved":
             made = await self._keeper.recreate(record, "subscriptionRemoved")
-            return SyncOutcome(await self.resync(made) if made.state == ACTIVE else [])
+            return SyncOutcome(await self.resync(made, retell=retell) if made.state == ACTIVE else [])
         if event == "missed":
-            return SyncOutcome(await self.resync(record))
+            return SyncOutcome(await self.resync(record, retell=retell))
         return self._drop("unknown_lifecycle_event", record)
 
     async def _one(self, record: SubscriptionRecord, event_id: str, *, removed: bool,
-                   listed: dict[str, Any] | None = None) -> tuple[list[str], bool]:
+                   listed: dict[str, Any] | None = None, retell: bool = False) -> tuple[list[str], bool]:
         """One event of the organizer's judged against its appointment: (webhooks, to look at again later)."""
         if listed is not None and not removed and listed.get("isOnlineMeeting") is False \
                 and event_id not in self._indexed and await self._store.appointment_of(event_id) is None:
@@ -227,7 +229,7 @@ class CalendarSync:
             appointment = await self._store.appointment_of(event_id) if event is None else None
         if appointment is None:
             return [], False
-        judgement, hook = await self._changes.apply(appointment, event, removed=removed)
+        judgement, hook = await self._changes.apply(appointment, event, removed=removed, retell=retell)
         return ([hook.to_message()] if hook is not None else []), judgement.verdict is Verdict.LATER
 
     async def _index(self, event: CalendarEvent, appointment_id: str) -> None:
