@@ -14,8 +14,8 @@ Top: operator commands and twins (nothing imports them)
     send_test_event.py  `python -m shared.send_test_event`: one test event into a deployed app with the
                     operator's Entra sign-in, and its outcome.
     testing/        In-memory twins of the stores (idempotency, appointments, aliases, the token vault, the
-                    requeue queue, overflow, subscriptions) for tests, the bench and chaos; each passes the same contract suite
-                    as the real one (tests/contract).
+                    requeue queue, overflow, subscriptions) for tests, the bench and chaos; each passes the
+                    same contract suite as the real one (tests/contract).
 
 services.py         The worker's long-lived objects (Graph client, token caches, stores), built on first use.
                     function_app.py wires triggers and bindings to it and to the HTTP adapters.

@@ -233,13 +233,15 @@ class Services:
 
     async def connected_organizers(self) -> list[Connected] | None:
         """Organizers the token vault has connected (None when the queue path does not use the vault)."""
+        from shared.calendar_sync.keeper import organizer_key
         from shared.calendar_sync.sync import Connected
 
         if self.settings.credential_mode != "vault":
             return None
         entries = await asyncio.to_thread(lambda: list(self.vault.entries()))
-        return [Connected(entry.upn or entry.oid, entry.tenant_id or None) for entry in entries
-                if entry.status == ConnectionStatus.CONNECTED]
+        return [Connected(entry.upn or entry.oid, entry.tenant_id or None,
+                          organizer_key(entry.identity) if entry.tenant_id else None)
+                for entry in entries if entry.status == ConnectionStatus.CONNECTED]
 
     async def sync_calendars(self) -> SyncOutcome:
         """The calendar-sync timer's round (nothing unless MEETING_KIND=calendar)."""

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.calendar_sync.changes import OrganizerChanges, Verdict
-from shared.calendar_sync.keeper import ACTIVE, SubscriptionKeeper, organizer_key
+from shared.calendar_sync.keeper import ACTIVE, SubscriptionKeeper
 from shared.calendar_sync.notifications import CHANGE, LIFECYCLE, etag_of, event_id_of
 from shared.common.clock import format_timestamp, parse_timestamp_or_none
 from shared.exceptions import GraphRequestError, JoinLinkError, MeetingNotFoundError, RecordConflictError
@@ -58,6 +58,7 @@ class Connected:
 
     organizer: str
     tenant_id: str | None
+    key: str | None = None  # the vault's tenant/object id, when known without asking Graph
 
 
 class _Links:
@@ -148,15 +149,18 @@ class CalendarSync:
         """
         rows = {row.organizer_key: row for row in await self._store.all()}
         outcome = SyncOutcome()
-        wanted = list(connected) if connected is not None else None
-        for organizer in wanted or []:
+        keys: set[str] | None = None if connected is None else set()
+        for organizer in connected or []:
+            if organizer.key and keys is not None:
+                keys.add(organizer.key)
             try:
                 made = await self._keeper.ensure(organizer.organizer, organizer.tenant_id)
             except JoinLinkError as exc:
                 _health(organizer.organizer, exc.reason)
                 continue
             rows[made.organizer_key] = made
-        keys = None if wanted is None else {await self._key(c) for c in wanted}
+            if keys is not None:
+                keys.add(made.organizer_key)
         for key, row in rows.items():
             try:
                 if keys is not None and key not in keys:
@@ -236,10 +240,6 @@ class CalendarSync:
         if event.id not in self._indexed:
             await self._store.remember_event(event.id, appointment_id)
             self._indexed.add(event.id)
-
-    async def _key(self, connected: Connected) -> str:
-        identity = await self._keeper.identify(connected.organizer, connected.tenant_id)
-        return organizer_key(identity)
 
     def _resync_due(self, record: SubscriptionRecord) -> bool:
         last = parse_timestamp_or_none(record.last_resync_at)
