@@ -232,6 +232,8 @@ def remove_event(emu: GraphEmulator, event: dict[str, Any], *, cancel: bool, com
         event["isCancelled"], event["comment"] = True, comment
     event["folder"] = DELETED_ITEMS
     emu.events_by_rest_id.pop(event["rest_id"], None)
+    # The id it had in the calendar: a change notification about its removal names that one.
+    event["calendar_rest_id"] = event["rest_id"]
     event["rest_id"] = "AAMkAGI2TG93AAA" + secrets.token_urlsafe(24)
     emu.events_by_rest_id[event["rest_id"]] = event
     _touch(event)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import random
 import ssl
 import time
@@ -43,6 +44,7 @@ CHANGE_TYPES = ("created", "updated", "deleted")
 LIFECYCLE_EVENTS = ("reauthorizationRequired", "subscriptionRemoved", "missed")
 GRAPH_ROOT = "https://graph.microsoft.com/v1.0"
 ATTEMPTS_KEPT = 2000
+LOG = logging.getLogger("devstack.graph.subscriptions")
 
 
 @dataclass
@@ -53,6 +55,8 @@ class HubConfig:
     delivery_timeout_seconds: float = 3.0
     batch_window_seconds: float = 0.2
     max_batch: int = 50
+    # POSTs in flight at once to one URL (Graph publishes in parallel; notifications may arrive out of order).
+    concurrency_per_url: int = 4
     retry_initial_seconds: float = 10.0
     retry_max_interval_seconds: float = 600.0
     retry_for_seconds: float = 4 * 3600.0
@@ -62,10 +66,20 @@ class HubConfig:
     # reauthorizationRequired this long before the subscription's expiry and before its access token's expiry.
     reauthorize_before_expiry_seconds: float = 3600.0
     reauthorize_before_token_expiry_seconds: float = 900.0
+    reauthorize_interval_seconds: float = 900.0
     # Delivery pauses (changes are lost) this long after an unanswered reauthorizationRequired; None: never.
     pause_unanswered_reauthorization_seconds: float | None = None
     # Graph requires a lifecycleNotificationUrl beyond 1 hour only for Teams resources; on for a stricter check.
     require_lifecycle_url_over_one_hour: bool = False
+    # Graph's throttling of slow endpoints: once an endpoint has had `throttle_min_notifications` in the current
+    # window, 10 % answered slowly (over 2.9 s of the 3 s) delays its notifications (and retries) by 10 minutes;
+    # 15 % drops them. The counts are flushed every `throttle_window_seconds`.
+    throttle_slow_endpoints: bool = True
+    throttle_min_notifications: int = 100
+    throttle_slow_percent: float = 10.0
+    throttle_drop_percent: float = 15.0
+    throttle_delay_seconds: float = 600.0
+    throttle_window_seconds: float = 600.0
     clock_offset_seconds: float = 0.0
     tick_seconds: float = 0.25
 
@@ -108,8 +122,11 @@ class Subscription:
     immutable_ids: bool
     latest_tls: str
     token_expires: float
+    # The unanswered challenge (cleared by reauthorize or renew), the last challenge sent, and the expiry the
+    # near-expiry challenge was sent for.
     reauthorization_sent_at: datetime | None = None
-    reauthorization_sent_for: set[str] = field(default_factory=set)
+    last_challenge_at: datetime | None = None
+    challenged_expiry: datetime | None = None
     stats: Counter[str] = field(default_factory=Counter)
 
     def resource_doc(self) -> dict[str, Any]:
@@ -137,6 +154,24 @@ class Pending:
     duplicate: bool = False
 
 
+@dataclass
+class EndpointHealth:
+    """Answers of one notification URL in the current throttling window."""
+
+    window_start: float
+    notifications: int = 0
+    slow: int = 0
+
+    def state(self, config: HubConfig) -> str:
+        """normal, throttled (delayed) or dropping, by the share of slow answers."""
+        if not config.throttle_slow_endpoints or self.notifications < config.throttle_min_notifications:
+            return "normal"
+        share = 100.0 * self.slow / self.notifications
+        if share >= config.throttle_drop_percent:
+            return "dropping"
+        return "throttled" if share >= config.throttle_slow_percent else "normal"
+
+
 def wire_time(value: datetime) -> str:
     """Graph's DateTimeOffset form (seven fractional digits, Z)."""
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"
@@ -159,7 +194,9 @@ class SubscriptionHub:
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self._inflight: dict[str, asyncio.Task[None]] = {}
+        # POSTs on their way, by URL (at most `concurrency_per_url` each).
+        self._inflight: dict[str, set[asyncio.Task[None]]] = {}
+        self.endpoints: dict[str, EndpointHealth] = {}
         emu.change_listeners.append(self.on_change)
 
     # --- clock and lifecycle of the hub ------------------------------------------------------------
@@ -180,7 +217,7 @@ class SubscriptionHub:
 
     async def stop(self, _: web.Application | None = None) -> None:
         """Stop the delivery loop and what it has in flight, then close the session (aiohttp on_cleanup)."""
-        tasks = [t for t in (self._task, *self._inflight.values()) if t is not None]
+        tasks = [t for t in (self._task, *(t for ts in self._inflight.values() for t in ts)) if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -222,7 +259,6 @@ class SubscriptionHub:
     def reauthorized(self, sub: Subscription, token_expires: float) -> None:
         """The app answered (reauthorize or renew): the challenge is met, and the new token's expiry counts."""
         sub.reauthorization_sent_at = None
-        sub.reauthorization_sent_for.clear()
         sub.token_expires = token_expires
 
     # --- changes in, notifications out -----------------------------------------------------------------
@@ -249,7 +285,9 @@ class SubscriptionHub:
             if self.faults.missed_on_drop:
                 self.queue_lifecycle(sub, "missed")
             return
-        event_id = event["immutable_id"] if sub.immutable_ids else event["rest_id"]
+        # With REST ids, a removal names the id the event had in the calendar (it has a new one in Deleted Items).
+        event_id = event["immutable_id"] if sub.immutable_ids else \
+            event.get("calendar_rest_id") if event["folder"] != "calendar" else event["rest_id"]
         path = f"Users/{sub.owner}/Events/{event_id}"
         payload = {
             "subscriptionId": sub.id, "subscriptionExpirationDateTime": wire_time(sub.expiration),
@@ -258,7 +296,24 @@ class SubscriptionHub:
                              "@odata.etag": f'W/"{event["changeKey"]}"', "id": event_id},
             "clientState": sub.client_state, "tenantId": sub.tenant_id,
         }
-        self._enqueue(sub.id, sub.notification_url, "change", payload)
+        state = self.endpoint_state(sub.notification_url)
+        if state == "dropping":
+            sub.stats["dropped_throttled"] += 1
+            self.totals["dropped"] += 1
+            self.queue_lifecycle(sub, "missed")
+            return
+        self._enqueue(sub.id, sub.notification_url, "change", payload,
+                      delay=self.config.throttle_delay_seconds if state == "throttled" else None)
+
+    def endpoint_state(self, url: str) -> str:
+        """The URL's throttling state now (normal, throttled, dropping); the window is flushed when it is over."""
+        health = self.endpoints.get(url)
+        if health is None:
+            return "normal"
+        if asyncio.get_running_loop().time() - health.window_start >= self.config.throttle_window_seconds:
+            del self.endpoints[url]
+            return "normal"
+        return health.state(self.config)
 
     def queue_lifecycle(self, sub: Subscription, lifecycle_event: str) -> bool:
         """Queue a lifecycle notification; a subscription without a lifecycleNotificationUrl gets none."""
@@ -274,7 +329,7 @@ class SubscriptionHub:
     def fire_lifecycle(self, sub: Subscription, lifecycle_event: str) -> bool:
         """What Graph does on this lifecycle event: notify, and for subscriptionRemoved, remove the subscription."""
         if lifecycle_event == "reauthorizationRequired":
-            sub.reauthorization_sent_at = self.now()
+            sub.reauthorization_sent_at = sub.last_challenge_at = self.now()
         sent = self.queue_lifecycle(sub, lifecycle_event)
         if lifecycle_event == "subscriptionRemoved":
             self.remove(sub.id, "removed")
@@ -301,13 +356,16 @@ class SubscriptionHub:
         loop = asyncio.get_running_loop()
         while True:
             self._wake.clear()
-            self._housekeeping()
-            now = loop.time()
-            self._launch_due(now)
-            waiting = [p.next_at for p in self.pending if p.url not in self._inflight]
             timeout = self.config.tick_seconds
-            if waiting:
-                timeout = max(0.0, min(timeout, min(waiting) - now))
+            try:
+                self._housekeeping()
+                now = loop.time()
+                self._launch_due(now)
+                waiting = [p.next_at for p in self.pending if self._free(p.url)]
+                if waiting:
+                    timeout = max(0.0, min(timeout, min(waiting) - now))
+            except Exception:  # the loop outlives one bad round: delivery must not die silently
+                LOG.exception("subscription delivery round failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
@@ -319,19 +377,24 @@ class SubscriptionHub:
             if sub.expiration <= now:
                 self.remove(sub.id, "expired")
                 continue
-            reasons = []
-            if (sub.expiration - now).total_seconds() <= self.config.reauthorize_before_expiry_seconds:
-                reasons.append("expiry:" + wire_time(sub.expiration))
-            if sub.token_expires - wall <= self.config.reauthorize_before_token_expiry_seconds:
-                reasons.append(f"token:{sub.token_expires}")
-            fresh = set(reasons) - sub.reauthorization_sent_for
-            if fresh:  # one challenge, whatever the number of reasons that came due together
-                sub.reauthorization_sent_for |= fresh
+            near_expiry = (sub.expiration - now).total_seconds() <= self.config.reauthorize_before_expiry_seconds
+            expiry_due = near_expiry and sub.challenged_expiry != sub.expiration
+            # An expiring token is challenged again every interval (Graph: every 15 minutes in its last hour)
+            # until a reauthorize or renewal brings a token further from expiry.
+            since = None if sub.last_challenge_at is None else (now - sub.last_challenge_at).total_seconds()
+            token_due = (sub.token_expires - wall <= self.config.reauthorize_before_token_expiry_seconds
+                         and (since is None or since >= self.config.reauthorize_interval_seconds))
+            if expiry_due or token_due:  # one challenge, whatever the number of reasons that came due together
+                if near_expiry:
+                    sub.challenged_expiry = sub.expiration
                 self.fire_lifecycle(sub, "reauthorizationRequired")
+
+    def _free(self, url: str) -> bool:
+        return len(self._inflight.get(url, ())) < self.config.concurrency_per_url
 
     def _launch_due(self, now: float) -> None:
         """One POST per URL whose oldest notification is due, taking along what is queued within the window."""
-        due_urls = {p.url for p in self.pending if p.next_at <= now and p.url not in self._inflight}
+        due_urls = {p.url for p in self.pending if p.next_at <= now and self._free(p.url)}
         horizon = now + self.config.batch_window_seconds
         by_url: dict[str, list[Pending]] = {}
         for p in self.pending:
@@ -343,7 +406,7 @@ class SubscriptionHub:
             self.pending = [p for p in self.pending if id(p) not in taken]
             if self.faults.reorder:
                 self.faults.rng.shuffle(batch)
-            self._inflight[url] = asyncio.create_task(self._deliver(url, batch))
+            self._inflight.setdefault(url, set()).add(asyncio.create_task(self._deliver(url, batch)))
 
     async def _deliver(self, url: str, batch: list[Pending]) -> None:
         loop = asyncio.get_running_loop()
@@ -362,7 +425,12 @@ class SubscriptionHub:
         except aiohttp.ClientError:
             outcome = "unreachable"
         finally:
-            self._inflight.pop(url, None)
+            running = self._inflight.get(url, set())
+            task = asyncio.current_task()
+            if task is not None:
+                running.discard(task)
+            if not running:
+                self._inflight.pop(url, None)
             self._wake.set()
         elapsed = loop.time() - started
         self._record(url, batch, status, outcome, elapsed)
@@ -381,6 +449,13 @@ class SubscriptionHub:
             "value": [p.payload for p in batch]})
         for p in batch:
             self._stats(p.subscription_id)["attempts"] += 1
+        now = asyncio.get_running_loop().time()
+        self.endpoint_state(url)  # flushes an elapsed window
+        health = self.endpoints.setdefault(url, EndpointHealth(window_start=now))
+        health.notifications += len(batch)
+        # Graph: a publishing time over 2,900 ms (of its 3 s timeout) is a slow answer.
+        if outcome == "timeout" or elapsed > self.config.delivery_timeout_seconds * 2.9 / 3:
+            health.slow += len(batch)
 
     def _delivered(self, batch: list[Pending]) -> None:
         for p in batch:
@@ -417,8 +492,11 @@ class SubscriptionHub:
                 continue
             if p.kind == "change" and p.subscription_id not in self.subscriptions:
                 continue  # the subscription went meanwhile
-            backoff = self.config.retry_initial_seconds * 2 ** (p.attempts - 1)
-            p.next_at = now + min(backoff, self.config.retry_max_interval_seconds)
+            backoff = min(self.config.retry_initial_seconds * 2 ** (p.attempts - 1),
+                          self.config.retry_max_interval_seconds)
+            if self.endpoint_state(p.url) != "normal":
+                backoff = self.config.throttle_delay_seconds  # Graph: failed ones on a throttled endpoint: 10 min
+            p.next_at = now + backoff
             stats["retries"] += 1
             self.pending.append(p)
         for sub_id in missed:

@@ -3,6 +3,7 @@ lifecycle event, set delivery faults and timings, and see every delivery attempt
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import asdict, fields
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +35,18 @@ def _body_error(message: str) -> web.Response:
     return web.json_response({"error": message}, status=400)
 
 
+def _typed(cls: type[Any], values: dict[str, Any]) -> Any:
+    """An instance of the dataclass from JSON values, each of its field's type (ints pass for floats)."""
+    kinds = {"int": (int,), "float": (int, float), "bool": (bool,), "float | None": (int, float, type(None)),
+             "int | None": (int, type(None))}
+    for f in fields(cls):
+        if f.name in values:
+            value, accepted = values[f.name], kinds[str(f.type)]
+            if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
+                raise TypeError(f"{f.name} must be {f.type}")
+    return cls(**values)
+
+
 async def admin_list_subscriptions(request: web.Request) -> web.Response:
     """Every subscription with its state (active, or expired/deleted/removed) and delivery stats; `?owner=<oid
     or upn>` keeps one mailbox's, `?state=active` only the active ones."""
@@ -45,7 +58,9 @@ async def admin_list_subscriptions(request: web.Request) -> web.Response:
         rows += [_view(hub, s, reason) for s, reason in hub.gone.values()]
     return web.json_response({
         "subscriptions": [r for r in rows if wanted is None or r["owner"] == wanted],
-        "pending": len(hub.pending), "in_flight": sorted(hub.inflight_urls()), "totals": dict(hub.totals)})
+        "pending": len(hub.pending), "in_flight": sorted(hub.inflight_urls()), "totals": dict(hub.totals),
+        "endpoints": {url: {"state": hub.endpoint_state(url), "notifications": h.notifications, "slow": h.slow}
+                      for url, h in list(hub.endpoints.items())}})
 
 
 async def admin_clear_subscriptions(request: web.Request) -> web.Response:
@@ -88,7 +103,7 @@ async def admin_put_faults(request: web.Request) -> web.Response:
     if not isinstance(body, dict) or not set(body) <= known:
         return _body_error(f"keys: {sorted(known)}")
     try:
-        hub.faults = DeliveryFaults(**body)
+        hub.faults = _typed(DeliveryFaults, body)
     except TypeError as exc:
         return _body_error(str(exc))
     return await admin_get_faults(request)
@@ -110,11 +125,26 @@ async def admin_put_config(request: web.Request) -> web.Response:
     values = asdict(HubConfig() if body.pop("reset", False) else hub.config)
     values.update(body)
     try:
-        hub.config = HubConfig(**values)
+        hub.config = _typed(HubConfig, values)
     except TypeError as exc:
         return _body_error(str(exc))
     hub.wake()
     return await admin_get_config(request)
+
+
+async def admin_settle(request: web.Request) -> web.Response:
+    """{"timeout_seconds": 10}: wait until nothing is pending or in flight (a notification in back-off counts as
+    pending); 200 {"settled": true} or, at the timeout, 200 {"settled": false} with what is left."""
+    hub = request.app[SUBSCRIPTIONS_KEY]
+    body = await request.json() if request.can_read_body else {}
+    timeout = float(body.get("timeout_seconds", 10)) if isinstance(body, dict) else 10.0
+    deadline = asyncio.get_running_loop().time() + timeout
+    while hub.pending or hub.inflight_urls():
+        if asyncio.get_running_loop().time() >= deadline:
+            break
+        await asyncio.sleep(0.02)
+    settled = not hub.pending and not hub.inflight_urls()
+    return web.json_response({"settled": settled, "pending": len(hub.pending), "in_flight": hub.inflight_urls()})
 
 
 async def admin_list_deliveries(request: web.Request) -> web.Response:
@@ -137,5 +167,6 @@ SUBSCRIPTION_ADMIN_ROUTES = (
     web.get("/_admin/subscriptions/config", admin_get_config),
     web.put("/_admin/subscriptions/config", admin_put_config),
     web.get("/_admin/subscriptions/deliveries", admin_list_deliveries),
+    web.post("/_admin/subscriptions/settle", admin_settle),
     web.post("/_admin/subscriptions/{id}/lifecycle", admin_fire_lifecycle),
 )

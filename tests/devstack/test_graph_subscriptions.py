@@ -42,7 +42,8 @@ EVENT = {"subject": "Consult", "start": {"dateTime": "2027-03-01T09:00:00", "tim
          "end": {"dateTime": "2027-03-01T09:30:00", "timeZone": "UTC"}, "isOnlineMeeting": True,
          "onlineMeetingProvider": "teamsForBusiness"}
 # Timings shrunk so a test runs in well under a second (Graph's: 10 s, 3 s, 10 s back-off for 4 hours).
-FAST = {"validation_timeout_seconds": 0.5, "delivery_timeout_seconds": 0.3, "batch_window_seconds": 0.1,
+# Generous enough for a loaded machine: a timeout here is only ever meant where a test makes the receiver slow.
+FAST = {"validation_timeout_seconds": 2.0, "delivery_timeout_seconds": 1.0, "batch_window_seconds": 0.1,
         "retry_initial_seconds": 0.05, "retry_max_interval_seconds": 0.1, "tick_seconds": 0.05}
 
 
@@ -94,7 +95,7 @@ class Receiver:
             return web.Response(status=500)
         if self.slow_next > 0:
             self.slow_next -= 1
-            await asyncio.sleep(0.6)
+            await asyncio.sleep(1.5)
         self.posts[kind].append(body)
         return web.Response(status=202)
 
@@ -199,6 +200,7 @@ async def test_a_failed_or_slow_validation_makes_no_subscription(graph: Graph, r
                                                                  status: int, code: str, message: str) -> None:
     rec, base = receiver
     rec.validation = mode
+    await graph.put("/_admin/subscriptions/config", json={"validation_timeout_seconds": 0.3})
     assert await error_of(await subscribe(graph, base)) == (status, code, message)
     assert hub_of(graph).subscriptions == {}
     attempts = await (await graph.get("/_admin/subscriptions/deliveries", params={"kind": "validation"})).json()
@@ -282,7 +284,8 @@ async def test_changes_are_delivered_in_batches_with_graphs_payload(graph: Graph
                       json={"start": {"dateTime": "2027-03-02T09:00:00", "timeZone": "UTC"},
                             "end": {"dateTime": "2027-03-02T09:30:00", "timeZone": "UTC"}})
     await graph.post(f"/v1.0/me/events/{event_id}/cancel", headers=bearer(), json={})
-    await until(lambda: len(rec.values()) == 6)
+    settled = await (await graph.post("/_admin/subscriptions/settle", json={"timeout_seconds": 5})).json()
+    assert settled == {"settled": True, "pending": 0, "in_flight": []}
     assert [v["changeType"] for v in rec.values()[3:]] == ["updated", "updated", "deleted"]
     assert {v["resourceData"]["id"] for v in rec.values()[3:]} == {event_id}
     stats = (await (await graph.get("/_admin/subscriptions")).json())["subscriptions"][0]["stats"]
@@ -300,7 +303,16 @@ async def test_without_the_prefer_header_the_ids_are_rest_ids_and_change_types_f
     await until(lambda: len(rec.values()) == 1)
     [value] = rec.values()
     assert value["changeType"] == "updated"
-    assert value["resourceData"]["id"] == hub_of(graph).emu.events[event["id"]]["rest_id"] != event["id"]
+    rest_id = hub_of(graph).emu.events[event["id"]]["rest_id"]
+    assert value["resourceData"]["id"] == rest_id != event["id"]
+    # A deleted event is named by the REST id it had in the calendar (not its new one in Deleted Items)
+    await graph.post("/v1.0/subscriptions", headers=bearer(), json={
+        "changeType": "deleted", "notificationUrl": f"{base}/notify", "resource": "me/events",
+        "expirationDateTime": _in(60)})
+    assert (await graph.delete(f"/v1.0/me/events/{rest_id}", headers=bearer())).status == 204
+    await until(lambda: len(rec.values()) == 2)
+    assert rec.values()[1]["changeType"] == "deleted" and rec.values()[1]["resourceData"]["id"] == rest_id
+    assert rec.values()[1]["clientState"] is None
 
 
 async def test_retried_with_back_off_on_500_and_on_a_slow_answer(graph: Graph, receiver: Any) -> None:
@@ -423,9 +435,19 @@ async def test_an_expiring_access_token_brings_a_challenge_and_reauthorize_answe
     sub = await made(graph, base, headers=bearer(lifetime=600))  # within 15 minutes of its expiry
     await until(lambda: len(rec.values("lifecycle")) == 1)
     assert rec.values("lifecycle")[0]["lifecycleEvent"] == "reauthorizationRequired"
-    assert (await graph.post(f"/v1.0/subscriptions/{sub['id']}/reauthorize", headers=bearer())).status == 204
+    # Answered with a token as close to expiry: challenged again only after the interval (15 minutes)
+    stale = {"Authorization": f"Bearer {token(lifetime=600)}"}
+    assert (await graph.post(f"/v1.0/subscriptions/{sub['id']}/reauthorize", headers=stale)).status == 204
     await asyncio.sleep(0.3)
     assert len(rec.values("lifecycle")) == 1
+    await graph.put("/_admin/subscriptions/config", json={"reauthorize_interval_seconds": 0.5})
+    await until(lambda: len(rec.values("lifecycle")) == 2)
+    # Answered with a fresh token: no more challenges
+    assert (await graph.post(f"/v1.0/subscriptions/{sub['id']}/reauthorize", headers=bearer())).status == 204
+    await graph.post("/_admin/subscriptions/settle")
+    challenges = len(rec.values("lifecycle"))
+    await asyncio.sleep(0.8)
+    assert len(rec.values("lifecycle")) == challenges
     # Unanswered challenges can pause delivery (a knob): changes in the pause are lost
     await graph.put("/_admin/subscriptions/config", json={"pause_unanswered_reauthorization_seconds": 0})
     await graph.post(f"/_admin/subscriptions/{sub['id']}/lifecycle", json={"event": "reauthorizationRequired"})
@@ -483,3 +505,58 @@ async def test_admin_reset_restores_graphs_timings_and_clear_forgets_subscriptio
     assert len(hub_of(graph).subscriptions) == 1
     assert (await (await graph.delete("/_admin/subscriptions")).json()) == {"cleared": 1}
     assert (await graph.put("/_admin/subscriptions/faults", json={"nope": 1})).status == 400
+    assert (await graph.put("/_admin/subscriptions/faults", json={"drop_next": "2"})).status == 400
+    assert (await graph.put("/_admin/subscriptions/config", json={"missed_on_drop": True})).status == 400
+    assert (await graph.put("/_admin/subscriptions/config", json={"retry_for_seconds": True})).status == 400
+    assert (await graph.put("/_admin/subscriptions/config", json={"retry_for_seconds": 5})).status == 200
+
+
+async def test_delay_and_reorder_still_deliver_everything_and_settle_waits(graph: Graph, receiver: Any) -> None:
+    rec, base = receiver
+    await made(graph, base)
+    await graph.put("/_admin/subscriptions/faults", json={"delay_ms": 300, "reorder": True, "seed": 3})
+    events = [await new_event(graph, f"Consult {i}") for i in range(6)]
+    assert (await (await graph.post("/_admin/subscriptions/settle", json={"timeout_seconds": 5})).json())["settled"]
+    assert sorted(v["resourceData"]["id"] for v in rec.values()) == sorted(e["id"] for e in events)
+    # A notification in back-off is still pending: settle says so at its timeout
+    await graph.put("/_admin/subscriptions/faults", json={})
+    await graph.put("/_admin/subscriptions/config",
+                    json={"retry_initial_seconds": 30, "retry_max_interval_seconds": 30})
+    rec.failing = {"notify"}
+    await new_event(graph)
+    left = await (await graph.post("/_admin/subscriptions/settle", json={"timeout_seconds": 0.5})).json()
+    assert left["settled"] is False and left["pending"] == 1
+
+
+async def test_a_slow_endpoint_is_throttled_then_dropped_as_graph_documents(graph: Graph, receiver: Any) -> None:
+    rec, base = receiver
+    await graph.put("/_admin/subscriptions/config", json={
+        "delivery_timeout_seconds": 0.5, "throttle_min_notifications": 8, "throttle_delay_seconds": 0.8,
+        "throttle_window_seconds": 60})
+    await made(graph, base)
+
+    async def change() -> float:
+        started = time.monotonic()
+        await new_event(graph)
+        assert (await (await graph.post("/_admin/subscriptions/settle")).json())["settled"]
+        return time.monotonic() - started
+
+    async def state() -> str:
+        endpoints = (await (await graph.get("/_admin/subscriptions")).json())["endpoints"]
+        return str(endpoints[f"{base}/notify"]["state"])
+
+    rec.slow_next = 1
+    await change()  # one slow answer (a timeout), then delivered: 2 notifications counted, 1 slow
+    for _ in range(6):
+        await change()
+    # 1 slow of 8 (12.5 %): throttled, the next notification waits the throttling delay
+    assert await state() == "throttled"
+    assert await change() >= 0.7
+    assert len(rec.values()) == 8
+    # 2 slow of 10 (20 %): dropping, and the subscription hears `missed`
+    rec.slow_next = 1
+    await change()
+    assert await state() == "dropping"
+    await change()
+    assert len(rec.values()) == 9
+    assert [v["lifecycleEvent"] for v in rec.values("lifecycle")] == ["missed"]
