@@ -293,20 +293,27 @@ async def _attendance(endpoints: dict[str, Any], inbox: Any, collect: Any, run_i
                                    f"{answers[event_id]['onlineMeetingId']}/sessions", json=session)
         print("\nafter the appointment (ATTENDANCE_REPORTS=true): the emulator plays its session "
               f"({played.status_code}): the organizer 25 min, the client 20 min")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            deliveries = (await client.get(endpoints["receiver"]["admin_url"] + "/deliveries")).json()["deliveries"]
-            hooks = [d for d in deliveries if d["type"] == "appointment.attendance"
-                     and d["body"]["data"]["appointmentId"] == appointment]
-            if hooks:
-                data = hooks[0]["body"]["data"]
-                print(f"  webhook {hooks[0]['webhook_id']}  appointment.attendance  outcome={data['outcome']}  "
-                      f"organizer {data['organizerAttendance']['secondsPresent']} s, "
-                      f"clients {[c['secondsPresent'] for c in data['clients']]} s")
-                return bool(data["outcome"] == "attended")
-            await asyncio.sleep(0.5)
-    print("  no attendance webhook within 60 s")
-    return False
+        hook = await _first_webhook(client, endpoints, "appointment.attendance", appointment)
+    if hook is None:
+        return False
+    data = hook["body"]["data"]
+    print(f"  webhook {hook['webhook_id']}  appointment.attendance  outcome={data['outcome']}  "
+          f"organizer {data['organizerAttendance']['secondsPresent']} s, "
+          f"clients {[c['secondsPresent'] for c in data['clients']]} s")
+    return bool(data["outcome"] == "attended")
+
+
+async def _first_webhook(client: Any, endpoints: dict[str, Any], kind: str, appointment: str) -> dict[str, Any] | None:
+    """The first webhook of `kind` for the appointment the local receiver got, waited for up to 60 s."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        deliveries = (await client.get(endpoints["receiver"]["admin_url"] + "/deliveries")).json()["deliveries"]
+        hooks = [d for d in deliveries if d["type"] == kind and d["body"]["data"]["appointmentId"] == appointment]
+        if hooks:
+            return dict(hooks[0])
+        await asyncio.sleep(0.5)
+    print(f"  no {kind} webhook within 60 s")
+    return None
 
 
 async def _calendar(endpoints: dict[str, Any], function_app: Any, base_url: str, inbox: Any, collect: Any,
@@ -348,20 +355,14 @@ async def _calendar(endpoints: dict[str, Any], function_app: Any, base_url: str,
         await client.post(f"{admin}/events/{mine[0]['id']}/organizer-edit",
                           json={"start": "2026-12-08T15:00:00", "end": "2026-12-08T15:45:00"})
         print("  the staff member moves it in Outlook to 2026-12-08 15:00–15:45 (the emulator's organizer-edit)")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            deliveries = (await client.get(endpoints["receiver"]["admin_url"] + "/deliveries")).json()["deliveries"]
-            hooks = [d for d in deliveries if d["type"] == "appointment.rescheduled_by_organizer"
-                     and d["body"]["data"]["appointmentId"] == appointment]
-            if hooks:
-                data = hooks[0]["body"]["data"]
-                print(f"  webhook {hooks[0]['webhook_id']}  appointment.rescheduled_by_organizer  "
-                      f"{data['startDateTime']} – {data['endDateTime']}  version {data['version']}  "
-                      f"link held: {data['joinUrl'] == answer['joinUrl']}")
-                return True
-            await asyncio.sleep(0.5)
-    print("  no appointment.rescheduled_by_organizer webhook within 60 s")
-    return False
+        hook = await _first_webhook(client, endpoints, "appointment.rescheduled_by_organizer", appointment)
+    if hook is None:
+        return False
+    data = hook["body"]["data"]
+    print(f"  webhook {hook['webhook_id']}  appointment.rescheduled_by_organizer  "
+          f"{data['startDateTime']} – {data['endDateTime']}  version {data['version']}  "
+          f"link held: {data['joinUrl'] == answer['joinUrl']}")
+    return True
 
 
 async def _webhooks_received(endpoints: dict[str, Any], event_ids: set[str]) -> dict[str, dict[str, Any]]:
