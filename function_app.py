@@ -261,7 +261,7 @@ async def sync_calendars(timer: func.TimerRequest, outbox: func.Out[typing.List[
 @instrumented
 async def manage_organizers(req: func.HttpRequest) -> func.HttpResponse:
     """The operator page: every organizer's connection, with connect, reconnect and admin-consent links."""
-    return await organizers_page.organizers_page(req, services.settings, services.vault)
+    return await organizers_page.organizers_page(req, services.settings, services.vault, services.calendar_states)
 
 
 # The schedule is read at indexing time from the validated settings, so an unset KEEPALIVE_SCHEDULE

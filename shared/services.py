@@ -243,6 +243,17 @@ class Services:
                           organizer_key(entry.identity) if entry.tenant_id else None)
                 for entry in entries if entry.status == ConnectionStatus.CONNECTED]
 
+    @property
+    def calendar_states(self) -> Callable[[], Awaitable[dict[str, str] | None]] | None:
+        """MEETING_KIND=calendar: each organizer's subscription state by organizer key (the operator page)."""
+        if self.settings.meeting_kind != MeetingKind.CALENDAR:
+            return None
+
+        async def states() -> dict[str, str]:
+            return {row.organizer_key: row.state for row in await self.subscriptions.store.all()}
+
+        return states
+
     async def sync_calendars(self) -> SyncOutcome:
         """The calendar-sync timer's round (nothing unless MEETING_KIND=calendar)."""
         from shared.calendar_sync.sync import SyncOutcome
