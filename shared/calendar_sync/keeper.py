@@ -102,10 +102,11 @@ class SubscriptionKeeper:
             return record
         if record.state == SubscriptionLimitError.reason and not self._due_again(record, now):
             return record
-        if record.subscription_id and record.state == ACTIVE:
+        if record.subscription_id and record.client_state:
             expires = parse_timestamp_or_none(record.expires_at)
-            if expires is not None and expires - now > self._lifetime / 2:
+            if record.state == ACTIVE and expires is not None and expires - now > self._lifetime / 2:
                 return record
+            # Due, or the last renewal failed (a token or Graph problem since fixed): renew, never a second one.
             try:
                 renewed = await self._client.renew(record.organizer, record.tenant_id, record.subscription_id,
                                                    now + self._lifetime)

@@ -117,6 +117,9 @@ class CalendarSync:
         if not record.client_state or not hmac.compare_digest(str(notification.get("clientState") or "").encode(),
                                                               record.client_state.encode()):
             return self._drop("client_state_mismatch", record)
+        tenant = notification.get("tenantId")
+        if isinstance(tenant, str) and record.tenant_id and tenant.lower() != record.tenant_id.lower():
+            return self._drop("tenant_mismatch", record)
         if doc.get("kind") == LIFECYCLE:
             return await self._lifecycle(record, str(notification.get("lifecycleEvent") or ""), dequeue_count > 1)
         if doc.get("kind") != CHANGE:

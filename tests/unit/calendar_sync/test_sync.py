@@ -237,8 +237,10 @@ async def test_a_wrong_client_state_or_unknown_subscription_is_dropped_unread():
     assert (await world.sync.handle(world.message(sub, state="guess"))).dropped == "client_state_mismatch"
     assert (await world.sync.handle(world.message(replace(sub, subscription_id="nope")))).dropped == \
         "unknown_subscription"
+    other_tenant = world.message(sub, tenantId="00000000-0000-0000-0000-000000000001")
+    assert (await world.sync.handle(other_tenant)).dropped == "tenant_mismatch"
     assert world.calendar.gets == 0 and (await world.appointments.get("apt-1")).status == "scheduled"
-    assert world.sync.dropped == {"client_state_mismatch": 1, "unknown_subscription": 1}
+    assert world.sync.dropped == {"client_state_mismatch": 1, "unknown_subscription": 1, "tenant_mismatch": 1}
 
 
 async def test_a_change_met_while_the_app_writes_is_looked_at_again_then_left_to_the_resync():
@@ -325,7 +327,11 @@ async def test_a_token_that_cannot_do_it_is_reported_not_raised(failure, state):
     world.now = NOW + timedelta(hours=40)
     world.graph.failures = [failure]
     await world.sync.run(None)
-    assert (await world.rows.get(sub.organizer_key)).state == state
+    row = await world.rows.get(sub.organizer_key)
+    assert row.state == state and row.subscription_id == sub.subscription_id
+    # once the token works again, the next round renews the same subscription (no second one)
+    await world.sync.run(None)
+    assert (await world.rows.get(sub.organizer_key)).state == ACTIVE and world.graph.made == 1
 
 
 async def test_disconnect_deletes_the_subscription_and_the_row():
