@@ -5,14 +5,17 @@ organizer's `organizer_hash` (the one alerts and logs carry); `find-hash <hash>`
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
 from shared.common.ids import is_guid
+from shared.common.vocabulary import MeetingKind
 from shared.exceptions import JoinLinkError, SettingsError
 from shared.identity.connect_flow import granted_scopes, signed_in_tenant
 from shared.identity.msal import ClientType, MsalClients, MsalFailure
@@ -70,8 +73,20 @@ def find_hash(vault: TokenVault, value: str, out: TextIO) -> int:
     return 0 if found else 4
 
 
-def revoke(vault: TokenVault, organizer: str, out: TextIO, tenant: str | None = None) -> int:
-    """Delete the organizer's entry (the refresh token is forgotten); say what is left for an admin to do."""
+def revoke(vault: TokenVault, organizer: str, out: TextIO, tenant: str | None = None,
+           unsubscribe: Callable[[str, str | None], bool] | None = None) -> int:
+    """Delete the organizer's entry (the refresh token is forgotten); say what is left for an admin to do.
+
+    `unsubscribe` (MEETING_KIND=calendar) first removes their calendar's change-notification subscription, while
+    their token still works."""
+    if unsubscribe is not None and vault.get(organizer, tenant) is not None:
+        try:
+            removed = unsubscribe(organizer, tenant)
+        except JoinLinkError as exc:
+            out.write(f"Their calendar subscription was not removed ({exc.reason}); Graph ends it at its expiry.\n")
+        else:
+            if removed:
+                out.write("Removed their calendar's change-notification subscription.\n")
     entry = vault.delete(organizer, tenant)
     if entry is None:
         out.write(f"{organizer} has no entry in the token vault{f' in tenant {tenant}' if tenant else ''}; "
@@ -132,6 +147,26 @@ def connect_device(settings: Settings, vault: TokenVault, clients: MsalClients, 
     return 0
 
 
+def _unsubscriber(settings: Settings) -> Callable[[str, str | None], bool] | None:
+    """With MEETING_KIND=calendar: removes an organizer's subscription (as them, through the worker's services)."""
+    if settings.meeting_kind != MeetingKind.CALENDAR:
+        return None
+
+    def unsubscribe(organizer: str, tenant: str | None) -> bool:
+        from shared.services import Services
+
+        async def remove() -> bool:
+            services = Services(replace(settings, credential_mode="vault"))
+            try:
+                return await services.subscriptions.remove(organizer, tenant)
+            finally:
+                await services.aclose()
+
+        return asyncio.run(remove())
+
+    return unsubscribe
+
+
 def _tenant(value: str) -> str:
     if not is_guid(value):
         raise argparse.ArgumentTypeError(f"{value!r} is not a tenant id (GUID)")
@@ -167,7 +202,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         if args.command == "find-hash":
             return find_hash(vault, args.hash, out)
         if args.command == "revoke":
-            return revoke(vault, args.organizer, out, args.tenant)
+            return revoke(vault, args.organizer, out, args.tenant, unsubscribe=_unsubscriber(settings))
         return connect_device(settings, vault, MsalClients(settings), args.organizer, out, tenant=args.tenant)
     except SettingsError as exc:
         out.write(f"{exc}\n")
