@@ -88,6 +88,8 @@ class Disrupter:
     started: float
     entra_port: int
     pause_seconds: float = 5.0
+    # A calendar-backed run's notification faults (chaos.organizer.NotificationDisrupter): the `notify:*` steps.
+    notify: Any = None
     done: list[Disruption] = field(default_factory=list)
     _next_victim: int = 0
 
@@ -119,6 +121,9 @@ class Disrupter:
             event.detail += f", back at t={time.monotonic() - self.started:.1f}s"
         elif action.startswith("refresh:"):
             await self._refresh_kill(action.split(":", 1)[1])
+        elif action.startswith("notify:") and self.notify is not None:
+            event = self._record(action)
+            event.detail = await self.notify.run(action)
         else:
             raise ValueError(action)
 

@@ -21,8 +21,10 @@ from devstack.stack import REPO_ROOT
 class Instance:
     """One harness process (and its successors after kills: one log file per start)."""
 
-    def __init__(self, number: int, state_dir: Path, env: dict[str, str], host_json: Path, lease_seconds: int) -> None:
+    def __init__(self, number: int, state_dir: Path, env: dict[str, str], host_json: Path, lease_seconds: int,
+                 http_port: int = -1) -> None:
         self.number = number
+        self.http_port = http_port  # -1: no HTTP (queues and timers only); kept across restarts
         self.state_dir = state_dir
         self.env = env
         self.host_json = host_json
@@ -36,8 +38,9 @@ class Instance:
         self.logs.append(log_path)
         with open(log_path, "wb") as log:
             self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                [sys.executable, "-m", "devstack.harness", "--state-dir", str(self.state_dir), "--http-port", "-1",
-                 "--host-json", str(self.host_json), "--lease-seconds", str(self.lease_seconds)],
+                [sys.executable, "-m", "devstack.harness", "--state-dir", str(self.state_dir),
+                 "--http-port", str(self.http_port), "--host-json", str(self.host_json),
+                 "--lease-seconds", str(self.lease_seconds)],
                 cwd=REPO_ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)
 
@@ -103,8 +106,10 @@ def socket_inode(local_port: int, remote_port: int) -> str | None:
 class Fleet:
     """N instances of the app on one storage account."""
 
-    def __init__(self, count: int, state_dir: Path, env: dict[str, str], host_json: Path, lease_seconds: int) -> None:
-        self.instances = [Instance(n + 1, state_dir, env, host_json, lease_seconds) for n in range(count)]
+    def __init__(self, count: int, state_dir: Path, env: dict[str, str], host_json: Path, lease_seconds: int,
+                 http_ports: list[int] | None = None) -> None:
+        ports = http_ports or [-1] * count
+        self.instances = [Instance(n + 1, state_dir, env, host_json, lease_seconds, ports[n]) for n in range(count)]
 
     def start(self) -> None:
         """Start every instance."""
@@ -118,6 +123,10 @@ class Fleet:
                 instance.proc.send_signal(signal.SIGTERM)
         for instance in self.instances:
             instance.stop()
+
+    def http_ports(self) -> list[int]:
+        """The HTTP ports of the live instances that serve HTTP."""
+        return [i.http_port for i in self.instances if i.http_port > 0 and i.alive()]
 
     def dead(self) -> list[Instance]:
         """Instances whose process exited on its own."""

@@ -35,7 +35,10 @@ from shared.graph.meetings import external_id
 from shared.storage.requeue import unwrap_requeued
 
 WEBHOOK_DELIVERED, WEBHOOK_DEAD_LETTER, WEBHOOK_POISON = "delivered", "dead_letter", "outbox_poison"
-_ATTENDANCE_SUFFIX = "_" + WebhookKind.ATTENDANCE
+# Webhooks about an appointment rather than one of the run's events: its end (judged by attendance_ledger) and
+# the organizer's edits in Outlook (judged by chaos.organizer_ledger).
+_NOT_EVENT_SUFFIXES = tuple("_" + kind for kind in (WebhookKind.ATTENDANCE, WebhookKind.RESCHEDULED_BY_ORGANIZER,
+                                                     WebhookKind.CANCELLED_BY_ORGANIZER))
 
 
 def decode_queue_text(content: str) -> str:
@@ -253,8 +256,8 @@ class _Reading:
         """The webhook ids that reached a place, by the event they are about."""
         webhooks_of_event: dict[str, set[str]] = defaultdict(set)
         for webhook_id in self.webhook_places:
-            if webhook_id.endswith(_ATTENDANCE_SUFFIX):
-                continue  # about an appointment's end, not an event: judged by attendance_ledger
+            if webhook_id.endswith(_NOT_EVENT_SUFFIXES):
+                continue  # about an appointment, not an event: judged by attendance_ledger / organizer_ledger
             key = self.identify(None, _event_id_of_webhook(webhook_id))
             if key is None:
                 self.unknown.append(f"webhook:{webhook_id}")
@@ -488,6 +491,25 @@ def _applied(join_urls: Iterable[str]) -> dict[str, str]:
     return applied
 
 
+def organizer_change_key(appointment_id: str) -> str:
+    """The change_event_id of an ended appointment the staff member moves in Outlook (no event of the run's)."""
+    return f"organizer:{appointment_id}"
+
+
+def _organizer_moves(deliveries: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """When the app applied an organizer's move: its rescheduled_by_organizer's resolvedAt (the first one's)."""
+    applied: dict[str, str] = {}
+    for delivery in deliveries:
+        body = delivery.get("body")
+        data = body.get("data") if isinstance(body, dict) else None
+        if delivery.get("type") != WebhookType.RESCHEDULED_BY_ORGANIZER or not isinstance(data, dict):
+            continue
+        key, at = organizer_change_key(str(data.get("appointmentId"))), data.get("resolvedAt")
+        if isinstance(at, str) and (key not in applied or at < applied[key]):
+            applied[key] = at
+    return applied
+
+
 def _before(data: Mapping[str, Any], change_at: str | None) -> bool:
     """Whether an attendance was told before the appointment's change was applied (or the change never was)."""
     checked = data.get("checkedAt")
@@ -560,7 +582,7 @@ def attendance_ledger(ended: Iterable[EndedAppointment], snapshot: QueueSnapshot
     cancelled appointment must be told nothing after its cancel was applied.
     """
     told, recorded = _attendance_told(snapshot)
-    applied = _applied(snapshot.join_urls)
+    applied = _applied(snapshot.join_urls) | _organizer_moves(snapshot.deliveries)
     appointments = list(ended)
     verdicts = _AttendanceVerdicts()
     for appointment in appointments:

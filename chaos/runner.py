@@ -19,11 +19,13 @@ import io
 import json
 import os
 import shutil
+import socket
 import ssl
 import tempfile
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -44,11 +46,27 @@ from chaos.ledger import (
     compute_ledger,
     decode_queue_text,
 )
+from chaos.organizer import (
+    CALENDAR_SETTINGS,
+    NOTIFICATION_STEPS,
+    RUN_FAULTS,
+    SUBSCRIPTION_CONFIG,
+    NotificationDisrupter,
+    NotificationFront,
+    OrganizerPlan,
+    PlayedEdit,
+    events_by_appointment,
+    move_ended,
+    plan_edits,
+    play_edits,
+)
+from chaos.organizer_ledger import OrganizerLedger, organizer_ledger
 from chaos.workload import (
     ADAMS_UPN,
     BAKER_UPN,
     FABRIKAM,
     FABRIKAM_SCHEDULER_UPN,
+    READY,
     SCHEDULER_UPN,
     EndedAppointment,
     Workload,
@@ -96,7 +114,7 @@ ORGANIZERS = (SCHEDULER_UPN, ADAMS_UPN, FABRIKAM_SCHEDULER_UPN, BAKER_UPN)
 TOKEN_LIFETIME_SECONDS = 330
 # The heavier run `--heavy` selects (docs/reliability.md; the current figures: docs/maintain/figures.md).
 HEAVY = {"events": 10000, "kills": 6, "storage_pause": 20.0, "refresh_kills": ("before", "between", "after"),
-         "timeout": 2400.0, "ended": 100}
+         "timeout": 2400.0, "ended": 100, "organizer_edits": 150}
 
 
 @dataclass(frozen=True)
@@ -144,6 +162,10 @@ class RunOptions:
     events: int = 2000
     seed: int = 7
     ended: int = 0  # appointments (among the events' lifecycle ones) that end during the run: attendance told
+    # "calendar": the app makes calendar events (MEETING_KIND=calendar), the staff member edits some of them in
+    # Outlook and Graph's notifications come back under faults; "standalone": createOrGet meetings, no organizer side.
+    meeting_kind: str = "calendar"
+    organizer_edits: int = 40  # calendar: lifecycle appointments whose event the staff member edits
     disruptions: Disruptions = field(default_factory=Disruptions)
     token_lifetime: int = TOKEN_LIFETIME_SECONDS
     # The Entra emulator's refresh-token rotation: "entra" (a used one stays valid, as Entra does) or "strict"
@@ -154,6 +176,11 @@ class RunOptions:
     mix: FaultMix = field(default_factory=FaultMix)
     lease_seconds: int | None = None  # None: CRASH_LEASE_SECONDS with kills, the harness's default without
     quiet: bool = False
+
+    @property
+    def calendar(self) -> bool:
+        """Whether the run is calendar-backed (organizer edits and notifications)."""
+        return self.meeting_kind == "calendar"
 
     @property
     def crash(self) -> bool:
@@ -183,6 +210,8 @@ class RunReport:
     sessions_played: dict[str, float] = field(default_factory=dict)  # appointment -> seconds into the run
     # Seconds the run waited for attendance after everything else had settled (the attendance's cost in time).
     attendance_wait: float | None = None
+    organizer: OrganizerLedger | None = None  # a calendar-backed run's organizer side
+    notifications: dict[str, Any] = field(default_factory=dict)  # the emulator's delivery totals, the front's counts
 
     @property
     def kills(self) -> list[float]:
@@ -193,17 +222,24 @@ class RunReport:
     def ok(self) -> bool:
         """Complete, the ledgers balance, and the targets: no duplicate delivery, nobody disconnected."""
         return (self.completed and self.ledger.ok and not self.accounts.duplicate_deliveries
-                and not self.accounts.wrongly_disconnected and (self.attendance is None or self.attendance.ok))
+                and not self.accounts.wrongly_disconnected and (self.attendance is None or self.attendance.ok)
+                and (self.organizer is None or self.organizer.ok))
 
     def targets(self) -> str:
-        """The run's four targets, one line: an ended appointment never told counts as lost, a second attendance
-        webhook-id for one as a duplicate delivery, and one told otherwise than played as attendance_wrong."""
-        attendance = self.attendance
-        lost = len(self.ledger.lost) + (len(attendance.missing) if attendance else 0)
-        duplicates = len(self.accounts.duplicate_deliveries) + (len(attendance.second_ids) if attendance else 0)
+        """The run's targets, one line: an ended appointment never told counts as lost, a second attendance
+        webhook-id for one as a duplicate delivery, and one told otherwise than played as attendance_wrong; an
+        organizer's edit never told counts as lost, told under a second webhook-id as a duplicate delivery, and a
+        record that disagrees with its calendar event (or a change told that the organizer never made) as diverged
+        (calendar-backed runs only)."""
+        attendance, organizer = self.attendance, self.organizer
+        lost = (len(self.ledger.lost) + (len(attendance.missing) if attendance else 0)
+                + (len(organizer.untold) if organizer else 0))
+        duplicates = (len(self.accounts.duplicate_deliveries) + (len(attendance.second_ids) if attendance else 0)
+                      + (len(organizer.second_ids) if organizer else 0))
         return (f"lost={lost} duplicate_deliveries={duplicates} "
                 f"wrongly_disconnected={len(self.accounts.wrongly_disconnected)} "
-                f"attendance_wrong={len(attendance.wrong) if attendance else 0}")
+                f"attendance_wrong={len(attendance.wrong) if attendance else 0}"
+                + (f" diverged={organizer.diverged_count}" if organizer else ""))
 
     def realised_mix(self) -> str:
         """The faults as they actually happened."""
@@ -324,26 +360,35 @@ async def _ensure_queues(client: QueueServiceClient) -> None:
 
 
 async def _play_sessions(graph_admin: httpx.AsyncClient, ended: list[EndedAppointment], played: dict[str, float],
-                         played_at: dict[str, str], run_started: float) -> None:
+                         played_at: dict[str, str], run_started: float, calendar: bool = False) -> None:
     """Play each ended appointment's session on its meeting as soon as the app has made the meeting.
 
     The sessions lie in the past, so their reports exist at once, before the checks are due (a report-late one
     still runs). A cancelled appointment's meeting gets one too while it exists.
     """
-    waiting = {external_id(a.appointment_id): a for a in ended if a.session() is not None}
+    waiting = {a.appointment_id: a for a in ended if a.session() is not None}
+    by_external_id = {external_id(a.appointment_id): a.appointment_id for a in ended}
     until = max((a.ends_at for a in ended), default=datetime.now(UTC)) + timedelta(seconds=ATTENDANCE_GRACE_SECONDS)
     while waiting and datetime.now(UTC) < until:
         with contextlib.suppress(httpx.HTTPError, ValueError):
-            for meeting in (await graph_admin.get("meetings")).json():
-                appointment = waiting.get(str(meeting.get("externalId")))
+            # A standalone meeting carries the appointment as its externalId; a calendar event's meeting is found
+            # through the event (the app's extended property).
+            meetings = {by_external_id[str(m.get("externalId"))]: str(m["id"])
+                        for m in (await graph_admin.get("meetings")).json() if m.get("externalId") in by_external_id}
+            if calendar:
+                meetings |= {apt: str(found[0]["onlineMeetingId"]) for apt, found in
+                             events_by_appointment((await graph_admin.get("events")).json()).items()
+                             if apt in waiting and found[0].get("onlineMeetingId")}
+            for appointment_id, meeting_id in meetings.items():
+                appointment = waiting.get(appointment_id)
                 if appointment is None:
                     continue
-                answer = await graph_admin.post(f"meetings/{quote(str(meeting['id']), safe='')}/sessions",
+                answer = await graph_admin.post(f"meetings/{quote(meeting_id, safe='')}/sessions",
                                                 json=appointment.session())
                 if answer.status_code == 201:
                     played[appointment.appointment_id] = round(time.monotonic() - run_started, 1)
                     played_at[appointment.appointment_id] = datetime.now(UTC).isoformat()
-                    del waiting[external_id(appointment.appointment_id)]
+                    del waiting[appointment.appointment_id]
         await asyncio.sleep(1.0)
 
 
@@ -370,9 +415,15 @@ def _attendance_deadline(ended: list[EndedAppointment], run_started: float) -> f
     return time.monotonic() + left + ATTENDANCE_GRACE_SECONDS + ATTENDANCE_WAIT_SECONDS + ATTENDANCE_PATIENCE_SECONDS
 
 
-async def _settled(client: QueueServiceClient) -> bool:
+async def _settled(client: QueueServiceClient, graph_admin: httpx.AsyncClient | None = None) -> bool:
     # Appointments first: its outputs are written before it is deleted, so once it is empty every
-    # outbox message it will ever produce is already there.
+    # outbox message it will ever produce is already there. A calendar-backed run also waits for Graph to have
+    # delivered every notification (nothing pending or in flight) and for the app to have handled them.
+    if graph_admin is not None:
+        subscriptions = (await graph_admin.get("subscriptions", params={"state": "active"})).json()
+        if subscriptions["pending"] or subscriptions["in_flight"] or await _count(
+                client, queues.CALENDAR_NOTIFICATIONS):
+            return False
     return await _count(client, queues.APPOINTMENTS) == 0 and await _count(client, queues.WEBHOOK_OUTBOX) == 0
 
 
@@ -413,6 +464,31 @@ def _vault_etag(vault: Any, organizer: str) -> str | None:
     return None if entry is None else str(entry.etag)
 
 
+async def _records(settings: dict[str, str], appointments: Iterable[str]) -> dict[str, dict[str, Any] | None]:
+    """The app's appointment records (read from its table after the run), as plain fields."""
+    from shared.services import Services
+    from shared.settings import load_settings
+
+    services = Services(load_settings(settings))
+    try:
+        out: dict[str, dict[str, Any] | None] = {}
+        for appointment in appointments:
+            record = await services.appointments.get(appointment)
+            out[appointment] = asdict(record) if record is not None else None
+        return out
+    finally:
+        await services.aclose()
+
+
+def _free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports (held together while picked)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+
+
 def _organizer_health(vault: Any) -> list[dict[str, Any]]:
     return [entry.health() for entry in vault.entries()]
 
@@ -429,12 +505,22 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
     env = {**os.environ, **{k: str(v) for k, v in endpoints["settings"].items()}, **APP_SETTINGS,
            **(CRASH_SETTINGS if options.crash else {}),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    front_port, *http_ports = _free_ports(plan.instances + 1) if options.calendar else [0]
+    if options.calendar:
+        # Graph posts to one public address (the front); each instance serves the HTTP functions on its own port.
+        env |= {**CALENDAR_SETTINGS, "GRAPH_NOTIFICATION_BASE_URL": f"http://127.0.0.1:{front_port}/api"}
     app_settings = {k: v for k, v in env.items() if k in _setting_names()}
-    fleet = Fleet(plan.instances, state_dir, env, _host_json(state_dir / "chaos-host.json"), lease)
+    fleet = Fleet(plan.instances, state_dir, env, _host_json(state_dir / "chaos-host.json"), lease,
+                  http_ports=http_ports or None)
+    front = NotificationFront(fleet.http_ports) if options.calendar else None
     vault = _vault(app_settings)
     disrupter = Disrupter(fleet, state_dir, entra_admin, lambda organizer: _vault_etag(vault, organizer), started,
-                          int(endpoints["ports"]["entra"]), pause_seconds=plan.storage_pause)
-    steps = plan.plan()
+                          int(endpoints["ports"]["entra"]), pause_seconds=plan.storage_pause,
+                          notify=NotificationDisrupter(graph_admin, options.seed) if options.calendar else None)
+    steps = sorted([*plan.plan(), *(NOTIFICATION_STEPS if options.calendar else ())])
+    plans: list[OrganizerPlan] = []
+    edits: list[PlayedEdit] = []
+    everything_fed = asyncio.Event()
     running: set[asyncio.Task[None]] = set()
     lanes: dict[str, asyncio.Task[None]] = {}
     played: dict[str, float] = {}
@@ -454,12 +540,24 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
                                                "refresh_token_rotation": options.rotation})).raise_for_status()
         (await graph_admin.put("faults", json={"seed": options.seed, "rules": mix.graph_rules()})).raise_for_status()
         (await receiver_admin.put("fail", json=mix.receiver_plan(options.seed))).raise_for_status()
+        if front is not None:
+            (await graph_admin.put("subscriptions/config", json={"reset": True, **SUBSCRIPTION_CONFIG})
+             ).raise_for_status()
+            (await graph_admin.put("subscriptions/faults", json={**RUN_FAULTS, "seed": options.seed})
+             ).raise_for_status()
+            await front.start(front_port)
         async with QueueServiceClient.from_connection_string(endpoints["azurite"]["connection_string"]) as client:
             await _ensure_queues(client)
             # Built now: the ended appointments' windows are counted from the moment the app starts.
             workload = build_workload(options.events, options.seed, malformed=mix.malformed,
                                       duplicates=mix.duplicates, lifecycle=mix.lifecycle, ended=options.ended,
                                       now=datetime.now(UTC))
+            if options.calendar:
+                ended, ended_moves = move_ended(workload.ended)
+                workload = replace(workload, ended=ended)
+                ended_ids = {a.appointment_id for a in ended}
+                plans = plan_edits([a for a in workload.appointments if a not in ended_ids],
+                                   options.organizer_edits, options.seed) + ended_moves
             _say(options, f"chaos: {options.events} events (+{workload.duplicates} duplicates, "
                           f"{workload.malformed} malformed, {workload.lifecycle} lifecycle events of "
                           f"{len(workload.appointments)} appointments, {len(workload.ended)} of them ending "
@@ -467,7 +565,10 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
             run_started = time.monotonic()
             fleet.start()
             feeder = asyncio.create_task(_feed(client, workload, BACKLOG))
-            player = asyncio.create_task(_play_sessions(graph_admin, workload.ended, played, played_at, run_started))
+            player = asyncio.create_task(_play_sessions(graph_admin, workload.ended, played, played_at, run_started,
+                                                        options.calendar))
+            editor = asyncio.create_task(play_edits(graph_admin, plans, edits, time.monotonic() + options.timeout,
+                                                    everything_fed))
             attendance_deadline = _attendance_deadline(workload.ended, run_started)
             _say(options, f"chaos: {len(workload.early) + len(workload.messages)} messages ({len(workload.early)} of "
                           f"the ended appointments first, then the rest fed {BACKLOG} at a time), "
@@ -478,14 +579,14 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
                 await asyncio.sleep(0.5)
                 try:
                     terminal = await _terminal_count(client)
-                    settled = await _settled(client)
+                    settled = await _settled(client, graph_admin if options.calendar else None)
                 except Exception:  # storage paused: the run goes on, the app has to cope
                     quiet_polls = 0
                     continue
                 # One disruption at a time in each lane, so each one's effects can be told apart: kills and
                 # pauses in one, refresh kills (which wait for a refresh, on the emulator's one hold) in the other.
                 while steps and terminal >= steps[0][0] * options.events:
-                    lane = "refresh" if steps[0][1].startswith("refresh:") else "other"
+                    lane = steps[0][1].split(":", 1)[0] if ":" in steps[0][1] else "other"
                     if lane in lanes and not lanes[lane].done():
                         break
                     _, action = steps.pop(0)
@@ -501,7 +602,9 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
                     _say(options, f"chaos: t={time.monotonic() - started:.0f}s terminal={terminal} "
                                   f"appointments={await _count(client, queues.APPOINTMENTS)} "
                                   f"outbox={await _count(client, queues.WEBHOOK_OUTBOX)}")
-                quiet = settled and feeder.done() and not steps and not running
+                if settled and feeder.done():
+                    everything_fed.set()  # an appointment whose event never came (its create poisoned) gets no edit
+                quiet = settled and feeder.done() and not steps and not running and editor.done()
                 if quiet and settled_at is None:
                     settled_at = time.monotonic() - started
                 if quiet and time.monotonic() < attendance_deadline:
@@ -515,9 +618,9 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
                 if quiet_polls >= 3:
                     completed = True
                     break
-            for task in [*running, feeder, player]:
+            for task in [*running, feeder, player, editor]:
                 task.cancel()
-            await asyncio.gather(*running, feeder, player, return_exceptions=True)
+            await asyncio.gather(*running, feeder, player, editor, return_exceptions=True)
             run_seconds = time.monotonic() - run_started
             await asyncio.to_thread(fleet.stop)
             in_flight = await _count(client, queues.APPOINTMENTS) + await _count(client, queues.WEBHOOK_OUTBOX)
@@ -533,11 +636,18 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
                 deleted_meetings=(await graph_admin.get("meetings", params={"deleted": "true"})).json(),
                 attendance=await _read_all(client, queues.ATTENDANCE),
                 attendance_poison=await _read_all(client, queues.ATTENDANCE_CHECKS_POISON))
+            notification_poison = await _count(client, queues.CALENDAR_NOTIFICATIONS_POISON)
+        calendar_events = (await graph_admin.get("events")).json() if options.calendar else []
+        notifications = {**(await graph_admin.get("subscriptions")).json()["totals"],
+                         "front_forwarded": front.forwarded, "front_failed": front.failed} if front else {}
+        records = await _records(app_settings, workload.appointments) if options.calendar else {}
         graph_stats = (await graph_admin.get("stats")).json()
         entra_stats = (await entra_admin.get("stats")).json()
         health = await asyncio.to_thread(_organizer_health, vault)
     finally:
         await asyncio.to_thread(fleet.stop)
+        if front is not None:
+            await front.stop()
         await graph_admin.aclose()
         await receiver_admin.aclose()
         await entra_admin.aclose()
@@ -547,6 +657,12 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
                       "slow": sum(1 for d in snapshot.deliveries if d.get("delay_ms"))}
     ledger = compute_ledger(workload.events, snapshot, first_attempt=not options.crash)
     attendance = attendance_ledger(workload.ended, snapshot, played_at) if workload.ended else None
+    organizer = None
+    if options.calendar:
+        cancelled = {str(e.appointment_id) for e in workload.events
+                     if e.extra.get("type") == "cancelled" and READY in ledger.places.get(e.key, set())}
+        organizer = organizer_ledger(edits, snapshot.deliveries, records, calendar_events, cancelled,
+                                     poison=notification_poison)
     calls, needed, surplus = graph_accounts(workload.events, ledger.places, graph_stats,
                                             attendance_reads=attendance_reads(snapshot.attendance))
     real, explained = split_duplicates(snapshot.deliveries,
@@ -567,7 +683,8 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
                      completed=completed, accounts=accounts,
                      ready_by_tenant=dict(Counter(results.values())), attendance=attendance,
                      sessions_played=played, attendance_wait=(round(ended_at - settled_at, 1)
-                                                              if settled_at is not None else None))
+                                                              if settled_at is not None else None),
+                     organizer=organizer, notifications=notifications)
 
 
 def print_report(report: RunReport) -> None:
@@ -576,6 +693,8 @@ def print_report(report: RunReport) -> None:
     print(ledger.line())
     if report.attendance is not None:
         print(report.attendance.line())
+    if report.organizer is not None:
+        print(report.organizer.line())
     print(f"targets: {report.targets()}")
     print(f"checks: {ledger.details()} redelivered_after_kill={len(accounts.redelivered_after_kill)}")
     if report.attendance is not None:
@@ -587,6 +706,8 @@ def print_report(report: RunReport) -> None:
     print("tenants: " + " ".join(f"{tenant}={count}" for tenant, count in sorted(report.ready_by_tenant.items()))
           + " (join-urls results by their tenantId)")
     print(f"faults: {report.realised_mix()}")
+    if report.notifications:
+        print("notifications: " + " ".join(f"{k}={v}" for k, v in sorted(report.notifications.items())))
     print(accounts.organizers_line())
     print(accounts.token_line())
     print(accounts.graph_line())
@@ -594,7 +715,8 @@ def print_report(report: RunReport) -> None:
     for disruption in report.disruptions:
         print(f"disruption: {disruption.describe()}")
     print(f"wall time: {report.wall_seconds:.1f}s")
-    for problem in [*ledger.problems(), *(report.attendance.problems() if report.attendance else [])]:
+    for problem in [*ledger.problems(), *(report.attendance.problems() if report.attendance else []),
+                    *(report.organizer.problems() if report.organizer else [])]:
         print(f"PROBLEM {problem}")
     if accounts.duplicate_deliveries:
         print(f"PROBLEM duplicate_deliveries (no kill explains them): "
@@ -605,7 +727,9 @@ def print_report(report: RunReport) -> None:
         print(f"PROBLEM the queues did not settle within {report.options.timeout:.0f}s")
     if report.ok:
         print("OK: nothing lost, every event in exactly one place, no webhook sent twice, nobody disconnected"
-              + (", every ended appointment told as played" if report.attendance else ""))
+              + (", every ended appointment told as played" if report.attendance else "")
+              + (", every organizer edit told once and every record as its calendar event" if report.organizer
+                 else ""))
     else:
         logs = ", ".join(str(p) for p in report.harness_logs)
         print(f"FAILED (stack state and harness logs kept: {logs})")
@@ -618,6 +742,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ended", type=int, default=None,
                         help="appointments among them that end during the run, their attendance told "
                              "(default 40; --heavy 100; 0 for none)")
+    parser.add_argument("--meeting-kind", choices=("calendar", "standalone"), default="calendar",
+                        help="calendar (default): the app puts appointments on the organizers' calendars, the staff "
+                             "member edits some in Outlook, Graph's notifications come back under faults; "
+                             "standalone: createOrGet meetings, no organizer side")
+    parser.add_argument("--organizer-edits", type=int, default=None,
+                        help="calendar: appointments whose event the staff member edits (default 40; --heavy 150)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--instances", type=int, default=3, help="app instances on one storage account")
     parser.add_argument("--kills", type=int, default=None, help="kill -9 of an instance mid-run (default 2)")
@@ -639,15 +769,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     base: dict[str, Any] = dict(HEAVY) if args.heavy else {"events": 2000, "kills": 2, "storage_pause": 5.0,
                                                             "refresh_kills": ("between",), "timeout": 900.0,
-                                                            "ended": 40}
+                                                            "ended": 40, "organizer_edits": 40}
     if args.refresh_kills is not None:
         base["refresh_kills"] = tuple(s for s in args.refresh_kills.split(",") if s and s != "none")
-    for name in ("events", "ended", "kills", "storage_pause", "timeout"):
+    for name in ("events", "ended", "kills", "storage_pause", "timeout", "organizer_edits"):
         if getattr(args, name) is not None:
             base[name] = getattr(args, name)
     disruptions = Disruptions(instances=args.instances, kills=base["kills"], storage_pause=base["storage_pause"],
                               refresh_kills=base["refresh_kills"])
-    options = RunOptions(events=base["events"], ended=base["ended"], seed=args.seed, disruptions=disruptions,
+    options = RunOptions(events=base["events"], ended=base["ended"], meeting_kind=args.meeting_kind,
+                         organizer_edits=base["organizer_edits"], seed=args.seed, disruptions=disruptions,
                          token_lifetime=args.token_lifetime, rotation=args.rotation, timeout=base["timeout"],
                          state_dir=args.state_dir)
     report = asyncio.run(run(options))
@@ -656,6 +787,8 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps({
             "ledger": report.ledger.to_dict(), "targets": report.targets(), "wall_seconds": report.wall_seconds,
             "attendance": report.attendance.to_dict() if report.attendance else None,
+            "organizer": report.organizer.to_dict() if report.organizer else None,
+            "notifications": report.notifications,
             "graph_stats": report.graph_stats, "receiver": report.receiver_stats,
             "disruptions": [asdict(d) for d in report.disruptions], "mix": asdict(options.mix),
             "realised": report.realised_mix(), "organizers": report.accounts.organizer_status,
