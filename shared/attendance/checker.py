@@ -1,7 +1,8 @@
 """check_attendance's logic: one `attendance-checks` message in; dropped, re-hidden, or one attendance result out.
 
 The appointment record is the truth. A check whose appointment is gone, cancelled, or now ends at another
-time or in another meeting drops itself (a reschedule queued its own). A check not yet due hides again (a
+time or in another meeting drops itself (a reschedule queued its own), unless the staff member moved it in Outlook
+(calendar sync plans no check): then it follows the new end. A check not yet due hides again (a
 queue message hides for at most 7 days, so far-off appointments take several hops). A due check reads the
 reports; none yet, or a transient failure, is retried with back-off until ATTENDANCE_WAIT_HOURS have passed,
 then told as `attendance_unavailable`. What is told is kept on the record first, so a duplicate or replayed
@@ -21,7 +22,7 @@ from typing import Any, Protocol
 from shared.attendance.check import AttendanceCheck, aware_time
 from shared.attendance.classify import UNAVAILABLE, classify
 from shared.common.clock import format_timestamp
-from shared.common.vocabulary import AppointmentStatus
+from shared.common.vocabulary import AppointmentStatus, WebhookType
 from shared.exceptions import PermanentError, RecordConflictError, TransientError
 from shared.redaction import hash_user
 from shared.storage.appointments import AppointmentRecord, AppointmentStore
@@ -72,7 +73,10 @@ class AttendanceChecker:
         check = AttendanceCheck.from_json(text)
         record = await self._store.get(check.appointment_id)
         if not _current(record, check):
-            return _logged(check, CheckOutcome("dropped"), "no longer matches the appointment")
+            moved = _moved_by_organizer(record, check)
+            if moved is None:
+                return _logged(check, CheckOutcome("dropped"), "no longer matches the appointment")
+            check = moved
         assert record is not None
         now = self._clock()
         due = aware_time(check.due)
@@ -162,6 +166,22 @@ def _current(record: AppointmentRecord | None, check: AttendanceCheck) -> bool:
         return record.end is not None and aware_time(record.end) == aware_time(check.end)
     except ValueError:
         return False
+
+
+def _moved_by_organizer(record: AppointmentRecord | None, check: AttendanceCheck) -> AttendanceCheck | None:
+    """The check for the appointment's new end when the staff member moved it in Outlook (nobody else plans one:
+    a scheduler's reschedule queues its own check, the organizer's change comes through calendar sync), with the
+    same grace and the record's meeting; None when the check is simply stale."""
+    if (record is None or record.status != AppointmentStatus.SCHEDULED or not record.end or not record.online_meeting_id
+            or record.last_event_type != WebhookType.RESCHEDULED_BY_ORGANIZER):
+        return None
+    try:
+        grace = aware_time(check.due) - aware_time(check.end)
+        due = format_timestamp(aware_time(record.end) + grace)
+    except ValueError:
+        return None
+    return replace(check, online_meeting_id=record.online_meeting_id, start=record.start, end=record.end, due=due,
+                   attempt=0)
 
 
 def _told(record: AppointmentRecord, check: AttendanceCheck) -> dict[str, Any] | None:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from shared.attendance.check import AttendanceCheck, plan_check
+from shared.attendance.check import AttendanceCheck, aware_time, plan_check
 from shared.attendance.checker import MAX_HIDE_SECONDS, AttendanceChecker
-from shared.common.vocabulary import AppointmentStatus
+from shared.common.vocabulary import AppointmentStatus, WebhookType
 from shared.exceptions import GraphUnavailableError, MissingScopeError
 from shared.storage.appointments import AppointmentRecord
 from shared.testing.appointments import InMemoryAppointmentStore
@@ -134,3 +135,25 @@ async def test_graph_s_retry_after_is_honoured_even_at_the_end_of_the_wait():
                                        [GraphUnavailableError("down", retry_after=30)])
     assert (await checker.run(check().to_json())).kind == "waiting"
     assert requeuer.sent[0][1] == 30
+
+
+async def test_a_check_follows_the_end_the_organizer_moved_in_outlook_with_its_grace():
+    # GIVEN the staff member moved the appointment in Outlook (calendar sync recorded it; nobody planned a check)
+    moved_end = END + timedelta(hours=2)
+    stored = replace(record(end=moved_end), last_event_type=WebhookType.RESCHEDULED_BY_ORGANIZER,
+                     online_meeting_id="m2")
+    checker, requeuer, sessions = await setup(END + timedelta(minutes=10), [], stored)
+    # WHEN the check planned for the old end fires
+    outcome = await checker.run(check().to_json())
+    # THEN it hides again as the check of the new end (same grace, the record's meeting, the clients kept)
+    assert outcome.kind == "waiting" and sessions.calls == 0
+    again = AttendanceCheck.from_json(requeuer.sent[0][0])
+    assert (again.end, again.online_meeting_id, again.client_emails) == (moved_end.isoformat(), "m2",
+                                                                        ("pat@example.org",))
+    assert aware_time(again.due) - aware_time(again.end) == timedelta(minutes=10)
+
+
+async def test_a_scheduler_reschedule_still_drops_the_old_check():
+    stored = replace(record(end=END + timedelta(hours=2)), last_event_type=WebhookType.UPDATED)
+    checker, _, _ = await setup(END + timedelta(minutes=10), [], stored)
+    assert (await checker.run(check().to_json())).kind == "dropped"
