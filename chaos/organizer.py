@@ -130,10 +130,10 @@ def events_by_appointment(events: Iterable[dict[str, Any]]) -> dict[str, list[di
 
 
 async def play_edits(graph_admin: httpx.AsyncClient, plans: list[OrganizerPlan], played: list[PlayedEdit],
-                     until: float, fed: asyncio.Event | None = None) -> None:
+                     until: float, fed: Callable[[], bool] = lambda: False) -> None:
     """Play each plan's edits once its appointment's event is on the calendar (polled every second).
 
-    Once `fed` is set (every message sent and handled), an appointment whose event never came (its create ended
+    Once `fed()` (every message sent and handled), an appointment whose event never came (its create ended
     in poison or was rejected) gets none of its edits: each is recorded as not played (status 0)."""
     first_seen: dict[str, float] = {}
     progress = {plan.appointment_id: 0 for plan in plans}
@@ -146,7 +146,7 @@ async def play_edits(graph_admin: httpx.AsyncClient, plans: list[OrganizerPlan],
             for appointment in list(progress):
                 found = [e for e in events.get(appointment, ()) if e.get("folder") == "calendar"]
                 if not found and appointment not in first_seen:
-                    if fed is not None and fed.is_set():
+                    if fed():
                         played.extend(PlayedEdit(appointment, e, 0, datetime.now(UTC).isoformat())
                                       for e in by_id[appointment].edits[progress.pop(appointment):])
                     continue

@@ -464,6 +464,67 @@ def _vault_etag(vault: Any, organizer: str) -> str | None:
     return None if entry is None else str(entry.etag)
 
 
+def _calendar_ports(options: RunOptions) -> tuple[int, list[int], dict[str, str]]:
+    """A calendar-backed run's front port, one HTTP port per instance, and the app's calendar settings."""
+    if not options.calendar:
+        return 0, [], {}
+    front_port, *http_ports = _free_ports(options.disruptions.instances + 1)
+    # Graph posts to one public address (the front); each instance serves the HTTP functions on its own port.
+    return front_port, http_ports, {**CALENDAR_SETTINGS,
+                                    "GRAPH_NOTIFICATION_BASE_URL": f"http://127.0.0.1:{front_port}/api"}
+
+
+def _organizer_verdict(calendar: _CalendarState | None, workload: Workload, ledger: Ledger, edits: list[PlayedEdit],
+                       snapshot: QueueSnapshot, poison: int) -> OrganizerLedger | None:
+    """The organizer ledger of a calendar-backed run (None otherwise)."""
+    if calendar is None:
+        return None
+    cancelled = {str(e.appointment_id) for e in workload.events
+                 if e.extra.get("type") == "cancelled" and READY in ledger.places.get(e.key, set())}
+    return organizer_ledger(edits, snapshot.deliveries, calendar.records, calendar.events, cancelled, poison=poison)
+
+
+async def _stop_front(front: NotificationFront | None) -> None:
+    if front is not None:
+        await front.stop()
+
+
+async def _start_notifications(graph_admin: httpx.AsyncClient, front: NotificationFront | None, port: int,
+                               seed: int) -> None:
+    """The emulator's delivery timings scaled down and the run's notification faults on; the front door open."""
+    if front is None:
+        return
+    (await graph_admin.put("subscriptions/config", json={"reset": True, **SUBSCRIPTION_CONFIG})).raise_for_status()
+    (await graph_admin.put("subscriptions/faults", json={**RUN_FAULTS, "seed": seed})).raise_for_status()
+    await front.start(port)
+
+
+def _with_organizer_edits(workload: Workload, options: RunOptions) -> tuple[Workload, list[OrganizerPlan]]:
+    """The organizer's edits: some ended appointments moved in Outlook, and edits on other appointments."""
+    ended, ended_moves = move_ended(workload.ended)
+    ended_ids = {a.appointment_id for a in ended}
+    plans = plan_edits([a for a in workload.appointments if a not in ended_ids], options.organizer_edits,
+                       options.seed)
+    return replace(workload, ended=ended), plans + ended_moves
+
+
+@dataclass(frozen=True)
+class _CalendarState:
+    """What a calendar-backed run reads at its end: the emulator's events, the app's records, delivery totals."""
+
+    events: list[dict[str, Any]]
+    records: dict[str, dict[str, Any] | None]
+    notifications: dict[str, Any]
+
+
+async def _calendar_state(graph_admin: httpx.AsyncClient, front: NotificationFront, settings: dict[str, str],
+                          workload: Workload) -> _CalendarState:
+    notifications = {**(await graph_admin.get("subscriptions")).json()["totals"],
+                     "front_forwarded": front.forwarded, "front_failed": front.failed}
+    return _CalendarState((await graph_admin.get("events")).json(),
+                          await _records(settings, workload.appointments), notifications)
+
+
 async def _records(settings: dict[str, str], appointments: Iterable[str]) -> dict[str, dict[str, Any] | None]:
     """The app's appointment records (read from its table after the run), as plain fields."""
     from shared.services import Services
@@ -505,10 +566,8 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
     env = {**os.environ, **{k: str(v) for k, v in endpoints["settings"].items()}, **APP_SETTINGS,
            **(CRASH_SETTINGS if options.crash else {}),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
-    front_port, *http_ports = _free_ports(plan.instances + 1) if options.calendar else [0]
-    if options.calendar:
-        # Graph posts to one public address (the front); each instance serves the HTTP functions on its own port.
-        env |= {**CALENDAR_SETTINGS, "GRAPH_NOTIFICATION_BASE_URL": f"http://127.0.0.1:{front_port}/api"}
+    front_port, http_ports, calendar_env = _calendar_ports(options)
+    env |= calendar_env
     app_settings = {k: v for k, v in env.items() if k in _setting_names()}
     fleet = Fleet(plan.instances, state_dir, env, _host_json(state_dir / "chaos-host.json"), lease,
                   http_ports=http_ports or None)
@@ -520,7 +579,7 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
     steps = sorted([*plan.plan(), *(NOTIFICATION_STEPS if options.calendar else ())])
     plans: list[OrganizerPlan] = []
     edits: list[PlayedEdit] = []
-    everything_fed = asyncio.Event()
+    settled_now = [False]  # the last poll's verdict, for the organizer's player
     running: set[asyncio.Task[None]] = set()
     lanes: dict[str, asyncio.Task[None]] = {}
     played: dict[str, float] = {}
@@ -540,12 +599,7 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
                                                "refresh_token_rotation": options.rotation})).raise_for_status()
         (await graph_admin.put("faults", json={"seed": options.seed, "rules": mix.graph_rules()})).raise_for_status()
         (await receiver_admin.put("fail", json=mix.receiver_plan(options.seed))).raise_for_status()
-        if front is not None:
-            (await graph_admin.put("subscriptions/config", json={"reset": True, **SUBSCRIPTION_CONFIG})
-             ).raise_for_status()
-            (await graph_admin.put("subscriptions/faults", json={**RUN_FAULTS, "seed": options.seed})
-             ).raise_for_status()
-            await front.start(front_port)
+        await _start_notifications(graph_admin, front, front_port, options.seed)
         async with QueueServiceClient.from_connection_string(endpoints["azurite"]["connection_string"]) as client:
             await _ensure_queues(client)
             # Built now: the ended appointments' windows are counted from the moment the app starts.
@@ -553,11 +607,7 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
                                       duplicates=mix.duplicates, lifecycle=mix.lifecycle, ended=options.ended,
                                       now=datetime.now(UTC))
             if options.calendar:
-                ended, ended_moves = move_ended(workload.ended)
-                workload = replace(workload, ended=ended)
-                ended_ids = {a.appointment_id for a in ended}
-                plans = plan_edits([a for a in workload.appointments if a not in ended_ids],
-                                   options.organizer_edits, options.seed) + ended_moves
+                workload, plans = _with_organizer_edits(workload, options)
             _say(options, f"chaos: {options.events} events (+{workload.duplicates} duplicates, "
                           f"{workload.malformed} malformed, {workload.lifecycle} lifecycle events of "
                           f"{len(workload.appointments)} appointments, {len(workload.ended)} of them ending "
@@ -567,8 +617,9 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
             feeder = asyncio.create_task(_feed(client, workload, BACKLOG))
             player = asyncio.create_task(_play_sessions(graph_admin, workload.ended, played, played_at, run_started,
                                                         options.calendar))
+            # Once every message is in and handled, an appointment whose event never came gets no edits.
             editor = asyncio.create_task(play_edits(graph_admin, plans, edits, time.monotonic() + options.timeout,
-                                                    everything_fed))
+                                                    lambda: feeder.done() and settled_now[0]))
             attendance_deadline = _attendance_deadline(workload.ended, run_started)
             _say(options, f"chaos: {len(workload.early) + len(workload.messages)} messages ({len(workload.early)} of "
                           f"the ended appointments first, then the rest fed {BACKLOG} at a time), "
@@ -602,8 +653,7 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
                     _say(options, f"chaos: t={time.monotonic() - started:.0f}s terminal={terminal} "
                                   f"appointments={await _count(client, queues.APPOINTMENTS)} "
                                   f"outbox={await _count(client, queues.WEBHOOK_OUTBOX)}")
-                if settled and feeder.done():
-                    everything_fed.set()  # an appointment whose event never came (its create poisoned) gets no edit
+                settled_now[0] = settled
                 quiet = settled and feeder.done() and not steps and not running and editor.done()
                 if quiet and settled_at is None:
                     settled_at = time.monotonic() - started
@@ -637,17 +687,13 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
                 attendance=await _read_all(client, queues.ATTENDANCE),
                 attendance_poison=await _read_all(client, queues.ATTENDANCE_CHECKS_POISON))
             notification_poison = await _count(client, queues.CALENDAR_NOTIFICATIONS_POISON)
-        calendar_events = (await graph_admin.get("events")).json() if options.calendar else []
-        notifications = {**(await graph_admin.get("subscriptions")).json()["totals"],
-                         "front_forwarded": front.forwarded, "front_failed": front.failed} if front else {}
-        records = await _records(app_settings, workload.appointments) if options.calendar else {}
+        calendar = await _calendar_state(graph_admin, front, app_settings, workload) if front else None
         graph_stats = (await graph_admin.get("stats")).json()
         entra_stats = (await entra_admin.get("stats")).json()
         health = await asyncio.to_thread(_organizer_health, vault)
     finally:
         await asyncio.to_thread(fleet.stop)
-        if front is not None:
-            await front.stop()
+        await _stop_front(front)
         await graph_admin.aclose()
         await receiver_admin.aclose()
         await entra_admin.aclose()
@@ -657,12 +703,7 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
                       "slow": sum(1 for d in snapshot.deliveries if d.get("delay_ms"))}
     ledger = compute_ledger(workload.events, snapshot, first_attempt=not options.crash)
     attendance = attendance_ledger(workload.ended, snapshot, played_at) if workload.ended else None
-    organizer = None
-    if options.calendar:
-        cancelled = {str(e.appointment_id) for e in workload.events
-                     if e.extra.get("type") == "cancelled" and READY in ledger.places.get(e.key, set())}
-        organizer = organizer_ledger(edits, snapshot.deliveries, records, calendar_events, cancelled,
-                                     poison=notification_poison)
+    organizer = _organizer_verdict(calendar, workload, ledger, edits, snapshot, notification_poison)
     calls, needed, surplus = graph_accounts(workload.events, ledger.places, graph_stats,
                                             attendance_reads=attendance_reads(snapshot.attendance))
     real, explained = split_duplicates(snapshot.deliveries,
@@ -684,7 +725,7 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
                      ready_by_tenant=dict(Counter(results.values())), attendance=attendance,
                      sessions_played=played, attendance_wait=(round(ended_at - settled_at, 1)
                                                               if settled_at is not None else None),
-                     organizer=organizer, notifications=notifications)
+                     organizer=organizer, notifications=calendar.notifications if calendar else {})
 
 
 def print_report(report: RunReport) -> None:

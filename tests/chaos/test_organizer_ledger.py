@@ -9,11 +9,14 @@ from typing import Any
 
 import pytest
 
+from chaos.accounts import Accounts
 from chaos.ledger import QueueSnapshot, compute_ledger
 from chaos.organizer import CANCEL, DELETE, MOVE, Edit, OrganizerPlan, PlayedEdit, move_ended, plan_edits
 from chaos.organizer_ledger import organizer_ledger
+from chaos.runner import RunOptions, RunReport
 from chaos.workload import build_workload
 from shared.graph.calendar import APPOINTMENT_PROPERTY
+from tests.chaos.test_ledger import balanced
 
 pytestmark = pytest.mark.unit
 
@@ -44,7 +47,8 @@ def told(appointment: str, version: int, edit: Edit | None = None, webhook_id: s
     moved = edit is not None and edit.kind == MOVE
     kind = "appointment.rescheduled_by_organizer" if moved else "appointment.cancelled_by_organizer"
     data = {"appointmentId": appointment, "version": version, "status": "scheduled" if moved else "cancelled",
-            "startDateTime": edit.start if moved and edit else None, "endDateTime": edit.end if moved and edit else None,
+            "startDateTime": edit.start if moved and edit else None,
+            "endDateTime": edit.end if moved and edit else None,
             "resolvedAt": "2026-12-07T02:00:00.000Z"}
     return {"webhook_id": webhook_id or f"evt_{appointment}_v{version}_{kind.split('.')[1]}", "type": kind,
             "status": 200, "verified": True, "body": {"type": kind, "data": data}}
@@ -153,3 +157,25 @@ def test_ended_appointments_moved_in_outlook_are_owed_attendance_for_their_new_e
             == timedelta(seconds=15)
         assert plan.edits[0].end == appointment.end and appointment.expected is not None
         assert appointment.change_event_id == f"organizer:{appointment.appointment_id}"
+
+
+def test_the_targets_fold_in_the_organizer_side():
+    workload = build_workload(400, seed=11, lifecycle=0.15)
+    accounts = Accounts(organizer_status={}, wrongly_disconnected=[], token_requests={}, token_lifetime=330,
+                        run_seconds=1.0, graph_calls=0, graph_needed=0, graph_surplus={}, duplicate_deliveries=[],
+                        redelivered_after_kill=[], instances=1)
+    # One move never told (lost), one told under two ids (a duplicate delivery), one record apart from its event and
+    # an own write told as the organizer's (both diverged).
+    edits = [played("a", MOVED), played("b", MOVED)]
+    moved = (MOVED.start, MOVED.end)
+    organizer = organizer_ledger(
+        edits, [told("b", 2, MOVED), told("b", 3, MOVED), told("c", 2, Edit(MOVE, 0.0, *APP_TIMES))],
+        {"a": record("a", moved, MOVED.subject), "b": record("b", moved, MOVED.subject), "c": record("c"),
+         "d": record("d")},
+        [event("a", moved, MOVED.subject), event("b", moved, MOVED.subject), event("c"), event("d", moved)])
+    report = RunReport(options=RunOptions(), ledger=compute_ledger(workload.events, balanced(workload)),
+                       wall_seconds=1.0, messages_sent=0, duplicates_sent=0, malformed_sent=0, graph_stats={},
+                       receiver_stats={}, harness_runs=1, disruptions=[], harness_logs=[], completed=True,
+                       accounts=accounts, organizer=organizer)
+    assert report.targets() == "lost=1 duplicate_deliveries=1 wrongly_disconnected=0 attendance_wrong=0 diverged=2"
+    assert not report.ok
