@@ -279,7 +279,9 @@ async def calendar_view_delta(call: Call) -> tuple[int, Any]:
             found.append({"@removed": {"reason": "deleted"}, "id": _entity_id(event, immutable_ids(call))})
         else:
             found.append(resource(event, immutable_ids(call)))
-    delta = f"{GRAPH_ROOT}/me/calendarView/delta?$deltatoken={secrets.token_urlsafe(16)}"
+    # Graph's links point at the service that answered (graph.microsoft.com there, this emulator here): a client
+    # that sends its token only to its Graph host must be able to follow them.
+    delta = f"{call.request.url.origin()}/v1.0/me/calendarView/delta?$deltatoken={secrets.token_urlsafe(16)}"
     return 200, {"@odata.context": f"{GRAPH_ROOT}/$metadata#Collection(event)", "value": found,
                  "@odata.deltaLink": delta}
 

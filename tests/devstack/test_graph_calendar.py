@@ -151,3 +151,12 @@ def test_an_event_without_a_teams_meeting_is_a_named_permanent_failure_and_is_re
         await gateway.aclose()
 
     asyncio.run(run())
+
+
+def test_the_delta_link_points_at_the_service_that_answered(graph, stack):
+    # Graph's deltaLink names graph.microsoft.com, the host the app sends its token to; here, the emulator's own
+    round_ = graph.get("/me/calendarView/delta", headers=IMMUTABLE, params={
+        "startDateTime": "2027-01-01T00:00:00Z", "endDateTime": "2027-12-31T00:00:00Z"}).json()
+    link = round_["@odata.deltaLink"]
+    assert link.startswith(stack["graph"]["base_url"].rstrip("/") + "/me/calendarView/delta?$deltatoken="), link
+    assert graph.get(link).status_code == 200
