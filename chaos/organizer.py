@@ -21,7 +21,7 @@ import contextlib
 import itertools
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -130,8 +130,11 @@ def events_by_appointment(events: Iterable[dict[str, Any]]) -> dict[str, list[di
 
 
 async def play_edits(graph_admin: httpx.AsyncClient, plans: list[OrganizerPlan], played: list[PlayedEdit],
-                     until: float, fed: Callable[[], bool] = lambda: False) -> None:
-    """Play each plan's edits once its appointment's event is on the calendar (polled every second).
+                     until: float, fed: Callable[[], bool] = lambda: False,
+                     booked: Callable[[str], Awaitable[bool]] | None = None) -> None:
+    """Play each plan's edits once its appointment's event is on the calendar and the app has booked it (`booked`:
+    its record is no longer pending, so the scheduler has its link), polled every second. The staff member acts
+    on an appointment they see booked; under the run's faults an app's create can take a minute of retries.
 
     Once `fed()` (every message sent and handled), an appointment whose event never came (its create ended
     in poison or was rejected) gets none of its edits: each is recorded as not played (status 0)."""
@@ -145,7 +148,7 @@ async def play_edits(graph_admin: httpx.AsyncClient, plans: list[OrganizerPlan],
             now = time.monotonic()
             for appointment in list(progress):
                 found = [e for e in events.get(appointment, ()) if e.get("folder") == "calendar"]
-                if not found and appointment not in first_seen:
+                if appointment not in first_seen and not (found and (booked is None or await booked(appointment))):
                     if fed():
                         played.extend(PlayedEdit(appointment, e, 0, datetime.now(UTC).isoformat())
                                       for e in by_id[appointment].edits[progress.pop(appointment):])

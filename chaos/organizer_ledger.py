@@ -14,9 +14,10 @@ counters).
 - **lost** (`untold`): the event ended as the staff member's last edit left it, and that edit was never told.
   Edits may coalesce (two quick edits read once, as their last state) or be overwritten by the scheduler's own
   later reschedule; then only the final state is owed.
-- **diverged**: a calendar-backed record whose times, subject, join link or cancelled state differ from its
-  event's (an event in Deleted Items or marked cancelled is a cancelled appointment), or that has no event, or
-  more than one.
+- **diverged**: a calendar-backed record whose times, join link or cancelled state differ from its event's (an
+  event in Deleted Items or marked cancelled is a cancelled appointment), or that has no event (unless it was
+  cancelled before it was ever created). More than one event for an appointment is `duplicate_events`. A subject
+  apart is reported (`subject_apart`), not judged: the app tells moves and cancels, not renames.
 """
 
 from __future__ import annotations
@@ -47,7 +48,10 @@ class OrganizerLedger:
     second_ids: list[str] = field(default_factory=list)
     own_writes_told: list[str] = field(default_factory=list)
     duplicate_events: list[str] = field(default_factory=list)
-    pending: int = 0  # records never finished (their create in poison): not compared
+    pending: int = 0  # records never finished (their create in poison or rejected): not compared
+    # Records whose event carries another subject (a rename in Outlook the scheduler's reschedule kept, say): the
+    # app tells moves and cancels, not renames, so this is reported, not a target.
+    subject_apart: list[str] = field(default_factory=list)
     poison: int = 0  # calendar-notifications-poison messages (a notification the app could not handle)
 
     @property
@@ -68,7 +72,7 @@ class OrganizerLedger:
         return (f"organizer: edits {kinds} told={self.told} records={self.records} diverged={len(self.diverged)} "
                 f"organizer_untold={len(self.untold)} second_ids={len(self.second_ids)} "
                 f"own_writes_told={len(self.own_writes_told)} duplicate_events={len(self.duplicate_events)} "
-                f"notification_poison={self.poison} pending={self.pending}")
+                f"notification_poison={self.poison} pending={self.pending} subject_apart={len(self.subject_apart)}")
 
     def problems(self, limit: int = 5) -> list[str]:
         """Examples of whatever went wrong."""
@@ -83,7 +87,7 @@ class OrganizerLedger:
         return {"played": dict(self.played), "told": self.told, "records": self.records,
                 "diverged": len(self.diverged), "untold": len(self.untold), "second_ids": len(self.second_ids),
                 "own_writes_told": len(self.own_writes_told), "duplicate_events": len(self.duplicate_events),
-                "pending": self.pending, "ok": self.ok}
+                "pending": self.pending, "subject_apart": len(self.subject_apart), "ok": self.ok}
 
 
 def _time(value: Any) -> datetime | None:
@@ -130,8 +134,6 @@ def _diverges(record: Mapping[str, Any], event: Mapping[str, Any]) -> str | None
     if not (_same(record.get("start"), event.get("start")) and _same(record.get("end"), event.get("end"))):
         return (f"record {record.get('start')}–{record.get('end')}, event {(event.get('start') or {}).get('dateTime')}"
                 f"–{(event.get('end') or {}).get('dateTime')}")
-    if (record.get("subject") or "") != (event.get("subject") or ""):
-        return f"subject {record.get('subject')!r}, event {event.get('subject')!r}"
     join = (event.get("onlineMeeting") or {}).get("joinUrl")
     if record.get("organizer_join_url") != join:
         return "another join link than the event's"
@@ -158,19 +160,25 @@ def organizer_ledger(played: Iterable[PlayedEdit], deliveries: Iterable[Mapping[
     ledger = OrganizerLedger(played=dict(counts), told=sum(len(ids) for ids in told.values()), records=0,
                              poison=poison)
     for appointment, record in sorted(records.items()):
+        found = by_appointment.get(appointment, [])
+        if len(found) > 1:
+            ledger.duplicate_events.append(f"{appointment}({len(found)})")
         if record is None or record.get("meeting_kind") != MeetingKind.CALENDAR:
             continue
         if record.get("status") == AppointmentStatus.PENDING:
             ledger.pending += 1
             continue
         ledger.records += 1
-        found = by_appointment.get(appointment, [])
-        if len(found) > 1:
-            ledger.duplicate_events.append(f"{appointment}({len(found)})")
         event = next((e for e in found if e.get("id") == record.get("calendar_event_id")), found[0] if found else None)
+        if event is None and record.get("status") == AppointmentStatus.CANCELLED and not record.get(
+                "calendar_event_id"):
+            continue  # cancelled before it was ever created (a tombstone): no event is right
         why = "no event" if event is None else _diverges(record, event)
         if why:
             ledger.diverged.append(f"{appointment}({why})")
+        elif event is not None and not _gone(event) and (record.get("subject") or "") != (event.get("subject") or ""):
+            ledger.subject_apart.append(f"{appointment}(record {record.get('subject')!r}, "
+                                        f"event {event.get('subject')!r})")
         _judge_told(ledger, appointment, applied.get(appointment, []), told.get(appointment, {}), event,
                     appointment in scheduler_cancelled)
     for appointment in sorted(set(told) - set(records)):

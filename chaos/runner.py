@@ -24,7 +24,7 @@ import ssl
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -525,6 +525,24 @@ async def _calendar_state(graph_admin: httpx.AsyncClient, front: NotificationFro
                           await _records(settings, workload.appointments), notifications)
 
 
+def _booked(settings: dict[str, str]) -> Callable[[str], Awaitable[bool]]:
+    """Whether the app has booked an appointment (its record no longer pending), read from its table."""
+    from shared.common.vocabulary import AppointmentStatus
+    from shared.services import Services
+    from shared.settings import load_settings
+
+    services = Services(load_settings(settings))
+
+    async def booked(appointment: str) -> bool:
+        try:
+            record = await services.appointments.get(appointment)
+        except Exception:  # storage paused: not yet
+            return False
+        return record is not None and record.status != AppointmentStatus.PENDING
+
+    return booked
+
+
 async def _records(settings: dict[str, str], appointments: Iterable[str]) -> dict[str, dict[str, Any] | None]:
     """The app's appointment records (read from its table after the run), as plain fields."""
     from shared.services import Services
@@ -619,7 +637,8 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
                                                         options.calendar))
             # Once every message is in and handled, an appointment whose event never came gets no edits.
             editor = asyncio.create_task(play_edits(graph_admin, plans, edits, time.monotonic() + options.timeout,
-                                                    lambda: feeder.done() and settled_now[0]))
+                                                    lambda: feeder.done() and settled_now[0],
+                                                    _booked(app_settings)))
             attendance_deadline = _attendance_deadline(workload.ended, run_started)
             _say(options, f"chaos: {len(workload.early) + len(workload.messages)} messages ({len(workload.early)} of "
                           f"the ended appointments first, then the rest fed {BACKLOG} at a time), "
