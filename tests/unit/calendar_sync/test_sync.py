@@ -347,3 +347,21 @@ async def test_without_a_notification_url_the_state_says_so():
     world.keeper = SubscriptionKeeper(world.graph, world.rows, identify, base_url=None, minutes=4320)  # type: ignore[arg-type]
     assert (await world.keeper.ensure(ORGANIZER)).state == "notification_url_missing"
     assert world.graph.calls == []
+
+
+async def test_at_most_four_requests_at_once_per_mailbox_and_others_not_held_back():
+    import asyncio
+
+    limiter = MailboxLimiter()
+    running: dict[str, int] = {}
+    peak: dict[str, int] = {}
+
+    async def call(name: str) -> None:
+        organizer = name.lower()
+        running[organizer] = running.get(organizer, 0) + 1
+        peak[organizer] = max(peak.get(organizer, 0), running[organizer])
+        await asyncio.sleep(0.01)
+        running[organizer] -= 1
+
+    await asyncio.gather(*(limiter.run(o, lambda o=o: call(o)) for o in ["A@x"] * 10 + ["a@X"] * 5 + ["b@x"] * 3))
+    assert peak == {"a@x": 4, "b@x": 3}  # one mailbox whatever the case of its name
