@@ -269,8 +269,19 @@ async def test_missed_resyncs_from_the_kept_delta_link_and_repairs_a_lost_change
     assert json.loads(hook)["type"] == WebhookType.RESCHEDULED_BY_ORGANIZER and world.calendar.gets == 1
     kept = await world.rows.get(sub.organizer_key)
     assert kept.delta_link and kept.last_resync_at
-    await world.sync.handle(missed)
-    assert world.graph.calls[-1] == f"delta:{kept.delta_link}"
+    # the next round: the event is known, judged from the delta item itself (no read); it moved again
+    world.graph.delta_items = [{"id": "EV1", "isOnlineMeeting": True, "isCancelled": False,
+                                "onlineMeeting": {"joinUrl": "https://teams/l/1"},
+                                "start": {"dateTime": "2026-12-05T10:00:00.0000000", "timeZone": "UTC"},
+                                "end": {"dateTime": "2026-12-05T10:30:00.0000000", "timeZone": "UTC"}}]
+    (hook,) = (await world.sync.handle(missed)).webhooks
+    assert world.graph.calls[-1] == f"delta:{kept.delta_link}" and world.calendar.gets == 1
+    assert json.loads(json.loads(hook)["body"])["data"]["startDateTime"] == "2026-12-05T10:00:00.000Z"
+    # a removed item of a known event: read (Deleted Items) or, gone for good, cancelled by the index
+    del world.calendar.events["EV1"]
+    world.graph.delta_items = [{"id": "EV1", "@removed": {"reason": "deleted"}}]
+    (hook,) = (await world.sync.handle(missed)).webhooks
+    assert json.loads(hook)["type"] == WebhookType.CANCELLED_BY_ORGANIZER
 
 
 async def test_lifecycle_reauthorize_and_removed():
