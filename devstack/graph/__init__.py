@@ -2,7 +2,9 @@
 
 Modules: `app` (create_graph_app), `emulator` (meetings, token verification, fault rules, counters),
 `dispatch` (what every Graph request goes through), `routing` (paths to Routes), `endpoints` (the
-endpoints and ROUTES, their table: a new endpoint goes there), `faults` and `admin`.
+endpoints and ROUTES, their table: a new endpoint goes there), `faults` and `admin`; calendar events in
+`calendar`/`calendar_admin`, their change-notification subscriptions in `subscriptions` (hub and delivery),
+`subscription_endpoints` and `subscriptions_admin`.
 """
 
 from devstack.graph.app import create_graph_app

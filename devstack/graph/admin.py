@@ -8,6 +8,7 @@ from aiohttp import web
 
 from devstack.graph.emulator import GRAPH_KEY, FaultConfig, GraphStats
 from devstack.graph.faults import parse_faults
+from devstack.graph.subscriptions import SUBSCRIPTIONS_KEY
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -90,7 +91,8 @@ async def admin_stats(request: web.Request) -> web.Response:
 
 
 async def admin_reset(request: web.Request) -> web.Response:
-    """Reset counters, faults and the tenant's configuration (meetings stay)."""
+    """Reset counters, faults and the tenant's configuration, and the subscriptions' timings and delivery faults
+    (meetings, events and subscriptions stay)."""
     emu = request.app[GRAPH_KEY]
     emu.stats = GraphStats()
     emu.faults = FaultConfig()
@@ -98,4 +100,5 @@ async def admin_reset(request: web.Request) -> web.Response:
     emu.updates = 0
     emu.sms_sent.clear()
     emu.calendar_config.update({"teams_online_meetings": True, "meeting_lookup_lag": 0})
+    request.app[SUBSCRIPTIONS_KEY].reset_knobs()
     return web.json_response({"ok": True})

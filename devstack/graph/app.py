@@ -24,6 +24,8 @@ from devstack.graph.attendance import admin_play_session
 from devstack.graph.calendar_admin import admin_list_events, admin_organizer_edit, admin_put_calendar_config
 from devstack.graph.dispatch import graph_handler
 from devstack.graph.emulator import GRAPH_KEY, GraphEmulator
+from devstack.graph.subscriptions import SUBSCRIPTIONS_KEY, SubscriptionHub
+from devstack.graph.subscriptions_admin import SUBSCRIPTION_ADMIN_ROUTES
 
 # web.get also answers HEAD, as router.add_get does.
 ADMIN_ROUTES = (
@@ -40,6 +42,7 @@ ADMIN_ROUTES = (
     web.get("/_admin/events", admin_list_events),
     web.post("/_admin/events/{id}/organizer-edit", admin_organizer_edit),
     web.put("/_admin/calendar", admin_put_calendar_config),
+    *SUBSCRIPTION_ADMIN_ROUTES,
 )
 
 
@@ -51,10 +54,15 @@ def create_graph_app(meetings: list[dict[str, Any]], directory: Mapping[str, Any
     app = web.Application(middlewares=[loopback_admin])
     emu = GraphEmulator(meetings, directory, jwks_uri, issuer_base, ca_pem)
     app[GRAPH_KEY] = emu
+    # Change-notification subscriptions: delivery runs in the background while the app runs.
+    hub = SubscriptionHub(emu, ca_pem)
+    app[SUBSCRIPTIONS_KEY] = hub
 
     async def _close(_: web.Application) -> None:
         await emu.close()
 
+    app.on_startup.append(hub.start)
+    app.on_cleanup.append(hub.stop)
     app.on_cleanup.append(_close)
     app.add_routes(ADMIN_ROUTES)
     # Every other path is Graph itself: dispatch routes it by endpoints.ROUTES.

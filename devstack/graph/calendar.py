@@ -57,7 +57,8 @@ def _owner(call: Call) -> str:
     return call.caller.oid
 
 
-def _immutable(call: Call) -> bool:
+def immutable_ids(call: Call) -> bool:
+    """Whether the request asks for immutable ids (`Prefer: IdType="ImmutableId"`)."""
     return 'idtype="immutableid"' in call.request.headers.get("Prefer", "").replace(" ", "").lower()
 
 
@@ -167,11 +168,11 @@ async def create_event(call: Call) -> tuple[int, Any]:
         key = (call.caller.tenant_id, oid, transaction)
         earlier = call.emu.events.get(call.emu.event_transactions.get(key, ""))
         if earlier is not None:
-            return 201, _entity(earlier, _immutable(call))
+            return 201, _entity(earlier, immutable_ids(call))
     event = create_event_for(call.emu, oid, call.caller.tenant_id, body)
     if isinstance(transaction, str) and transaction:
         call.emu.event_transactions[(call.caller.tenant_id, oid, transaction)] = event["immutable_id"]
-    return 201, _entity(event, _immutable(call))
+    return 201, _entity(event, immutable_ids(call))
 
 
 async def list_events(call: Call) -> tuple[int, Any]:
@@ -184,14 +185,14 @@ async def list_events(call: Call) -> tuple[int, Any]:
              if e["organizer"] == oid and e["folder"] == CALENDAR
              and (wanted is None or {"id": wanted[0], "value": wanted[1]} in _lowered_ids(e["properties"]))]
     return 200, {"@odata.context": f"{GRAPH_ROOT}/$metadata#users('{oid}')/events",
-                 "value": [resource(e, _immutable(call), expand) for e in found]}
+                 "value": [resource(e, immutable_ids(call), expand) for e in found]}
 
 
 async def get_event(call: Call) -> tuple[int, Any]:
     """GET /me/events/{id} (also an event in Deleted Items, by its immutable id)."""
     _require(call.caller, READ_SCOPES)
     event = find_event(call.emu, _owner(call), call.params["event_id"])
-    return 200, _entity(event, _immutable(call), _expand(call.request.query.get("$expand")))
+    return 200, _entity(event, immutable_ids(call), _expand(call.request.query.get("$expand")))
 
 
 async def update_event(call: Call) -> tuple[int, Any]:
@@ -200,7 +201,7 @@ async def update_event(call: Call) -> tuple[int, Any]:
     event = find_event(call.emu, _owner(call), call.params["event_id"])
     body = await _body(call)
     apply_change(call.emu, event, body)
-    return 200, _entity(event, _immutable(call))
+    return 200, _entity(event, immutable_ids(call))
 
 
 def apply_change(emu: GraphEmulator, event: dict[str, Any], body: dict[str, Any]) -> None:
@@ -231,6 +232,8 @@ def remove_event(emu: GraphEmulator, event: dict[str, Any], *, cancel: bool, com
         event["isCancelled"], event["comment"] = True, comment
     event["folder"] = DELETED_ITEMS
     emu.events_by_rest_id.pop(event["rest_id"], None)
+    # The id it had in the calendar: a change notification about its removal names that one.
+    event["calendar_rest_id"] = event["rest_id"]
     event["rest_id"] = "AAMkAGI2TG93AAA" + secrets.token_urlsafe(24)
     emu.events_by_rest_id[event["rest_id"]] = event
     _touch(event)
@@ -273,9 +276,9 @@ async def calendar_view_delta(call: Call) -> tuple[int, Any]:
         if event["organizer"] != oid or event["end"] < window_start or event["start"] > window_end:
             continue
         if event["folder"] == DELETED_ITEMS:
-            found.append({"@removed": {"reason": "deleted"}, "id": _entity_id(event, _immutable(call))})
+            found.append({"@removed": {"reason": "deleted"}, "id": _entity_id(event, immutable_ids(call))})
         else:
-            found.append(resource(event, _immutable(call)))
+            found.append(resource(event, immutable_ids(call)))
     delta = f"{GRAPH_ROOT}/me/calendarView/delta?$deltatoken={secrets.token_urlsafe(16)}"
     return 200, {"@odata.context": f"{GRAPH_ROOT}/$metadata#Collection(event)", "value": found,
                  "@odata.deltaLink": delta}

@@ -46,8 +46,8 @@ async def _authenticate(request: web.Request, emu: GraphEmulator) -> Caller:
 
 async def _serve(request: web.Request, emu: GraphEmulator, stats_key: dict[str, str]) -> tuple[int, Any]:
     # Routing comes first: a bad path or method gets its 400 or 405 without a token being checked.
-    user_ref, rest = parse_path(request.rel_url.raw_path)
-    route, params = resolve(ROUTES, request.method, user_ref, rest)
+    user_ref, rest, rooted = parse_path(request.rel_url.raw_path)
+    route, params = resolve(ROUTES, request.method, user_ref, rest, rooted)
     meeting_id = params.get("meeting_id")
     if meeting_id:
         stats_key["meeting"] = meeting_id

@@ -29,6 +29,14 @@ from devstack.graph.meeting_writes import (
     update_online_meeting,
 )
 from devstack.graph.routing import Call, Route
+from devstack.graph.subscription_endpoints import (
+    create_subscription,
+    delete_subscription,
+    get_subscription,
+    list_subscriptions,
+    reauthorize_subscription,
+    update_subscription,
+)
 
 GRAPH_ROOT = "https://graph.microsoft.com/v1.0"
 JOIN_URL_SCOPES = frozenset({"VirtualAppointment.Read", "VirtualAppointment.ReadWrite",
@@ -131,4 +139,11 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "onlineMeetings/{meeting_id}/attendanceReports/{report_id}", get_attendance_report),
     Route("GET", "onlineMeetings/{meeting_id}/attendanceReports/{report_id}/attendanceRecords",
           list_attendance_records),
+    # /v1.0/subscriptions (rooted at /v1.0, not under a user)
+    Route("POST", "subscriptions", create_subscription, rooted=True),
+    Route("GET", "subscriptions", list_subscriptions, rooted=True),
+    Route("GET", "subscriptions/{subscription_id}", get_subscription, rooted=True),
+    Route("PATCH", "subscriptions/{subscription_id}", update_subscription, rooted=True),
+    Route("DELETE", "subscriptions/{subscription_id}", delete_subscription, rooted=True),
+    Route("POST", "subscriptions/{subscription_id}/reauthorize", reauthorize_subscription, rooted=True),
 )

@@ -25,6 +25,8 @@ class Call:
 
 
 Endpoint = Callable[[Call], Awaitable[tuple[int, Any]]]
+# Collections served at /v1.0/<name> rather than under a user.
+ROOT_COLLECTIONS = frozenset({"subscriptions"})
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ class Route:
     method: str
     path: str
     endpoint: Endpoint
+    # Rooted at /v1.0 itself (`/v1.0/subscriptions`) rather than under /me or /users/{id}.
+    rooted: bool = False
 
     def match(self, segments: Sequence[str]) -> dict[str, str] | None:
         """The path parameters if the segments fit this route's path, else None."""
@@ -54,27 +58,32 @@ class Route:
         return params
 
 
-def parse_path(raw_path: str) -> tuple[str | None, list[str]]:
-    """Split `/v1.0/users/{id}/...` or `/v1.0/me/...` into (user ref or None for me, rest)."""
+def parse_path(raw_path: str) -> tuple[str | None, list[str], bool]:
+    """Split `/v1.0/users/{id}/...` or `/v1.0/me/...` into (user ref or None for me, rest, False), or a path
+    rooted at /v1.0 itself (`/v1.0/subscriptions/...`) into (None, rest, True)."""
     parts = [unquote(p) for p in raw_path.split("/") if p]
     if not parts or parts[0] != "v1.0":
         raise GraphError(400, "BadRequest", "Invalid version: only v1.0 is emulated.")
     if len(parts) >= 2 and parts[1].lower() == "me":
-        return None, parts[2:]
+        return None, parts[2:], False
     if len(parts) >= 3 and parts[1].lower() == "users":
-        return parts[2], parts[3:]
+        return parts[2], parts[3:], False
+    if len(parts) >= 2 and parts[1].lower() in ROOT_COLLECTIONS:
+        return None, parts[1:], True
     segment = parts[1] if len(parts) > 1 else ""
     raise GraphError(400, "BadRequest", f"Resource not found for the segment '{segment}'.")
 
 
-def resolve(routes: Sequence[Route], method: str, user_ref: str | None, rest: Sequence[str]
-            ) -> tuple[Route, dict[str, str]]:
+def resolve(routes: Sequence[Route], method: str, user_ref: str | None, rest: Sequence[str],
+            rooted: bool = False) -> tuple[Route, dict[str, str]]:
     """The first route for this method and path, with its path parameters; else Graph's 405 or 400."""
     # A method no route takes is a 405 even on an unknown path.
     if all(route.method != method for route in routes):
         raise _method_not_allowed(method)
     path_known = False
     for route in routes:
+        if route.rooted != rooted:
+            continue
         params = route.match(rest)
         if params is None:
             continue
