@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import cold_start, cost, deploy_size, first_result, scale
+from bench import cold_start, cost, deploy_size, first_result, first_result_calendar, scale
 from bench.common import REPO_ROOT, Figure, Report, child_env, local_stack, queue_concurrency
 
 LATENCY_MS = 200.0
@@ -265,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
                 guarded(report, "first_result_ratio", lambda: first_result.measure(report, endpoints))
                 guarded(report, "first_result_ratio_create",
                         lambda: first_result.measure_create(report, endpoints))
+                guarded(report, "first_result_ratio_calendar",
+                        lambda: first_result_calendar.measure(report, endpoints))
             for phase, figure, render in phases:
                 if phase in wanted:
                     guarded(report, figure,
