@@ -100,6 +100,11 @@ def throughput_figures(report: Report, data: dict[str, Any]) -> None:
                                "concurrency"))
     report.add(Figure("overhead_ratio_per_request", raw_rate / (4 * pipeline_rate), "info",
                       detail="the same, counting the pipeline's 4 requests per event"))
+    raw_cpu = statistics.median(run["cpu_ms_per_call"] for run in rounds["raw"])
+    report.add(Figure("overhead_ratio_cpu", data["zero_latency_cpu_ms_per_event"] / raw_cpu, "info",
+                      detail=f"diagnostic: this process's CPU per event against per raw call ({raw_cpu:.2f} ms), "
+                             "medians; unlike the rates, it leaves out the CPU Azurite and the emulators take from "
+                             "the same two cores"))
     report.add(Figure("overhead_ratio_same_transport", wire_rate / pipeline_rate, "info",
                       detail=f"diagnostic: raw httpx over the app's aiohttp transport, {wire_rate:.0f} calls/s, "
                              "against the pipeline: what msgraph-sdk, the three table writes and the app add "
