@@ -47,7 +47,8 @@ attendance/         After the appointment (ATTENDANCE_REPORTS): its check, plann
 graph/              Microsoft Graph through msgraph-sdk: the join-URL calls and the one classification of
                     Graph's failures (gateway), meeting writes and client SMS as the organizer on /me
                     (meetings), the appointment's event on the organizer's calendar with its Teams meeting
-                    (calendar), over an aiohttp pool (transport).
+                    (calendar), over an aiohttp pool (transport), with the SDK's telemetry headers
+                    (telemetry_handler).
 webhooks/           Telling the scheduling system: outbound event types and outbox messages (outbound), which
                     hosts and addresses a webhook may go to (destination), the signed POST (sender), once per
                     webhook-id with back-off (dispatcher).
