@@ -96,8 +96,9 @@ security: install
 	$(PY) tools/security.py
 
 ## Conservation run: 2,000 events through three instances under Graph and webhook faults, duplicates and
-## malformed events, kill -9s, a storage pause and a kill inside a token refresh; prints the ledger and fails
-## unless lost=0 duplicate_deliveries=0 wrongly_disconnected=0. `make chaos CHAOS_ARGS="--heavy"` for more.
+## malformed events, kill -9s, a storage pause and a kill inside a token refresh, 40 appointments that end during
+## the run (their attendance told); prints the ledgers and fails unless lost=0 duplicate_deliveries=0
+## wrongly_disconnected=0 attendance_wrong=0. `make chaos CHAOS_ARGS="--heavy"` for more.
 ## It uses free ports, but run it as `flock /tmp/devstack-fixed-ports.lock make chaos` on a shared machine.
 chaos: install
 	$(PY) -m chaos $(CHAOS_ARGS)

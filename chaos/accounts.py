@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from chaos.ledger import NO_REPORT, decode_queue_text
 from chaos.workload import READY, PlannedEvent
 
 # The app and MSAL renew an access token this long before it expires.
@@ -69,7 +71,8 @@ class Accounts:
         """Graph calls per event and the surplus explained."""
         events = max(1, self.graph_needed)
         why = ", ".join(f"{k}={v}" for k, v in self.graph_surplus.items() if v) or "none"
-        return (f"graph: {self.graph_calls} calls where the ready events needed {self.graph_needed} "
+        return (f"graph: {self.graph_calls} calls where the ready events and attendance checks needed "
+                f"{self.graph_needed} "
                 f"({self.graph_calls / events:.2f} per needed call; an event with a joinWebUrl needs 2) "
                 f"| surplus: {why}")
 
@@ -108,10 +111,27 @@ def split_duplicates(deliveries: Iterable[Mapping[str, Any]],
     return real, explained
 
 
+def attendance_reads(contents: Iterable[str]) -> int:
+    """Graph calls the told attendance needed: the reports list, each session's records, and, for a report that
+    never came, the second look when the wait ended (records on the `attendance` queue, one per appointment end)."""
+    told: dict[tuple[str, str], int] = {}
+    for content in contents:
+        try:
+            record = json.loads(decode_queue_text(content))
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            sessions = record.get("sessions")
+            told[(str(record.get("appointmentId")), str(record.get("endDateTime")))] = (
+                1 + (sessions if isinstance(sessions, int) else 0) + (record.get("reason") == NO_REPORT))
+    return sum(told.values())
+
+
 def graph_accounts(planned: Iterable[PlannedEvent], places: Mapping[str, set[str]],
-                   stats: Mapping[str, Any]) -> tuple[int, int, dict[str, int]]:
-    """(calls made, calls needed, surplus by cause) from the Graph emulator's counters."""
-    needed = 0
+                   stats: Mapping[str, Any], *, attendance_reads: int = 0) -> tuple[int, int, dict[str, int]]:
+    """(calls made, calls needed, surplus by cause) from the Graph emulator's counters; `attendance_reads`: the
+    calls the attendance checks needed."""
+    needed = attendance_reads
     for event in planned:
         # An event that ended ready needed one call, two when it named its meeting by joinWebUrl (the lookup
         # first); calls made for events that ended elsewhere are all surplus (faults, or no token).

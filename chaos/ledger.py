@@ -16,11 +16,26 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from chaos.workload import POISON, READY, REJECTED, PlannedEvent, text_key
+from chaos.workload import (
+    CLIENT_SECONDS,
+    ORGANIZER_SECONDS,
+    POISON,
+    READY,
+    REJECTED,
+    SCENARIOS,
+    EndedAppointment,
+    PlannedEvent,
+    attendance_webhook_id,
+    text_key,
+)
+from shared.attendance.check import aware_time
+from shared.attendance.classify import ATTENDED, CLIENT_NO_SHOW, OUTCOMES, STAFF_NO_SHOW, UNAVAILABLE
+from shared.common.vocabulary import WebhookKind, WebhookType
 from shared.graph.meetings import external_id
 from shared.storage.requeue import unwrap_requeued
 
 WEBHOOK_DELIVERED, WEBHOOK_DEAD_LETTER, WEBHOOK_POISON = "delivered", "dead_letter", "outbox_poison"
+_ATTENDANCE_SUFFIX = "_" + WebhookKind.ATTENDANCE
 
 
 def decode_queue_text(content: str) -> str:
@@ -45,6 +60,9 @@ class QueueSnapshot:
     # The Graph emulator's meetings (its admin API), live and deleted: what the app created and removed.
     meetings: list[Mapping[str, Any]] = field(default_factory=list)
     deleted_meetings: list[Mapping[str, Any]] = field(default_factory=list)
+    # The `attendance` queue (told attendance records) and `attendance-checks-poison`.
+    attendance: list[str] = field(default_factory=list)
+    attendance_poison: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -235,6 +253,8 @@ class _Reading:
         """The webhook ids that reached a place, by the event they are about."""
         webhooks_of_event: dict[str, set[str]] = defaultdict(set)
         for webhook_id in self.webhook_places:
+            if webhook_id.endswith(_ATTENDANCE_SUFFIX):
+                continue  # about an appointment's end, not an event: judged by attendance_ledger
             key = self.identify(None, _event_id_of_webhook(webhook_id))
             if key is None:
                 self.unknown.append(f"webhook:{webhook_id}")
@@ -352,3 +372,209 @@ def meeting_checks(planned: Iterable[PlannedEvent], places: Mapping[str, set[str
         if appointment is None or appointments[appointment]:
             orphans.append(f"{meeting.get('id')}({appointment or 'unknown appointment'})")
     return orphans, sorted(f"{appointment}({len(ids)})" for appointment, ids in made.items() if len(ids) > 1)
+
+
+# The transient reasons the run's injected faults give an attendance read (Graph 503, 429, hangs, a token
+# service cut off by a kill): once the wait is over, a played session may be told unavailable for one of these.
+FAULT_REASONS = frozenset({"graph_unavailable", "throttled", "graph_timeout", "graph_unreachable",
+                           "token_service_unavailable"})
+NO_REPORT = "no_attendance_report"
+
+
+@dataclass
+class AttendanceLedger:
+    """The verdict on the ended appointments: each told once, as played (or unavailable), a cancelled one never."""
+
+    ended: int
+    cancelled: int
+    outcomes: Counter[str]
+    unavailable_after_faults: list[str]  # played, but Graph failed each look (an honest outcome)
+    wrong: list[str]  # told otherwise than played, for another end, with other times, or told although cancelled
+    missing: list[str]  # owed an attendance webhook, none delivered
+    second_ids: list[str]  # a second distinct attendance webhook-id for one end (a duplicate delivery)
+    poison: int  # attendance-checks-poison messages
+    records: int  # told records on the `attendance` queue (a duplicate check re-tells: more than one each)
+    # Told (rightly) before a reschedule or cancel that faults delayed past the check's due time was applied.
+    told_before_change: list[str] = field(default_factory=list)
+    # Told unavailable (no report) because the runner played the session only after the check had looked.
+    session_after_check: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Every ended appointment told once, rightly; nothing parked."""
+        return not (self.wrong or self.missing or self.second_ids or self.poison)
+
+    def line(self) -> str:
+        """The attendance ledger line."""
+        counts = " ".join(f"{outcome}={self.outcomes.get(outcome, 0)}" for outcome in OUTCOMES)
+        return (f"attendance: ended={self.ended} cancelled={self.cancelled} {counts} "
+                f"attendance_wrong={len(self.wrong)} attendance_missing={len(self.missing)}")
+
+    def details(self) -> str:
+        """The other attendance checks, one line."""
+        why = Counter(item.rsplit("(", 1)[-1].rstrip(")") for item in self.unavailable_after_faults)
+        return (f"attendance checks: unavailable_after_faults={len(self.unavailable_after_faults)}"
+                f"{' (' + ', '.join(f'{k}={v}' for k, v in sorted(why.items())) + ')' if why else ''} "
+                f"told_before_change={len(self.told_before_change)} "
+                f"session_after_check={len(self.session_after_check)} second_webhook_ids={len(self.second_ids)} "
+                f"check_poison={self.poison} records={self.records}")
+
+    def problems(self, limit: int = 5) -> list[str]:
+        """Examples of whatever went wrong."""
+        out = [f"attendance_{name}: {', '.join(items[:limit])}{' …' if len(items) > limit else ''}"
+               for name, items in (("wrong", self.wrong), ("missing", self.missing),
+                                   ("second_webhook_ids", self.second_ids)) if items]
+        return out + ([f"attendance_check_poison: {self.poison}"] if self.poison else [])
+
+    def to_dict(self) -> dict[str, Any]:
+        """Counts only (for --json)."""
+        return {"ended": self.ended, "cancelled": self.cancelled, **{o: self.outcomes.get(o, 0) for o in OUTCOMES},
+                "attendance_wrong": len(self.wrong), "attendance_missing": len(self.missing),
+                "unavailable_after_faults": len(self.unavailable_after_faults),
+                "second_webhook_ids": len(self.second_ids), "told_before_change": len(self.told_before_change),
+                "session_after_check": len(self.session_after_check),
+                "check_poison": self.poison, "records": self.records,
+                "ok": self.ok}
+
+
+def _attendance_told(snapshot: QueueSnapshot) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, set[str]]]:
+    """(appointment -> webhook-id -> data, delivered verified 2xx; appointment -> outcomes on `attendance`)."""
+    told: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for delivery in snapshot.deliveries:
+        status = int(delivery.get("status") or 0)
+        body = delivery.get("body")
+        if (delivery.get("type") != WebhookType.ATTENDANCE or not delivery.get("verified")
+                or not 200 <= status < 300 or not isinstance(body, dict) or not isinstance(body.get("data"), dict)):
+            continue
+        told[str(body["data"].get("appointmentId"))][str(delivery.get("webhook_id"))] = body["data"]
+    recorded: dict[str, set[str]] = defaultdict(set)
+    for content in snapshot.attendance:
+        record = _json(decode_queue_text(content)) or {}
+        recorded[str(record.get("appointmentId"))].add(str(record.get("outcome")))
+    return told, recorded
+
+
+def _judge_told(appointment: EndedAppointment, webhook_id: str, data: Mapping[str, Any], *, end: str,
+                played: str, late: bool = False) -> str | None:
+    """What is wrong with one attendance webhook told for `end` after the session `played`, if anything.
+
+    `late`: the runner played the session only after this check had looked (no report then was right).
+    """
+    outcome, reason, expected = data.get("outcome"), data.get("reason"), SCENARIOS[played]
+    if webhook_id != attendance_webhook_id(appointment.appointment_id, end):
+        return f"told for another end: {webhook_id}"
+    if outcome == UNAVAILABLE:
+        fine = reason in FAULT_REASONS or (reason == NO_REPORT and (expected == UNAVAILABLE or late))
+        return None if fine else f"unavailable ({reason}), played {played}"
+    if outcome != expected:
+        return f"{outcome}, played {played}"
+    organizer = data.get("organizerAttendance") or {}
+    if outcome in (ATTENDED, CLIENT_NO_SHOW) and organizer.get("secondsPresent") != ORGANIZER_SECONDS:
+        return f"organizer present {organizer.get('secondsPresent')} s, played {ORGANIZER_SECONDS} s"
+    clients = [(c.get("email"), c.get("secondsPresent")) for c in data.get("clients") or () if isinstance(c, dict)]
+    if outcome in (ATTENDED, STAFF_NO_SHOW) and clients != [(appointment.client_email, CLIENT_SECONDS)]:
+        return f"clients {clients}, played {[(appointment.client_email, CLIENT_SECONDS)]}"
+    return None
+
+
+def _applied(join_urls: Iterable[str]) -> dict[str, str]:
+    """When each event was applied: its result's resolvedAt on `join-urls` (the first copy's)."""
+    applied: dict[str, str] = {}
+    for content in join_urls:
+        record = _json(decode_queue_text(content)) or {}
+        event_id, at = record.get("eventId"), record.get("resolvedAt")
+        if isinstance(event_id, str) and isinstance(at, str) and (event_id not in applied or at < applied[event_id]):
+            applied[event_id] = at
+    return applied
+
+
+def _before(data: Mapping[str, Any], change_at: str | None) -> bool:
+    """Whether an attendance was told before the appointment's change was applied (or the change never was)."""
+    checked = data.get("checkedAt")
+    return change_at is None or (isinstance(checked, str) and aware_time(checked) < aware_time(change_at))
+
+
+def _played_late(data: Mapping[str, Any], played_at: str | None) -> bool:
+    """Whether the session was played (or never) only after the check told: the runner's lag, not the app's."""
+    checked = data.get("checkedAt")
+    return played_at is None or (isinstance(checked, str) and aware_time(played_at) >= aware_time(checked))
+
+
+@dataclass
+class _AttendanceVerdicts:
+    """Per-appointment judgements of attendance_ledger."""
+
+    outcomes: Counter[str] = field(default_factory=Counter)
+    after_faults: list[str] = field(default_factory=list)
+    wrong: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    second_ids: list[str] = field(default_factory=list)
+    before_change: list[str] = field(default_factory=list)
+    played_late: list[str] = field(default_factory=list)
+
+    def judge(self, appointment: EndedAppointment, hooks: Mapping[str, Mapping[str, Any]],
+              change_at: str | None, played_at: str | None) -> None:
+        """One ended appointment: what was told before its change was applied, then what it was owed after."""
+        name = appointment.appointment_id
+        # The app tells what its record says when the check is due: a reschedule or cancel that was applied only
+        # after that (faults and kills delayed it) leaves the attendance told for the appointment as it was.
+        early = {w: d for w, d in hooks.items() if appointment.change != "none" and _before(d, change_at)}
+        for webhook_id, data in early.items():
+            why = _judge_told(appointment, webhook_id, data, end=appointment.first_end, played=appointment.played,
+                              late=SCENARIOS[appointment.played] != UNAVAILABLE and _played_late(data, played_at))
+            self.wrong += [f"{name}(told before its {appointment.change}: {why})"] if why else []
+        self.before_change += [name] if early else []
+        later = {w: d for w, d in hooks.items() if w not in early}
+        if appointment.expected is None:
+            self.wrong += [f"{name}(cancelled, told {sorted(str(d.get('outcome')) for d in later.values())})"] \
+                if later else []
+            return
+        if not later:
+            self.missing += [] if early and change_at is None else [name]
+            return
+        if len(later) > 1:
+            self.second_ids.append(f"{name}({len(later)} webhook ids)")
+        for webhook_id, data in sorted(later.items()):
+            late = appointment.expected != UNAVAILABLE and _played_late(data, played_at)
+            why = _judge_told(appointment, webhook_id, data, end=appointment.end, played=appointment.scenario,
+                              late=late)
+            self.wrong += [f"{name}({why})"] if why else []
+        data = later.get(appointment.webhook_id) or next(iter(later.values()))
+        outcome = str(data.get("outcome"))
+        self.outcomes[outcome] += 1
+        if outcome == UNAVAILABLE and appointment.expected != UNAVAILABLE:
+            if data.get("reason") == NO_REPORT:
+                self.played_late.append(name)
+            else:
+                self.after_faults.append(f"{name}({data.get('reason')})")
+
+
+def attendance_ledger(ended: Iterable[EndedAppointment], snapshot: QueueSnapshot,
+                      played_at: Mapping[str, str] | None = None) -> AttendanceLedger:
+    """Judge each ended appointment by the attendance webhooks the receiver got and the `attendance` queue.
+
+    Copies of one webhook-id are one webhook (how often an id was delivered is the run's duplicate_deliveries);
+    a second id for one end is a duplicate delivery of its attendance. A played session may end unavailable
+    only for a fault's reason, or for no report when the runner played it only after the check had looked
+    (`played_at`: appointment -> when its session was played; None: judge as if all were played at once). A
+    cancelled appointment must be told nothing after its cancel was applied.
+    """
+    told, recorded = _attendance_told(snapshot)
+    applied = _applied(snapshot.join_urls)
+    appointments = list(ended)
+    verdicts = _AttendanceVerdicts()
+    for appointment in appointments:
+        hooks = told.get(appointment.appointment_id, {})
+        verdicts.judge(appointment, hooks, applied.get(appointment.change_event_id or ""),
+                       "0001-01-01T00:00:00Z" if played_at is None else played_at.get(appointment.appointment_id))
+        outcomes = {str(d.get("outcome")) for d in hooks.values()}
+        kept = recorded.get(appointment.appointment_id, set())
+        if hooks and kept != outcomes:
+            verdicts.wrong.append(f"{appointment.appointment_id}(attendance queue {sorted(kept)}, webhooks "
+                                  f"{sorted(outcomes)})")
+    return AttendanceLedger(
+        ended=len(appointments), cancelled=sum(a.expected is None for a in appointments), outcomes=verdicts.outcomes,
+        unavailable_after_faults=verdicts.after_faults, wrong=verdicts.wrong, missing=verdicts.missing,
+        second_ids=verdicts.second_ids, told_before_change=verdicts.before_change,
+        session_after_check=verdicts.played_late,
+        poison=len(snapshot.attendance_poison), records=len(snapshot.attendance))

@@ -5,7 +5,9 @@ processes, as the Functions host would run it on several machines), and the run 
 (chaos.disruptions): kill -9 and restart, a storage pause, a kill inside a token refresh. Organizers are
 connected through the token vault with short access-token lifetimes, so refreshes happen during the run.
 The ledger is computed from the queues and the webhook receiver only (chaos.ledger), and the rest from the
-vault and the emulators (chaos.accounts), never from the app's counters.
+vault and the emulators (chaos.accounts), never from the app's counters. Some appointments end during the run
+(--ended): the Graph emulator plays their sessions, and each one's appointment.attendance webhook is held to
+what was played (chaos.ledger.attendance_ledger).
 """
 
 from __future__ import annotations
@@ -22,29 +24,40 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from azure.storage.queue import TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueServiceClient
 
-from chaos.accounts import Accounts, graph_accounts, split_duplicates, wrongly_disconnected
+from chaos.accounts import Accounts, attendance_reads, graph_accounts, split_duplicates, wrongly_disconnected
 from chaos.disruptions import Disrupter, Disruption, Disruptions
 from chaos.fleet import Fleet
-from chaos.ledger import Ledger, QueueSnapshot, compute_ledger, decode_queue_text
+from chaos.ledger import (
+    AttendanceLedger,
+    Ledger,
+    QueueSnapshot,
+    attendance_ledger,
+    compute_ledger,
+    decode_queue_text,
+)
 from chaos.workload import (
     ADAMS_UPN,
     BAKER_UPN,
     FABRIKAM,
     FABRIKAM_SCHEDULER_UPN,
     SCHEDULER_UPN,
+    EndedAppointment,
     Workload,
     build_workload,
 )
 from devstack.harness import RECEIVE_VISIBILITY_SECONDS
 from devstack.stack import ENDPOINTS_FILE, REPO_ROOT, start_stack, stop_stack
 from shared import queues
+from shared.graph.meetings import external_id
 
 # Settings the app runs with during a chaos run: fast retries, a short Graph timeout (hangs become
 # transient failures), and claims that go stale after a minute: a duplicate that arrives while its first
@@ -56,7 +69,16 @@ APP_SETTINGS = {
     "WEBHOOK_RETRY_BASE_SECONDS": "0.2",
     "IDEMPOTENCY_STALE_CLAIM_SECONDS": "60",
     "WEBHOOK_STALE_CLAIM_SECONDS": "60",
+    # Attendance after each appointment, scaled down (--ended): read 12 s after the end, a missing report looked
+    # for again until 30 s later, then told attendance_unavailable. The organizers connect with the artifact scope.
+    "ATTENDANCE_REPORTS": "true",
+    "ATTENDANCE_GRACE_MINUTES": "0.2",
+    "ATTENDANCE_WAIT_HOURS": str(30 / 3600),
 }
+ATTENDANCE_GRACE_SECONDS, ATTENDANCE_WAIT_SECONDS = 12.0, 30.0
+# How long past the last check's wait the run waits for a missing attendance webhook before it counts it
+# missing: a Retry-After of 30 s on the last look, and a killed instance's lease of 30 s, with room to spare.
+ATTENDANCE_PATIENCE_SECONDS = 90.0
 # When instances are killed, a dead process's messages come back after 30 s (its receive lease, which a live
 # instance renews every 15 s) and its claims are taken over after 30 s, so recovery is seen within the run.
 # Without kills the harness keeps the host's 10-minute lease.
@@ -74,7 +96,7 @@ ORGANIZERS = (SCHEDULER_UPN, ADAMS_UPN, FABRIKAM_SCHEDULER_UPN, BAKER_UPN)
 TOKEN_LIFETIME_SECONDS = 330
 # The heavier run `--heavy` selects (docs/reliability.md; the current figures: docs/maintain/figures.md).
 HEAVY = {"events": 10000, "kills": 6, "storage_pause": 20.0, "refresh_kills": ("before", "between", "after"),
-         "timeout": 2400.0}
+         "timeout": 2400.0, "ended": 100}
 
 
 @dataclass(frozen=True)
@@ -121,6 +143,7 @@ class RunOptions:
 
     events: int = 2000
     seed: int = 7
+    ended: int = 0  # appointments (among the events' lifecycle ones) that end during the run: attendance told
     disruptions: Disruptions = field(default_factory=Disruptions)
     token_lifetime: int = TOKEN_LIFETIME_SECONDS
     # The Entra emulator's refresh-token rotation: "entra" (a used one stays valid, as Entra does) or "strict"
@@ -156,6 +179,10 @@ class RunReport:
     completed: bool
     accounts: Accounts
     ready_by_tenant: dict[str, int] = field(default_factory=dict)  # join-urls results by their tenantId
+    attendance: AttendanceLedger | None = None
+    sessions_played: dict[str, float] = field(default_factory=dict)  # appointment -> seconds into the run
+    # Seconds the run waited for attendance after everything else had settled (the attendance's cost in time).
+    attendance_wait: float | None = None
 
     @property
     def kills(self) -> list[float]:
@@ -164,14 +191,19 @@ class RunReport:
 
     @property
     def ok(self) -> bool:
-        """Complete, the ledger balances, and the targets: no duplicate delivery, nobody disconnected."""
+        """Complete, the ledgers balance, and the targets: no duplicate delivery, nobody disconnected."""
         return (self.completed and self.ledger.ok and not self.accounts.duplicate_deliveries
-                and not self.accounts.wrongly_disconnected)
+                and not self.accounts.wrongly_disconnected and (self.attendance is None or self.attendance.ok))
 
     def targets(self) -> str:
-        """The run's three targets, one line."""
-        return (f"lost={len(self.ledger.lost)} duplicate_deliveries={len(self.accounts.duplicate_deliveries)} "
-                f"wrongly_disconnected={len(self.accounts.wrongly_disconnected)}")
+        """The run's four targets, one line: an ended appointment never told counts as lost, a second attendance
+        webhook-id for one as a duplicate delivery, and one told otherwise than played as attendance_wrong."""
+        attendance = self.attendance
+        lost = len(self.ledger.lost) + (len(attendance.missing) if attendance else 0)
+        duplicates = len(self.accounts.duplicate_deliveries) + (len(attendance.second_ids) if attendance else 0)
+        return (f"lost={lost} duplicate_deliveries={duplicates} "
+                f"wrongly_disconnected={len(self.accounts.wrongly_disconnected)} "
+                f"attendance_wrong={len(attendance.wrong) if attendance else 0}")
 
     def realised_mix(self) -> str:
         """The faults as they actually happened."""
@@ -254,6 +286,8 @@ async def _feed(client: QueueServiceClient, workload: Workload, backlog: int) ->
                 except Exception:
                     await asyncio.sleep(1.0)
 
+    # The ended appointments' events first, ahead of the backlog: their meetings must exist before they end.
+    await asyncio.gather(*(send(text, is_raw) for text, is_raw in workload.early))
     pending = list(workload.messages)
     while pending:
         try:
@@ -287,6 +321,53 @@ async def _ensure_queues(client: QueueServiceClient) -> None:
     for name in queues.ALL_QUEUES:
         with contextlib.suppress(Exception):
             await client.get_queue_client(name).create_queue()
+
+
+async def _play_sessions(graph_admin: httpx.AsyncClient, ended: list[EndedAppointment], played: dict[str, float],
+                         played_at: dict[str, str], run_started: float) -> None:
+    """Play each ended appointment's session on its meeting as soon as the app has made the meeting.
+
+    The sessions lie in the past, so their reports exist at once, before the checks are due (a report-late one
+    still runs). A cancelled appointment's meeting gets one too while it exists.
+    """
+    waiting = {external_id(a.appointment_id): a for a in ended if a.session() is not None}
+    until = max((a.ends_at for a in ended), default=datetime.now(UTC)) + timedelta(seconds=ATTENDANCE_GRACE_SECONDS)
+    while waiting and datetime.now(UTC) < until:
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            for meeting in (await graph_admin.get("meetings")).json():
+                appointment = waiting.get(str(meeting.get("externalId")))
+                if appointment is None:
+                    continue
+                answer = await graph_admin.post(f"meetings/{quote(str(meeting['id']), safe='')}/sessions",
+                                                json=appointment.session())
+                if answer.status_code == 201:
+                    played[appointment.appointment_id] = round(time.monotonic() - run_started, 1)
+                    played_at[appointment.appointment_id] = datetime.now(UTC).isoformat()
+                    del waiting[external_id(appointment.appointment_id)]
+        await asyncio.sleep(1.0)
+
+
+async def _attendance_done(receiver_admin: httpx.AsyncClient, ended: list[EndedAppointment]) -> bool:
+    """Whether every ended appointment owed an attendance webhook has had one delivered (and every check is due)."""
+    if not ended:
+        return True
+    last_due = max(a.ends_at for a in ended) + timedelta(seconds=ATTENDANCE_GRACE_SECONDS + 2)
+    if datetime.now(UTC) < last_due:
+        return False
+    owed = {a.appointment_id for a in ended if a.expected is not None}
+    deliveries = (await receiver_admin.get("deliveries")).json()["deliveries"]
+    told = {str(((d.get("body") or {}).get("data") or {}).get("appointmentId")) for d in deliveries
+            if d.get("type") == "appointment.attendance" and 200 <= int(d.get("status") or 0) < 300}
+    return owed <= told
+
+
+def _attendance_deadline(ended: list[EndedAppointment], run_started: float) -> float:
+    """The monotonic time after which a missing attendance webhook is counted missing, not waited for."""
+    if not ended:
+        return run_started
+    last = max(a.ends_at for a in ended)
+    left = (last - datetime.now(UTC)).total_seconds()
+    return time.monotonic() + left + ATTENDANCE_GRACE_SECONDS + ATTENDANCE_WAIT_SECONDS + ATTENDANCE_PATIENCE_SECONDS
 
 
 async def _settled(client: QueueServiceClient) -> bool:
@@ -339,8 +420,6 @@ def _organizer_health(vault: Any) -> list[dict[str, Any]]:
 async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[str, Any],
                         started: float) -> RunReport:
     mix, plan = options.mix, options.disruptions
-    workload = build_workload(options.events, options.seed, malformed=mix.malformed, duplicates=mix.duplicates,
-                              lifecycle=mix.lifecycle)
     verify = ssl.create_default_context(cafile=endpoints["ca_bundle"])
     graph_admin = httpx.AsyncClient(base_url=endpoints["graph"]["admin_url"] + "/", verify=verify, timeout=30)
     receiver_admin = httpx.AsyncClient(base_url=endpoints["receiver"]["admin_url"] + "/", verify=verify,
@@ -358,6 +437,10 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
     steps = plan.plan()
     running: set[asyncio.Task[None]] = set()
     lanes: dict[str, asyncio.Task[None]] = {}
+    played: dict[str, float] = {}
+    played_at: dict[str, str] = {}
+    settled_at: float | None = None  # when all but the attendance had settled (seconds since the start)
+    ended_at = 0.0  # when everything had (the first of the quiet polls that end the run)
     completed = False
     run_started = time.monotonic()
     try:
@@ -373,14 +456,21 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
         (await receiver_admin.put("fail", json=mix.receiver_plan(options.seed))).raise_for_status()
         async with QueueServiceClient.from_connection_string(endpoints["azurite"]["connection_string"]) as client:
             await _ensure_queues(client)
+            # Built now: the ended appointments' windows are counted from the moment the app starts.
+            workload = build_workload(options.events, options.seed, malformed=mix.malformed,
+                                      duplicates=mix.duplicates, lifecycle=mix.lifecycle, ended=options.ended,
+                                      now=datetime.now(UTC))
             _say(options, f"chaos: {options.events} events (+{workload.duplicates} duplicates, "
                           f"{workload.malformed} malformed, {workload.lifecycle} lifecycle events of "
-                          f"{len(workload.appointments)} appointments), seed {options.seed}, "
-                          f"{plan.instances} instances, stack in {state_dir}")
+                          f"{len(workload.appointments)} appointments, {len(workload.ended)} of them ending "
+                          f"during the run), seed {options.seed}, {plan.instances} instances, stack in {state_dir}")
             run_started = time.monotonic()
             fleet.start()
             feeder = asyncio.create_task(_feed(client, workload, BACKLOG))
-            _say(options, f"chaos: {len(workload.messages)} messages, fed {BACKLOG} at a time, "
+            player = asyncio.create_task(_play_sessions(graph_admin, workload.ended, played, played_at, run_started))
+            attendance_deadline = _attendance_deadline(workload.ended, run_started)
+            _say(options, f"chaos: {len(workload.early) + len(workload.messages)} messages ({len(workload.early)} of "
+                          f"the ended appointments first, then the rest fed {BACKLOG} at a time), "
                           f"after {time.monotonic() - started:.1f}s; the app started; plan {steps}")
             deadline = time.monotonic() + options.timeout
             last_report, quiet_polls, terminal = 0.0, 0, 0
@@ -411,13 +501,23 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
                     _say(options, f"chaos: t={time.monotonic() - started:.0f}s terminal={terminal} "
                                   f"appointments={await _count(client, queues.APPOINTMENTS)} "
                                   f"outbox={await _count(client, queues.WEBHOOK_OUTBOX)}")
-                quiet_polls = quiet_polls + 1 if settled and feeder.done() and not steps and not running else 0
+                quiet = settled and feeder.done() and not steps and not running
+                if quiet and settled_at is None:
+                    settled_at = time.monotonic() - started
+                if quiet and time.monotonic() < attendance_deadline:
+                    try:
+                        quiet = await _attendance_done(receiver_admin, workload.ended)
+                    except (httpx.HTTPError, ValueError):
+                        quiet = False
+                quiet_polls = quiet_polls + 1 if quiet else 0
+                if quiet_polls == 1:
+                    ended_at = time.monotonic() - started
                 if quiet_polls >= 3:
                     completed = True
                     break
-            for task in [*running, feeder]:
+            for task in [*running, feeder, player]:
                 task.cancel()
-            await asyncio.gather(*running, feeder, return_exceptions=True)
+            await asyncio.gather(*running, feeder, player, return_exceptions=True)
             run_seconds = time.monotonic() - run_started
             await asyncio.to_thread(fleet.stop)
             in_flight = await _count(client, queues.APPOINTMENTS) + await _count(client, queues.WEBHOOK_OUTBOX)
@@ -430,7 +530,9 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
                 deliveries=(await receiver_admin.get("deliveries")).json()["deliveries"],
                 in_flight=in_flight,
                 meetings=(await graph_admin.get("meetings")).json(),
-                deleted_meetings=(await graph_admin.get("meetings", params={"deleted": "true"})).json())
+                deleted_meetings=(await graph_admin.get("meetings", params={"deleted": "true"})).json(),
+                attendance=await _read_all(client, queues.ATTENDANCE),
+                attendance_poison=await _read_all(client, queues.ATTENDANCE_CHECKS_POISON))
         graph_stats = (await graph_admin.get("stats")).json()
         entra_stats = (await entra_admin.get("stats")).json()
         health = await asyncio.to_thread(_organizer_health, vault)
@@ -444,7 +546,9 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
                       "5xx": sum(n for status, n in statuses.items() if status >= 500),
                       "slow": sum(1 for d in snapshot.deliveries if d.get("delay_ms"))}
     ledger = compute_ledger(workload.events, snapshot, first_attempt=not options.crash)
-    calls, needed, surplus = graph_accounts(workload.events, ledger.places, graph_stats)
+    attendance = attendance_ledger(workload.ended, snapshot, played_at) if workload.ended else None
+    calls, needed, surplus = graph_accounts(workload.events, ledger.places, graph_stats,
+                                            attendance_reads=attendance_reads(snapshot.attendance))
     real, explained = split_duplicates(snapshot.deliveries,
                                        [d.wall for d in disrupter.done if d.instance is not None])
     status, disconnected = wrongly_disconnected(health)
@@ -457,19 +561,29 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
     results = {doc["eventId"]: doc.get("tenantId") or "-" for doc in
                (json.loads(decode_queue_text(text)) for text in snapshot.join_urls)}
     return RunReport(options=options, ledger=ledger, wall_seconds=round(time.monotonic() - started, 1),
-                     messages_sent=len(workload.messages), duplicates_sent=workload.duplicates,
+                     messages_sent=len(workload.early) + len(workload.messages), duplicates_sent=workload.duplicates,
                      malformed_sent=workload.malformed, graph_stats=graph_stats, receiver_stats=receiver_stats,
                      harness_runs=fleet.runs, disruptions=list(disrupter.done), harness_logs=fleet.logs,
                      completed=completed, accounts=accounts,
-                     ready_by_tenant=dict(Counter(results.values())))
+                     ready_by_tenant=dict(Counter(results.values())), attendance=attendance,
+                     sessions_played=played, attendance_wait=(round(ended_at - settled_at, 1)
+                                                              if settled_at is not None else None))
 
 
 def print_report(report: RunReport) -> None:
     """The ledger line and the targets first, then the details."""
     ledger, accounts = report.ledger, report.accounts
     print(ledger.line())
+    if report.attendance is not None:
+        print(report.attendance.line())
     print(f"targets: {report.targets()}")
     print(f"checks: {ledger.details()} redelivered_after_kill={len(accounts.redelivered_after_kill)}")
+    if report.attendance is not None:
+        played = sorted(report.sessions_played.values())
+        print(f"{report.attendance.details()} | sessions played {len(played)}"
+              + (f" (t={played[0]:.0f}s to t={played[-1]:.0f}s after the app started)" if played else "")
+              + (f" | waited {report.attendance_wait:.1f}s for attendance after the rest had settled"
+                 if report.attendance_wait is not None else ""))
     print("tenants: " + " ".join(f"{tenant}={count}" for tenant, count in sorted(report.ready_by_tenant.items()))
           + " (join-urls results by their tenantId)")
     print(f"faults: {report.realised_mix()}")
@@ -480,7 +594,7 @@ def print_report(report: RunReport) -> None:
     for disruption in report.disruptions:
         print(f"disruption: {disruption.describe()}")
     print(f"wall time: {report.wall_seconds:.1f}s")
-    for problem in ledger.problems():
+    for problem in [*ledger.problems(), *(report.attendance.problems() if report.attendance else [])]:
         print(f"PROBLEM {problem}")
     if accounts.duplicate_deliveries:
         print(f"PROBLEM duplicate_deliveries (no kill explains them): "
@@ -490,7 +604,8 @@ def print_report(report: RunReport) -> None:
     if not report.completed:
         print(f"PROBLEM the queues did not settle within {report.options.timeout:.0f}s")
     if report.ok:
-        print("OK: nothing lost, every event in exactly one place, no webhook sent twice, nobody disconnected")
+        print("OK: nothing lost, every event in exactly one place, no webhook sent twice, nobody disconnected"
+              + (", every ended appointment told as played" if report.attendance else ""))
     else:
         logs = ", ".join(str(p) for p in report.harness_logs)
         print(f"FAILED (stack state and harness logs kept: {logs})")
@@ -500,6 +615,9 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m chaos`."""
     parser = argparse.ArgumentParser(prog="python -m chaos", description=__doc__)
     parser.add_argument("--events", type=int, default=None, help="distinct events (default 2000; --heavy 10000)")
+    parser.add_argument("--ended", type=int, default=None,
+                        help="appointments among them that end during the run, their attendance told "
+                             "(default 40; --heavy 100; 0 for none)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--instances", type=int, default=3, help="app instances on one storage account")
     parser.add_argument("--kills", type=int, default=None, help="kill -9 of an instance mid-run (default 2)")
@@ -520,15 +638,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the ledger and fault figures as JSON here")
     args = parser.parse_args(argv)
     base: dict[str, Any] = dict(HEAVY) if args.heavy else {"events": 2000, "kills": 2, "storage_pause": 5.0,
-                                                            "refresh_kills": ("between",), "timeout": 900.0}
+                                                            "refresh_kills": ("between",), "timeout": 900.0,
+                                                            "ended": 40}
     if args.refresh_kills is not None:
         base["refresh_kills"] = tuple(s for s in args.refresh_kills.split(",") if s and s != "none")
-    for name in ("events", "kills", "storage_pause", "timeout"):
+    for name in ("events", "ended", "kills", "storage_pause", "timeout"):
         if getattr(args, name) is not None:
             base[name] = getattr(args, name)
     disruptions = Disruptions(instances=args.instances, kills=base["kills"], storage_pause=base["storage_pause"],
                               refresh_kills=base["refresh_kills"])
-    options = RunOptions(events=base["events"], seed=args.seed, disruptions=disruptions,
+    options = RunOptions(events=base["events"], ended=base["ended"], seed=args.seed, disruptions=disruptions,
                          token_lifetime=args.token_lifetime, rotation=args.rotation, timeout=base["timeout"],
                          state_dir=args.state_dir)
     report = asyncio.run(run(options))
@@ -536,6 +655,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps({
             "ledger": report.ledger.to_dict(), "targets": report.targets(), "wall_seconds": report.wall_seconds,
+            "attendance": report.attendance.to_dict() if report.attendance else None,
             "graph_stats": report.graph_stats, "receiver": report.receiver_stats,
             "disruptions": [asdict(d) for d in report.disruptions], "mix": asdict(options.mix),
             "realised": report.realised_mix(), "organizers": report.accounts.organizer_status,

@@ -10,6 +10,14 @@ import hashlib
 import json
 import random
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.attendance.check import AttendanceCheck
+from shared.attendance.classify import ATTENDED, CLIENT_NO_SHOW, NOBODY_JOINED, STAFF_NO_SHOW, UNAVAILABLE
+from shared.common.clock import format_timestamp
+from shared.common.vocabulary import WebhookType
+from shared.webhooks.outbound import webhook_id_for
 
 READY, REJECTED, POISON = "ready", "rejected", "poison"
 
@@ -91,6 +99,10 @@ class Workload:
     events: list[PlannedEvent]
     messages: list[tuple[str, bool]]  # (text, raw)
     appointments: dict[str, bool] = field(default_factory=dict)
+    # Appointments that end during the run (their events are in `events`, their messages in `early`, sent
+    # before the rest so that their meetings exist, and their sessions are played, before they end).
+    ended: list[EndedAppointment] = field(default_factory=list)
+    early: list[tuple[str, bool]] = field(default_factory=list)
 
     @property
     def duplicates(self) -> int:
@@ -149,14 +161,153 @@ def _lifecycle(rng: random.Random, prefix: str, n: int, room: int) -> tuple[list
         doc: dict[str, object] = {"id": event_id, "type": f"appointment.{kind}", "appointmentId": appointment_id,
                                   "organizer": organizer, "sequence": sequence, "subject": f"Chaos {n}"}
         if kind != "cancelled":
-            doc["startDateTime"] = f"2026-12-{sequence:02d}T09:00:00Z"
-            doc["endDateTime"] = f"2026-12-{sequence:02d}T09:30:00Z"
-        planned.append(PlannedEvent(key=event_id, kind="lifecycle", text=json.dumps(doc),
-                                    allowed=frozenset({READY, REJECTED, POISON}),
-                                    webhook_id=f"{event_id}_{_SUFFIXES[kind]}", event_id=event_id,
-                                    appointment_id=appointment_id, extra={"type": kind, "sequence": sequence},
-                                    failed_webhook_id=f"{event_id}_failed", allowed_reasons=LIFECYCLE_REASONS))
+            # Far ahead: their attendance checks hide (ATTENDANCE_REPORTS is on); the ended ones are apart.
+            doc["startDateTime"] = f"2030-12-{sequence:02d}T09:00:00Z"
+            doc["endDateTime"] = f"2030-12-{sequence:02d}T09:30:00Z"
+        planned.append(_lifecycle_event(doc, kind, sequence))
     return planned, cancelled
+
+
+def _lifecycle_event(doc: dict[str, object], kind: str, sequence: int) -> PlannedEvent:
+    """A lifecycle event of an appointment without a meeting, and where it may end (out of order: rejected)."""
+    event_id = str(doc["id"])
+    return PlannedEvent(key=event_id, kind="lifecycle", text=json.dumps(doc),
+                        allowed=frozenset({READY, REJECTED, POISON}), webhook_id=f"{event_id}_{_SUFFIXES[kind]}",
+                        event_id=event_id, appointment_id=str(doc["appointmentId"]),
+                        extra={"type": kind, "sequence": sequence}, failed_webhook_id=f"{event_id}_failed",
+                        allowed_reasons=LIFECYCLE_REASONS)
+
+
+# Ended appointments (ATTENDANCE_REPORTS): what the Graph emulator plays for each, and the outcome the app must
+# tell. Without a session Graph makes no report, which the app cannot tell from a late one: both end, after
+# ATTENDANCE_WAIT_HOURS, as attendance_unavailable (shared/attendance/checker.py).
+SCENARIOS = {
+    "attended": ATTENDED,  # the organizer and the client
+    "client_no_show": CLIENT_NO_SHOW,  # the organizer alone
+    "staff_no_show": STAFF_NO_SHOW,  # the client alone
+    "nobody_joined": NOBODY_JOINED,  # a session only someone the scheduler never named joined
+    "no_session": UNAVAILABLE,  # nobody opened the meeting: no report
+    "report_late": UNAVAILABLE,  # a session whose report does not come within the wait
+}
+_SCENARIO_WEIGHTS = (5, 3, 3, 2, 2, 2)
+ORGANIZER_SECONDS, CLIENT_SECONDS = 1200, 900
+OUTSIDER = "front.desk@example.org"
+
+
+@dataclass(frozen=True)
+class EndedAppointment:
+    """An appointment whose window ends during the run: its scenario, its change, and its final window."""
+
+    appointment_id: str
+    organizer: str
+    client_email: str | None  # None: the client joins as an anonymous guest (counted, never named)
+    scenario: str
+    change: str  # "none", "rescheduled" (its end moved once, before the first end), "cancelled"
+    start: str
+    end: str  # the end its attendance is told for
+    first_end: str  # the end before a reschedule (the check planned for it must drop itself)
+    change_event_id: str | None = None  # the reschedule's or cancel's event id
+
+    @property
+    def played(self) -> str:
+        """The scenario its session plays (a cancelled one's meeting gets a full session while it exists)."""
+        return "attended" if self.change == "cancelled" else self.scenario
+
+    @property
+    def expected(self) -> str | None:
+        """The outcome the app must tell; None when cancelled (it must tell nothing)."""
+        return None if self.change == "cancelled" else SCENARIOS[self.scenario]
+
+    @property
+    def webhook_id(self) -> str:
+        """The one attendance webhook-id the appointment may get: the app's identity of its final end."""
+        return attendance_webhook_id(self.appointment_id, self.end)
+
+    @property
+    def ends_at(self) -> datetime:
+        """Its final end (its check is due a grace period later)."""
+        return datetime.fromisoformat(self.end.replace("Z", "+00:00"))
+
+    def session(self) -> dict[str, Any] | None:
+        """The body of the emulator's `POST /_admin/meetings/{id}/sessions`, or None (no session).
+
+        A cancelled appointment's meeting gets a full session if it still exists: a check that wrongly ran
+        would find it and tell it.
+        """
+        scenario = self.played
+        if scenario == "no_session":
+            return None
+        start = datetime.fromisoformat(self.start.replace("Z", "+00:00")) + timedelta(minutes=5)
+        organizer = {"user": self.organizer, "role": "Organizer", "joinOffsetSeconds": 0,
+                     "seconds": ORGANIZER_SECONDS}
+        client: dict[str, Any] = {"role": "Attendee", "joinOffsetSeconds": 120, "seconds": CLIENT_SECONDS}
+        if self.client_email:
+            client |= {"email": self.client_email, "displayName": "Chaos client"}
+        people = {"attended": [organizer, client], "client_no_show": [organizer], "staff_no_show": [client],
+                  "nobody_joined": [{"email": OUTSIDER, "displayName": "Front desk", "role": "Attendee",
+                                     "joinOffsetSeconds": 60, "seconds": 300}],
+                  "report_late": [organizer, client]}[scenario]
+        body: dict[str, Any] = {"start": format_timestamp(start), "attendees": people}
+        if scenario == "report_late":
+            body["end"] = format_timestamp(start + timedelta(days=2))  # still running: no report yet
+        return body
+
+
+def attendance_webhook_id(appointment_id: str, end: str) -> str:
+    """The webhook-id of an appointment's attendance at this end, as the app makes it."""
+    check = AttendanceCheck(appointment_id, "", "", None, end, end)
+    return webhook_id_for(check.identity, WebhookType.ATTENDANCE)
+
+
+def build_ended(count: int, seed: int, now: datetime, prefix: str, *, first_end: float = 45.0,
+                spread: float = 30.0, moved_by: float = 15.0) -> tuple[list[PlannedEvent], list[EndedAppointment],
+                                                                       list[tuple[str, bool]]]:
+    """`count` appointments that began 30 min before `now` and end `first_end` to `first_end + spread` seconds
+    after it; a tenth moved `moved_by` seconds later, a tenth cancelled, a fifth of the creates sent twice.
+
+    Returns their events, the appointments, and the messages in the order to send them (creates first).
+    """
+    rng = random.Random(seed * 7919 + 1)  # noqa: S311 - a repeatable workload, not a secret
+    now = now.replace(microsecond=0)
+    events: list[PlannedEvent] = []
+    ended: list[EndedAppointment] = []
+    creates: list[tuple[str, bool]] = []
+    changes: list[tuple[str, bool]] = []
+    for n in range(count):
+        appointment_id = f"apt-{prefix}-ended-{n:04d}"
+        organizer = (SCHEDULER, ADAMS_UPN)[n % 2]
+        scenario = rng.choices(list(SCENARIOS), weights=_SCENARIO_WEIGHTS)[0]
+        change = rng.choices(("none", "rescheduled", "cancelled"), weights=(8, 1, 1))[0]
+        client_email = None if n % 3 == 2 else f"client.{n:04d}@example.org"
+        start = now - timedelta(minutes=30)
+        end = now + timedelta(seconds=first_end + spread * rng.random())
+        docs: list[tuple[dict[str, object], str]] = []
+        base: dict[str, object] = {"appointmentId": appointment_id, "organizer": organizer,
+                                   "subject": f"Chaos ended {n}"}
+        # Clients are named by the event that plans the check, so the reschedule sends them again, as
+        # schedulers do (Cal.com's BOOKING_RESCHEDULED carries its attendees).
+        clients = [{"displayName": "Chaos client", **({"email": client_email} if client_email else {})}]
+        docs.append(({**base, "id": f"{prefix}-ended-{n:04d}-1", "type": "appointment.created", "sequence": 1,
+                      "startDateTime": format_timestamp(start), "endDateTime": format_timestamp(end),
+                      "clients": clients}, "created"))
+        final_start, final_end = start, end
+        if change == "rescheduled":
+            final_start, final_end = start + timedelta(minutes=1), end + timedelta(seconds=moved_by)
+            docs.append(({**base, "id": f"{prefix}-ended-{n:04d}-2", "type": "appointment.rescheduled",
+                          "sequence": 2, "startDateTime": format_timestamp(final_start),
+                          "endDateTime": format_timestamp(final_end), "clients": clients}, "rescheduled"))
+        elif change == "cancelled":
+            docs.append(({**base, "id": f"{prefix}-ended-{n:04d}-2", "type": "appointment.cancelled",
+                          "sequence": 2}, "cancelled"))
+        for sequence, (doc, kind) in enumerate(docs, start=1):
+            event = _lifecycle_event(doc, kind, sequence)
+            event.copies = 2 if kind == "created" and n % 5 == 0 else 1
+            events.append(event)
+            (creates if kind == "created" else changes).extend([(event.text, False)] * event.copies)
+        ended.append(EndedAppointment(appointment_id, organizer, client_email, scenario, change,
+                                      format_timestamp(final_start), format_timestamp(final_end),
+                                      format_timestamp(end), str(docs[-1][0]["id"]) if len(docs) > 1 else None))
+    return events, ended, creates + changes
 
 
 def _malformed(kind: str, prefix: str, n: int) -> PlannedEvent:
@@ -193,11 +344,19 @@ def _malformed(kind: str, prefix: str, n: int) -> PlannedEvent:
 
 
 def build_workload(events: int, seed: int, *, malformed: float = 0.05, duplicates: float = 0.05,
-                   lifecycle: float = 0.0, prefix: str | None = None) -> Workload:
+                   lifecycle: float = 0.0, prefix: str | None = None, ended: int = 0,
+                   now: datetime | None = None) -> Workload:
     """`events` distinct events, `malformed` of them malformed, `duplicates` of them sent twice, and about
-    `lifecycle` of them the created, rescheduled and cancelled events of appointments without a meeting."""
+    `lifecycle` of them the created, rescheduled and cancelled events of appointments without a meeting.
+
+    `ended`: that many of the lifecycle appointments end soon after `now` (build_ended); their events count
+    among the `events`.
+    """
     rng = random.Random(seed)  # noqa: S311 - a repeatable workload, not a secret
     prefix = prefix or f"chaos{seed}"
+    ended_events, ended_appointments, early = build_ended(ended, seed, now, prefix) if ended and now else \
+        ([], [], [])
+    events -= len(ended_events)
     n_malformed = round(events * malformed)
     kinds = list(MALFORMED_REASONS)
     planned: list[PlannedEvent] = []
@@ -224,4 +383,5 @@ def build_workload(events: int, seed: int, *, malformed: float = 0.05, duplicate
         event.copies = 2
     messages = [(e.text, e.raw) for e in planned for _ in range(e.copies)]
     rng.shuffle(messages)  # so the events of one appointment arrive out of order, too
-    return Workload(planned, messages, appointments)
+    appointments |= {a.appointment_id: a.change == "cancelled" for a in ended_appointments}
+    return Workload(ended_events + planned, messages, appointments, ended_appointments, early)

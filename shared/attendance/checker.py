@@ -89,7 +89,8 @@ class AttendanceChecker:
 
     async def _read(self, check: AttendanceCheck, now: datetime, due: datetime) -> dict[str, object] | None:
         """The attendance, or None when it was re-hidden to look again later."""
-        late = now >= due + self._wait
+        late_at = due + self._wait
+        late = now >= late_at
         try:
             sessions = await self._reader.sessions(check)
         except PermanentError as exc:  # missing_scope, organizer_not_connected, meeting_not_found, forbidden
@@ -97,7 +98,7 @@ class AttendanceChecker:
         except TransientError as exc:
             if late:
                 return unavailable(exc.reason, exc.detail)
-            await self._again(check, exc.retry_after)
+            await self._again(check, exc.retry_after, late_at - now)
             return None
         if sessions:
             return classify(check, sessions)
@@ -105,11 +106,13 @@ class AttendanceChecker:
             return unavailable("no_attendance_report", "Graph has no attendance report for a session in the "
                                "appointment's window (a report is made only when a session ends: nobody may have "
                                "joined, or the report is late)")
-        await self._again(check, None)
+        await self._again(check, None, late_at - now)
         return None
 
-    async def _again(self, check: AttendanceCheck, retry_after: float | None) -> None:
-        backoff = min(_BACKOFF_BASE_SECONDS * 3 ** check.attempt, _BACKOFF_MAX_SECONDS)
+    async def _again(self, check: AttendanceCheck, retry_after: float | None, left: timedelta) -> None:
+        # The last look is when the wait ends, not a whole back-off step after it (up to 4 h late otherwise);
+        # Graph's Retry-After is honoured even then.
+        backoff = min(_BACKOFF_BASE_SECONDS * 3 ** check.attempt, _BACKOFF_MAX_SECONDS, left.total_seconds())
         delay = max(backoff, retry_after or 0.0)
         await self._requeuer.requeue(check.again().to_json(), _seconds(timedelta(seconds=delay), MAX_HIDE_SECONDS))
 

@@ -69,5 +69,5 @@ async def test_the_default_disruptions_leave_everyone_connected_and_send_each_we
     print(report.targets(), report.accounts.organizers_line(), *(d.describe() for d in report.disruptions), sep="\n")
     assert any("refresh kill" in d.kind and d.instance for d in report.disruptions), "no kill inside a refresh"
     # THEN the targets of `make chaos`: nothing lost, no webhook twice, no organizer disconnected
-    assert report.targets() == "lost=0 duplicate_deliveries=0 wrongly_disconnected=0"
+    assert report.targets() == "lost=0 duplicate_deliveries=0 wrongly_disconnected=0 attendance_wrong=0"
     _check(report)

@@ -117,3 +117,20 @@ async def test_graph_down_is_retried_not_told():
     checker, requeuer, _ = await setup(END + timedelta(minutes=11), [GraphUnavailableError("down", retry_after=900)])
     assert (await checker.run(check().to_json())).kind == "waiting"
     assert requeuer.sent[0][1] == 900
+
+
+async def test_the_last_look_is_when_the_wait_ends_not_a_back_off_step_later():
+    # GIVEN a check whose wait (24 h after due) ends in 100 s, with no report yet
+    due = END + timedelta(minutes=10)
+    checker, requeuer, _ = await setup(due + timedelta(hours=24) - timedelta(seconds=100), [[]])
+    assert (await checker.run(check().again().again().again().to_json())).kind == "waiting"
+    # THEN it looks again when the wait ends (100 s), not after the 8,100 s back-off step
+    assert requeuer.sent[0][1] == 100
+
+
+async def test_graph_s_retry_after_is_honoured_even_at_the_end_of_the_wait():
+    due = END + timedelta(minutes=10)
+    checker, requeuer, _ = await setup(due + timedelta(hours=24) - timedelta(seconds=5),
+                                       [GraphUnavailableError("down", retry_after=30)])
+    assert (await checker.run(check().to_json())).kind == "waiting"
+    assert requeuer.sent[0][1] == 30
