@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -89,6 +90,9 @@ async def test_the_organizer_moves_then_cancels_in_outlook_and_the_scheduler_hea
     await connect(synced)
     (subscription,) = active(graph_admin)
     assert subscription["resource"].lower().endswith("events") and subscription.get("lifecycleNotificationUrl")
+    assert subscription["changeType"] == "created,updated,deleted" and subscription["immutableIds"] is True
+    expires = datetime.fromisoformat(subscription["expirationDateTime"].replace("Z", "+00:00"))
+    assert timedelta(days=2) < expires - datetime.now(UTC) <= timedelta(minutes=10080)  # well inside Graph's most
     appointment, event = await book(host, queues_client, graph_admin, receiver_admin)
     # WHEN the staff member moves it in Outlook
     edit = graph_admin.post(f"events/{event['id']}/organizer-edit", json={"start": MOVED[0], "end": MOVED[1]})
