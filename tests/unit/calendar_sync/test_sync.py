@@ -376,3 +376,12 @@ async def test_at_most_four_requests_at_once_per_mailbox_and_others_not_held_bac
 
     await asyncio.gather(*(limiter.run(o, lambda o=o: call(o)) for o in ["A@x"] * 10 + ["a@X"] * 5 + ["b@x"] * 3))
     assert peak == {"a@x": 4, "b@x": 3}  # one mailbox whatever the case of its name
+
+
+async def test_a_notification_without_client_state_or_with_an_unknown_lifecycle_event_is_dropped():
+    world = World()
+    sub = await world.booked()
+    bare = json.dumps({"kind": "change", "notification": {"subscriptionId": sub.subscription_id}, "attempt": 0})
+    assert (await world.sync.handle(bare)).dropped == "client_state_mismatch"
+    odd = world.message(sub, kind="lifecycle", lifecycleEvent="somethingNew")
+    assert (await world.sync.handle(odd)).dropped == "unknown_lifecycle_event"
