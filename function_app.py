@@ -216,7 +216,7 @@ async def callback(req: func.HttpRequest) -> func.HttpResponse:
 def graph_notifications_http(req: func.HttpRequest,
                              notifications: func.Out[typing.List[str]]) -> func.HttpResponse:  # noqa: UP006
     """Graph's validation echo, or change notifications onto `calendar-notifications` (202; no storage call)."""
-    return graph_notifications.receive_changes(req, notifications)
+    return graph_notifications.receive_changes(req, notifications, services.settings)
 
 
 @app.function_name("graph_lifecycle")
@@ -227,7 +227,7 @@ def graph_notifications_http(req: func.HttpRequest,
 def graph_lifecycle_http(req: func.HttpRequest,
                          notifications: func.Out[typing.List[str]]) -> func.HttpResponse:  # noqa: UP006
     """Graph's validation echo, or lifecycle notifications onto `calendar-notifications` (202; no storage call)."""
-    return graph_notifications.receive_lifecycle(req, notifications)
+    return graph_notifications.receive_lifecycle(req, notifications, services.settings)
 
 
 @app.function_name("handle_calendar_notification")

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import cold_start, cost, deploy_size, first_result, scale
+from bench import cold_start, cost, deploy_size, first_result, first_result_calendar, scale
 from bench.common import REPO_ROOT, Figure, Report, child_env, local_stack, queue_concurrency
 
 LATENCY_MS = 200.0
@@ -100,6 +100,11 @@ def throughput_figures(report: Report, data: dict[str, Any]) -> None:
                                "concurrency"))
     report.add(Figure("overhead_ratio_per_request", raw_rate / (4 * pipeline_rate), "info",
                       detail="the same, counting the pipeline's 4 requests per event"))
+    raw_cpu = statistics.median(run["cpu_ms_per_call"] for run in rounds["raw"])
+    report.add(Figure("overhead_ratio_cpu", data["zero_latency_cpu_ms_per_event"] / raw_cpu, "info",
+                      detail=f"diagnostic: this process's CPU per event against per raw call ({raw_cpu:.2f} ms), "
+                             "medians; unlike the rates, it leaves out the CPU Azurite and the emulators take from "
+                             "the same two cores"))
     report.add(Figure("overhead_ratio_same_transport", wire_rate / pipeline_rate, "info",
                       detail=f"diagnostic: raw httpx over the app's aiohttp transport, {wire_rate:.0f} calls/s, "
                              "against the pipeline: what msgraph-sdk, the three table writes and the app add "
@@ -265,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
                 guarded(report, "first_result_ratio", lambda: first_result.measure(report, endpoints))
                 guarded(report, "first_result_ratio_create",
                         lambda: first_result.measure_create(report, endpoints))
+                guarded(report, "first_result_ratio_calendar",
+                        lambda: first_result_calendar.measure(report, endpoints))
             for phase, figure, render in phases:
                 if phase in wanted:
                     guarded(report, figure,

@@ -68,8 +68,11 @@ class Worker:
 
     def __init__(self) -> None:
         import function_app
+        from devstack.harness.calls import call_queue
+        from devstack.harness.worker import Worker as RuntimeWorker
 
         self.module = function_app
+        self._runtime, self._call_queue = RuntimeWorker, call_queue
         self._worker: Any = None
 
     def fresh_services(self, *, in_memory_idempotency: bool = False) -> Any:
@@ -92,12 +95,9 @@ class Worker:
 
     async def invoke(self, text: str) -> bool:
         """One queue-triggered invocation through the worker, its outputs collected as the host would."""
-        from devstack.harness import Worker as RuntimeWorker
-        from devstack.harness import call_queue
-
         if self._worker is None:
-            self._worker = await RuntimeWorker.for_script(self.module.__file__)
-        called = await call_queue(self._worker, "process_appointment", text)
+            self._worker = await self._runtime.for_script(self.module.__file__)
+        called = await self._call_queue(self._worker, "process_appointment", text)
         return bool(called.queues.get("results"))
 
 
@@ -160,8 +160,10 @@ async def throughput(endpoints: dict[str, Any], concurrency: int, latency_ms: fl
         seconds, ok, failed = await drive(worker.invoke, events(n), concurrency)
         cpu_ms.append((time.process_time() - started) * 1000 / n)
         rounds["pipeline"].append({"events": n, "ok": ok, "failed": failed, "seconds": seconds})
+        started = time.process_time()
         seconds, ok, failed = await raw_httpx(endpoints, token, n, concurrency)
-        rounds["raw"].append({"calls": n, "ok": ok, "failed": failed, "seconds": seconds})
+        rounds["raw"].append({"calls": n, "ok": ok, "failed": failed, "seconds": seconds,
+                              "cpu_ms_per_call": (time.process_time() - started) * 1000 / n})
         seconds, ok, failed = await raw_httpx(endpoints, token, n, concurrency, app_transport=True)
         rounds["raw_app_transport"].append({"calls": n, "ok": ok, "failed": failed, "seconds": seconds})
     out["overhead_rounds"] = rounds

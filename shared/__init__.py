@@ -55,7 +55,8 @@ graph/              Microsoft Graph through msgraph-sdk: the join-URL calls and 
                     Graph's failures (gateway), meeting writes and client SMS as the organizer on /me
                     (meetings), the appointment's event on the organizer's calendar with its Teams meeting
                     (calendar), change-notification subscriptions and calendarView delta under a per-mailbox
-                    limiter (subscriptions), over an aiohttp pool (transport).
+                    limiter (subscriptions), over an aiohttp pool (transport), with the SDK's telemetry headers
+                    (telemetry_handler).
 webhooks/           Telling the scheduling system: outbound event types and outbox messages (outbound), which
                     hosts and addresses a webhook may go to (destination), the signed POST (sender), once per
                     webhook-id with back-off (dispatcher).

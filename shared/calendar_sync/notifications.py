@@ -33,10 +33,10 @@ def queue_messages(body: bytes, kind: str) -> list[str]:
         raise ValueError("a notification body is an object whose 'value' is a list of 1 to 1000 notifications")
     messages = []
     for item in items:
-        if not isinstance(item, dict) or not _text(item.get("subscriptionId")) or not _text(item.get("clientState")):
-            raise ValueError("each notification names its subscriptionId and clientState")
-        if kind == LIFECYCLE and not _text(item.get("lifecycleEvent")):
-            raise ValueError("a lifecycle notification names its lifecycleEvent")
+        # Only the shape is refused here (Graph retries a refused POST, so a whole batch must not fail for one
+        # item): an item without its clientState or lifecycleEvent is queued, and dropped with its reason there.
+        if not isinstance(item, dict) or not _text(item.get("subscriptionId")):
+            raise ValueError("each notification names its subscriptionId")
         messages.append(json.dumps({"kind": kind, "notification": item, "attempt": 0}, separators=(",", ":")))
     return messages
 

@@ -19,7 +19,7 @@ import json
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,7 +28,7 @@ from shared.calendar_sync.keeper import ACTIVE, SubscriptionKeeper
 from shared.calendar_sync.notifications import CHANGE, LIFECYCLE, etag_of, event_id_of
 from shared.common.clock import format_timestamp, parse_timestamp_or_none
 from shared.exceptions import GraphRequestError, JoinLinkError, MeetingNotFoundError, RecordConflictError
-from shared.graph.calendar import CalendarEvent, CalendarWriter
+from shared.graph.calendar import CalendarEvent, CalendarWriter, event_from_json
 from shared.graph.subscriptions import MailboxLimiter, SubscriptionClient
 from shared.pipeline.join_url_resolver import JoinUrlResolver
 from shared.redaction import hash_user
@@ -222,10 +222,16 @@ class CalendarSync:
 
     async def _one(self, record: SubscriptionRecord, event_id: str, *, removed: bool,
                    listed: dict[str, Any] | None = None, retell: bool = False) -> tuple[list[str], bool]:
-        """One event of the organizer's judged against its appointment: (webhooks, to look at again later)."""
-        if listed is not None and not removed and listed.get("isOnlineMeeting") is False \
-                and event_id not in self._indexed and await self._store.appointment_of(event_id) is None:
-            return [], False  # the app's events all have a Teams meeting; a delta item without one was never ours
+        """One event of the organizer's judged against its appointment: (webhooks, to look at again later).
+
+        A delta round's item (`listed`) of an event seen before is judged from the item itself: its times and
+        cancellation are there, and the index says whose it is, so the round costs no Graph read per event. Any
+        other event is read by its immutable id for the app's property (delta items carry none)."""
+        known = await self._store.appointment_of(event_id) if listed is not None else None
+        if listed is not None and known is not None and not removed and _has_times(listed):
+            return await self._judged(known, _listed_event(listed, known), removed=False, retell=retell)
+        if listed is not None and (removed or listed.get("isOnlineMeeting") is False) and known is None:
+            return [], False  # never the app's: its events all have a Teams meeting, and were seen when made
         event = await self._limiter.run(record.organizer, lambda: self._calendar.get(
             record.organizer, event_id, tenant=record.tenant_id))
         appointment = event.appointment_id if event is not None else None
@@ -233,9 +239,13 @@ class CalendarSync:
             await self._index(event, appointment)
         elif appointment is None:
             # Gone for good (404), or an event without the app's property: only one seen before can be matched.
-            appointment = await self._store.appointment_of(event_id) if event is None else None
+            appointment = known or (await self._store.appointment_of(event_id) if event is None else None)
         if appointment is None:
             return [], False
+        return await self._judged(appointment, event, removed=removed, retell=retell)
+
+    async def _judged(self, appointment: str, event: CalendarEvent | None, *, removed: bool,
+                      retell: bool) -> tuple[list[str], bool]:
         judgement, hook = await self._changes.apply(appointment, event, removed=removed, retell=retell)
         return ([hook.to_message()] if hook is not None else []), judgement.verdict is Verdict.LATER
 
@@ -259,6 +269,15 @@ class CalendarSync:
                     extra={"outcome": "notification_dropped", "reason": reason,
                            "organizer_hash": hash_user(record.organizer) if record is not None else None})
         return SyncOutcome(dropped=reason)
+
+
+def _has_times(item: dict[str, Any]) -> bool:
+    return all(isinstance(item.get(name), dict) and item[name].get("dateTime") for name in ("start", "end"))
+
+
+def _listed_event(item: dict[str, Any], appointment_id: str) -> CalendarEvent:
+    """A delta item of a known event as the event, its appointment from the index."""
+    return replace(event_from_json(item), appointment_id=appointment_id)
 
 
 def _health(organizer: str, state: str) -> None:

@@ -79,8 +79,8 @@ def build_graph_client(settings: Settings) -> tuple[GraphServiceClient, AiohttpT
     from kiota_http.middleware import RedirectHandler, UserAgentHandler
     from msgraph import GraphRequestAdapter, GraphServiceClient
     from msgraph_core import GraphClientFactory
-    from msgraph_core.middleware import GraphTelemetryHandler
 
+    from shared.graph.telemetry_handler import TelemetryHandler
     from shared.graph.transport import AiohttpTransport
 
     transport = AiohttpTransport(ssl_context=ssl_context(settings.tls_ca_bundle))
@@ -92,7 +92,7 @@ def build_graph_client(settings: Settings) -> tuple[GraphServiceClient, AiohttpT
     #   with literal `$` names and /users/{id} paths, and nothing inspects headers or bodies.
     # Redirects stay kiota's (it drops the Authorization header on a cross-host redirect), and the
     # telemetry handler keeps the SdkVersion and client-request-id headers Graph support asks for.
-    middleware = [RedirectHandler(), UserAgentHandler(), GraphTelemetryHandler()]
+    middleware = [RedirectHandler(), UserAgentHandler(), TelemetryHandler()]
     http_client = GraphClientFactory.create_with_custom_middleware(middleware, client=http_client)
     auth = OrganizerAuthProvider(urlsplit(settings.graph_base_url).hostname or "")
     adapter = GraphRequestAdapter(auth, client=http_client)  # type: ignore[arg-type]

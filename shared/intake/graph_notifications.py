@@ -18,23 +18,29 @@ import azure.functions as func
 
 from shared.calendar_sync.keeper import LIFECYCLE_ROUTE, NOTIFICATIONS_ROUTE
 from shared.calendar_sync.notifications import CHANGE, LIFECYCLE, queue_messages
+from shared.common.vocabulary import MeetingKind
 from shared.problems import problem
+from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 __all__ = ["LIFECYCLE_ROUTE", "NOTIFICATIONS_ROUTE", "receive_changes", "receive_lifecycle"]
 
 
-def receive_changes(req: func.HttpRequest, out: func.Out[list[str]]) -> func.HttpResponse:
+def receive_changes(req: func.HttpRequest, out: func.Out[list[str]], settings: Settings) -> func.HttpResponse:
     """Change notifications of the organizers' calendars (or Graph's validation request)."""
-    return _receive(req, out, CHANGE)
+    return _receive(req, out, CHANGE, settings)
 
 
-def receive_lifecycle(req: func.HttpRequest, out: func.Out[list[str]]) -> func.HttpResponse:
+def receive_lifecycle(req: func.HttpRequest, out: func.Out[list[str]], settings: Settings) -> func.HttpResponse:
     """Lifecycle notifications (reauthorizationRequired, subscriptionRemoved, missed), or the validation request."""
-    return _receive(req, out, LIFECYCLE)
+    return _receive(req, out, LIFECYCLE, settings)
 
 
-def _receive(req: func.HttpRequest, out: func.Out[list[str]], kind: str) -> func.HttpResponse:
+def _receive(req: func.HttpRequest, out: func.Out[list[str]], kind: str, settings: Settings) -> func.HttpResponse:
+    if settings.meeting_kind != MeetingKind.CALENDAR:
+        # No subscription is made in this mode: nothing posted here can be one of the app's.
+        return problem(404, "intake_not_configured", "the Graph notification intake is off: MEETING_KIND=calendar "
+                       "turns it on")
     token = req.params.get("validationToken")
     if token is not None:
         # The parameters arrive decoded; Graph wants the token back as it is, as plain text.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -89,6 +90,9 @@ async def test_the_organizer_moves_then_cancels_in_outlook_and_the_scheduler_hea
     await connect(synced)
     (subscription,) = active(graph_admin)
     assert subscription["resource"].lower().endswith("events") and subscription.get("lifecycleNotificationUrl")
+    assert subscription["changeType"] == "created,updated,deleted" and subscription["immutableIds"] is True
+    expires = datetime.fromisoformat(subscription["expirationDateTime"].replace("Z", "+00:00"))
+    assert timedelta(days=2) < expires - datetime.now(UTC) <= timedelta(minutes=10080)  # well inside Graph's most
     appointment, event = await book(host, queues_client, graph_admin, receiver_admin)
     # WHEN the staff member moves it in Outlook
     edit = graph_admin.post(f"events/{event['id']}/organizer-edit", json={"start": MOVED[0], "end": MOVED[1]})
@@ -170,3 +174,52 @@ async def test_a_wrong_client_state_is_dropped_and_disconnect_removes_the_subscr
     assert active(graph_admin) == []
     await connect(synced)
     assert len(active(graph_admin)) == 1
+
+
+async def wait_for(check: Any, host: Any, timeout: float = 30.0) -> Any:
+    """The first truthy answer of `check()`, the app's queues drained between tries."""
+    deadline = time.monotonic() + timeout
+    while True:
+        await host.drain(timeout=60)
+        found = check()
+        if found or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(0.3)
+
+
+async def test_lifecycle_notifications_are_answered(synced, host, graph_admin):
+    await connect(synced)
+    (first,) = active(graph_admin)
+    # WHEN Graph asks for reauthorization
+    graph_admin.post(f"subscriptions/{first['id']}/lifecycle", json={"event": "reauthorizationRequired"})
+    answered = await wait_for(lambda: [s for s in active(graph_admin) if not s["reauthorizationRequiredSince"]],
+                              host)
+    # THEN the app reauthorized the same subscription
+    assert [s["id"] for s in answered] == [first["id"]]
+    # WHEN Graph removes the subscription
+    graph_admin.post(f"subscriptions/{first['id']}/lifecycle", json={"event": "subscriptionRemoved"})
+    again = await wait_for(lambda: [s for s in active(graph_admin) if s["id"] != first["id"]], host)
+    # THEN the app made a new one, with a new clientState, and keeps it
+    (second,) = again
+    assert second["clientState"] != first["clientState"]
+    assert await synced.subscriptions.store.by_subscription(second["id"]) is not None
+
+
+async def test_the_timer_keeps_the_subscription_and_resyncs(synced, host, graph_admin):
+    await connect(synced)
+    (subscription,) = active(graph_admin)
+    await host.fire_timer("sync_calendars")
+    row = await synced.subscriptions.store.by_subscription(subscription["id"])
+    assert row is not None and row.state == "active" and row.last_resync_at and row.delta_link
+    assert [s["id"] for s in active(graph_admin)] == [subscription["id"]]
+
+
+async def test_a_full_mailbox_is_reported_and_not_retried(synced, host, graph_admin):
+    graph_admin.put("subscriptions/config", json={"max_per_mailbox": 0})
+    note = await synced.on_connected(VaultEntry(oid=SCHEDULER, upn=SCHEDULER, display_name="Scheduler", cache=""))
+    assert "subscription_limit" in note
+    await host.fire_timer("sync_calendars")
+    (row,) = [r for r in await synced.subscriptions.store.all() if r.organizer == SCHEDULER]
+    assert row.state == "subscription_limit" and row.subscription_id is None
+    creates = [a for a in graph_admin.get("subscriptions/deliveries").json() if "validation" in a["kind"]]
+    assert creates == []  # Graph refused before any validation; the timer did not try again

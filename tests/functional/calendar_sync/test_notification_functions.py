@@ -17,6 +17,20 @@ CHANGE = {"subscriptionId": "sub-1", "clientState": "s3cret", "changeType": "upd
           "tenantId": "7d0c2e5a-1b3f-4c8e-9a6d-0e5f4b3c2a10"}
 
 
+@pytest.fixture(autouse=True)
+def calendar_mode(function_app_module):
+    """The app's services with MEETING_KIND=calendar for each test (the sample settings are standalone)."""
+    from shared.services import Services
+    from shared.settings import load_settings
+    from tests.sample_settings import sample_env
+
+    before = function_app_module.services
+    function_app_module.services = Services(load_settings(sample_env(MEETING_KIND="calendar",
+                                                                     MEETING_MANAGEMENT="true")))
+    yield
+    function_app_module.services = before
+
+
 async def post(worker, name: str, *, body: bytes = b"", params: dict[str, str] | None = None):
     route = "graph/notifications" if name == "graph_notifications" else "graph/lifecycle"
     return await call_http(worker, name, method="POST", path=f"/api/{route}", params=params, body=body,
@@ -55,7 +69,7 @@ async def test_a_lifecycle_notification_is_queued_as_such(worker):
 
 
 @pytest.mark.parametrize("body", [b"not json", b"{}", b'{"value": []}', b'{"value": [{"changeType": "updated"}]}',
-                                  json.dumps({"value": [{"subscriptionId": "s"}]}).encode()])
+                                  b'{"value": ["x"]}'])
 async def test_anything_but_a_notification_collection_is_refused_and_nothing_queued(worker, body):
     called = await post(worker, "graph_notifications", body=body)
     assert called.http.status == 400
@@ -63,7 +77,18 @@ async def test_anything_but_a_notification_collection_is_refused_and_nothing_que
     assert called.texts("notifications") == []
 
 
-async def test_a_lifecycle_post_without_its_event_is_refused(worker):
-    item = {"subscriptionId": "sub-1", "clientState": "s3cret"}
-    called = await post(worker, "graph_lifecycle", body=json.dumps({"value": [item]}).encode())
-    assert called.http.status == 400 and called.texts("notifications") == []
+async def test_an_item_without_its_client_state_is_queued_to_be_dropped_there_not_failing_the_batch(worker):
+    item = {"subscriptionId": "sub-1"}
+    called = await post(worker, "graph_lifecycle", body=json.dumps({"value": [item, {**item, "clientState": "s"}]}
+                                                                   ).encode())
+    assert called.http.status == 202 and len(called.texts("notifications")) == 2
+
+
+async def test_in_standalone_mode_the_routes_answer_404_and_queue_nothing(worker, function_app_module):
+    from shared.services import Services
+    from shared.settings import load_settings
+    from tests.sample_settings import sample_env
+
+    function_app_module.services = Services(load_settings(sample_env()))
+    called = await post(worker, "graph_notifications", body=json.dumps({"value": [CHANGE]}).encode())
+    assert called.http.status == 404 and called.texts("notifications") == []

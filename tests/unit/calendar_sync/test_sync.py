@@ -269,8 +269,19 @@ async def test_missed_resyncs_from_the_kept_delta_link_and_repairs_a_lost_change
     assert json.loads(hook)["type"] == WebhookType.RESCHEDULED_BY_ORGANIZER and world.calendar.gets == 1
     kept = await world.rows.get(sub.organizer_key)
     assert kept.delta_link and kept.last_resync_at
-    await world.sync.handle(missed)
-    assert world.graph.calls[-1] == f"delta:{kept.delta_link}"
+    # the next round: the event is known, judged from the delta item itself (no read); it moved again
+    world.graph.delta_items = [{"id": "EV1", "isOnlineMeeting": True, "isCancelled": False,
+                                "onlineMeeting": {"joinUrl": "https://teams/l/1"},
+                                "start": {"dateTime": "2026-12-05T10:00:00.0000000", "timeZone": "UTC"},
+                                "end": {"dateTime": "2026-12-05T10:30:00.0000000", "timeZone": "UTC"}}]
+    (hook,) = (await world.sync.handle(missed)).webhooks
+    assert world.graph.calls[-1] == f"delta:{kept.delta_link}" and world.calendar.gets == 1
+    assert json.loads(json.loads(hook)["body"])["data"]["startDateTime"] == "2026-12-05T10:00:00.000Z"
+    # a removed item of a known event: read (Deleted Items) or, gone for good, cancelled by the index
+    del world.calendar.events["EV1"]
+    world.graph.delta_items = [{"id": "EV1", "@removed": {"reason": "deleted"}}]
+    (hook,) = (await world.sync.handle(missed)).webhooks
+    assert json.loads(hook)["type"] == WebhookType.CANCELLED_BY_ORGANIZER
 
 
 async def test_lifecycle_reauthorize_and_removed():
@@ -347,3 +358,30 @@ async def test_without_a_notification_url_the_state_says_so():
     world.keeper = SubscriptionKeeper(world.graph, world.rows, identify, base_url=None, minutes=4320)  # type: ignore[arg-type]
     assert (await world.keeper.ensure(ORGANIZER)).state == "notification_url_missing"
     assert world.graph.calls == []
+
+
+async def test_at_most_four_requests_at_once_per_mailbox_and_others_not_held_back():
+    import asyncio
+
+    limiter = MailboxLimiter()
+    running: dict[str, int] = {}
+    peak: dict[str, int] = {}
+
+    async def call(name: str) -> None:
+        organizer = name.lower()
+        running[organizer] = running.get(organizer, 0) + 1
+        peak[organizer] = max(peak.get(organizer, 0), running[organizer])
+        await asyncio.sleep(0.01)
+        running[organizer] -= 1
+
+    await asyncio.gather(*(limiter.run(o, lambda o=o: call(o)) for o in ["A@x"] * 10 + ["a@X"] * 5 + ["b@x"] * 3))
+    assert peak == {"a@x": 4, "b@x": 3}  # one mailbox whatever the case of its name
+
+
+async def test_a_notification_without_client_state_or_with_an_unknown_lifecycle_event_is_dropped():
+    world = World()
+    sub = await world.booked()
+    bare = json.dumps({"kind": "change", "notification": {"subscriptionId": sub.subscription_id}, "attempt": 0})
+    assert (await world.sync.handle(bare)).dropped == "client_state_mismatch"
+    odd = world.message(sub, kind="lifecycle", lifecycleEvent="somethingNew")
+    assert (await world.sync.handle(odd)).dropped == "unknown_lifecycle_event"
