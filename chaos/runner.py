@@ -518,11 +518,43 @@ class _CalendarState:
 
 
 async def _calendar_state(graph_admin: httpx.AsyncClient, front: NotificationFront, settings: dict[str, str],
-                          workload: Workload) -> _CalendarState:
+                          workload: Workload, waited: float) -> _CalendarState:
     notifications = {**(await graph_admin.get("subscriptions")).json()["totals"],
-                     "front_forwarded": front.forwarded, "front_failed": front.failed}
+                     "front_forwarded": front.forwarded, "front_failed": front.failed,
+                     "waited_for_resync_s": round(waited, 1)}
     return _CalendarState((await graph_admin.get("events")).json(),
                           await _records(settings, workload.appointments), notifications)
+
+
+class _Resynced:
+    """A calendar-backed run ends only after every organizer's calendar was resynced once everything else was calm:
+    a notification Graph lost without a `missed` (or that the app parked in poison) is repaired by the app's
+    scheduled resync (CALENDAR_RESYNC_HOURS, 2 minutes here), as in production."""
+
+    def __init__(self, settings: dict[str, str] | None) -> None:
+        self._store: Any = None
+        if settings is not None:
+            from shared.settings import load_settings
+            from shared.storage.subscriptions import TableSubscriptionStore
+
+            loaded = load_settings(settings)
+            self._store = TableSubscriptionStore(loaded.storage, loaded.appointments_table)
+        self.calm_at: datetime | None = None
+        self.waited = 0.0
+
+    async def after_calm(self, quiet: bool) -> bool:
+        """`quiet`, and (calendar-backed) every active subscription's calendar resynced since the run was calm."""
+        if self._store is None or not quiet:
+            return quiet
+        self.calm_at = self.calm_at or datetime.now(UTC)
+        try:
+            rows = [row for row in await self._store.all() if row.state == "active"]
+        except Exception:  # storage paused: not yet
+            return False
+        done = bool(rows) and all(row.last_resync_at and datetime.fromisoformat(
+            row.last_resync_at.replace("Z", "+00:00")) >= self.calm_at for row in rows)
+        self.waited = (datetime.now(UTC) - self.calm_at).total_seconds()
+        return done
 
 
 def _booked(settings: dict[str, str]) -> Callable[[str], Awaitable[bool]]:
@@ -598,6 +630,7 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
     plans: list[OrganizerPlan] = []
     edits: list[PlayedEdit] = []
     settled_now = [False]  # the last poll's verdict, for the organizer's player
+    resynced = _Resynced(app_settings if options.calendar else None)
     running: set[asyncio.Task[None]] = set()
     lanes: dict[str, asyncio.Task[None]] = {}
     played: dict[str, float] = {}
@@ -681,6 +714,7 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
                         quiet = await _attendance_done(receiver_admin, workload.ended)
                     except (httpx.HTTPError, ValueError):
                         quiet = False
+                quiet = await resynced.after_calm(quiet)
                 quiet_polls = quiet_polls + 1 if quiet else 0
                 if quiet_polls == 1:
                     ended_at = time.monotonic() - started
@@ -706,7 +740,8 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
                 attendance=await _read_all(client, queues.ATTENDANCE),
                 attendance_poison=await _read_all(client, queues.ATTENDANCE_CHECKS_POISON))
             notification_poison = await _count(client, queues.CALENDAR_NOTIFICATIONS_POISON)
-        calendar = await _calendar_state(graph_admin, front, app_settings, workload) if front else None
+        calendar = await _calendar_state(graph_admin, front, app_settings, workload, resynced.waited) if front \
+            else None
         graph_stats = (await graph_admin.get("stats")).json()
         entra_stats = (await entra_admin.get("stats")).json()
         health = await asyncio.to_thread(_organizer_health, vault)
