@@ -7,7 +7,10 @@ connected through the token vault with short access-token lifetimes, so refreshe
 The ledger is computed from the queues and the webhook receiver only (chaos.ledger), and the rest from the
 vault and the emulators (chaos.accounts), never from the app's counters. Some appointments end during the run
 (--ended): the Graph emulator plays their sessions, and each one's appointment.attendance webhook is held to
-what was played (chaos.ledger.attendance_ledger).
+what was played (chaos.ledger.attendance_ledger). By default the run is calendar-backed (MEETING_KIND=calendar):
+the staff member edits some appointments in Outlook while Graph's change notifications are duplicated, reordered,
+dropped and their subscriptions removed, and every record must end as its calendar event
+(chaos.organizer, chaos.organizer_ledger).
 """
 
 from __future__ import annotations
