@@ -27,7 +27,7 @@ import ssl
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -532,50 +532,51 @@ async def _calendar_state(graph_admin: httpx.AsyncClient, front: NotificationFro
 class _Resynced:
     """A calendar-backed run ends only after every organizer's calendar was resynced once everything else was calm:
     a notification Graph lost without a `missed` (or that the app parked in poison) is repaired by the app's
-    scheduled resync (CALENDAR_RESYNC_HOURS, 2 minutes here), as in production."""
+    scheduled resync (CALENDAR_RESYNC_HOURS, 2 minutes here), as in production. Also tells the organizer's player
+    whether the app has booked an appointment. Reads the app's tables, never its counters."""
 
     def __init__(self, settings: dict[str, str] | None) -> None:
-        self._store: Any = None
+        self._services: Any = None
+        self._subscriptions: Any = None
         if settings is not None:
+            from shared.services import Services
             from shared.settings import load_settings
             from shared.storage.subscriptions import TableSubscriptionStore
 
             loaded = load_settings(settings)
-            self._store = TableSubscriptionStore(loaded.storage, loaded.appointments_table)
+            self._services = Services(loaded)
+            self._subscriptions = TableSubscriptionStore(loaded.storage, loaded.appointments_table)
         self.calm_at: datetime | None = None
         self.waited = 0.0
 
+    async def aclose(self) -> None:
+        if self._services is not None:
+            await self._subscriptions.aclose()
+            await self._services.aclose()
+
+    async def booked(self, appointment: str) -> bool:
+        """Whether the app has booked the appointment (its record no longer pending)."""
+        from shared.common.vocabulary import AppointmentStatus
+
+        try:
+            record = await self._services.appointments.get(appointment)
+        except Exception:  # storage paused: not yet
+            return False
+        return record is not None and record.status != AppointmentStatus.PENDING
+
     async def after_calm(self, quiet: bool) -> bool:
         """`quiet`, and (calendar-backed) every active subscription's calendar resynced since the run was calm."""
-        if self._store is None or not quiet:
+        if self._services is None or not quiet:
             return quiet
         self.calm_at = self.calm_at or datetime.now(UTC)
         try:
-            rows = [row for row in await self._store.all() if row.state == "active"]
+            rows = [row for row in await self._subscriptions.all() if row.state == "active"]
         except Exception:  # storage paused: not yet
             return False
         done = bool(rows) and all(row.last_resync_at and datetime.fromisoformat(
             row.last_resync_at.replace("Z", "+00:00")) >= self.calm_at for row in rows)
         self.waited = (datetime.now(UTC) - self.calm_at).total_seconds()
         return done
-
-
-def _booked(settings: dict[str, str]) -> Callable[[str], Awaitable[bool]]:
-    """Whether the app has booked an appointment (its record no longer pending), read from its table."""
-    from shared.common.vocabulary import AppointmentStatus
-    from shared.services import Services
-    from shared.settings import load_settings
-
-    services = Services(load_settings(settings))
-
-    async def booked(appointment: str) -> bool:
-        try:
-            record = await services.appointments.get(appointment)
-        except Exception:  # storage paused: not yet
-            return False
-        return record is not None and record.status != AppointmentStatus.PENDING
-
-    return booked
 
 
 async def _records(settings: dict[str, str], appointments: Iterable[str]) -> dict[str, dict[str, Any] | None]:
@@ -674,7 +675,7 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
             # Once every message is in and handled, an appointment whose event never came gets no edits.
             editor = asyncio.create_task(play_edits(graph_admin, plans, edits, time.monotonic() + options.timeout,
                                                     lambda: feeder.done() and settled_now[0],
-                                                    _booked(app_settings)))
+                                                    resynced.booked))
             attendance_deadline = _attendance_deadline(workload.ended, run_started)
             _say(options, f"chaos: {len(workload.early) + len(workload.messages)} messages ({len(workload.early)} of "
                           f"the ended appointments first, then the rest fed {BACKLOG} at a time), "
@@ -751,6 +752,7 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
     finally:
         await asyncio.to_thread(fleet.stop)
         await _stop_front(front)
+        await resynced.aclose()
         await graph_admin.aclose()
         await receiver_admin.aclose()
         await entra_admin.aclose()
