@@ -44,9 +44,10 @@ SUBSCRIPTION_CONFIG = {"batch_window_seconds": 0.1, "retry_initial_seconds": 1.0
 # shuffled (so they arrive out of order).
 RUN_FAULTS = {"duplicate_rate": 0.1, "delay_ms": 1500.0, "reorder": True}
 # The app's timer every 5 s (a subscription made soon after the start, renewals, answers to lifecycle events), and
-# a resync of each calendar every 2 minutes (Graph's documented repair for what notifications miss, scaled down).
+# a resync of each calendar every minute (the app's repair for what notifications miss, scaled down from 6 hours;
+# the run ends only after one round once all is calm, so this is also what the end waits for at most).
 CALENDAR_SETTINGS = {"MEETING_KIND": "calendar", "CALENDAR_SYNC_SCHEDULE": "*/5 * * * * *",
-                     "CALENDAR_RESYNC_HOURS": str(120 / 3600)}
+                     "CALENDAR_RESYNC_HOURS": str(60 / 3600)}
 # The notification disruptions, by share of terminal messages (apart from the kills and the pause).
 NOTIFICATION_STEPS = ((0.15, "notify:drop"), (0.35, "notify:removed"), (0.55, "notify:validation"),
                       (0.75, "notify:reauthorize"))

@@ -532,7 +532,7 @@ async def _calendar_state(graph_admin: httpx.AsyncClient, front: NotificationFro
 class _Resynced:
     """A calendar-backed run ends only after every organizer's calendar was resynced once everything else was calm:
     a notification Graph lost without a `missed` (or that the app parked in poison) is repaired by the app's
-    scheduled resync (CALENDAR_RESYNC_HOURS, 2 minutes here), as in production. Also tells the organizer's player
+    scheduled resync (CALENDAR_RESYNC_HOURS, a minute here), as in production. Also tells the organizer's player
     whether the app has booked an appointment. Reads the app's tables, never its counters."""
 
     def __init__(self, settings: dict[str, str] | None) -> None:
