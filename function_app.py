@@ -16,6 +16,7 @@ from shared.http_twin.openapi import (
     openapi_document,
 )
 from shared.identity import keepalive
+from shared.intake import graph_notifications
 from shared.intake import http as intake
 from shared.pages import connect as connect_page
 from shared.pages import organizers as organizers_page
@@ -201,7 +202,57 @@ async def request_admin_consent(req: func.HttpRequest) -> func.HttpResponse:
 @instrumented
 async def callback(req: func.HttpRequest) -> func.HttpResponse:
     """Entra's redirect after sign-in: the organizer's token cache goes into the token vault."""
-    return await connect_page.callback(req, services.settings, services.vault, services.msal_clients)
+    return await connect_page.callback(req, services.settings, services.vault, services.msal_clients,
+                                       services.on_connected)
+
+
+# Microsoft Graph posts here (MEETING_KIND=calendar). Anonymous: Graph sends no credential, and each notification
+# carries its subscription's clientState, checked by handle_calendar_notification before anything else.
+@app.function_name("graph_notifications")
+@app.route(route=graph_notifications.NOTIFICATIONS_ROUTE, methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@app.queue_output(arg_name="notifications", queue_name=queues.CALENDAR_NOTIFICATIONS,
+                  connection=queues.STORAGE_CONNECTION)
+@instrumented
+def graph_notifications_http(req: func.HttpRequest,
+                             notifications: func.Out[typing.List[str]]) -> func.HttpResponse:  # noqa: UP006
+    """Graph's validation echo, or change notifications onto `calendar-notifications` (202; no storage call)."""
+    return graph_notifications.receive_changes(req, notifications, services.settings)
+
+
+@app.function_name("graph_lifecycle")
+@app.route(route=graph_notifications.LIFECYCLE_ROUTE, methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@app.queue_output(arg_name="notifications", queue_name=queues.CALENDAR_NOTIFICATIONS,
+                  connection=queues.STORAGE_CONNECTION)
+@instrumented
+def graph_lifecycle_http(req: func.HttpRequest,
+                         notifications: func.Out[typing.List[str]]) -> func.HttpResponse:  # noqa: UP006
+    """Graph's validation echo, or lifecycle notifications onto `calendar-notifications` (202; no storage call)."""
+    return graph_notifications.receive_lifecycle(req, notifications, services.settings)
+
+
+@app.function_name("handle_calendar_notification")
+@app.queue_trigger(arg_name="msg", queue_name=queues.CALENDAR_NOTIFICATIONS, connection=queues.STORAGE_CONNECTION)
+@app.queue_output(arg_name="outbox", queue_name=queues.WEBHOOK_OUTBOX, connection=queues.STORAGE_CONNECTION)
+@instrumented
+async def handle_calendar_notification(msg: func.QueueMessage,
+                                       outbox: func.Out[typing.List[str]]) -> None:  # noqa: UP006
+    """A calendar change → its appointment's record and an appointment.*_by_organizer webhook, or nothing (the app's
+    own write, not the app's event, a wrong clientState); a lifecycle event → reauthorize, subscribe again, resync."""
+    outcome = await services.calendar_sync.handle(msg.get_body().decode("utf-8", "replace"), msg.dequeue_count or 1)
+    if outcome.webhooks:
+        outbox.set(outcome.webhooks)
+
+
+@app.function_name("sync_calendars")
+@app.timer_trigger(arg_name="timer", schedule=services.settings.calendar_sync_schedule)
+@app.queue_output(arg_name="outbox", queue_name=queues.WEBHOOK_OUTBOX, connection=queues.STORAGE_CONNECTION)
+@instrumented
+async def sync_calendars(timer: func.TimerRequest, outbox: func.Out[typing.List[str]]) -> None:  # noqa: UP006
+    """MEETING_KIND=calendar: every connected organizer's subscription made, renewed or made again; rows of
+    disconnected organizers dropped; calendars resynced with calendarView/delta when due."""
+    outcome = await services.sync_calendars()
+    if outcome.webhooks:
+        outbox.set(outcome.webhooks)
 
 
 # Not admin/organizers: the Functions host refuses routes that begin with `admin` (its own API).
@@ -210,7 +261,7 @@ async def callback(req: func.HttpRequest) -> func.HttpResponse:
 @instrumented
 async def manage_organizers(req: func.HttpRequest) -> func.HttpResponse:
     """The operator page: every organizer's connection, with connect, reconnect and admin-consent links."""
-    return await organizers_page.organizers_page(req, services.settings, services.vault)
+    return await organizers_page.organizers_page(req, services.settings, services.vault, services.calendar_states)
 
 
 # The schedule is read at indexing time from the validated settings, so an unset KEEPALIVE_SCHEDULE

@@ -185,6 +185,8 @@ async def run_demo(endpoints: dict[str, Any], timeout: float) -> int:
         if settings.meeting_management:
             ok = await _lifecycle(inbox, collect, run_id) and ok
             ok = await _attendance(endpoints, inbox, collect, run_id) and ok
+            ok = await _calendar(endpoints, function_app, host.http_base_url, inbox, collect, run_id) and ok
+    await function_app.services.aclose()
     await services.aclose()
     return 0 if ok else 1
 
@@ -291,20 +293,76 @@ async def _attendance(endpoints: dict[str, Any], inbox: Any, collect: Any, run_i
                                    f"{answers[event_id]['onlineMeetingId']}/sessions", json=session)
         print("\nafter the appointment (ATTENDANCE_REPORTS=true): the emulator plays its session "
               f"({played.status_code}): the organizer 25 min, the client 20 min")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            deliveries = (await client.get(endpoints["receiver"]["admin_url"] + "/deliveries")).json()["deliveries"]
-            hooks = [d for d in deliveries if d["type"] == "appointment.attendance"
-                     and d["body"]["data"]["appointmentId"] == appointment]
-            if hooks:
-                data = hooks[0]["body"]["data"]
-                print(f"  webhook {hooks[0]['webhook_id']}  appointment.attendance  outcome={data['outcome']}  "
-                      f"organizer {data['organizerAttendance']['secondsPresent']} s, "
-                      f"clients {[c['secondsPresent'] for c in data['clients']]} s")
-                return bool(data["outcome"] == "attended")
-            await asyncio.sleep(0.5)
-    print("  no attendance webhook within 60 s")
-    return False
+        hook = await _first_webhook(client, endpoints, "appointment.attendance", appointment)
+    if hook is None:
+        return False
+    data = hook["body"]["data"]
+    print(f"  webhook {hook['webhook_id']}  appointment.attendance  outcome={data['outcome']}  "
+          f"organizer {data['organizerAttendance']['secondsPresent']} s, "
+          f"clients {[c['secondsPresent'] for c in data['clients']]} s")
+    return bool(data["outcome"] == "attended")
+
+
+async def _first_webhook(client: Any, endpoints: dict[str, Any], kind: str, appointment: str) -> dict[str, Any] | None:
+    """The first webhook of `kind` for the appointment the local receiver got, waited for up to 60 s."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        deliveries = (await client.get(endpoints["receiver"]["admin_url"] + "/deliveries")).json()["deliveries"]
+        hooks = [d for d in deliveries if d["type"] == kind and d["body"]["data"]["appointmentId"] == appointment]
+        if hooks:
+            return dict(hooks[0])
+        await asyncio.sleep(0.5)
+    print(f"  no {kind} webhook within 60 s")
+    return None
+
+
+async def _calendar(endpoints: dict[str, Any], function_app: Any, base_url: str, inbox: Any, collect: Any,
+                    run_id: str) -> bool:
+    """MEETING_KIND=calendar: the appointment on the organizer's calendar; the staff member moves it in "Outlook"
+    (the Graph emulator's organizer-edit) and the scheduler hears appointment.rescheduled_by_organizer."""
+    import httpx
+
+    from shared.services import Services
+    from shared.settings import load_settings
+
+    os.environ.update({"MEETING_KIND": "calendar", "GRAPH_NOTIFICATION_BASE_URL": f"{base_url}/api"})
+    function_app.services = Services(load_settings(os.environ))
+    organizer = "scheduler@contoso.test"
+    subscription = await function_app.services.subscriptions.ensure(organizer)
+    print(f"\nMEETING_KIND=calendar: {organizer}'s calendar subscription (me/events, clientState, lifecycle URL): "
+          f"{subscription.state}")
+    appointment, event_id = f"apt-{run_id}-cal", f"demo-{run_id}-cal"
+    await inbox.send_message(json.dumps({
+        "id": event_id, "type": "appointment.created", "appointmentId": appointment, "organizer": organizer,
+        "sequence": 1, "subject": "Video consultation", "startDateTime": "2026-12-07T09:00:00Z",
+        "endDateTime": "2026-12-07T09:30:00Z"}))
+    answers: dict[str, dict[str, Any]] = {}
+    await collect({event_id}, answers, {})
+    answer = answers.get(event_id)
+    if answer is None or not answer.get("joinUrl"):
+        print(f"  the calendar appointment got no link: {answer}")
+        return False
+    print(f"  appointment.created  on the organizer's calendar  {answer['startDateTime']} – {answer['endDateTime']}")
+    print(f"    client link (joinUrl): {answer['joinUrl']}")
+    verify = ssl.create_default_context(cafile=endpoints["ca_bundle"])
+    async with httpx.AsyncClient(verify=verify, timeout=10) as client:
+        admin = endpoints["graph"]["admin_url"]
+        events = (await client.get(f"{admin}/events", params={"organizer": organizer})).json()
+        mine = [e for e in events if any(p.get("value") == appointment for p in e["singleValueExtendedProperties"])]
+        if not mine:
+            print("  no calendar event found for it")
+            return False
+        await client.post(f"{admin}/events/{mine[0]['id']}/organizer-edit",
+                          json={"start": "2026-12-08T15:00:00", "end": "2026-12-08T15:45:00"})
+        print("  the staff member moves it in Outlook to 2026-12-08 15:00–15:45 (the emulator's organizer-edit)")
+        hook = await _first_webhook(client, endpoints, "appointment.rescheduled_by_organizer", appointment)
+    if hook is None:
+        return False
+    data = hook["body"]["data"]
+    print(f"  webhook {hook['webhook_id']}  appointment.rescheduled_by_organizer  "
+          f"{data['startDateTime']} – {data['endDateTime']}  version {data['version']}  "
+          f"link held: {data['joinUrl'] == answer['joinUrl']}")
+    return True
 
 
 async def _webhooks_received(endpoints: dict[str, Any], event_ids: set[str]) -> dict[str, dict[str, Any]]:

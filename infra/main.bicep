@@ -80,6 +80,14 @@ param clientSmsReminder string = 'none'
 param attendanceReports bool = false
 @description('Minutes after an appointment\'s end before its attendance is read.')
 param attendanceGraceMinutes int = 15
+@description('With meetingManagement: `calendar` puts each appointment on the organizer\'s calendar with a Teams meeting and follows their changes in Outlook (needs delegated Calendars.ReadWrite and OnlineMeetings.Read); `standalone`: createOrGet.')
+@allowed([
+  'standalone'
+  'calendar'
+])
+param meetingKind string = 'standalone'
+@description('meetingKind calendar: the app\'s public base URL Graph posts change notifications to (https://<host>/api). Empty: the app\'s own host name.')
+param graphNotificationBaseUrl string = ''
 
 @minLength(3)
 @description('E-mail address that receives alert notifications.')
@@ -182,6 +190,8 @@ var queueNames = [
   'attendance-checks'
   'attendance-checks-poison'
   'attendance'
+  'calendar-notifications'
+  'calendar-notifications-poison'
 ]
 var tokenVaultContainerName = 'token-vault'
 // Original messages too big to copy into their rejection or dead-letter record (MESSAGE_OVERFLOW_CONTAINER).
@@ -314,6 +324,8 @@ module functionApp './app/function-app.bicep' = {
     clientSmsReminder: clientSmsReminder
     attendanceReports: attendanceReports
     attendanceGraceMinutes: attendanceGraceMinutes
+    meetingKind: meetingKind
+    graphNotificationBaseUrl: graphNotificationBaseUrl
   }
   // The host must be able to reach storage, App Insights and the Key Vault references on first start.
   dependsOn: [

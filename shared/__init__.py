@@ -14,8 +14,8 @@ Top: operator commands and twins (nothing imports them)
     send_test_event.py  `python -m shared.send_test_event`: one test event into a deployed app with the
                     operator's Entra sign-in, and its outcome.
     testing/        In-memory twins of the stores (idempotency, appointments, aliases, the token vault, the
-                    requeue queue, overflow) for tests, the bench and chaos; each passes the same contract suite
-                    as the real one (tests/contract).
+                    requeue queue, overflow, subscriptions) for tests, the bench and chaos; each passes the
+                    same contract suite as the real one (tests/contract).
 
 services.py         The worker's long-lived objects (Graph client, token caches, stores), built on first use.
                     function_app.py wires triggers and bindings to it and to the HTTP adapters.
@@ -29,7 +29,14 @@ HTTP adapters: the only code that speaks azure.functions and problem+json
                     one module per source (calcom, calendly, standard), their signatures (signatures), the
                     contract-v1 event they build (events), booking chains as one appointment whatever order
                     their links arrive in (chains), organizer mapping (organizers), settings (config) and the
-                    HTTP functions' logic (http).
+                    HTTP functions' logic (http). Beside them, Microsoft Graph's own posts: the validation echo and
+                    change and lifecycle notifications onto their queue (graph_notifications).
+
+calendar_sync/      Changes made in Outlook coming back (MEETING_KIND=calendar): one change-notification
+                    subscription per organizer, made, renewed, reauthorized and removed (keeper), Graph's POSTs as
+                    queue messages (notifications), a calendar change judged once against the appointment record
+                    and told as a `_by_organizer` webhook (changes), and the queue function's and timer's logic:
+                    clientState checked, lifecycle events, calendarView delta resyncs (sync).
 
 pipeline/           One appointment message in, one outcome out: parse the inbound event (inbound) and its
                     lifecycle fields (appointment_fields), decide what it does to the appointment, once, as
@@ -47,7 +54,8 @@ attendance/         After the appointment (ATTENDANCE_REPORTS): its check, plann
 graph/              Microsoft Graph through msgraph-sdk: the join-URL calls and the one classification of
                     Graph's failures (gateway), meeting writes and client SMS as the organizer on /me
                     (meetings), the appointment's event on the organizer's calendar with its Teams meeting
-                    (calendar), over an aiohttp pool (transport), with the SDK's telemetry headers
+                    (calendar), change-notification subscriptions and calendarView delta under a per-mailbox
+                    limiter (subscriptions), over an aiohttp pool (transport), with the SDK's telemetry headers
                     (telemetry_handler).
 webhooks/           Telling the scheduling system: outbound event types and outbox messages (outbound), which
                     hosts and addresses a webhook may go to (destination), the signed POST (sender), once per
@@ -66,8 +74,9 @@ storage/            Azure Storage as the app writes it: queue clients (queue_cli
                     idempotency records and their claim rule (idempotency), appointment records (appointments),
                     which earlier booking a rebooked one stands for (aliases), originals too big for a queue
                     record kept in a blob (overflow), the storage credential (credentials), queue depth metrics
-                    (queue_metrics), what each parked queue holds and where it goes back (parked_routes), and the
-                    archive that keeps parked messages past their queue lifetime (parked_archive).
+                    (queue_metrics), what each parked queue holds and where it goes back (parked_routes), the
+                    archive that keeps parked messages past their queue lifetime (parked_archive), and each
+                    organizer's calendar subscription with its clientState and delta link (subscriptions).
 
 Foundation: everything may use these
     settings.py     Every setting validated at start-up into one typed Settings, each problem named.

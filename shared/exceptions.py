@@ -126,6 +126,12 @@ class OnlineMeetingMissingError(PermanentError):
     reason = "online_meeting_missing"
 
 
+class SubscriptionLimitError(PermanentError):
+    """Graph refused a new change-notification subscription: the mailbox has 1,000 across all apps."""
+
+    reason = "subscription_limit"
+
+
 class GraphRequestError(PermanentError):
     """Graph rejected the request itself (400-class other than 403/404/429)."""
 

@@ -5,14 +5,18 @@ organizer's `organizer_hash` (the one alerts and logs carry); `find-hash <hash>`
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
+from shared.calendar_sync.keeper import organizer_key
 from shared.common.ids import is_guid
+from shared.common.vocabulary import MeetingKind
 from shared.exceptions import JoinLinkError, SettingsError
 from shared.identity.connect_flow import granted_scopes, signed_in_tenant
 from shared.identity.msal import ClientType, MsalClients, MsalFailure
@@ -39,12 +43,20 @@ def settings_from(path: Path | None, environ: Mapping[str, str] = os.environ) ->
     return load_settings({**environ, **values})
 
 
-def list_organizers(vault: TokenVault, out: TextIO, *, as_json: bool = False, tenant: str | None = None) -> int:
+def list_organizers(vault: TokenVault, out: TextIO, *, as_json: bool = False, tenant: str | None = None,
+                    calendar: Mapping[str, str] | None = None) -> int:
     """Print every organizer's connection health (of one tenant, if given); exit status 0, or 3 if any needs
-    attention."""
+    attention. `calendar` (MEETING_KIND=calendar): each organizer's subscription state by organizer key."""
     entries = sorted(vault.entries(tenant), key=lambda e: (e.tenant_id, e.upn.lower()))
+
+    def followed(entry: VaultEntry) -> dict[str, str]:
+        if calendar is None:
+            return {}
+        return {"calendar_subscription": calendar.get(organizer_key(entry.identity), "not subscribed yet")}
+
     if as_json:
-        json.dump([{**e.health(), "organizer_hash": e.organizer_hash} for e in entries], out, indent=2)
+        json.dump([{**e.health(), "organizer_hash": e.organizer_hash, **followed(e)} for e in entries], out,
+                  indent=2)
         out.write("\n")
     elif not entries:
         where = f" in tenant {tenant}" if tenant else ""
@@ -55,6 +67,8 @@ def list_organizers(vault: TokenVault, out: TextIO, *, as_json: bool = False, te
         for e in entries:
             out.write(f"{e.upn:<32} {e.organizer_hash:<16} {e.tenant_id or '-':<36} {e.status:<16} "
                       f"{e.last_success_at or '-':<25} {e.consecutive_failures:>5}  {(e.last_error or '-')[:100]}\n")
+        for e in entries if calendar is not None else []:
+            out.write(f"Outlook changes of {e.upn}: {followed(e)['calendar_subscription']}\n")
     return 3 if any(e.status != ConnectionStatus.CONNECTED or e.consecutive_failures for e in entries) else 0
 
 
@@ -70,8 +84,20 @@ def find_hash(vault: TokenVault, value: str, out: TextIO) -> int:
     return 0 if found else 4
 
 
-def revoke(vault: TokenVault, organizer: str, out: TextIO, tenant: str | None = None) -> int:
-    """Delete the organizer's entry (the refresh token is forgotten); say what is left for an admin to do."""
+def revoke(vault: TokenVault, organizer: str, out: TextIO, tenant: str | None = None,
+           unsubscribe: Callable[[str, str | None], bool] | None = None) -> int:
+    """Delete the organizer's entry (the refresh token is forgotten); say what is left for an admin to do.
+
+    `unsubscribe` (MEETING_KIND=calendar) first removes their calendar's change-notification subscription, while
+    their token still works."""
+    if unsubscribe is not None and vault.get(organizer, tenant) is not None:
+        try:
+            removed = unsubscribe(organizer, tenant)
+        except JoinLinkError as exc:
+            out.write(f"Their calendar subscription was not removed ({exc.reason}); Graph ends it at its expiry.\n")
+        else:
+            if removed:
+                out.write("Removed their calendar's change-notification subscription.\n")
     entry = vault.delete(organizer, tenant)
     if entry is None:
         out.write(f"{organizer} has no entry in the token vault{f' in tenant {tenant}' if tenant else ''}; "
@@ -132,6 +158,42 @@ def connect_device(settings: Settings, vault: TokenVault, clients: MsalClients, 
     return 0
 
 
+def _subscription_states(settings: Settings) -> dict[str, str] | None:
+    """With MEETING_KIND=calendar: each organizer's calendar subscription state, by organizer key."""
+    if settings.meeting_kind != MeetingKind.CALENDAR:
+        return None
+    from shared.storage.subscriptions import TableSubscriptionStore
+
+    async def read() -> dict[str, str]:
+        store = TableSubscriptionStore(settings.storage, settings.appointments_table)
+        try:
+            return {row.organizer_key: row.state for row in await store.all()}
+        finally:
+            await store.aclose()
+
+    return asyncio.run(read())
+
+
+def _unsubscriber(settings: Settings) -> Callable[[str, str | None], bool] | None:
+    """With MEETING_KIND=calendar: removes an organizer's subscription (as them, through the worker's services)."""
+    if settings.meeting_kind != MeetingKind.CALENDAR:
+        return None
+
+    def unsubscribe(organizer: str, tenant: str | None) -> bool:
+        from shared.services import Services
+
+        async def remove() -> bool:
+            services = Services(replace(settings, credential_mode="vault"))
+            try:
+                return await services.subscriptions.remove(organizer, tenant)
+            finally:
+                await services.aclose()
+
+        return asyncio.run(remove())
+
+    return unsubscribe
+
+
 def _tenant(value: str) -> str:
     if not is_guid(value):
         raise argparse.ArgumentTypeError(f"{value!r} is not a tenant id (GUID)")
@@ -163,11 +225,12 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         settings = settings_from(args.settings)
         vault = BlobTokenVault(settings.storage, settings.token_vault_container, settings.tenant_id)
         if args.command == "list":
-            return list_organizers(vault, out, as_json=args.json, tenant=args.tenant)
+            return list_organizers(vault, out, as_json=args.json, tenant=args.tenant,
+                                   calendar=_subscription_states(settings))
         if args.command == "find-hash":
             return find_hash(vault, args.hash, out)
         if args.command == "revoke":
-            return revoke(vault, args.organizer, out, args.tenant)
+            return revoke(vault, args.organizer, out, args.tenant, unsubscribe=_unsubscriber(settings))
         return connect_device(settings, vault, MsalClients(settings), args.organizer, out, tenant=args.tenant)
     except SettingsError as exc:
         out.write(f"{exc}\n")

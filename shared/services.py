@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from functools import cached_property
 from typing import TYPE_CHECKING
 
+from shared.common.vocabulary import MeetingKind
 from shared.exceptions import OrganizerNotConnectedError, SettingsError
 from shared.graph.calendar import CalendarWriter
 from shared.graph.gateway import GraphGateway
@@ -14,7 +17,7 @@ from shared.identity.bearer import BearerValidator
 from shared.identity.dev_password import DevPasswordAcquirer
 from shared.identity.msal import MsalClients
 from shared.identity.tokens import DelegatedCredentials, DelegatedTokenAcquirer
-from shared.identity.vault import ConnectionStatus, TokenVault
+from shared.identity.vault import ConnectionStatus, TokenVault, VaultEntry
 from shared.identity.vault_acquirer import VaultTokenAcquirer
 from shared.identity.vault_blob import BlobTokenVault
 from shared.intake.config import IntakeSettings
@@ -27,6 +30,7 @@ from shared.queues import (
     APPOINTMENTS,
     APPOINTMENTS_REJECTED,
     ATTENDANCE_CHECKS,
+    CALENDAR_NOTIFICATIONS,
     SMS_FAILED,
     WEBHOOK_DEAD_LETTER,
     WEBHOOK_OUTBOX,
@@ -41,6 +45,9 @@ from shared.storage.requeue import QueueRequeuer
 
 if TYPE_CHECKING:
     from shared.attendance.checker import AttendanceChecker
+    from shared.calendar_sync.keeper import SubscriptionKeeper
+    from shared.calendar_sync.sync import CalendarSync, Connected, SyncOutcome
+    from shared.graph.subscriptions import MailboxLimiter
     from shared.webhooks.dispatcher import WebhookDispatcher
 
 
@@ -192,6 +199,84 @@ class Services:
                                  wait_hours=self.settings.attendance_wait_hours)
 
     @cached_property
+    def mailbox_limiter(self) -> MailboxLimiter:
+        """At most 4 Graph requests at once per organizer's mailbox on the calendar-sync path."""
+        from shared.graph.subscriptions import MailboxLimiter
+
+        return MailboxLimiter()
+
+    @cached_property
+    def subscriptions(self) -> SubscriptionKeeper:
+        """The organizers' change-notification subscriptions (MEETING_KIND=calendar)."""
+        from shared.calendar_sync.keeper import SubscriptionKeeper
+        from shared.graph.subscriptions import SubscriptionClient
+        from shared.storage.subscriptions import TableSubscriptionStore
+
+        store = TableSubscriptionStore(self.settings.storage, self.settings.appointments_table)
+        return SubscriptionKeeper(SubscriptionClient(self.graph, self.mailbox_limiter), store, self.graph.identify,
+                                  base_url=self.settings.graph_notification_base_url,
+                                  minutes=self.settings.graph_subscription_minutes)
+
+    @cached_property
+    def calendar_sync(self) -> CalendarSync:
+        """handle_calendar_notification's and sync_calendars' logic."""
+        from shared.calendar_sync.changes import OrganizerChanges
+        from shared.calendar_sync.sync import CalendarSync
+
+        keeper = self.subscriptions
+        changes = OrganizerChanges(self.appointments,
+                                   CalendarSync.links(self.calendar, self.resolver, self.mailbox_limiter),
+                                   stale_after_seconds=self.settings.idempotency_stale_claim_seconds)
+        return CalendarSync(keeper, keeper.client, keeper.store, changes, self.calendar, self.mailbox_limiter,
+                            QueueRequeuer(self.settings.storage, CALENDAR_NOTIFICATIONS),
+                            resync_hours=self.settings.calendar_resync_hours)
+
+    async def connected_organizers(self) -> list[Connected] | None:
+        """Organizers the token vault has connected (None when the queue path does not use the vault)."""
+        from shared.calendar_sync.keeper import organizer_key
+        from shared.calendar_sync.sync import Connected
+
+        if self.settings.credential_mode != "vault":
+            return None
+        entries = await asyncio.to_thread(lambda: list(self.vault.entries()))
+        return [Connected(entry.upn or entry.oid, entry.tenant_id or None,
+                          organizer_key(entry.identity) if entry.tenant_id else None)
+                for entry in entries if entry.status == ConnectionStatus.CONNECTED]
+
+    @property
+    def calendar_states(self) -> Callable[[], Awaitable[dict[str, str] | None]] | None:
+        """MEETING_KIND=calendar: each organizer's subscription state by organizer key (the operator page)."""
+        if self.settings.meeting_kind != MeetingKind.CALENDAR:
+            return None
+
+        async def states() -> dict[str, str]:
+            return {row.organizer_key: row.state for row in await self.subscriptions.store.all()}
+
+        return states
+
+    async def sync_calendars(self) -> SyncOutcome:
+        """The calendar-sync timer's round (nothing unless MEETING_KIND=calendar)."""
+        from shared.calendar_sync.sync import SyncOutcome
+
+        if self.settings.meeting_kind != MeetingKind.CALENDAR:
+            return SyncOutcome()
+        return await self.calendar_sync.run(await self.connected_organizers())
+
+    @property
+    def on_connected(self) -> Callable[[VaultEntry], Awaitable[str]] | None:
+        """After an organizer connects (MEETING_KIND=calendar): their calendar's subscription, and what to tell them."""
+        if self.settings.meeting_kind != MeetingKind.CALENDAR:
+            return None
+
+        async def subscribe(entry: VaultEntry) -> str:
+            record = await self.subscriptions.ensure(entry.upn or entry.oid, entry.tenant_id or None)
+            if record.state == "active":
+                return "Changes they make to these appointments in Outlook or Teams now come back to the scheduler."
+            return f"Changes made in Outlook are not followed yet ({record.state}); the app's timer tries again."
+
+        return subscribe
+
+    @cached_property
     def dead_letters(self) -> QueueWriter:
         """`webhook-dead-letter`, written by the app without expiry (a binding cannot set a message's lifetime)."""
         return QueueWriter(self.settings.storage, WEBHOOK_DEAD_LETTER, time_to_live=NEVER_EXPIRES)
@@ -216,7 +301,8 @@ class Services:
 
     async def aclose(self) -> None:
         """Close every client that was built (tests and local tools; the host never stops a worker this way)."""
-        for name in ("processor", "attendance", "webhooks", "idempotency", "appointments", "aliases", "graph",
+        for name in ("calendar_sync", "subscriptions", "processor", "attendance", "webhooks", "idempotency",
+                     "appointments", "aliases", "graph",
                      "overflow", "dead_letters", "sms_failures"):
             built = self.__dict__.pop(name, None)
             if built is not None:

@@ -110,6 +110,11 @@ class Settings:
     attendance_reports: bool = False
     attendance_grace_minutes: float = 15.0
     attendance_wait_hours: float = 24.0
+    # Calendar sync (MEETING_KIND=calendar): where Graph posts notifications, the timer and its intervals.
+    graph_notification_base_url: str | None = None
+    calendar_sync_schedule: str = "0 */30 * * * *"
+    graph_subscription_minutes: int = 4320
+    calendar_resync_hours: float = 6.0
 
     @property
     def is_development(self) -> bool:
@@ -209,6 +214,18 @@ def _app_credential(read: values.Reader) -> tuple[str, str, str | None, str | No
         read.missing("ENTRA_CLIENT_CERTIFICATE", "ENTRA_APP_CREDENTIAL=certificate proves the app to Entra with it "
                      "(PEM with the private key, or a Key Vault certificate reference)")
     return kind, secret, certificate, identity
+
+
+def _notification_base(read: values.Reader, env: Mapping[str, str], environment: str) -> str | None:
+    """Where Graph posts notifications; needed (and checked) only with MEETING_KIND=calendar."""
+    if read.raw("MEETING_KIND").strip().lower() != MeetingKind.CALENDAR:
+        return None
+    value = _template(read, "GRAPH_NOTIFICATION_BASE_URL", env)
+    if value is None:
+        # Calendar meetings work without it; the organizers' subscriptions then report notification_url_missing.
+        return None
+    url = _public_url(read, "GRAPH_NOTIFICATION_BASE_URL", value, environment)
+    return url.rstrip("/") if url else None
 
 
 def _meeting_kind(read: values.Reader) -> MeetingKind:
@@ -358,6 +375,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         attendance_grace_minutes=read.parse("ATTENDANCE_GRACE_MINUTES", values.non_negative_float,
                                             "must be a number of minutes >= 0"),
         attendance_wait_hours=read.parse("ATTENDANCE_WAIT_HOURS", values.positive_float, "must be a positive number"),
+        graph_notification_base_url=_notification_base(read, env_map, environment),
+        calendar_sync_schedule=read.parse("CALENDAR_SYNC_SCHEDULE", values.ncrontab,
+                                          "must be an NCRONTAB expression with six fields, e.g. '0 */30 * * * *'")
+        or "",
+        graph_subscription_minutes=read.parse("GRAPH_SUBSCRIPTION_MINUTES", values.subscription_minutes,
+                                              "must be a whole number of minutes from 45 to 10080"),
+        calendar_resync_hours=read.parse("CALENDAR_RESYNC_HOURS", values.positive_float, "must be a positive number"),
     )
     _check_stale_claims(read, settings)
     if read.problems:

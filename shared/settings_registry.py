@@ -159,6 +159,22 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("ATTENDANCE_WAIT_HOURS", "How long after the first read a missing report (or a Graph failure) is "
                 "retried, with back-off, before the appointment is reported `attendance_unavailable`.",
                 default="24"),
+    SettingSpec("GRAPH_NOTIFICATION_BASE_URL", "MEETING_KIND=calendar: the app's public base URL that Microsoft "
+                "Graph posts change and lifecycle notifications to (`<base>/graph/notifications`, "
+                "`<base>/graph/lifecycle`; anonymous routes, every notification checked against its subscription's "
+                "clientState). Defaults to the app's own host name (`WEBSITE_HOSTNAME`, set by the platform); set it "
+                "for a custom domain. http only to loopback in development.",
+                default="https://{WEBSITE_HOSTNAME}/api"),
+    SettingSpec("CALENDAR_SYNC_SCHEDULE", "MEETING_KIND=calendar: NCRONTAB schedule of the timer that keeps one "
+                "change-notification subscription per connected organizer (made when missing, renewed before "
+                "expiry) and resyncs each calendar with calendarView/delta (six fields, seconds first).",
+                default="0 */30 * * * *"),
+    SettingSpec("GRAPH_SUBSCRIPTION_MINUTES", "Lifetime asked for each subscription, in minutes (Graph allows at most "
+                "10080 for Outlook events); the timer renews a subscription once less than half of it is left.",
+                default="4320"),
+    SettingSpec("CALENDAR_RESYNC_HOURS", "The timer resyncs an organizer's calendar (calendarView/delta, compared "
+                "with the appointment records) when the last resync is older than this, so a notification Graph "
+                "never delivered is repaired; a `missed` lifecycle notification resyncs at once.", default="6"),
     SettingSpec("WEBHOOK_STALE_CLAIM_SECONDS", "A webhook delivery claimed this long ago and never finished "
                 "belongs to a worker that died mid-POST: another worker delivers it again (same webhook-id). Must "
                 "stay above the webhook connect plus read timeouts.", default="120"),

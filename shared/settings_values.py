@@ -114,6 +114,14 @@ def boolean(value: str) -> bool:
     return lowered in ("true", "1", "yes")
 
 
+def subscription_minutes(value: str) -> int:
+    # Graph's maximum for Outlook events is 10080 minutes; below 45 the timer could not renew in time.
+    number = int(value)
+    if not 45 <= number <= 10080:
+        raise ValueError(value)
+    return number
+
+
 def ncrontab(value: str) -> str:
     # Six fields (seconds first) as the Functions host expects; the host itself checks the field values.
     if len(value.split()) != 6:

@@ -56,6 +56,11 @@ param parkedQueues array = [
     severity: 2
     meaning: 'Attendance checks that kept failing with transient errors (storage or Graph down) after every retry: the scheduler has not been told who attended.'
   }
+  {
+    queue: 'calendar-notifications-poison'
+    severity: 2
+    meaning: 'Graph change notifications of organizers\' calendars that kept failing (storage or Graph down) after every retry: a change made in Outlook may not have reached the scheduler (the next resync repairs it; replay sooner).'
+  }
 ]
 
 resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {

@@ -82,6 +82,10 @@ param clientSmsReminder string = 'none'
 param attendanceReports bool = false
 @description('ATTENDANCE_GRACE_MINUTES: how long after an appointment\'s end its attendance is first read.')
 param attendanceGraceMinutes int = 15
+@description('MEETING_KIND: standalone (createOrGet) or calendar (an event on the organizer\'s calendar, its Outlook changes followed).')
+param meetingKind string = 'standalone'
+@description('GRAPH_NOTIFICATION_BASE_URL: where Graph posts change notifications. Empty: the app derives it from WEBSITE_HOSTNAME.')
+param graphNotificationBaseUrl string = ''
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -132,7 +136,13 @@ var appSettings = {
   CLIENT_SMS_REMINDER: clientSmsReminder
   ATTENDANCE_REPORTS: attendanceReports ? 'true' : 'false'
   ATTENDANCE_GRACE_MINUTES: string(attendanceGraceMinutes)
+  MEETING_KIND: meetingKind
   // --- Settings planned by open issues go last, listed in tests/infra/test_infra.py (PLANNED_SETTINGS).
+}
+
+// Set only when given: unset, the app derives https://<WEBSITE_HOSTNAME>/api (the site's own host name).
+var notificationSettings = empty(graphNotificationBaseUrl) ? {} : {
+  GRAPH_NOTIFICATION_BASE_URL: graphNotificationBaseUrl
 }
 
 // The setting each kind of app credential needs, and only that one: the default federated credential names the
@@ -194,7 +204,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       ftpsState: 'Disabled'
       http20Enabled: true
       // The settings object and the chosen credential's setting, as the name/value list App Service expects.
-      appSettings: [for setting in items(union(appSettings, credentialSettings[entraAppCredential])): {
+      appSettings: [for setting in items(union(appSettings, credentialSettings[entraAppCredential], notificationSettings)): {
         name: setting.key
         value: setting.value
       }]

@@ -202,14 +202,20 @@ class CalendarWriter:
 
     async def _send(self, organizer: str, tokens: TokenSource | None, tenant: str | None, request: Any,
                     scopes: tuple[str, ...]) -> Any:
-        source = self._graph.token_source(tokens)
-        request.add_request_options([OrganizerOption(organizer, scopes, source, tenant)])
-        request.headers.try_add("Prefer", PREFER_IMMUTABLE)
-        adapter = self._graph.client.request_adapter
-        # Read as JSON, not as kiota's Event model (its deserializers cost milliseconds of CPU per event).
-        raw = await self._graph.call(organizer, source,
-                                     lambda: adapter.send_primitive_async(request, "bytes", error_map()), tenant)
-        return json.loads(raw) if raw else None
+        return await send_json(self._graph, organizer, tokens, tenant, request, scopes)
+
+
+async def send_json(graph: GraphGateway, organizer: str, tokens: TokenSource | None, tenant: str | None,
+                    request: Any, scopes: tuple[str, ...]) -> Any:
+    """A request as the organizer with `Prefer: IdType="ImmutableId"`, its answer read as JSON (None if empty)."""
+    source = graph.token_source(tokens)
+    request.add_request_options([OrganizerOption(organizer, scopes, source, tenant)])
+    request.headers.try_add("Prefer", PREFER_IMMUTABLE)
+    adapter = graph.client.request_adapter
+    # Read as JSON, not as kiota's models (their deserializers cost milliseconds of CPU per event).
+    raw = await graph.call(organizer, source, lambda: adapter.send_primitive_async(request, "bytes", error_map()),
+                           tenant)
+    return json.loads(raw) if raw else None
 
 
 def _expand() -> str:

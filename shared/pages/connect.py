@@ -10,6 +10,7 @@ import asyncio
 import hmac
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from http.cookies import CookieError, SimpleCookie
 from typing import Any
 
@@ -38,6 +39,9 @@ CALLBACK_ROUTE = "auth/callback"
 ADMIN_CONSENT_ROUTE = "auth/admin-consent"
 _SECURE_COOKIE = "__Host-va-connect"  # __Host-: Secure, Path=/, no Domain, so no sibling host can plant it
 _DEV_COOKIE = "va-connect"  # plain-http development only, where browsers refuse __Host- cookies
+# The organizer waits on the page meanwhile; Graph's validation of a new subscription may take up to 10 s.
+AFTER_CONNECT_SECONDS = 12.0
+OnConnected = Callable[[VaultEntry], Awaitable[str]]
 
 
 def _secure(settings: Settings) -> bool:
@@ -121,9 +125,10 @@ async def admin_consent(req: func.HttpRequest, settings: Settings, vault: TokenV
 
 
 async def callback(req: func.HttpRequest, settings: Settings, vault: TokenVault,
-                   clients: MsalClients) -> func.HttpResponse:
+                   clients: MsalClients, on_connected: OnConnected | None = None) -> func.HttpResponse:
     """Entra redirects here: check the browser binding, take the one-time flow, then finish a sign-in (redeem
-    the code, check the tenant, store the cache) or report an admin consent."""
+    the code, check the tenant, store the cache) or report an admin consent. `on_connected` runs once the
+    connection is stored (MEETING_KIND=calendar: the organizer's calendar subscription) and says how it went."""
     clear = {"Set-Cookie": _cookie(settings, "", 0)}
     params = {k: v for k, v in req.params.items()}
     state = params.get("state") or ""
@@ -153,11 +158,12 @@ async def callback(req: func.HttpRequest, settings: Settings, vault: TokenVault,
                                                                              "reason": code})
         return page(400, "Sign-in was not completed", f"{reason[:300]} Open the connect link again to retry.",
                     headers=clear)
-    return await _finish_sign_in(settings, vault, clients, stored, params, clear)
+    return await _finish_sign_in(settings, vault, clients, stored, params, clear, on_connected)
 
 
 async def _finish_sign_in(settings: Settings, vault: TokenVault, clients: MsalClients, stored: dict[str, Any],
-                          params: dict[str, str], clear: dict[str, str]) -> func.HttpResponse:
+                          params: dict[str, str], clear: dict[str, str],
+                          on_connected: OnConnected | None = None) -> func.HttpResponse:
     try:
         result, cache = await asyncio.to_thread(redeem_connect_flow, clients, stored["flow"], params,
                                                 stored.get("tenant"))
@@ -196,11 +202,23 @@ async def _finish_sign_in(settings: Settings, vault: TokenVault, clients: MsalCl
                                            "tenant_hash": hash_tenant(entry.tenant_id), "outcome": "connected"})
     message = f"{entry.display_name} ({entry.upn}) is connected. Appointments they organize can now get join links."
     notes = [f"Tenant {entry.tenant_id}. Permissions: {entry.scopes or 'as consented'}.", "You can close this window."]
+    if on_connected is not None:
+        notes.insert(1, await _after_connect(on_connected, entry))
     expected = stored.get("organizer")
     if expected and expected.lower() not in (entry.oid.lower(), entry.upn.lower()):
         notes.insert(0, f"Note: this link was sent to connect {organizer_label(expected)}, but you signed in as "
                         f"{entry.upn}; that account is the one connected.")
     return page(200, "Connected", message, headers=clear, notes=tuple(notes))
+
+
+async def _after_connect(on_connected: OnConnected, entry: VaultEntry) -> str:
+    """What the page says of the step after connecting; its failure never fails the connection (the timer retries)."""
+    try:
+        return await asyncio.wait_for(on_connected(entry), timeout=AFTER_CONNECT_SECONDS)
+    except (JoinLinkError, TimeoutError) as exc:
+        log.warning("after connecting: %s", getattr(exc, "reason", type(exc).__name__),
+                    extra={"organizer_hash": hash_user(entry.oid), "outcome": "after_connect_failed"})
+        return "Changes made in Outlook will be followed once the app's timer has subscribed to the calendar."
 
 
 def _consent_result(params: dict[str, str], stored: dict[str, Any], clear: dict[str, str]) -> func.HttpResponse:

@@ -1,5 +1,6 @@
-"""The operator page: every organizer's connection (tenant, status, scopes, last refresh, failures), a connect
-link for a new organizer, a reconnect link beside each lapsed one, and an admin-consent link per tenant.
+"""The operator page: every organizer's connection (tenant, status, scopes, last refresh, failures; with
+MEETING_KIND=calendar, whether their Outlook changes are followed), a connect link for a new organizer, a
+reconnect link beside each lapsed one, and an admin-consent link per tenant.
 
 Served at /api/manage/organizers with a function key: the Functions host refuses any route that begins with
 `admin` ("The specified route conflicts with one or more built in routes"), `/api` prefix or not.
@@ -10,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
 from urllib.parse import urlencode
 
 import azure.functions as func
 
+from shared.calendar_sync.keeper import organizer_key
 from shared.common.fields import optional_guid
 from shared.exceptions import InvalidEventError, JoinLinkError
 from shared.identity.vault import ConnectionStatus, TokenVault, VaultEntry
@@ -36,7 +39,7 @@ def _link(route: str, key: str | None, **params: str) -> str:
     return f"/api/{route}" + (f"?{urlencode(query)}" if query else "")
 
 
-def _row(entry: VaultEntry, key: str | None) -> str:
+def _row(entry: VaultEntry, key: str | None, calendar: Mapping[str, str] | None = None) -> str:
     status = str(entry.status)
     lapsed = status != ConnectionStatus.CONNECTED
     reconnect = _link(CONNECT_ROUTE, key, organizer=entry.upn, tenant=entry.tenant_id)
@@ -51,21 +54,30 @@ def _row(entry: VaultEntry, key: str | None) -> str:
             f"<span class=\"muted\">organizer_hash <code>{esc(entry.organizer_hash)}</code></span></td>"
             f"<td data-label=\"Tenant\"><code>{esc(entry.tenant_id or '-')}</code></td>"
             f"<td data-label=\"Status\"><span class=\"status {esc(status)}\">"
-            f"{esc(_STATUS_TEXT.get(status, status))}</span></td>"
+            f"{esc(_STATUS_TEXT.get(status, status))}</span>{_calendar_state(entry, calendar)}</td>"
             f"<td data-label=\"Scopes\">{esc(entry.scopes or '-')}</td>"
             f"<td data-label=\"Last refresh\">{esc(entry.last_refreshed_at or '-')}</td>"
             f"<td data-label=\"Failures\">{failures}</td>"
             f"<td data-label=\"Action\">{action}</td></tr>")
 
 
-def render(settings: Settings, entries: list[VaultEntry], key: str | None, tenant: str | None) -> str:
-    """The page body (escaped)."""
+def _calendar_state(entry: VaultEntry, calendar: Mapping[str, str] | None) -> str:
+    """MEETING_KIND=calendar: whether the organizer's Outlook changes are followed (their subscription's state)."""
+    if calendar is None:
+        return ""
+    state = calendar.get(organizer_key(entry.identity), "not subscribed yet")
+    return f"<br><span class=\"muted\">Outlook changes: {esc(state)}</span>"
+
+
+def render(settings: Settings, entries: list[VaultEntry], key: str | None, tenant: str | None,
+           calendar: Mapping[str, str] | None = None) -> str:
+    """The page body (escaped); `calendar`: each organizer's subscription state by organizer key."""
     counts = Counter(str(e.status) for e in entries)
     mode = (f"multi-tenant, {len(settings.allowed_tenants)} tenant(s) allowed" if settings.is_multi_tenant
             else "single tenant")
     summary = "".join(f"<div><strong>{counts.get(status, 0)}</strong>{esc(text)}</div>"
                       for status, text in _STATUS_TEXT.items())
-    rows = "".join(_row(e, key) for e in entries) or (
+    rows = "".join(_row(e, key, calendar) for e in entries) or (
         "<tr><td colspan=\"7\">No organizer is connected yet.</td></tr>")
     tenants = "".join(
         f"<tr><td data-label=\"Tenant\"><code>{esc(t)}</code></td>"
@@ -90,8 +102,10 @@ def render(settings: Settings, entries: list[VaultEntry], key: str | None, tenan
             f"links made with the connect and admin-consent functions' own keys instead.</p>")
 
 
-async def organizers_page(req: func.HttpRequest, settings: Settings, vault: TokenVault) -> func.HttpResponse:
-    """GET [?tenant=<id>] → the operator page."""
+async def organizers_page(req: func.HttpRequest, settings: Settings, vault: TokenVault,
+                          calendar_states: Callable[[], Awaitable[dict[str, str] | None]] | None = None
+                          ) -> func.HttpResponse:
+    """GET [?tenant=<id>] → the operator page (with `calendar_states`: each organizer's Outlook-changes state)."""
     try:
         tenant = optional_guid({"tenant": req.params.get("tenant")}, "tenant")
     except InvalidEventError as exc:
@@ -103,5 +117,11 @@ async def organizers_page(req: func.HttpRequest, settings: Settings, vault: Toke
         log.warning("operator page: vault unavailable (%s)", exc.reason, extra={"reason": exc.reason})
         return message_page(503, "Connections unavailable", "The token vault is unavailable. Reload the page in a "
                             "few minutes.")
+    calendar = None
+    if calendar_states is not None:
+        try:
+            calendar = await calendar_states()
+        except JoinLinkError as exc:  # the page still shows the connections
+            log.warning("operator page: subscription states unavailable (%s)", exc.reason)
     key = (req.params.get("code") or "").strip() or None
-    return html_page(200, "Organizer connections", render(settings, entries, key, tenant))
+    return html_page(200, "Organizer connections", render(settings, entries, key, tenant, calendar))

@@ -178,7 +178,8 @@ def record_after(record: store.AppointmentRecord | None, event: AppointmentEvent
         last_sequence=event.schedule.sequence if event.schedule.sequence is not None else base.last_sequence,
         last_occurred_at=format_timestamp(event.occurred_at) if event.occurred_at and _aware(event.occurred_at)
         else base.last_occurred_at,
-        last_event_id=event.event_id, last_event_type=event.event_type, updated_at=utc_now())
+        last_event_id=event.event_id, last_event_type=event.event_type, updated_at=utc_now(),
+        callback_url=event.callback_url or base.callback_url)
 
 
 def pending_record(record: store.AppointmentRecord | None, event: AppointmentEvent,

@@ -56,6 +56,9 @@ class AppointmentRecord:
     lease_at: datetime | None = None
     # The appointment.attendance data last told (JSON), for the end it was read after (shared/attendance).
     attendance: str | None = None
+    # Where the scheduler asked this appointment's webhooks to go (its events' callbackUrl): changes the organizer
+    # makes in Outlook are told there too.
+    callback_url: str | None = None
     etag: str | None = None
 
     def leased(self, owner: str, now: datetime) -> AppointmentRecord:
@@ -92,7 +95,7 @@ _PROPERTIES = {
     "last_occurred_at": "LastOccurredAt", "last_event_id": "LastEventId", "last_event_type": "LastEventType",
     "updated_at": "UpdatedAt", "lease_owner": "LeaseOwner", "lease_at": "LeaseAt", "meeting_kind": "MeetingKind",
     "calendar_event_id": "CalendarEventId", "version": "Version",
-    "attendance": "Attendance",
+    "attendance": "Attendance", "callback_url": "CallbackUrl",
 }
 
 

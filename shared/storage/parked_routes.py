@@ -36,6 +36,8 @@ def tenant_of(payload: bytes) -> str | None:
     if not isinstance(doc, dict):
         return None
     data = doc["data"] if isinstance(doc.get("data"), dict) else doc
+    if isinstance(doc.get("notification"), dict):  # a Graph notification, queued as it came
+        data = doc["notification"]
     tenant = data.get("tenantId")
     return tenant.lower() if isinstance(tenant, str) and tenant else None
 
@@ -96,6 +98,7 @@ ROUTES: dict[str, Route] = {
         Route(queues.SMS_FAILED, queues.SMS_OUTBOX, _record_field("originalMessage")),
         Route(queues.SMS_OUTBOX_POISON, queues.SMS_OUTBOX, _as_is),
         Route(queues.ATTENDANCE_CHECKS_POISON, queues.ATTENDANCE_CHECKS, _as_is),
+        Route(queues.CALENDAR_NOTIFICATIONS_POISON, queues.CALENDAR_NOTIFICATIONS, _as_is),
     )
 }
 ARCHIVE = "archive"

@@ -226,13 +226,32 @@ class TableRestClient:
                 self._token = (access.token, float(access.expires_on))
             return self._token[0]
 
+    async def query(self, odata_filter: str) -> list[Entity]:
+        """Every entity matching an OData filter, page after page (continuation headers followed)."""
+        found: list[Entity] = []
+        continuation: dict[str, str] = {}
+        for _ in range(10_000):
+            params = {"$filter": odata_filter, **continuation}
+            answer: dict[str, str] = {}
+            document, _ = await self._request("GET", f"/{self.table_name}()", expect=(200,),
+                                              query="&".join(f"{k}={quote(v, safe='')}" for k, v in params.items()),
+                                              continuation=answer)
+            for item in (document or {}).get("value") or []:
+                found.append(Entity(decode_entity(item), str(item.get("odata.etag", ""))))
+            if not answer:
+                return found
+            continuation = answer
+        raise TableStoreUnavailableError(f"table {self.table_name} query kept continuing")
+
     async def _request(self, method: str, path: str, *, body: bytes | None = None,
                        headers: Mapping[str, str] | None = None,
-                       expect: tuple[int, ...]) -> tuple[dict[str, Any] | None, str]:
+                       expect: tuple[int, ...], query: str | None = None,
+                       continuation: dict[str, str] | None = None) -> tuple[dict[str, Any] | None, str]:
         """One call, retried on a network failure or a busy/failing service (as azure-core's policy would)."""
         for attempt in range(1, RETRY_ATTEMPTS + 1):
             try:
-                return await self._send(method, path, body=body, headers=headers, expect=expect)
+                return await self._send(method, path, body=body, headers=headers, expect=expect, query=query,
+                                        continuation=continuation)
             except TableStoreUnavailableError as exc:
                 if attempt == RETRY_ATTEMPTS:
                     raise
@@ -243,7 +262,8 @@ class TableRestClient:
         raise AssertionError("unreachable")
 
     async def _send(self, method: str, path: str, *, body: bytes | None, headers: Mapping[str, str] | None,
-                    expect: tuple[int, ...]) -> tuple[dict[str, Any] | None, str]:
+                    expect: tuple[int, ...], query: str | None = None,
+                    continuation: dict[str, str] | None = None) -> tuple[dict[str, Any] | None, str]:
         import aiohttp
         from yarl import URL
 
@@ -256,13 +276,20 @@ class TableRestClient:
             **(headers or {}),
             **await self._authorization(method, path, content_type, date),
         }
-        url = f"{self._account.endpoint}{path}" + (f"?{self._account.sas}" if self._account.sas else "")
+        # The query string is not part of Shared Key's canonical resource for the Table service.
+        extras = "&".join(part for part in (query, self._account.sas) if part)
+        url = f"{self._account.endpoint}{path}" + (f"?{extras}" if extras else "")
         try:
             async with self._client().request(method, URL(url, encoded=True), data=body,
                                               headers=all_headers) as response:
                 payload = await response.read()
                 status, etag = response.status, response.headers.get("ETag", "")
                 retry_after = response.headers.get("Retry-After")
+                if continuation is not None:
+                    for name, param in (("x-ms-continuation-NextPartitionKey", "NextPartitionKey"),
+                                        ("x-ms-continuation-NextRowKey", "NextRowKey")):
+                        if response.headers.get(name):
+                            continuation[param] = response.headers[name]
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise TableStoreUnavailableError(
                 f"table {self.table_name} {method} failed: {type(exc).__name__}") from exc

@@ -39,6 +39,10 @@ def test_demo_connects_two_tenants_and_prints_their_links_without_a_secret(stack
     # AND the appointment that ended: its session played, the scheduler hears who attended and for how long
     assert re.search(r"webhook att_\S+  appointment.attendance  outcome=attended  organizer 1500 s, clients \[1200\] s",
                      out), out[-2000:]
+    # AND calendar-backed: the staff member moves the appointment in "Outlook" and the scheduler hears it
+    assert "calendar subscription (me/events, clientState, lifecycle URL): active" in out, out[-2000:]
+    assert re.search(r"appointment.rescheduled_by_organizer  2026-12-08T15:00:00.000Z – 2026-12-08T15:45:00.000Z  "
+                     r"version 2  link held: True", out), out[-2000:]
     # Every confidential token request proved the app with the federated credential: no secret was ever sent.
     verify = ssl.create_default_context(cafile=stack["ca_bundle"])
     stats = httpx.get(stack["entra"]["admin_url"] + "/stats", verify=verify).json()

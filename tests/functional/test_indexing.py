@@ -42,6 +42,12 @@ FUNCTIONS = {
     "request_admin_consent": ("httpTrigger", "auth/admin-consent", "FUNCTION", {}),
     "callback": ("httpTrigger", "auth/callback", "ANONYMOUS", {}),
     "manage_organizers": ("httpTrigger", "manage/organizers", "FUNCTION", {}),
+    # Graph posts with no credential: each notification's clientState is checked by handle_calendar_notification.
+    "graph_notifications": ("httpTrigger", "graph/notifications", "ANONYMOUS",
+                            {"notifications": "calendar-notifications"}),
+    "graph_lifecycle": ("httpTrigger", "graph/lifecycle", "ANONYMOUS", {"notifications": "calendar-notifications"}),
+    "handle_calendar_notification": ("queueTrigger", "calendar-notifications", None, {"outbox": "webhook-outbox"}),
+    "sync_calendars": ("timerTrigger", "0 */30 * * * *", None, {"outbox": "webhook-outbox"}),
     "keep_alive": ("timerTrigger", "0 0 */6 * * *", None, {}),
     "queue_metrics": ("timerTrigger", "0 */5 * * * *", None, {}),
     "archive_parked": ("timerTrigger", "0 20 * * * *", None, {}),

@@ -101,6 +101,8 @@ EXPECTED_QUEUES = {
     "attendance-checks",
     "attendance-checks-poison",
     "attendance",
+    "calendar-notifications",
+    "calendar-notifications-poison",
     "appointments",
     "appointments-poison",
     "appointments-rejected",

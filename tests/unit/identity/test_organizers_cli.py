@@ -127,3 +127,33 @@ def test_the_operator_page_shows_each_organizers_hash(settings, vault):
     entries = list(vault.entries(None))
     page = render(settings, entries, "key", None)
     assert all(entry.organizer_hash in page for entry in entries)
+
+
+def test_revoke_in_calendar_mode_removes_the_subscription_first_while_the_token_works(vault):
+    calls = []
+
+    def unsubscribe(organizer, tenant):
+        calls.append((organizer, tenant, vault.get(organizer, tenant) is not None))
+        return True
+
+    out = io.StringIO()
+    assert revoke(vault, SCHEDULER["upn"], out, TENANT, unsubscribe=unsubscribe) == 0
+    assert calls == [(SCHEDULER["upn"], TENANT, True)]  # the entry was still there
+    assert "change-notification subscription" in out.getvalue()
+    assert revoke(vault, SCHEDULER["upn"], io.StringIO(), TENANT, unsubscribe=unsubscribe) == 1
+    assert len(calls) == 1  # nobody to unsubscribe any more
+
+
+def test_list_in_calendar_mode_says_whether_each_organizers_outlook_changes_are_followed(vault):
+    from shared.calendar_sync.keeper import organizer_key
+
+    entry = next(iter(vault.entries()))
+    out = io.StringIO()
+    list_organizers(vault, out, as_json=True, calendar={organizer_key(entry.identity): "active"})
+    assert '"calendar_subscription": "active"' in out.getvalue()
+    out = io.StringIO()
+    list_organizers(vault, out, calendar={})
+    assert "Outlook changes of" in out.getvalue() and "not subscribed yet" in out.getvalue()
+    plain = io.StringIO()
+    list_organizers(vault, plain)
+    assert "Outlook" not in plain.getvalue()
