@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -134,3 +135,11 @@ async def test_graph_s_retry_after_is_honoured_even_at_the_end_of_the_wait():
                                        [GraphUnavailableError("down", retry_after=30)])
     assert (await checker.run(check().to_json())).kind == "waiting"
     assert requeuer.sent[0][1] == 30
+
+
+async def test_told_with_the_appointment_s_version_which_telling_does_not_change():
+    stored = dataclasses.replace(record(), version=3)
+    checker, _, _ = await setup(END + timedelta(minutes=11), [[session(person(600, role="Organizer"))]], stored)
+    outcome = await checker.run(check().to_json())
+    assert json.loads(outcome.result or "")["version"] == 3
+    assert (await checker._store.get("apt-1")).version == 3
