@@ -130,12 +130,14 @@ class AttendanceChecker:
             earlier = _told(current, check)
             if earlier is not None:
                 return self._outcome(check, earlier)
+            # The version it was told at; telling changes no version (it is no change to the appointment).
+            versioned = {**told, "version": current.version}
             try:
-                await self._store.replace(replace(current, attendance=json.dumps(told)))
+                await self._store.replace(replace(current, attendance=json.dumps(versioned)))
             except RecordConflictError:
                 current = await self._store.get(check.appointment_id)
                 continue
-            return self._outcome(check, told)
+            return self._outcome(check, versioned)
         raise TransientError("the appointment record kept changing", reason="appointment_contention")
 
     @staticmethod

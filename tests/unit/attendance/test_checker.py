@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -140,7 +140,7 @@ async def test_graph_s_retry_after_is_honoured_even_at_the_end_of_the_wait():
 async def test_a_check_follows_the_end_the_organizer_moved_in_outlook_with_its_grace():
     # GIVEN the staff member moved the appointment in Outlook (calendar sync recorded it; nobody planned a check)
     moved_end = END + timedelta(hours=2)
-    stored = replace(record(end=moved_end), last_event_type=WebhookType.RESCHEDULED_BY_ORGANIZER,
+    stored = dataclasses.replace(record(end=moved_end), last_event_type=WebhookType.RESCHEDULED_BY_ORGANIZER,
                      online_meeting_id="m2")
     checker, requeuer, sessions = await setup(END + timedelta(minutes=10), [], stored)
     # WHEN the check planned for the old end fires
@@ -154,6 +154,14 @@ async def test_a_check_follows_the_end_the_organizer_moved_in_outlook_with_its_g
 
 
 async def test_a_scheduler_reschedule_still_drops_the_old_check():
-    stored = replace(record(end=END + timedelta(hours=2)), last_event_type=WebhookType.UPDATED)
+    stored = dataclasses.replace(record(end=END + timedelta(hours=2)), last_event_type=WebhookType.UPDATED)
     checker, _, _ = await setup(END + timedelta(minutes=10), [], stored)
     assert (await checker.run(check().to_json())).kind == "dropped"
+
+
+async def test_told_with_the_appointment_s_version_which_telling_does_not_change():
+    stored = dataclasses.replace(record(), version=3)
+    checker, _, _ = await setup(END + timedelta(minutes=11), [[session(person(600, role="Organizer"))]], stored)
+    outcome = await checker.run(check().to_json())
+    assert json.loads(outcome.result or "")["version"] == 3
+    assert (await checker._store.get("apt-1")).version == 3
