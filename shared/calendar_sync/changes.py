@@ -84,6 +84,9 @@ def judge(record: AppointmentRecord | None, event: CalendarEvent | None, *, remo
         if record.last_event_type == WebhookType.RESCHEDULED_BY_ORGANIZER:
             return Judgement(Verdict.RETELL, "told before")
         return Judgement(Verdict.IGNORE, "the times the app wrote")
+    if record.writing_start is not None and _same_time(record.writing_start, event.start) \
+            and _same_time(record.writing_end, event.end):
+        return Judgement(Verdict.IGNORE, "the times the app is writing (its event's retry records them)")
     return Judgement(Verdict.MOVE, "moved in Outlook")
 
 
@@ -125,7 +128,7 @@ class OrganizerChanges:
         version = record.version + 1
         if verdict is Verdict.CANCEL:
             return replace(record, status=AppointmentStatus.CANCELLED, version=version, updated_at=utc_now(),
-                           last_event_type=WebhookType.CANCELLED_BY_ORGANIZER,
+                           writing_start=None, writing_end=None, last_event_type=WebhookType.CANCELLED_BY_ORGANIZER,
                            last_event_id=organizer_change_id(record.appointment_id, version))
         assert event is not None
         meeting_id, join_url, organizer_url = record.online_meeting_id, record.join_url, record.organizer_join_url
@@ -137,7 +140,8 @@ class OrganizerChanges:
                        end=format_timestamp(event.end) if event.end else record.end,
                        subject=event.subject if event.subject is not None else record.subject,
                        online_meeting_id=meeting_id, join_url=join_url, organizer_join_url=organizer_url,
-                       version=version, updated_at=utc_now(), last_event_type=WebhookType.RESCHEDULED_BY_ORGANIZER,
+                       version=version, updated_at=utc_now(), writing_start=None, writing_end=None,
+                       last_event_type=WebhookType.RESCHEDULED_BY_ORGANIZER,
                        last_event_id=organizer_change_id(record.appointment_id, version))
 
 

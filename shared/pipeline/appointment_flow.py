@@ -141,6 +141,10 @@ class AppointmentFlow:
                     # a late create finds the appointment cancelled (and makes nothing), and the cancel's retry
                     # deletes again (404 counts as done).
                     intent = replace(intent, status=AppointmentStatus.CANCELLED)
+                if decision.action is Action.UPDATE:
+                    # Kept if this attempt fails after its PATCH: the change notification it causes is then ours.
+                    writing_start, writing_end = event_times(event)
+                    intent = replace(intent, writing_start=writing_start, writing_end=writing_end)
                 try:
                     base = await (self._store.replace(intent.leased(owner, self._clock())) if record is not None
                                   else self._store.insert(intent.leased(owner, self._clock())))

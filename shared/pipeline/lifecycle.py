@@ -179,7 +179,7 @@ def record_after(record: store.AppointmentRecord | None, event: AppointmentEvent
         last_occurred_at=format_timestamp(event.occurred_at) if event.occurred_at and _aware(event.occurred_at)
         else base.last_occurred_at,
         last_event_id=event.event_id, last_event_type=event.event_type, updated_at=utc_now(),
-        callback_url=event.callback_url or base.callback_url)
+        callback_url=event.callback_url or base.callback_url, writing_start=None, writing_end=None)
 
 
 def pending_record(record: store.AppointmentRecord | None, event: AppointmentEvent,

@@ -54,6 +54,10 @@ class AppointmentRecord:
     version: int = 0
     lease_owner: str | None = None
     lease_at: datetime | None = None
+    # The times a reschedule sent to Graph that its attempt did not confirm (it failed after the PATCH, which may
+    # have landed): a calendar change to exactly these is the app's own write, which the event's retry records.
+    writing_start: str | None = None
+    writing_end: str | None = None
     # The appointment.attendance data last told (JSON), for the end it was read after (shared/attendance).
     attendance: str | None = None
     # Where the scheduler asked this appointment's webhooks to go (its events' callbackUrl): changes the organizer
@@ -96,6 +100,7 @@ _PROPERTIES = {
     "updated_at": "UpdatedAt", "lease_owner": "LeaseOwner", "lease_at": "LeaseAt", "meeting_kind": "MeetingKind",
     "calendar_event_id": "CalendarEventId", "version": "Version",
     "attendance": "Attendance", "callback_url": "CallbackUrl",
+    "writing_start": "WritingStartDateTime", "writing_end": "WritingEndDateTime",
 }
 
 

@@ -58,7 +58,8 @@ async def test_a_record_round_trips_with_every_field(workers):
                   organizer_join_url="https://o", start="2026-12-01T08:00:00.000Z", end="2026-12-01T08:30:00.000Z",
                   subject="Follow-up", last_sequence=2**53 - 1, last_occurred_at="2026-11-21T09:00:00.000Z",
                   last_event_id="e1", last_event_type="appointment.created", updated_at="2026-11-21T09:00:01.000Z",
-                  lease_owner="w1", lease_at=datetime(2026, 11, 21, 9, 0, 1, tzinfo=UTC))
+                  lease_owner="w1", lease_at=datetime(2026, 11, 21, 9, 0, 1, tzinfo=UTC),
+                  writing_start="2026-12-02T08:00:00.000Z", writing_end="2026-12-02T08:30:00.000Z")
     stored = await store.insert(full)
     # WHEN it is read back THEN it is the same record, with an ETag
     found = await workers().get(full.appointment_id)
@@ -169,6 +170,26 @@ async def test_an_app_meeting_replaced_by_a_supplied_one_is_deleted_after_the_ne
     assert handled.action.value == "switch" and handled.result.online_meeting_id == "s2"
     assert (ORG, made.id) not in graph.meetings and (ORG, "s2") in graph.meetings
     assert [c[0] for c in graph.calls][-2:] == ["join", "delete"]  # the new link first, then the old meeting
+
+
+async def test_a_failed_reschedule_leaves_the_times_it_was_writing_until_its_retry_records_them(workers):
+    # GIVEN a booked appointment whose reschedule fails (its PATCH may have landed: Graph answered nothing)
+    graph = FakeGraph()
+    (flow,) = flows(workers, graph, count=1)
+    assert (await outcome(flow, event("created", 1))).startswith("create:")
+    booked = await workers().get("apt-1")
+    assert booked is not None
+    graph.failures = [TransientError("Graph did not answer", reason="graph_timeout")]
+    assert await outcome(flow, event("rescheduled", 2)) == "graph_timeout"
+    # THEN the record keeps its times, the lease is back, and what the app was writing is on it
+    held = await workers().get("apt-1")
+    assert held is not None and held.lease_owner is None and (held.start, held.end) == (booked.start, booked.end)
+    assert (held.writing_start, held.writing_end) == ("2026-12-02T09:00:00.000Z", "2026-12-02T10:00:00.000Z")
+    # WHEN the retry succeeds THEN the new times are recorded and nothing is left being written
+    assert (await outcome(flow, event("rescheduled", 2))).startswith("update:")
+    done = await workers().get("apt-1")
+    assert done is not None and done.start == "2026-12-02T09:00:00.000Z"
+    assert done.writing_start is None and done.writing_end is None
 
 
 async def test_two_workers_at_once_never_make_two_meetings_nor_lose_an_update(workers):

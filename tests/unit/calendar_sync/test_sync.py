@@ -145,6 +145,16 @@ def test_the_judgement_of_a_change():
     assert verdict(told, event()) is Verdict.RETELL
 
 
+def test_the_times_a_failed_reschedule_was_writing_are_the_app_s_own():
+    # The reschedule's PATCH landed, its read-back failed, the lease went back with the old times: the
+    # notification of its own PATCH is no move in Outlook; the event's retry records the new times.
+    later = (START + timedelta(hours=2), END + timedelta(hours=2))
+    writing = record(writing_start=later[0].isoformat(), writing_end=later[1].isoformat())
+    assert verdict(writing, event(start=later[0], end=later[1])) is Verdict.IGNORE
+    assert verdict(writing, event(start=START + timedelta(hours=3), end=END + timedelta(hours=3))) is Verdict.MOVE
+    assert verdict(writing, event(cancelled=True)) is Verdict.CANCEL
+
+
 class World:
     """A CalendarSync over in-memory stores and fakes, one organizer subscribed."""
 
