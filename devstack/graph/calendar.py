@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from devstack.graph.emulator import Caller, GraphEmulator, GraphError
@@ -83,9 +83,11 @@ def _meeting_wire(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f0Z")
 
 
-def _touch(event: dict[str, Any]) -> None:
+def _touch(emu: GraphEmulator, event: dict[str, Any]) -> None:
     event["changeKey"] = secrets.token_urlsafe(12)
     event["lastModifiedDateTime"] = _meeting_wire(datetime.now(UTC))
+    emu.change_sequence += 1
+    event["change_sequence"] = emu.change_sequence
 
 
 def resource(event: dict[str, Any], immutable: bool, expand: str | None = None) -> dict[str, Any]:
@@ -146,7 +148,7 @@ def create_event_for(emu: GraphEmulator, oid: str, tenant: str, body: dict[str, 
         "attendees": list(body.get("attendees") or []), "folder": CALENDAR, "meeting_id": None, "join_url": None,
         "isOnlineMeeting": False, "comment": None,
     }
-    _touch(event)
+    _touch(emu, event)
     wants_meeting = body.get("isOnlineMeeting") is True and body.get("onlineMeetingProvider") == "teamsForBusiness"
     if wants_meeting and emu.calendar_config["teams_online_meetings"]:
         event["isOnlineMeeting"] = True
@@ -221,7 +223,7 @@ def apply_change(emu: GraphEmulator, event: dict[str, Any], body: dict[str, Any]
     if meeting is not None:
         meeting["startDateTime"], meeting["endDateTime"] = _meeting_wire(start), _meeting_wire(end)
         meeting["subject"] = event["subject"]
-    _touch(event)
+    _touch(emu, event)
     emu.calendar_updates += 1
     emu.notify(event, "updated")
 
@@ -236,7 +238,7 @@ def remove_event(emu: GraphEmulator, event: dict[str, Any], *, cancel: bool, com
     event["calendar_rest_id"] = event["rest_id"]
     event["rest_id"] = "AAMkAGI2TG93AAA" + secrets.token_urlsafe(24)
     emu.events_by_rest_id[event["rest_id"]] = event
-    _touch(event)
+    _touch(emu, event)
     if cancel:
         emu.notify(event, "updated")  # isCancelled set, then the move out of the calendar
     emu.notify(event, "deleted")
@@ -266,14 +268,25 @@ async def delete_event(call: Call) -> tuple[int, Any]:
 
 
 async def calendar_view_delta(call: Call) -> tuple[int, Any]:
-    """GET /me/calendarView/delta: every event of the caller in the window (a full round; no delta token state)."""
+    """GET /me/calendarView/delta: a first round lists the caller's events in the window; a round from a delta
+    link (`$deltatoken`) only those changed since the round that link ended (Graph's delta query)."""
     _require(call.caller, READ_SCOPES)
     oid = _owner(call)
-    window_start = _query_time(call, "startDateTime")
-    window_end = _query_time(call, "endDateTime")
+    token = call.request.query.get("$deltatoken")
+    if token is not None:
+        state = call.emu.delta_tokens.get(token)
+        if state is None or state[0] != oid:
+            # Graph: "If the token has expired, the service should respond with a 40X-series error with error
+            # codes such as syncStateNotFound" (delta query overview); the client starts a full round again.
+            raise GraphError(410, "syncStateNotFound", "The sync state is not found or has expired.")
+        _, window_start, window_end, since = state
+    else:
+        window_start, window_end, since = _query_time(call, "startDateTime"), _query_time(call, "endDateTime"), 0
     found = []
     for event in call.emu.events.values():
         if event["organizer"] != oid or event["end"] < window_start or event["start"] > window_end:
+            continue
+        if event.get("change_sequence", 0) <= since:
             continue
         if event["folder"] == DELETED_ITEMS:
             found.append({"@removed": {"reason": "deleted"}, "id": _entity_id(event, immutable_ids(call))})
@@ -281,7 +294,9 @@ async def calendar_view_delta(call: Call) -> tuple[int, Any]:
             found.append(resource(event, immutable_ids(call)))
     # Graph's links point at the service that answered (graph.microsoft.com there, this emulator here): a client
     # that sends its token only to its Graph host must be able to follow them.
-    delta = f"{call.request.url.origin()}/v1.0/me/calendarView/delta?$deltatoken={secrets.token_urlsafe(16)}"
+    next_token = secrets.token_urlsafe(16)
+    call.emu.delta_tokens[next_token] = (oid, window_start, window_end, call.emu.change_sequence)
+    delta = f"{call.request.url.origin()}/v1.0/me/calendarView/delta?$deltatoken={next_token}"
     return 200, {"@odata.context": f"{GRAPH_ROOT}/$metadata#Collection(event)", "value": found,
                  "@odata.deltaLink": delta}
 
@@ -289,9 +304,6 @@ async def calendar_view_delta(call: Call) -> tuple[int, Any]:
 def _query_time(call: Call, name: str) -> datetime:
     value = call.request.query.get(name)
     if value is None:
-        if call.request.query.get("$deltatoken"):
-            return datetime.now(UTC) - timedelta(days=3650) if name == "startDateTime" else \
-                datetime.now(UTC) + timedelta(days=3650)
         raise GraphError(400, "ErrorInvalidParameter", f"The parameter '{name}' is required.")
     return _when({"dateTime": value, "timeZone": "UTC"}, name)
 

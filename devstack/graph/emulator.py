@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,10 @@ class GraphEmulator:
         self.events: dict[str, dict[str, Any]] = {}
         self.events_by_rest_id: dict[str, dict[str, Any]] = {}
         self.event_transactions: dict[tuple[str, str, str], str] = {}
+        # calendarView/delta: each change's sequence number, and per delta token (owner, window, the sequence the
+        # round it ended had seen), so a round from a delta link returns only what changed since.
+        self.change_sequence = 0
+        self.delta_tokens: dict[str, tuple[str, datetime, datetime, int]] = {}
         # How many more JoinWebUrl lookups of a new calendar meeting come back empty (just after creation).
         self.lookup_lag: dict[str, int] = {}
         self.calendar_config: dict[str, Any] = {"teams_online_meetings": True, "meeting_lookup_lag": 0}

@@ -189,10 +189,24 @@ class CalendarSync:
             # The delta link lapsed (Graph forgets sync state): a full round instead.
             round_ = await self._client.delta(record.organizer, record.tenant_id, None,
                                               start=now - WINDOW_BEFORE, end=now + WINDOW_AFTER)
+        items = [item for item in round_.items if item.get("id")]
         results = await asyncio.gather(*(self._one(record, str(item["id"]), removed="@removed" in item,
-                                                   listed=item, retell=retell)
-                                         for item in round_.items if item.get("id")))
-        hooks = [hook for found, _ in results for hook in found]
+                                                   listed=item, retell=retell) for item in items),
+                                       return_exceptions=True)
+        hooks: list[str] = []
+        handed_on = 0
+        for item, result in zip(items, results, strict=True):
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result
+            if isinstance(result, Exception) or result[1]:
+                # One event's failed read (or a write of the app's under way) must not fail the round: under
+                # Graph's faults a round of many events would then rarely finish, and its delta link never
+                # move. The event goes on the notification queue alone, with its retries and its poison queue.
+                await self._requeuer.requeue(json.dumps(_look_again(record, str(item["id"]), "@removed" in item)),
+                                             LATER_DELAYS[0])
+                handed_on += 1
+                continue
+            hooks.extend(result[0])
         for attempt in range(3):
             current = record if attempt == 0 else await self._store.get(record.organizer_key)
             if current is None:
@@ -203,7 +217,8 @@ class CalendarSync:
                 break
             except RecordConflictError:
                 continue
-        log.info("calendar resynced: %d changed events, %d webhooks", len(round_.items), len(hooks),
+        log.info("calendar resynced: %d changed events, %d webhooks, %d looked at again alone", len(items),
+                 len(hooks), handed_on,
                  extra={"organizer_hash": hash_user(record.organizer), "outcome": "calendar_resynced"})
         return hooks
 
@@ -269,6 +284,13 @@ class CalendarSync:
                     extra={"outcome": "notification_dropped", "reason": reason,
                            "organizer_hash": hash_user(record.organizer) if record is not None else None})
         return SyncOutcome(dropped=reason)
+
+
+def _look_again(record: SubscriptionRecord, event_id: str, removed: bool) -> dict[str, Any]:
+    """A queued change of one event from a resync, in the shape of Graph's (its subscription's clientState)."""
+    return {"kind": CHANGE, "notification": {
+        "subscriptionId": record.subscription_id, "clientState": record.client_state, "tenantId": record.tenant_id,
+        "changeType": "deleted" if removed else "updated", "resourceData": {"id": event_id}}}
 
 
 def _has_times(item: dict[str, Any]) -> bool:

@@ -160,3 +160,26 @@ def test_the_delta_link_points_at_the_service_that_answered(graph, stack):
     link = round_["@odata.deltaLink"]
     assert link.startswith(stack["graph"]["base_url"].rstrip("/") + "/me/calendarView/delta?$deltatoken="), link
     assert graph.get(link).status_code == 200
+
+
+def test_a_round_from_a_delta_link_lists_only_what_changed_since(graph, admin):
+    window = {"startDateTime": "2027-02-01T00:00:00Z", "endDateTime": "2027-04-01T00:00:00Z"}
+    first, second = (graph.post("/me/events", json=_event(uuid.uuid4().hex), headers=IMMUTABLE).json()
+                     for _ in range(2))
+    round_ = graph.get("/me/calendarView/delta", headers=IMMUTABLE, params=window).json()
+    assert {first["id"], second["id"]} <= {item["id"] for item in round_["value"]}
+    # nothing changed: an empty round; then one moved and one cancelled: just those two
+    round_ = graph.get(round_["@odata.deltaLink"], headers=IMMUTABLE).json()
+    assert round_["value"] == []
+    moved = {"start": {"dateTime": "2027-03-02T09:00:00", "timeZone": "UTC"},
+             "end": {"dateTime": "2027-03-02T09:30:00", "timeZone": "UTC"}}
+    assert graph.patch(f"/me/events/{first['id']}", json=moved, headers=IMMUTABLE).status_code == 200
+    assert graph.post(f"/me/events/{second['id']}/cancel", json={}, headers=IMMUTABLE).status_code == 202
+    round_ = graph.get(round_["@odata.deltaLink"], headers=IMMUTABLE).json()
+    by_id = {item["id"]: item for item in round_["value"]}
+    assert set(by_id) == {first["id"], second["id"]}
+    assert by_id[first["id"]]["start"]["dateTime"].startswith("2027-03-02T09:00:00")
+    assert "@removed" in by_id[second["id"]]
+    # a token Graph does not know (expired sync state): 410 syncStateNotFound, and the client starts over
+    gone = graph.get("/me/calendarView/delta", params={"$deltatoken": "unknown"})
+    assert gone.status_code == 410 and gone.json()["error"]["code"] == "syncStateNotFound"

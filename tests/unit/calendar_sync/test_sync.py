@@ -14,7 +14,13 @@ from shared.calendar_sync.changes import OrganizerChanges, Verdict, judge
 from shared.calendar_sync.keeper import ACTIVE, SubscriptionKeeper, organizer_key
 from shared.calendar_sync.sync import CalendarSync, Connected
 from shared.common.vocabulary import AppointmentStatus, MeetingKind, WebhookType
-from shared.exceptions import ForbiddenError, MeetingNotFoundError, OrganizerNotConnectedError, SubscriptionLimitError
+from shared.exceptions import (
+    ForbiddenError,
+    GraphUnavailableError,
+    MeetingNotFoundError,
+    OrganizerNotConnectedError,
+    SubscriptionLimitError,
+)
 from shared.graph.calendar import CalendarEvent
 from shared.graph.subscriptions import DeltaRound, MailboxLimiter, Subscription
 from shared.identity.tokens import OrganizerIdentity
@@ -85,10 +91,13 @@ class FakeCalendar:
 
     def __init__(self) -> None:
         self.events: dict[str, CalendarEvent] = {}
+        self.failures: dict[str, Exception] = {}  # the next read of that event fails so
         self.gets = 0
 
     async def get(self, organizer: str, event_id: str, *, tenant: str | None = None) -> CalendarEvent | None:
         self.gets += 1
+        if event_id in self.failures:
+            raise self.failures.pop(event_id)
         return self.events.get(event_id)
 
 
@@ -292,6 +301,26 @@ async def test_missed_resyncs_from_the_kept_delta_link_and_repairs_a_lost_change
     world.graph.delta_items = [{"id": "EV1", "@removed": {"reason": "deleted"}}]
     (hook,) = (await world.sync.handle(missed)).webhooks
     assert json.loads(hook)["type"] == WebhookType.CANCELLED_BY_ORGANIZER
+
+
+async def test_a_resync_round_finishes_when_one_event_cannot_be_read_and_that_event_is_looked_at_alone():
+    world = World()
+    sub = await world.booked()
+    await world.appointments.insert(record(appointment_id="apt-2", calendar_event_id="EV2"))
+    world.calendar.events["EV1"] = event(start=START + timedelta(hours=3), end=END + timedelta(hours=3))
+    world.calendar.events["EV2"] = event(id="EV2", appointment_id="apt-2", cancelled=True)
+    world.calendar.failures["EV1"] = GraphUnavailableError("Graph answered 503", reason="graph_unavailable")
+    world.graph.delta_items = [{"id": "EV1", "isOnlineMeeting": True}, {"id": "EV2", "isOnlineMeeting": True}]
+    missed = world.message(sub, kind="lifecycle", lifecycleEvent="missed")
+    # the round tells what it could read and keeps its delta link
+    (hook,) = (await world.sync.handle(missed)).webhooks
+    assert json.loads(hook)["type"] == WebhookType.CANCELLED_BY_ORGANIZER
+    assert (await world.rows.get(sub.organizer_key)).delta_link
+    # the event it could not read is queued alone, as a change of its subscription, and told from there
+    ((alone, delay),) = world.requeuer.sent
+    assert delay == 5 and json.loads(alone)["notification"]["resourceData"] == {"id": "EV1"}
+    (hook,) = (await world.sync.handle(alone)).webhooks
+    assert json.loads(hook)["type"] == WebhookType.RESCHEDULED_BY_ORGANIZER
 
 
 async def test_lifecycle_reauthorize_and_removed():
