@@ -31,6 +31,7 @@ import aiohttp
 import httpx
 from aiohttp import web
 
+from chaos.workload import LIFECYCLE_DAY
 from shared.common.clock import format_timestamp
 from shared.graph.calendar import APPOINTMENT_PROPERTY
 
@@ -46,6 +47,8 @@ RUN_FAULTS = {"duplicate_rate": 0.1, "delay_ms": 1500.0, "reorder": True}
 # The app's timer every 5 s (a subscription made soon after the start, renewals, answers to lifecycle events), and
 # a resync of each calendar every minute (the app's repair for what notifications miss, scaled down from 6 hours;
 # the run ends only after one round once all is calm, so this is also what the end waits for at most).
+# The organizer's moves: a month after the scheduler's days, so the ledger can tell whose write an event holds.
+MOVES_FROM = LIFECYCLE_DAY + timedelta(days=31, hours=8)
 CALENDAR_SETTINGS = {"MEETING_KIND": "calendar", "CALENDAR_SYNC_SCHEDULE": "*/5 * * * * *",
                      "CALENDAR_RESYNC_HOURS": str(60 / 3600)}
 # The notification disruptions, by share of terminal messages (apart from the kills and the pause).
@@ -96,13 +99,13 @@ class PlayedEdit:
 
 def plan_edits(appointments: Iterable[str], count: int, seed: int) -> list[OrganizerPlan]:
     """`count` of the appointments get edits: half a move, a fifth a cancel, a tenth a delete, a fifth a move then
-    a cancel. Each move goes to its own time (January 2031, apart from every time the scheduler sends), with a new
+    a cancel. Each move goes to its own time (from MOVES_FROM, apart from every time the scheduler sends), with a new
     subject, so the ledger can tell whose write an event holds."""
     rng = random.Random(seed * 104729 + 3)  # noqa: S311 - a repeatable workload, not a secret
     chosen = rng.sample(sorted(appointments), min(count, len(list(appointments))))
     plans = []
     for n, appointment in enumerate(chosen):
-        start = datetime(2031, 1, 1, 8, tzinfo=UTC) + timedelta(hours=n)
+        start = MOVES_FROM + timedelta(hours=n)
         move = Edit(MOVE, rng.uniform(0.0, 20.0), format_timestamp(start),
                     format_timestamp(start + timedelta(minutes=40)), f"Moved in Outlook {n}")
         shape = rng.choices(("move", "cancel", "delete", "move+cancel"), weights=(5, 2, 1, 2))[0]

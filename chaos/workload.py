@@ -10,7 +10,7 @@ import hashlib
 import json
 import random
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.attendance.check import AttendanceCheck
@@ -144,6 +144,10 @@ def _valid(rng: random.Random, prefix: str, n: int) -> PlannedEvent:
 
 
 LIFECYCLE_REASONS = frozenset({"stale_event", "appointment_cancelled"})
+# The lifecycle appointments' first day: two months ahead, so their attendance checks hide (more than a queue
+# message's 7 days) and their events lie inside the window a calendar resync reads (shared.calendar_sync.sync:
+# a week back, 400 days ahead), as a real booking's do: a resync must be able to repair a lost notification.
+LIFECYCLE_DAY = (datetime.now(UTC) + timedelta(days=60)).replace(hour=0, minute=0, second=0, microsecond=0)
 _SUFFIXES = {"created": "ready", "rescheduled": "updated", "cancelled": "cancelled"}
 
 
@@ -161,9 +165,10 @@ def _lifecycle(rng: random.Random, prefix: str, n: int, room: int) -> tuple[list
         doc: dict[str, object] = {"id": event_id, "type": f"appointment.{kind}", "appointmentId": appointment_id,
                                   "organizer": organizer, "sequence": sequence, "subject": f"Chaos {n}"}
         if kind != "cancelled":
-            # Far ahead: their attendance checks hide (ATTENDANCE_REPORTS is on); the ended ones are apart.
-            doc["startDateTime"] = f"2030-12-{sequence:02d}T09:00:00Z"
-            doc["endDateTime"] = f"2030-12-{sequence:02d}T09:30:00Z"
+            # Ahead: their attendance checks hide (ATTENDANCE_REPORTS is on); the ended ones are apart.
+            start = LIFECYCLE_DAY + timedelta(days=sequence - 1, hours=9)
+            doc["startDateTime"] = format_timestamp(start)
+            doc["endDateTime"] = format_timestamp(start + timedelta(minutes=30))
         planned.append(_lifecycle_event(doc, kind, sequence))
     return planned, cancelled
 

@@ -23,7 +23,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shared.common.clock import parse_timestamp_or_none
-from shared.exceptions import GraphRequestError, MeetingNotFoundError, OnlineMeetingMissingError, TransientError
+from shared.exceptions import (
+    AppointmentCancelledError,
+    GraphRequestError,
+    MeetingNotFoundError,
+    OnlineMeetingMissingError,
+    TransientError,
+)
 from shared.graph.gateway import GraphGateway, OrganizerOption, _segment
 from shared.graph.meetings import Meeting, MeetingSpec, error_map
 from shared.identity.tokens import SCOPE_CALENDAR, TokenSource
@@ -127,14 +133,27 @@ class CalendarWriter:
         body = Event(odata_type=None, start=_when(spec.start), end=_when(spec.end), subject=spec.subject)
         builder = EventItemRequestBuilder(self._graph.client.request_adapter,
                                           f"{self._events_url}/{_segment(event_id)}")
-        await self._send(organizer, tokens, tenant, builder.to_patch_request_information(body), SCOPE_CALENDAR)
+        try:
+            await self._send(organizer, tokens, tenant, builder.to_patch_request_information(body), SCOPE_CALENDAR)
+        except (GraphRequestError, MeetingNotFoundError):
+            # The staff member may have cancelled or deleted the event in Outlook before this reschedule came:
+            # Graph refuses the PATCH (400 on a cancelled meeting, 404 once deleted), and that is the organizer's
+            # cancel, told by its change notification, not a bad request of the scheduler's.
+            if await self._still_there(organizer, event_id, tenant, tokens):
+                raise
+            raise _cancelled_first() from None
         event = await self.get(organizer, event_id, tenant=tenant, tokens=tokens)
-        if event is None:
-            raise MeetingNotFoundError("the appointment's calendar event is gone")
+        if event is None or event.cancelled:
+            raise _cancelled_first()
         meeting_id = None
         if event.join_url and event.join_url != known_join_url:
             meeting_id = await self.meeting_id(organizer, event.join_url, tenant=tenant, tokens=tokens)
         return Meeting(meeting_id or "", event.join_url, event.start, event.end, event_id=event.id)
+
+    async def _still_there(self, organizer: str, event_id: str, tenant: str | None,
+                           tokens: TokenSource | None) -> bool:
+        event = await self.get(organizer, event_id, tenant=tenant, tokens=tokens)
+        return event is not None and not event.cancelled
 
     async def cancel(self, organizer: str, event_id: str, comment: str | None = None, *,
                      tenant: str | None = None, tokens: TokenSource | None = None) -> bool:
@@ -256,3 +275,7 @@ def _time(value: Any) -> datetime | None:
     return parsed
 
 
+def _cancelled_first() -> AppointmentCancelledError:
+    return AppointmentCancelledError(
+        "the organizer cancelled or deleted the appointment's calendar event in Outlook before this reschedule: "
+        "nothing was changed (the scheduler hears appointment.cancelled_by_organizer)")

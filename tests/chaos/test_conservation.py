@@ -74,10 +74,7 @@ async def test_the_default_disruptions_leave_everyone_connected_and_send_each_we
     _check(report)
     assert report.accounts.duplicate_deliveries == [] and report.accounts.wrongly_disconnected == []
     # AND the organizer side: every edit told once, none of the app's own writes told as the organizer's, every
-    # record as its calendar event. Two known defects of calendar sync break it under these faults
-    # (docs/reliability.md, "The calendar-backed run"): a reschedule whose read after its PATCH failed is told as the
-    # organizer's move, and a resync round fails as a whole on one failed Graph read.
-    if report.organizer is not None and not report.organizer.ok:
-        pytest.xfail(f"known calendar-sync defects: {report.organizer.problems()}")
+    # record as its calendar event
+    assert report.organizer is None or report.organizer.ok, report.organizer.problems()
     # AND so the targets of `make chaos`
     assert report.targets() == "lost=0 duplicate_deliveries=0 wrongly_disconnected=0 attendance_wrong=0 diverged=0"

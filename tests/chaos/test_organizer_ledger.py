@@ -11,18 +11,20 @@ import pytest
 
 from chaos.accounts import Accounts
 from chaos.ledger import QueueSnapshot, compute_ledger
-from chaos.organizer import CANCEL, DELETE, MOVE, Edit, OrganizerPlan, PlayedEdit, move_ended, plan_edits
+from chaos.organizer import CANCEL, DELETE, MOVE, MOVES_FROM, Edit, OrganizerPlan, PlayedEdit, move_ended, plan_edits
 from chaos.organizer_ledger import organizer_ledger
 from chaos.runner import RunOptions, RunReport
-from chaos.workload import build_workload
+from chaos.workload import LIFECYCLE_DAY, build_workload
+from shared.common.clock import format_timestamp
 from shared.graph.calendar import APPOINTMENT_PROPERTY
 from tests.chaos.test_ledger import balanced
 
 pytestmark = pytest.mark.unit
 
 JOIN = "https://teams.microsoft.com/l/meetup-join/19%3ameeting_x%40thread.v2/0"
-APP_TIMES = ("2030-12-01T09:00:00.000Z", "2030-12-01T09:30:00.000Z")
-MOVED = Edit(MOVE, 0.0, "2031-01-01T08:00:00.000Z", "2031-01-01T08:40:00.000Z", "Moved in Outlook 0")
+APP_TIMES = tuple(format_timestamp(LIFECYCLE_DAY + timedelta(hours=9, minutes=m)) for m in (0, 30))
+MOVED = Edit(MOVE, 0.0, format_timestamp(MOVES_FROM), format_timestamp(MOVES_FROM + timedelta(minutes=40)),
+             "Moved in Outlook 0")
 
 
 def event(appointment: str, times: tuple[str, str] = APP_TIMES, subject: str = "Chaos 1", *,
@@ -149,7 +151,7 @@ def test_plans_cover_every_shape_and_moves_go_to_their_own_times():
     shapes = {tuple(e.kind for e in p.edits) for p in plans}
     assert shapes == {(MOVE,), (CANCEL,), (DELETE,), (MOVE, CANCEL)}
     starts = [e.start for p in plans for e in p.edits if e.kind == MOVE]
-    assert len(set(starts)) == len(starts) and all(s and s.startswith("2031-01") for s in starts)
+    assert len(set(starts)) == len(starts) and all(s and s >= format_timestamp(MOVES_FROM) for s in starts)
 
 
 def test_ended_appointments_moved_in_outlook_are_owed_attendance_for_their_new_end():

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.exceptions import OnlineMeetingMissingError
+from shared.exceptions import AppointmentCancelledError, OnlineMeetingMissingError
 from shared.graph.calendar import APPOINTMENT_PROPERTY, CalendarWriter, property_filter
 from shared.graph.gateway import GraphGateway
 from shared.graph.meetings import MeetingSpec
@@ -138,6 +138,22 @@ def test_the_writer_makes_one_event_per_appointment_resolves_it_and_keeps_the_li
     mine = [e for e in admin.get("events").json() if e["organizer"] == SCHEDULER["oid"]]
     assert all(e["attendees"] == [] for e in mine)
     assert admin.put("calendar", json={}).json()["invitations_sent"] == 0
+
+
+def test_a_move_of_an_event_cancelled_in_outlook_first_is_the_appointment_cancelled(stack, graph, admin):
+    # GIVEN an appointment's event, then cancelled on the organizer's side
+    async def run() -> None:
+        gateway, writer = _writer(stack)
+        meeting = await writer.ensure(SCHEDULER["upn"], uuid.uuid4().hex, MeetingSpec(start=START, end=END))
+        assert graph.post(f"/me/events/{meeting.event_id}/cancel", json={}).status_code == 202
+        # WHEN the scheduler's reschedule comes after it
+        later = MeetingSpec(start=START.replace(day=2), end=END.replace(day=2))
+        # THEN Graph's refusal is the organizer's cancel (its notification tells it), not a bad request
+        with pytest.raises(AppointmentCancelledError):
+            await writer.move(SCHEDULER["upn"], str(meeting.event_id), later, meeting.join_web_url)
+        await gateway.aclose()
+
+    asyncio.run(run())
 
 
 def test_an_event_without_a_teams_meeting_is_a_named_permanent_failure_and_is_removed(stack, admin):
