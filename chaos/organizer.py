@@ -43,6 +43,8 @@ SUBSCRIPTION_CONFIG = {"batch_window_seconds": 0.1, "retry_initial_seconds": 1.0
                        "retry_for_seconds": 300.0, "throttle_delay_seconds": 20.0, "throttle_window_seconds": 60.0}
 # For the whole run: a tenth of the change notifications delivered twice, each delayed up to 1.5 s and batches
 # shuffled (so they arrive out of order).
+# How long a lifecycle fault waits for a subscription to play on.
+SUBSCRIPTION_PATIENCE = 60.0
 RUN_FAULTS = {"duplicate_rate": 0.1, "delay_ms": 1500.0, "reorder": True}
 # The app's timer every 5 s (a subscription made soon after the start, renewals, answers to lifecycle events), and
 # a resync of each calendar every minute (the app's repair for what notifications miss, scaled down from 6 hours;
@@ -259,9 +261,16 @@ class NotificationDisrupter:
         raise ValueError(action)
 
     async def _lifecycle(self, event: str, prefix: str = "") -> str:
+        # The timer makes the subscriptions; under Graph's faults (a 429's Retry-After reaches 30 s) its first round
+        # can end late, and a lifecycle fault played before there is a subscription would test nothing.
+        waited = 0.0
         active = await self._active()
+        while not active and waited < SUBSCRIPTION_PATIENCE:
+            await asyncio.sleep(0.5)
+            waited += 0.5
+            active = await self._active()
         if not active:
-            return f"{prefix}no active subscription to send {event} for"
+            return f"{prefix}no active subscription to send {event} for (waited {waited:.0f}s)"
         victim = self.rng.choice(sorted(active, key=lambda s: str(s["id"])))
         (await self.graph_admin.post(f"subscriptions/{victim['id']}/lifecycle",
                                      json={"event": event})).raise_for_status()

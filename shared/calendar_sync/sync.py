@@ -245,8 +245,11 @@ class CalendarSync:
         known = await self._store.appointment_of(event_id) if listed is not None else None
         if listed is not None and known is not None and not removed and _has_times(listed):
             return await self._judged(known, _listed_event(listed, known), removed=False, retell=retell)
-        if listed is not None and (removed or listed.get("isOnlineMeeting") is False) and known is None:
-            return [], False  # never the app's: its events all have a Teams meeting, and were seen when made
+        if listed is not None and not removed and listed.get("isOnlineMeeting") is False and known is None:
+            return [], False  # never the app's: its events all have a Teams meeting
+        # A removed item names only the id, and an event is in the index only once a notification or a round has
+        # read it (its `created` notification may have been lost, or come before there was a subscription): read
+        # it, as Deleted Items keeps it with its property; one gone for good matches nothing.
         event = await self._limiter.run(record.organizer, lambda: self._calendar.get(
             record.organizer, event_id, tenant=record.tenant_id))
         appointment = event.appointment_id if event is not None else None

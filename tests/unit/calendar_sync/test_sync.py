@@ -424,3 +424,15 @@ async def test_a_notification_without_client_state_or_with_an_unknown_lifecycle_
     assert (await world.sync.handle(bare)).dropped == "client_state_mismatch"
     odd = world.message(sub, kind="lifecycle", lifecycleEvent="somethingNew")
     assert (await world.sync.handle(odd)).dropped == "unknown_lifecycle_event"
+
+
+async def test_a_removed_item_of_an_event_no_notification_ever_named_is_read_and_told():
+    # GIVEN an appointment's event whose notifications were all lost (it is in no index), then cancelled in Outlook
+    world = World()
+    sub = await world.booked()
+    world.calendar.events["EV1"] = event(cancelled=True)
+    world.graph.delta_items = [{"id": "EV1", "@removed": {"reason": "deleted"}}]
+    # WHEN a resync lists it as removed
+    (hook,) = (await world.sync.handle(world.message(sub, kind="lifecycle", lifecycleEvent="missed"))).webhooks
+    # THEN it is read (Deleted Items keeps its property) and its cancel is told
+    assert json.loads(hook)["type"] == WebhookType.CANCELLED_BY_ORGANIZER and world.calendar.gets == 1
