@@ -535,7 +535,7 @@ class _AttendanceVerdicts:
     played_late: list[str] = field(default_factory=list)
 
     def judge(self, appointment: EndedAppointment, hooks: Mapping[str, Mapping[str, Any]],
-              change_at: str | None, played_at: str | None) -> None:
+              change_at: str | None, played_at: str | None, moved_at: str | None = None) -> None:
         """One ended appointment: what was told before its change was applied, then what it was owed after."""
         name = appointment.appointment_id
         # The app tells what its record says when the check is due: a reschedule or cancel that was applied only
@@ -552,7 +552,10 @@ class _AttendanceVerdicts:
                 if later else []
             return
         if not later:
-            self.missing += [] if early and change_at is None else [name]
+            # A move in Outlook made after the attendance was told plans no second check (the session has happened).
+            moved_after = (appointment.change == "organizer_moved" and moved_at is not None
+                           and all(_before(d, moved_at) for d in early.values()))
+            self.missing += [] if early and (change_at is None or moved_after) else [name]
             return
         if len(later) > 1:
             self.second_ids.append(f"{name}({len(later)} webhook ids)")
@@ -572,14 +575,16 @@ class _AttendanceVerdicts:
 
 
 def attendance_ledger(ended: Iterable[EndedAppointment], snapshot: QueueSnapshot,
-                      played_at: Mapping[str, str] | None = None) -> AttendanceLedger:
+                      played_at: Mapping[str, str] | None = None,
+                      moved_at: Mapping[str, str] | None = None) -> AttendanceLedger:
     """Judge each ended appointment by the attendance webhooks the receiver got and the `attendance` queue.
 
     Copies of one webhook-id are one webhook (how often an id was delivered is the run's duplicate_deliveries);
     a second id for one end is a duplicate delivery of its attendance. A played session may end unavailable
     only for a fault's reason, or for no report when the runner played it only after the check had looked
     (`played_at`: appointment -> when its session was played; None: judge as if all were played at once). A
-    cancelled appointment must be told nothing after its cancel was applied.
+    cancelled appointment must be told nothing after its cancel was applied. `moved_at`: appointment -> when the
+    staff member's move was played in Outlook; one played only after the attendance was told owes nothing more.
     """
     told, recorded = _attendance_told(snapshot)
     applied = _applied(snapshot.join_urls) | _organizer_moves(snapshot.deliveries)
@@ -588,7 +593,8 @@ def attendance_ledger(ended: Iterable[EndedAppointment], snapshot: QueueSnapshot
     for appointment in appointments:
         hooks = told.get(appointment.appointment_id, {})
         verdicts.judge(appointment, hooks, applied.get(appointment.change_event_id or ""),
-                       "0001-01-01T00:00:00Z" if played_at is None else played_at.get(appointment.appointment_id))
+                       "0001-01-01T00:00:00Z" if played_at is None else played_at.get(appointment.appointment_id),
+                       (moved_at or {}).get(appointment.appointment_id))
         outcomes = {str(d.get("outcome")) for d in hooks.values()}
         kept = recorded.get(appointment.appointment_id, set())
         if hooks and kept != outcomes:

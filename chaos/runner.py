@@ -51,6 +51,7 @@ from chaos.ledger import (
 )
 from chaos.organizer import (
     CALENDAR_SETTINGS,
+    MOVE,
     NOTIFICATION_STEPS,
     RUN_FAULTS,
     SUBSCRIPTION_CONFIG,
@@ -771,7 +772,8 @@ async def _run_on_stack(options: RunOptions, state_dir: Path, endpoints: dict[st
                       "5xx": sum(n for status, n in statuses.items() if status >= 500),
                       "slow": sum(1 for d in snapshot.deliveries if d.get("delay_ms"))}
     ledger = compute_ledger(workload.events, snapshot, first_attempt=not options.crash)
-    attendance = attendance_ledger(workload.ended, snapshot, played_at) if workload.ended else None
+    moved_at = {e.appointment_id: e.at for e in edits if e.applied and e.edit.kind == MOVE}
+    attendance = attendance_ledger(workload.ended, snapshot, played_at, moved_at) if workload.ended else None
     organizer = _organizer_verdict(calendar, workload, ledger, edits, snapshot, notification_poison)
     calls, needed, surplus = graph_accounts(workload.events, ledger.places, graph_stats,
                                             attendance_reads=attendance_reads(snapshot.attendance))

@@ -196,7 +196,8 @@ class Services:
 
         return AttendanceChecker(self.appointments, AttendanceReader(self.graph),
                                  QueueRequeuer(self.settings.storage, ATTENDANCE_CHECKS),
-                                 wait_hours=self.settings.attendance_wait_hours)
+                                 wait_hours=self.settings.attendance_wait_hours,
+                                 calendar=self.calendar if self.settings.meeting_kind == MeetingKind.CALENDAR else None)
 
     @cached_property
     def mailbox_limiter(self) -> MailboxLimiter:

@@ -2,7 +2,11 @@
 
 The appointment record is the truth. A check whose appointment is gone, cancelled, or now ends at another
 time or in another meeting drops itself (a reschedule queued its own), unless the staff member moved it in Outlook
-(calendar sync plans no check): then it follows the new end. A check not yet due hides again (a
+(calendar sync plans no check): then it follows the new end. A due check of a calendar-backed appointment looks at
+its event first: when the event no longer shows the record's times, the staff member's change has not reached the
+record yet (its notification late or lost), so the check waits for it, as for a late report; a move in Outlook
+after the attendance was told plans no second check (the session it told of has happened). A check not yet due
+hides again (a
 queue message hides for at most 7 days, so far-off appointments take several hops). A due check reads the
 reports; none yet, or a transient failure, is retried with back-off until ATTENDANCE_WAIT_HOURS have passed,
 then told as `attendance_unavailable`. What is told is kept on the record first, so a duplicate or replayed
@@ -17,17 +21,20 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.attendance.check import AttendanceCheck, aware_time
 from shared.attendance.classify import UNAVAILABLE, classify
 from shared.common.clock import format_timestamp
-from shared.common.vocabulary import AppointmentStatus, WebhookType
-from shared.exceptions import PermanentError, RecordConflictError, TransientError
+from shared.common.vocabulary import AppointmentStatus, MeetingKind, WebhookType
+from shared.exceptions import JoinLinkError, PermanentError, RecordConflictError, TransientError
 from shared.redaction import hash_user
 from shared.storage.appointments import AppointmentRecord, AppointmentStore
 from shared.storage.requeue import Requeuer
 from shared.webhooks.outbound import WebhookEvent, webhook_event
+
+if TYPE_CHECKING:
+    from shared.graph.calendar import CalendarEvent
 
 log = logging.getLogger(__name__)
 # Azure Storage queues hide a message for at most 7 days.
@@ -44,6 +51,13 @@ class SessionSource(Protocol):
         """Every session's attendance records in the check's window."""
 
 
+class EventSource(Protocol):
+    """The appointment's calendar event (graph.calendar.CalendarWriter, or a fake)."""
+
+    async def get(self, organizer: str, event_id: str, *, tenant: str | None = None) -> CalendarEvent | None:
+        """The event by its immutable id, or None when Graph no longer has it."""
+
+
 @dataclass(frozen=True)
 class CheckOutcome:
     """`told` (result and webhook), `waiting` (re-hidden) or `dropped` (the record no longer matches)."""
@@ -57,9 +71,11 @@ class AttendanceChecker:
     """Runs attendance checks against the appointment records and Graph."""
 
     def __init__(self, store: AppointmentStore, reader: SessionSource, requeuer: Requeuer, *, wait_hours: float,
+                 calendar: EventSource | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self._store = store
         self._reader = reader
+        self._calendar = calendar
         self._requeuer = requeuer
         self._wait = timedelta(hours=wait_hours)
         self._clock = clock
@@ -86,10 +102,29 @@ class AttendanceChecker:
         told = _told(record, check)
         if told is not None:
             return _logged(check, self._outcome(check, told), "told before")
+        if now < due + self._wait and await self._moving(record):
+            await self._again(check, None, due + self._wait - now)
+            return _logged(check, CheckOutcome("waiting"), "its calendar event changed, not yet its record")
         data = await self._read(check, now, due)
         if data is None:
             return _logged(check, CheckOutcome("waiting"), "retrying")
         return _logged(check, await self._keep(check, record, data), str(data["outcome"]))
+
+    async def _moving(self, record: AppointmentRecord) -> bool:
+        """Whether the appointment's calendar event no longer shows the record's times (or is gone): the staff
+        member changed it in Outlook and calendar sync has not applied it yet (a notification late or lost)."""
+        if self._calendar is None or record.meeting_kind != MeetingKind.CALENDAR or not record.calendar_event_id:
+            return False
+        try:
+            event = await self._calendar.get(record.organizer, record.calendar_event_id, tenant=record.tenant_id)
+        except JoinLinkError:
+            return False  # the look is a precaution: it never holds back what the reports can tell
+        if event is None or event.cancelled:
+            return True
+        try:
+            return (event.start, event.end) != (aware_time(record.start or ""), aware_time(record.end or ""))
+        except ValueError:
+            return False
 
     async def _read(self, check: AttendanceCheck, now: datetime, due: datetime) -> dict[str, object] | None:
         """The attendance, or None when it was re-hidden to look again later."""

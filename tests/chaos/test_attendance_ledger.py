@@ -4,6 +4,7 @@ synthetic deliveries and queue contents)."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ import pytest
 
 from chaos.accounts import Accounts, attendance_reads
 from chaos.ledger import QueueSnapshot, attendance_ledger, compute_ledger
+from chaos.organizer import move_ended
 from chaos.runner import RunOptions, RunReport
 from chaos.workload import (
     CLIENT_SECONDS,
@@ -25,6 +27,7 @@ from chaos.workload import (
 from shared.attendance.check import plan_check
 from shared.attendance.classify import ATTENDED, UNAVAILABLE, classify
 from shared.common.clock import format_timestamp, parse_timestamp
+from shared.common.vocabulary import WebhookType
 from shared.webhooks.outbound import webhook_id_for
 from tests.chaos.test_ledger import balanced
 
@@ -229,6 +232,28 @@ def test_a_change_applied_after_the_attendance_was_told_leaves_that_attendance_s
     snap.attendance = [b64(json.dumps(d["body"]["data"])) for d in snap.deliveries]
     ledger = attendance_ledger(workload.ended, snap)
     assert len(ledger.second_ids) == 1 and ledger.wrong[0].startswith(f"{moved.appointment_id}(told for another end")
+
+
+def test_a_move_in_outlook_played_after_the_attendance_was_told_owes_no_second_one(workload):
+    # GIVEN an ended appointment told for its first end, and then moved by the staff member in Outlook
+    ended, _ = move_ended(workload.ended)
+    moved = next(a for a in ended if a.change == "organizer_moved")
+    snap = perfect(dataclasses.replace(workload, ended=ended))
+    snap.deliveries = [d for d in snap.deliveries if d["body"]["data"]["appointmentId"] != moved.appointment_id]
+    early = told(moved, webhook_id=attendance_webhook_id(moved.appointment_id, moved.first_end),
+                 checked_at=format_timestamp(NOW + timedelta(seconds=50)))
+    move_told = {"webhook_id": "m", "type": WebhookType.RESCHEDULED_BY_ORGANIZER, "status": 200, "verified": True,
+                 "body": {"data": {"appointmentId": moved.appointment_id,
+                                   "resolvedAt": format_timestamp(NOW + timedelta(seconds=60))}}}
+    snap.deliveries += [early, move_told]
+    snap.attendance = [b64(json.dumps(d["body"]["data"])) for d in snap.deliveries if "outcome" in d["body"]["data"]]
+    # WHEN the move was played after the attendance was told, THEN nothing more is owed
+    after = {moved.appointment_id: format_timestamp(NOW + timedelta(seconds=55))}
+    ledger = attendance_ledger(ended, snap, moved_at=after)
+    assert ledger.ok and ledger.told_before_change == [moved.appointment_id], ledger.problems()
+    # AND when it was played before, the new end's attendance is owed
+    before = {moved.appointment_id: format_timestamp(NOW + timedelta(seconds=40))}
+    assert attendance_ledger(ended, snap, moved_at=before).missing == [moved.appointment_id]
 
 
 def test_no_report_for_a_session_the_runner_played_after_the_check_looked_is_its_lag_not_the_app_s(workload):

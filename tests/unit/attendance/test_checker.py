@@ -11,8 +11,9 @@ import pytest
 
 from shared.attendance.check import AttendanceCheck, aware_time, plan_check
 from shared.attendance.checker import MAX_HIDE_SECONDS, AttendanceChecker
-from shared.common.vocabulary import AppointmentStatus, WebhookType
+from shared.common.vocabulary import AppointmentStatus, MeetingKind, WebhookType
 from shared.exceptions import GraphUnavailableError, MissingScopeError
+from shared.graph.calendar import CalendarEvent
 from shared.storage.appointments import AppointmentRecord
 from shared.testing.appointments import InMemoryAppointmentStore
 from shared.testing.requeue import InMemoryRequeuer
@@ -165,3 +166,49 @@ async def test_told_with_the_appointment_s_version_which_telling_does_not_change
     outcome = await checker.run(check().to_json())
     assert json.loads(outcome.result or "")["version"] == 3
     assert (await checker._store.get("apt-1")).version == 3
+
+
+class Calendar:
+    def __init__(self, event: Any) -> None:
+        self.event, self.gets = event, 0
+
+    async def get(self, organizer: str, event_id: str, *, tenant: str | None = None) -> Any:
+        self.gets += 1
+        if isinstance(self.event, Exception):
+            raise self.event
+        return self.event
+
+
+def _on_calendar() -> AppointmentRecord:
+    return dataclasses.replace(record(), meeting_kind=MeetingKind.CALENDAR, calendar_event_id="EV1")
+
+
+def _event(end: datetime = END, cancelled: bool = False) -> CalendarEvent:
+    return CalendarEvent("EV1", "https://teams/l/1", True, end - timedelta(minutes=30), end, "Consult", cancelled,
+                         "apt-1")
+
+
+@pytest.mark.parametrize("seen", [_event(END + timedelta(hours=1)), _event(cancelled=True), None])
+async def test_a_check_waits_while_the_calendar_event_shows_a_change_its_record_has_not_had_yet(seen):
+    # GIVEN a calendar-backed appointment whose event the staff member moved, cancelled or deleted in Outlook, and
+    # the notification has not reached the record yet
+    checker, requeuer, sessions = await setup(END + timedelta(minutes=11), [[session(person(600))]], _on_calendar())
+    checker._calendar = calendar = Calendar(seen)
+    # WHEN its check is due, THEN it tells nothing for the old times and looks again later (within the wait)
+    outcome = await checker.run(check().to_json())
+    assert outcome.kind == "waiting" and sessions.calls == 0 and calendar.gets == 1 and len(requeuer.sent) == 1
+
+
+@pytest.mark.parametrize("seen", [_event(), GraphUnavailableError("503", reason="graph_unavailable")])
+async def test_a_check_tells_when_the_event_agrees_or_cannot_be_looked_at(seen):
+    checker, _, sessions = await setup(END + timedelta(minutes=11), [[session(person(600, role="Organizer"))]],
+                                       _on_calendar())
+    checker._calendar = Calendar(seen)
+    assert (await checker.run(check().to_json())).kind == "told" and sessions.calls == 1
+
+
+async def test_after_the_wait_the_record_is_told_even_if_the_event_still_differs():
+    checker, _, _ = await setup(END + timedelta(minutes=10, hours=25), [[session(person(600, role="Organizer"))]],
+                                _on_calendar())
+    checker._calendar = Calendar(_event(END + timedelta(hours=1)))
+    assert (await checker.run(check().to_json())).kind == "told"
