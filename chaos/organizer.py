@@ -41,16 +41,16 @@ MOVE, CANCEL, DELETE = "move", "cancel", "delete"
 # is throttled for 20 s (Graph: 10 minutes).
 SUBSCRIPTION_CONFIG = {"batch_window_seconds": 0.1, "retry_initial_seconds": 1.0, "retry_max_interval_seconds": 8.0,
                        "retry_for_seconds": 300.0, "throttle_delay_seconds": 20.0, "throttle_window_seconds": 60.0}
-# For the whole run: a tenth of the change notifications delivered twice, each delayed up to 1.5 s and batches
-# shuffled (so they arrive out of order).
 # How long a lifecycle fault waits for a subscription to play on.
 SUBSCRIPTION_PATIENCE = 60.0
+# For the whole run: a tenth of the change notifications delivered twice, each delayed up to 1.5 s and batches
+# shuffled (so they arrive out of order).
 RUN_FAULTS = {"duplicate_rate": 0.1, "delay_ms": 1500.0, "reorder": True}
+# The organizer's moves: a month after the scheduler's days, so the ledger can tell whose write an event holds.
+MOVES_FROM = LIFECYCLE_DAY + timedelta(days=31, hours=8)
 # The app's timer every 5 s (a subscription made soon after the start, renewals, answers to lifecycle events), and
 # a resync of each calendar every minute (the app's repair for what notifications miss, scaled down from 6 hours;
 # the run ends only after one round once all is calm, so this is also what the end waits for at most).
-# The organizer's moves: a month after the scheduler's days, so the ledger can tell whose write an event holds.
-MOVES_FROM = LIFECYCLE_DAY + timedelta(days=31, hours=8)
 CALENDAR_SETTINGS = {"MEETING_KIND": "calendar", "CALENDAR_SYNC_SCHEDULE": "*/5 * * * * *",
                      "CALENDAR_RESYNC_HOURS": str(60 / 3600)}
 # The notification disruptions, by share of terminal messages (apart from the kills and the pause).

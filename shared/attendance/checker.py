@@ -6,9 +6,8 @@ time or in another meeting drops itself (a reschedule queued its own), unless th
 its event first: when the event no longer shows the record's times, the staff member's change has not reached the
 record yet (its notification late or lost), so the check waits for it, as for a late report; a move in Outlook
 after the attendance was told plans no second check (the session it told of has happened). A check not yet due
-hides again (a
-queue message hides for at most 7 days, so far-off appointments take several hops). A due check reads the
-reports; none yet, or a transient failure, is retried with back-off until ATTENDANCE_WAIT_HOURS have passed,
+hides again (a queue message hides for at most 7 days, so far-off appointments take several hops). A due check
+reads the reports; none yet, or a transient failure, is retried with back-off until ATTENDANCE_WAIT_HOURS have passed,
 then told as `attendance_unavailable`. What is told is kept on the record first, so a duplicate or replayed
 check tells the same thing again under the same webhook-id, which deliver_webhook sends once.
 """
