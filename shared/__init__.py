@@ -70,7 +70,8 @@ identity/           Delegated tokens only (Graph refuses app-only tokens for thi
                     (dev_password), bearer token validation per tenant (bearer) and On-Behalf-Of (obo).
 
 storage/            Azure Storage as the app writes it: queue clients (queue_client), the requeue envelope,
-                    requeuer, delay rounding and x3 back-off (requeue), the Table REST client (table_rest),
+                    requeuer, delay rounding and x3 back-off (requeue), the Table REST client (table_rest) over its
+                    keep-alive HTTP/1.1 pool (http1),
                     idempotency records and their claim rule (idempotency), appointment records (appointments),
                     which earlier booking a rebooked one stands for (aliases), originals too big for a queue
                     record kept in a blob (overflow), the storage credential (credentials), queue depth metrics

@@ -95,7 +95,7 @@ def test_the_map_check_finds_an_unplaced_module(tmp_path: Path) -> None:
 def test_indexing_imports_no_sdk() -> None:
     # The host imports function_app.py at start-up: every SDK waits for the first invocation that needs it.
     code = ("import sys, function_app; heavy = ('msgraph', 'msal', 'azure.identity', 'azure.storage', "
-            "'azure.monitor', 'jwt', 'aiohttp', 'kiota_abstractions'); "
+            "'azure.monitor', 'jwt', 'aiohttp', 'httptools', 'kiota_abstractions'); "
             "print(sorted({m.split('.')[0] + '.' + m.split('.')[1] if m.startswith('azure.') else m.split('.')[0] "
             "for m in sys.modules if m.startswith(heavy)}))")
     env = {"PYTHONPATH": str(ROOT), **_sample_env()}

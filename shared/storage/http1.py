@@ -1,0 +1,206 @@
+"""A keep-alive HTTP/1.1 connection pool to one origin, for the table store's small requests.
+
+Each event makes three table requests, and through Azure's worker they were a third of the worker's CPU per
+event: aiohttp spends about 0.12 ms of CPU on each request here, this pool 0.03 ms (0.21 against 0.09 ms per
+table request with the client's own work; docs/performance.md, section 4). Responses are parsed by httptools
+(llhttp, the parser of Node.js and uvicorn), so content length, chunked bodies and keep-alive follow the RFC;
+the pool only writes the request and keeps the connections. It knows one origin, no proxy, no redirect, no
+cookie and no compression: the table service needs none of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import cast
+from urllib.parse import urlsplit
+
+# A pooled connection idle longer than this is closed instead of reused: a server may have dropped it
+# (aiohttp's default keep-alive timeout, which this pool replaced).
+IDLE_SECONDS = 15.0
+
+
+class WireError(Exception):
+    """The request got no complete answer: the connection failed, was closed early or sent a malformed one."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A response: its status, its headers (lower-cased names, repeats joined by a comma) and its body."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class _Connection(asyncio.Protocol):
+    """One connection: one request in flight at a time, its answer parsed as it arrives."""
+
+    def __init__(self) -> None:
+        import httptools
+
+        self._parser = httptools.HttpResponseParser(self)
+        self._parse_error: type[Exception] = httptools.HttpParserError
+        self._transport: asyncio.Transport | None = None
+        self._waiter: asyncio.Future[Answer] | None = None
+        self._headers: dict[str, str] = {}
+        self._body: list[bytes] = []
+        self.received = False  # any byte of the current answer
+        self.reusable = False
+        self.closed = False
+        self.idle_since = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Keep the transport."""
+        self._transport = cast(asyncio.Transport, transport)  # a stream connection's always is
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Fail the request in flight, unless its answer was complete."""
+        self.closed = True
+        self.reusable = False
+        self._fail(WireError(f"connection closed before the answer was complete ({exc or 'by the server'})"))
+
+    def data_received(self, data: bytes) -> None:
+        """Feed the parser; a malformed answer ends the connection."""
+        self.received = True
+        try:
+            self._parser.feed_data(data)
+        except self._parse_error as exc:
+            self._fail(WireError(f"malformed answer: {exc}"))
+            self.close()
+
+    # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """Collect one header (names lower-cased; a repeated header joined with a comma)."""
+        key, text = name.decode("latin-1").lower(), value.decode("latin-1")
+        self._headers[key] = f"{self._headers[key]}, {text}" if key in self._headers else text
+
+    def on_body(self, body: bytes) -> None:
+        """Collect a piece of the body."""
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        """Hand the whole answer to the waiting request."""
+        self.reusable = bool(self._parser.should_keep_alive())
+        answer = Answer(self._parser.get_status_code(), self._headers, b"".join(self._body))
+        self._headers, self._body = {}, []
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(answer)
+
+    def _fail(self, error: WireError) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+
+    async def exchange(self, request: bytes) -> Answer:
+        """Write one request and wait for its answer."""
+        if self.closed or self._transport is None:
+            raise WireError("connection already closed")
+        self._waiter = asyncio.get_running_loop().create_future()
+        self.received, self.reusable = False, False
+        self._transport.write(request)
+        return await self._waiter
+
+    def close(self) -> None:
+        """Close the connection (an unfinished answer fails)."""
+        self.closed = True
+        self.reusable = False
+        if self._transport is not None:
+            self._transport.close()
+
+
+class Http1Pool:
+    """Keep-alive connections to one `scheme://host[:port]`, at most `limit` at once; make it inside its loop.
+
+    A request without a complete answer within `timeout_seconds` (a free connection included) is a TimeoutError.
+    """
+
+    def __init__(self, origin: str, *, ssl_context: ssl.SSLContext | None = None, limit: int = 64,
+                 timeout_seconds: float = 20.0) -> None:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) origin: {origin!r}")
+        self._host = parts.hostname
+        self._port = parts.port or (443 if parts.scheme == "https" else 80)
+        self._ssl: ssl.SSLContext | None = None
+        if parts.scheme == "https":
+            self._ssl = ssl_context or ssl.create_default_context()
+        self._host_header = parts.netloc.rsplit("@", 1)[-1]
+        self._idle: deque[_Connection] = deque()
+        self._slots = asyncio.Semaphore(limit)
+        self._open: set[_Connection] = set()
+        self._timeout_seconds = timeout_seconds
+
+    async def request(self, method: str, target: str, headers: Mapping[str, str], body: bytes | None = None
+                      ) -> Answer:
+        """Send one request; WireError, or TimeoutError if no complete answer came back in time."""
+        head = _head(method, target, self._host_header, headers, body)
+        message = head + body if body else head
+        async with asyncio.timeout(self._timeout_seconds), self._slots:
+            connection, reused = await self._connection()
+            try:
+                answer = await connection.exchange(message)
+            except WireError:
+                connection.close()
+                self._open.discard(connection)
+                if not reused or connection.received:
+                    raise
+                # A kept connection the server had already closed: nothing of the request was answered, so
+                # it goes once more on a new connection (a write repeated anyway is made safe by the
+                # stores' conditional writes, as for any retry).
+                connection, _ = await self._connection(fresh=True)
+                answer = await connection.exchange(message)
+            except BaseException:
+                connection.close()  # cancelled or timed out mid-answer: its state is unknown
+                self._open.discard(connection)
+                raise
+            self._release(connection)
+            return answer
+
+    async def _connection(self, *, fresh: bool = False) -> tuple[_Connection, bool]:
+        now = time.monotonic()
+        while self._idle and not fresh:
+            connection = self._idle.pop()
+            if not connection.closed and now - connection.idle_since < IDLE_SECONDS:
+                return connection, True
+            connection.close()
+            self._open.discard(connection)
+        loop = asyncio.get_running_loop()
+        try:
+            _, protocol = await loop.create_connection(
+                _Connection, self._host, self._port, ssl=self._ssl,
+                server_hostname=self._host if self._ssl is not None else None)
+        except OSError as exc:  # refused, unreachable, TLS failure
+            raise WireError(f"cannot connect to {self._host}:{self._port}: {type(exc).__name__}: {exc}") from exc
+        self._open.add(protocol)
+        return protocol, False
+
+    def _release(self, connection: _Connection) -> None:
+        if connection.reusable and not connection.closed:
+            connection.idle_since = time.monotonic()
+            self._idle.append(connection)
+        else:
+            connection.close()
+            self._open.discard(connection)
+
+    async def aclose(self) -> None:
+        """Close every connection."""
+        for connection in list(self._open):
+            connection.close()
+        self._open.clear()
+        self._idle.clear()
+
+
+def _head(method: str, target: str, host: str, headers: Mapping[str, str], body: bytes | None) -> bytes:
+    """The request line and headers; a CR or LF in any of them is refused (it would split the request)."""
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}", *(f"{name}: {value}" for name, value in headers.items()),
+             f"Content-Length: {len(body) if body else 0}"]
+    for line in lines:
+        if "\r" in line or "\n" in line:
+            raise ValueError("a request line or header holds CR or LF")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
