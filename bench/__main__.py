@@ -106,7 +106,7 @@ def throughput_figures(report: Report, data: dict[str, Any]) -> None:
                              "medians; unlike the rates, it leaves out the CPU Azurite and the emulators take from "
                              "the same two cores"))
     report.add(Figure("overhead_ratio_same_transport", wire_rate / pipeline_rate, "info",
-                      detail=f"diagnostic: raw httpx over the app's aiohttp transport, {wire_rate:.0f} calls/s, "
+                      detail=f"diagnostic: raw httpx over the app's HTTP/1.1 transport, {wire_rate:.0f} calls/s, "
                              "against the pipeline: what msgraph-sdk, the three table writes and the app add "
                              "per event above the wire"))
     report.add(Figure("overhead_ratio_without_table", raw_rate / memory_rate, "info",

@@ -106,17 +106,17 @@ async def raw_httpx(endpoints: dict[str, Any], token: str, n: int, concurrency: 
     """The same Graph request as the app, made with a bare httpx client.
 
     By default httpx's own transport (what the issue's baseline names); with app_transport, over the
-    aiohttp transport the app's Graph client uses, to show what the pipeline adds above the wire.
+    HTTP/1.1 transport the app's Graph client uses, to show what the pipeline adds above the wire.
     """
     import httpx
 
-    from shared.graph.transport import AiohttpTransport
+    from shared.graph.transport import Http1Transport
 
     context = ssl.create_default_context()
     context.load_verify_locations(cafile=endpoints["ca_bundle"])
     url = (f"{endpoints['graph']['base_url']}/users/{ORGANIZER}/onlineMeetings/{MEETING_ID}"
            "/getVirtualAppointmentJoinWebUrl()")
-    transport = AiohttpTransport(ssl_context=context) if app_transport else None
+    transport = Http1Transport(ssl_context=context) if app_transport else None
     async with httpx.AsyncClient(verify=context, http2=True, timeout=10, transport=transport,
                                  limits=httpx.Limits(max_connections=64, max_keepalive_connections=64)) as client:
         async def call(_: str) -> bool:

@@ -55,7 +55,7 @@ graph/              Microsoft Graph through msgraph-sdk: the join-URL calls and 
                     Graph's failures (gateway), meeting writes and client SMS as the organizer on /me
                     (meetings), the appointment's event on the organizer's calendar with its Teams meeting
                     (calendar), change-notification subscriptions and calendarView delta under a per-mailbox
-                    limiter (subscriptions), over an aiohttp pool (transport), with the SDK's telemetry headers
+                    limiter (subscriptions), over the HTTP/1.1 pool (transport), with the SDK's telemetry headers
                     (telemetry_handler).
 webhooks/           Telling the scheduling system: outbound event types and outbox messages (outbound), which
                     hosts and addresses a webhook may go to (destination), the signed POST (sender), once per
@@ -70,8 +70,7 @@ identity/           Delegated tokens only (Graph refuses app-only tokens for thi
                     (dev_password), bearer token validation per tenant (bearer) and On-Behalf-Of (obo).
 
 storage/            Azure Storage as the app writes it: queue clients (queue_client), the requeue envelope,
-                    requeuer, delay rounding and x3 back-off (requeue), the Table REST client (table_rest) over its
-                    keep-alive HTTP/1.1 pool (http1),
+                    requeuer, delay rounding and x3 back-off (requeue), the Table REST client (table_rest),
                     idempotency records and their claim rule (idempotency), appointment records (appointments),
                     which earlier booking a rebooked one stands for (aliases), originals too big for a queue
                     record kept in a blob (overflow), the storage credential (credentials), queue depth metrics
@@ -92,7 +91,7 @@ Foundation: everything may use these
                     enums: vocabulary), timestamps (clock), GUID/UPN (ids), field validators (fields), JSON as
                     the app accepts it from outside (strict_json), TLS context (tls), Retry-After and its cap
                     (retry_after), https-or-loopback URLs (urls), the Standard Webhooks signer
-                    (standard_webhooks).
+                    (standard_webhooks), the keep-alive HTTP/1.1 pool under Graph and the table store (http1).
     exceptions.py   Every error the app raises on purpose: permanent versus transient, classified once.
     version.py      The app's version, the one source pyproject.toml, azure.yaml and the contracts follow.
 """

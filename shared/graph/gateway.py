@@ -28,7 +28,7 @@ from shared.settings import Settings
 if TYPE_CHECKING:
     from msgraph import GraphServiceClient
 
-    from shared.graph.transport import AiohttpTransport
+    from shared.graph.transport import Http1Transport
 
 log = logging.getLogger(__name__)
 _ORGANIZER_OPTION_KEY = "va_join_links.organizer"
@@ -73,7 +73,7 @@ class OrganizerAuthProvider:
         request.headers.try_add("Authorization", f"Bearer {token}")
 
 
-def build_graph_client(settings: Settings) -> tuple[GraphServiceClient, AiohttpTransport]:
+def build_graph_client(settings: Settings) -> tuple[GraphServiceClient, Http1Transport]:
     """Build the worker's GraphServiceClient and its pool (imports msgraph: call on first use only)."""
     import httpx
     from kiota_http.middleware import RedirectHandler, UserAgentHandler
@@ -81,9 +81,10 @@ def build_graph_client(settings: Settings) -> tuple[GraphServiceClient, AiohttpT
     from msgraph_core import GraphClientFactory
 
     from shared.graph.telemetry_handler import TelemetryHandler
-    from shared.graph.transport import AiohttpTransport
+    from shared.graph.transport import Http1Transport
 
-    transport = AiohttpTransport(ssl_context=ssl_context(settings.tls_ca_bundle))
+    transport = Http1Transport(ssl_context=ssl_context(settings.tls_ca_bundle),
+                               timeout_seconds=settings.graph_timeout_seconds)
     http_client = httpx.AsyncClient(timeout=httpx.Timeout(settings.graph_timeout_seconds), transport=transport)
     # The SDK's default chain minus what this app never uses, each costing CPU on every request:
     # - RetryHandler: throttling is ours to handle (shared/pipeline/processor.py); kiota's would sleep inside the
@@ -110,7 +111,7 @@ class GraphGateway:
         self._settings = settings
         self._credentials = credentials
         self._client: GraphServiceClient | None = None
-        self._transport: AiohttpTransport | None = None
+        self._transport: Http1Transport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property

@@ -1,5 +1,5 @@
 """The handful of Azure Table REST calls the table stores make (idempotency, appointment and alias records),
-over one keep-alive connection pool (shared/storage/http1.py).
+over one keep-alive connection pool (shared/common/http1.py).
 
 Every event costs several table requests (its claim and completion, its appointment record's read and
 write), so their cost is the pipeline's: azure-data-tables spends ~1 ms of worker CPU on each (eleven
@@ -35,7 +35,7 @@ from shared.settings import StorageConnection
 from shared.storage.credentials import storage_credential
 
 if TYPE_CHECKING:
-    from shared.storage.http1 import Http1Pool
+    from shared.common.http1 import Http1Pool
 
 T = TypeVar("T")
 API_VERSION = "2019-02-02"
@@ -199,7 +199,7 @@ class TableRestClient:
         return f"/{self.table_name}(PartitionKey='{_key_literal(partition_key)}',RowKey='{_key_literal(row_key)}')"
 
     def _connections(self) -> Http1Pool:
-        from shared.storage.http1 import Http1Pool
+        from shared.common.http1 import Http1Pool
 
         if self._pool is None:
             self._pool = Http1Pool(self._account.endpoint, limit=64, timeout_seconds=self._timeout_seconds)
@@ -263,7 +263,7 @@ class TableRestClient:
     async def _send(self, method: str, path: str, *, body: bytes | None, headers: Mapping[str, str] | None,
                     expect: tuple[int, ...], query: str | None = None,
                     continuation: dict[str, str] | None = None) -> tuple[dict[str, Any] | None, str]:
-        from shared.storage.http1 import WireError
+        from shared.common.http1 import WireError
 
         date = formatdate(usegmt=True)
         content_type = "application/json" if body is not None else ""

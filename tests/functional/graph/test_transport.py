@@ -1,4 +1,4 @@
-"""The Graph client's aiohttp transport under httpx: what goes out, what comes back, how failures look."""
+"""The Graph client's HTTP/1.1 transport under httpx: what goes out, what comes back, how failures look."""
 
 import asyncio
 import gzip
@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from shared.graph.gateway import classify_graph_error
-from shared.graph.transport import AiohttpTransport
+from shared.graph.transport import Http1Transport
 from tests.functional.local_app import serving
 
 pytestmark = pytest.mark.e2e
@@ -48,7 +48,7 @@ async def server():
 
 @pytest.fixture
 async def client():
-    transport = AiohttpTransport(ssl_context=ssl.create_default_context())
+    transport = Http1Transport(ssl_context=ssl.create_default_context())
     async with httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(1.0)) as http:
         yield http
     await transport.aclose()
@@ -118,7 +118,7 @@ def test_environment_proxy_applies_unless_no_proxy_exempts_the_host(monkeypatch)
     # GIVEN HTTPS_PROXY with a NO_PROXY exemption, as httpx's own transport would honour them
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
     monkeypatch.setenv("NO_PROXY", "localhost,.contoso.test")
-    transport = AiohttpTransport(ssl_context=ssl.create_default_context())
+    transport = Http1Transport(ssl_context=ssl.create_default_context())
     # THEN Graph goes through the proxy and the exempt host does not
     assert transport._proxy(httpx.URL("https://graph.microsoft.com/v1.0/users")) == "http://proxy.internal:3128"
     assert transport._proxy(httpx.URL("https://graph.contoso.test/v1.0/users")) is None
@@ -127,5 +127,5 @@ def test_environment_proxy_applies_unless_no_proxy_exempts_the_host(monkeypatch)
 def test_no_proxy_in_the_environment_means_a_direct_connection(monkeypatch):
     for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
-    transport = AiohttpTransport(ssl_context=ssl.create_default_context())
+    transport = Http1Transport(ssl_context=ssl.create_default_context())
     assert transport._proxy(httpx.URL("https://graph.microsoft.com/v1.0/users")) is None

@@ -7,8 +7,8 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from shared.storage import http1
-from shared.storage.http1 import Http1Pool, WireError
+from shared.common import http1
+from shared.common.http1 import Http1Pool, WireError
 
 pytestmark = pytest.mark.e2e
 
@@ -277,3 +277,95 @@ async def test_https_verifies_the_certificate_against_the_context_it_is_given():
             assert (await trusting.request("GET", "/x", {})).body == b'{"n":1}'
         finally:
             await trusting.aclose()
+
+
+@asynccontextmanager
+async def proxy_server() -> AsyncIterator[tuple[str, list[str]]]:
+    """A forward proxy: CONNECT tunnels, absolute-URL requests forwarded; its URL (with a user) and what it saw."""
+    seen: list[str] = []
+
+    async def pipe(reader, writer):
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def on_connect(reader, writer):
+        line, headers, body = await read_request(reader)
+        seen.append(f"{line} auth={headers.get('proxy-authorization', '-')}")
+        method, target, _ = line.split(" ")
+        if method == "CONNECT":
+            host, port = target.rsplit(":", 1)
+            up_reader, up_writer = await asyncio.open_connection(host, int(port))
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            await writer.drain()
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+            return
+        parts = target.split("/", 3)  # http://host:port/path
+        host, port = parts[2].rsplit(":", 1)
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        up_writer.write(f"{method} /{parts[3]} HTTP/1.1\r\nHost: {parts[2]}\r\nContent-Length: {len(body)}\r\n"
+                        "Connection: close\r\n\r\n".encode() + body)
+        await up_writer.drain()
+        head = await up_reader.readuntil(b"\r\n\r\n")
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length"))
+        writer.write(head + await up_reader.readexactly(length))
+        await writer.drain()
+        up_writer.close()
+        writer.close()
+
+    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+    try:
+        yield f"http://user:p%40ss@127.0.0.1:{server.sockets[0].getsockname()[1]}", seen
+    finally:
+        server.close()
+
+
+async def test_https_through_a_proxy_goes_in_a_connect_tunnel_with_the_proxy_credentials():
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    async with tls_server(ca) as origin, proxy_server() as (proxy, seen):
+        pool = Http1Pool(origin, ssl_context=context, proxy=proxy)
+        try:
+            first = await pool.request("GET", "/x", {})
+            second = await pool.request("GET", "/x", {})
+        finally:
+            await pool.aclose()
+    # THEN one tunnel carried both requests, TLS end to end with the origin
+    assert (first.body, second.body) == (b'{"n":1}', b'{"n":2}')
+    authority = origin.removeprefix("https://")
+    assert seen == [f"CONNECT {authority} HTTP/1.1 auth=Basic dXNlcjpwQHNz"]  # user:p@ss
+
+
+async def test_http_through_a_proxy_sends_the_absolute_url():
+    async with scripted(keep_alive) as (origin, state), proxy_server() as (proxy, seen):
+        pool = Http1Pool(origin, proxy=proxy)
+        try:
+            answer = await pool.request("GET", "/devstoreaccount1/t", {})
+        finally:
+            await pool.aclose()
+    assert answer.body == b'{"n":1}'
+    assert seen == [f"GET {origin}/devstoreaccount1/t HTTP/1.1 auth=Basic dXNlcjpwQHNz"]
+    assert state["requests"][0][0] == "GET /devstoreaccount1/t HTTP/1.1"
+
+
+async def test_a_proxy_refusing_the_tunnel_is_a_connect_failure():
+    async def refuse(reader, writer, state):
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+
+    async with scripted(refuse) as (proxy, _):
+        pool = Http1Pool("https://graph.contoso.test", proxy=proxy)
+        with pytest.raises(http1.ConnectFailed, match="proxy refused the tunnel: 407"):
+            await pool.request("GET", "/x", {})
