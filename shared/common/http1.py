@@ -136,7 +136,7 @@ class _Tunnel(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         """Fail the CONNECT in flight."""
         if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_exception(WireError(f"proxy closed the connection ({exc or 'by the proxy'})"))
+            self._waiter.set_exception(ConnectFailed(f"proxy closed the connection ({exc or 'by the proxy'})"))
 
     def data_received(self, data: bytes) -> None:
         """Wait for the whole answer head; its status ends the wait."""
