@@ -25,6 +25,9 @@ from urllib.parse import unquote, urlsplit
 # A pooled connection idle longer than this is closed instead of reused: a server may have dropped it
 # (aiohttp's default keep-alive timeout, which this pool replaced).
 IDLE_SECONDS = 15.0
+# Methods a server may receive twice without a second effect (RFC 9110, 9.2.2): only these are sent again
+# when a kept connection fails before any answer; a POST or PATCH is sent again only if it never left.
+_IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
 
 class WireError(Exception):
@@ -33,6 +36,10 @@ class WireError(Exception):
 
 class ConnectFailed(WireError):
     """No connection: refused, unreachable, the proxy's tunnel refused, or TLS failed (nothing was sent)."""
+
+
+class _NotSent(WireError):
+    """A kept connection was found closed before the request was written."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +114,7 @@ class _Connection(asyncio.Protocol):
     async def exchange(self, request: bytes) -> Answer:
         """Write one request and wait for its answer."""
         if self.closed or self._transport is None:
-            raise WireError("connection already closed")
+            raise _NotSent("connection already closed")
         self._waiter = asyncio.get_running_loop().create_future()
         self.received, self.reusable = False, False
         self._transport.write(request)
@@ -204,12 +211,12 @@ class Http1Pool:
             try:
                 try:
                     answer = await connection.exchange(message)
-                except WireError:
-                    if not reused or connection.received:
+                except WireError as exc:
+                    unsent = isinstance(exc, _NotSent)
+                    if not reused or connection.received or not (unsent or method in _IDEMPOTENT):
                         raise
-                    # A kept connection the server had already closed: nothing of the request was answered, so
-                    # it goes once more on a new connection (a write repeated anyway is made safe by the
-                    # stores' conditional writes, as for any retry).
+                    # A kept connection the server had closed, nothing of the answer read: sent once more on a
+                    # new connection if it never left or repeating it has no second effect.
                     connection.close()
                     self._open.discard(connection)
                     connection, _ = await self._connection(fresh=True)

@@ -5,9 +5,8 @@ Every event costs several table requests (its claim and completion, its appointm
 write), so their cost is the pipeline's: azure-data-tables spends ~1 ms of worker CPU on each (eleven
 pipeline policies, its serializer), and under a burst of claims that CPU queues up in the worker's one
 thread. The same request built here costs ~0.09 ms (0.21 ms over aiohttp; see the performance page of the
-docs). Only what the
-stores need is here: insert, read, conditional replace, upsert,
-conditional delete and create-table, with Shared Key (connection string) or Entra (managed identity)
+docs). Only what the stores need is here: insert, read, conditional replace, upsert, conditional delete and
+create-table, with Shared Key (connection string) or Entra (managed identity)
 authorization. Failures surface as the azure-core exceptions the SDK raises for the same answers, so
 the store's logic does not depend on which client made the call.
 """

@@ -134,6 +134,26 @@ async def test_a_kept_connection_the_server_dropped_is_retried_once_on_a_new_one
     assert state["connections"] == 2 and len(state["requests"]) == 2
 
 
+async def test_a_post_that_left_on_a_dropped_kept_connection_is_not_sent_again():
+    async def one_per_connection(reader, writer, state):
+        await read_request(reader)
+        state["requests"].append(1)
+        writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+        await writer.drain()
+        await reader.read(1)  # the next request arrives, and the connection is dropped unanswered
+
+    async with scripted(one_per_connection) as (origin, state):
+        pool = Http1Pool(origin)
+        try:
+            await pool.request("POST", "/x", {}, b"{}")
+            # THEN the caller decides: the server may have acted on it (its retry policy knows the write)
+            with pytest.raises(WireError, match="closed before the answer"):
+                await pool.request("POST", "/x", {}, b"{}")
+        finally:
+            await pool.aclose()
+    assert state["connections"] == 1
+
+
 async def test_a_new_connection_closed_before_answering_is_a_wire_error():
     async def hang_up(reader, writer, state):
         await read_request(reader)
