@@ -227,7 +227,8 @@ class Services:
         keeper = self.subscriptions
         changes = OrganizerChanges(self.appointments,
                                    CalendarSync.links(self.calendar, self.resolver, self.mailbox_limiter),
-                                   stale_after_seconds=self.settings.idempotency_stale_claim_seconds)
+                                   stale_after_seconds=self.settings.idempotency_stale_claim_seconds,
+                                   reader=CalendarSync.reader(self.calendar, self.mailbox_limiter))
         return CalendarSync(keeper, keeper.client, keeper.store, changes, self.calendar, self.mailbox_limiter,
                             QueueRequeuer(self.settings.storage, CALENDAR_NOTIFICATIONS),
                             resync_hours=self.settings.calendar_resync_hours)

@@ -16,7 +16,7 @@ thing again under the same webhook-id (deliver_webhook sends it once).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -34,6 +34,8 @@ from shared.webhooks.outbound import WebhookEvent, webhook_event
 
 log = logging.getLogger(__name__)
 _MAX_ROUNDS = 4
+# (organizer, event id, tenant) -> the event as Graph has it now (None: gone for good).
+EventReader = Callable[[str, str, str | None], Awaitable[CalendarEvent | None]]
 ORGANIZER_TYPES = (WebhookType.RESCHEDULED_BY_ORGANIZER, WebhookType.CANCELLED_BY_ORGANIZER)
 
 
@@ -94,9 +96,10 @@ class OrganizerChanges:
     """Applies organizer changes to appointment records and builds the webhooks that tell them."""
 
     def __init__(self, store: AppointmentStore, links: LinkResolver, *, stale_after_seconds: float,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC), reader: EventReader | None = None) -> None:
         self._store = store
         self._links = links
+        self._reader = reader
         self._stale = stale_after_seconds
         self._clock = clock
 
@@ -110,6 +113,13 @@ class OrganizerChanges:
         for _ in range(_MAX_ROUNDS):
             record = await self._store.get(appointment_id)
             judgement = judge(record, event, removed=removed, now=self._clock(), stale_after_seconds=self._stale)
+            if judgement.verdict is Verdict.MOVE and record is not None and event is not None and self._reader:
+                # The event was read before the record: the app's own reschedule may have landed in between, and
+                # this older copy would then look like a move in Outlook. Read after the record, the event is at
+                # least as new as it, and the record's ETag catches a write the app makes after this read.
+                event = await self._reader(record.organizer, event.id, record.tenant_id)
+                judgement = judge(record, event, removed=removed, now=self._clock(),
+                                  stale_after_seconds=self._stale)
             if judgement.verdict in (Verdict.IGNORE, Verdict.LATER) or record is None:
                 return _logged(appointment_id, record, judgement, None)
             if judgement.verdict is Verdict.RETELL:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.calendar_sync.changes import OrganizerChanges, Verdict
+from shared.calendar_sync.changes import EventReader, OrganizerChanges, Verdict
 from shared.calendar_sync.keeper import ACTIVE, SubscriptionKeeper
 from shared.calendar_sync.notifications import CHANGE, LIFECYCLE, etag_of, event_id_of
 from shared.common.clock import format_timestamp, parse_timestamp_or_none
@@ -100,6 +100,14 @@ class CalendarSync:
     def links(calendar: CalendarWriter, resolver: JoinUrlResolver, limiter: MailboxLimiter) -> _Links:
         """The link resolver OrganizerChanges needs, over the calendar and the join-URL resolver."""
         return _Links(calendar, resolver, limiter)
+
+    @staticmethod
+    def reader(calendar: CalendarWriter, limiter: MailboxLimiter) -> EventReader:
+        """The event reader OrganizerChanges needs: one GET by immutable id, under the mailbox's limiter."""
+        async def read(organizer: str, event_id: str, tenant: str | None) -> CalendarEvent | None:
+            return await limiter.run(organizer, lambda: calendar.get(organizer, event_id, tenant=tenant))
+
+        return read
 
     async def aclose(self) -> None:
         """Release the requeuer's connections (the keeper closes the store)."""

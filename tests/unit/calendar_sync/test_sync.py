@@ -176,7 +176,9 @@ class World:
         self.now = NOW
         self.keeper = SubscriptionKeeper(self.graph, self.rows, identify, base_url="https://app.example/api",  # type: ignore[arg-type]
                                          minutes=4320, clock=lambda: self.now)
-        changes = OrganizerChanges(self.appointments, FakeLinks(), stale_after_seconds=300, clock=lambda: self.now)
+        changes = OrganizerChanges(self.appointments, FakeLinks(), stale_after_seconds=300, clock=lambda: self.now,
+                                   reader=CalendarSync.reader(self.calendar, MailboxLimiter()))  # type: ignore[arg-type]
+        self.changes = changes
         self.sync = CalendarSync(self.keeper, self.graph, self.rows, changes, self.calendar,  # type: ignore[arg-type]
                                  MailboxLimiter(), self.requeuer, resync_hours=6, clock=lambda: self.now)
 
@@ -191,6 +193,23 @@ class World:
                 "changeType": change, "resource": "Users/x/Events/EV1",
                 "resourceData": {"id": "EV1", "@odata.etag": etag}, **extra}
         return json.dumps({"kind": kind, "notification": item, "attempt": 0})
+
+
+async def test_an_event_read_before_the_apps_own_reschedule_is_read_again_and_tells_nothing():
+    # GIVEN a notification's event read at the old times, then the scheduler's reschedule landing (the event and
+    # the record both at the new times) before the record is read
+    world = World()
+    await world.booked()
+    stale = event()
+    later = (START + timedelta(days=1), END + timedelta(days=1))
+    world.calendar.events["EV1"] = event(start=later[0], end=later[1])
+    current = await world.appointments.get("apt-1")
+    assert current is not None
+    await world.appointments.replace(replace(current, start=later[0].isoformat(), end=later[1].isoformat(),
+                                             version=2))
+    # THEN the event is read again after the record, and the app's own write is not told as a move
+    judgement, hook = await world.changes.apply("apt-1", stale, removed=False)
+    assert judgement.verdict is Verdict.IGNORE and hook is None
 
 
 async def test_a_move_in_outlook_updates_the_record_and_tells_it_once():
@@ -285,16 +304,19 @@ async def test_missed_resyncs_from_the_kept_delta_link_and_repairs_a_lost_change
                                {"id": "PRIVATE", "isOnlineMeeting": False}]  # not the app's: never read
     missed = world.message(sub, kind="lifecycle", lifecycleEvent="missed")
     (hook,) = (await world.sync.handle(missed)).webhooks
-    assert json.loads(hook)["type"] == WebhookType.RESCHEDULED_BY_ORGANIZER and world.calendar.gets == 1
+    # read for its property, and again after the record: a move is judged on an event no older than the record
+    assert json.loads(hook)["type"] == WebhookType.RESCHEDULED_BY_ORGANIZER and world.calendar.gets == 2
     kept = await world.rows.get(sub.organizer_key)
     assert kept.delta_link and kept.last_resync_at
-    # the next round: the event is known, judged from the delta item itself (no read); it moved again
+    # the next round: the event is known, judged from the delta item itself; it moved again, so it is read once
     world.graph.delta_items = [{"id": "EV1", "isOnlineMeeting": True, "isCancelled": False,
                                 "onlineMeeting": {"joinUrl": "https://teams/l/1"},
                                 "start": {"dateTime": "2026-12-05T10:00:00.0000000", "timeZone": "UTC"},
                                 "end": {"dateTime": "2026-12-05T10:30:00.0000000", "timeZone": "UTC"}}]
+    world.calendar.events["EV1"] = event(start=datetime(2026, 12, 5, 10, 0, tzinfo=UTC),
+                                         end=datetime(2026, 12, 5, 10, 30, tzinfo=UTC))
     (hook,) = (await world.sync.handle(missed)).webhooks
-    assert world.graph.calls[-1] == f"delta:{kept.delta_link}" and world.calendar.gets == 1
+    assert world.graph.calls[-1] == f"delta:{kept.delta_link}" and world.calendar.gets == 3
     assert json.loads(json.loads(hook)["body"])["data"]["startDateTime"] == "2026-12-05T10:00:00.000Z"
     # a removed item of a known event: read (Deleted Items) or, gone for good, cancelled by the index
     del world.calendar.events["EV1"]
