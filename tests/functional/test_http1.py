@@ -28,6 +28,15 @@ async def read_request(reader: asyncio.StreamReader) -> tuple[str, dict[str, str
 
 
 @asynccontextmanager
+async def opened(pool: Http1Pool) -> AsyncIterator[Http1Pool]:
+    """The pool, its connections closed at the end."""
+    try:
+        yield pool
+    finally:
+        await pool.aclose()
+
+
+@asynccontextmanager
 async def scripted(handler: Handler) -> AsyncIterator[tuple[str, dict]]:
     """A server running `handler` per connection; its origin and the state the handler keeps."""
     state: dict = {"connections": 0, "requests": []}
@@ -62,12 +71,9 @@ async def keep_alive(reader, writer, state):
 
 async def test_requests_reuse_one_kept_connection_and_send_what_was_asked():
     async with scripted(keep_alive) as (origin, state):
-        pool = Http1Pool(origin + "/devstoreaccount1")
-        try:
+        async with opened(Http1Pool(origin + "/devstoreaccount1")) as pool:
             first = await pool.request("POST", "/devstoreaccount1/t", {"x-ms-version": "2019-02-02"}, b'{"a":1}')
             second = await pool.request("GET", "/devstoreaccount1/t()", {}, None)
-        finally:
-            await pool.aclose()
     assert (first.status, first.body, second.body) == (200, b'{"n":1}', b'{"n":2}')
     # THEN header names come back lower-cased, values as sent
     assert first.headers["etag"] == 'W/"1"' and first.headers["x-ms-continuation-nextrowkey"] == "r2"
@@ -90,11 +96,8 @@ async def test_a_chunked_answer_is_read_whole():
         await reader.read()
 
     async with scripted(chunked) as (origin, _):
-        pool = Http1Pool(origin)
-        try:
+        async with opened(Http1Pool(origin)) as pool:
             answer = await pool.request("GET", "/x", {})
-        finally:
-            await pool.aclose()
     assert answer.body == b'{"a":1}'
 
 
@@ -105,12 +108,9 @@ async def test_connection_close_is_not_reused():
         await writer.drain()
 
     async with scripted(close_each) as (origin, state):
-        pool = Http1Pool(origin)
-        try:
+        async with opened(Http1Pool(origin)) as pool:
             for _ in range(3):
                 assert (await pool.request("DELETE", "/x", {})).status == 204
-        finally:
-            await pool.aclose()
     assert state["connections"] == 3
 
 
@@ -125,12 +125,9 @@ async def test_a_kept_connection_the_server_dropped_is_retried_once_on_a_new_one
         await reader.read(1)
 
     async with scripted(one_per_connection) as (origin, state):
-        pool = Http1Pool(origin)
-        try:
+        async with opened(Http1Pool(origin)) as pool:
             await pool.request("PUT", "/x", {}, b"{}")
             await pool.request("PUT", "/x", {}, b"{}")
-        finally:
-            await pool.aclose()
     assert state["connections"] == 2 and len(state["requests"]) == 2
 
 
@@ -143,14 +140,11 @@ async def test_a_post_that_left_on_a_dropped_kept_connection_is_not_sent_again()
         await reader.read(1)  # the next request arrives, and the connection is dropped unanswered
 
     async with scripted(one_per_connection) as (origin, state):
-        pool = Http1Pool(origin)
-        try:
+        async with opened(Http1Pool(origin)) as pool:
             await pool.request("POST", "/x", {}, b"{}")
             # THEN the caller decides: the server may have acted on it (its retry policy knows the write)
             with pytest.raises(WireError, match="closed before the answer"):
                 await pool.request("POST", "/x", {}, b"{}")
-        finally:
-            await pool.aclose()
     assert state["connections"] == 1
 
 
@@ -159,12 +153,9 @@ async def test_a_new_connection_closed_before_answering_is_a_wire_error():
         await read_request(reader)
 
     async with scripted(hang_up) as (origin, _):
-        pool = Http1Pool(origin)
-        try:
+        async with opened(Http1Pool(origin)) as pool:
             with pytest.raises(WireError, match="closed before the answer"):
                 await pool.request("GET", "/x", {})
-        finally:
-            await pool.aclose()
 
 
 async def test_a_malformed_answer_is_a_wire_error():
@@ -175,12 +166,9 @@ async def test_a_malformed_answer_is_a_wire_error():
         await reader.read()
 
     async with scripted(garbage) as (origin, _):
-        pool = Http1Pool(origin)
-        try:
+        async with opened(Http1Pool(origin)) as pool:
             with pytest.raises(WireError, match="malformed"):
                 await pool.request("GET", "/x", {})
-        finally:
-            await pool.aclose()
 
 
 async def test_no_answer_in_time_is_a_timeout_and_the_connection_is_not_kept():
@@ -189,14 +177,11 @@ async def test_no_answer_in_time_is_a_timeout_and_the_connection_is_not_kept():
         await reader.read()
 
     async with scripted(silent) as (origin, state):
-        pool = Http1Pool(origin, timeout_seconds=0.2)
-        try:
+        async with opened(Http1Pool(origin, timeout_seconds=0.2)) as pool:
             with pytest.raises(TimeoutError):
                 await pool.request("GET", "/x", {})
             with pytest.raises(TimeoutError):
                 await pool.request("GET", "/x", {})
-        finally:
-            await pool.aclose()
     assert state["connections"] == 2
 
 
@@ -211,13 +196,10 @@ async def test_nothing_listening_is_a_wire_error():
 
 async def test_an_idle_connection_past_its_keep_alive_is_replaced(monkeypatch):
     async with scripted(keep_alive) as (origin, state):
-        pool = Http1Pool(origin)
-        try:
+        async with opened(Http1Pool(origin)) as pool:
             await pool.request("GET", "/x", {})
             monkeypatch.setattr(http1, "IDLE_SECONDS", 0.0)
             await pool.request("GET", "/x", {})
-        finally:
-            await pool.aclose()
     assert state["connections"] == 2
 
 
@@ -233,11 +215,8 @@ async def test_at_most_limit_connections_at_once():
             await writer.drain()
 
     async with scripted(slow) as (origin, state):
-        pool = Http1Pool(origin, limit=3)
-        try:
+        async with opened(Http1Pool(origin, limit=3)) as pool:
             await asyncio.gather(*(pool.request("GET", "/x", {}) for _ in range(9)))
-        finally:
-            await pool.aclose()
     assert state["peak"] == 3 and state["connections"] == 3
 
 
@@ -292,11 +271,8 @@ async def test_https_verifies_the_certificate_against_the_context_it_is_given():
         # GIVEN a context trusting the CA: the answer comes back over TLS
         context = ssl.create_default_context()
         ca.configure_trust(context)
-        trusting = Http1Pool(origin, ssl_context=context)
-        try:
+        async with opened(Http1Pool(origin, ssl_context=context)) as trusting:
             assert (await trusting.request("GET", "/x", {})).body == b'{"n":1}'
-        finally:
-            await trusting.aclose()
 
 
 @asynccontextmanager
@@ -355,12 +331,9 @@ async def test_https_through_a_proxy_goes_in_a_connect_tunnel_with_the_proxy_cre
     context = ssl.create_default_context()
     ca.configure_trust(context)
     async with tls_server(ca) as origin, proxy_server() as (proxy, seen):
-        pool = Http1Pool(origin, ssl_context=context, proxy=proxy)
-        try:
+        async with opened(Http1Pool(origin, ssl_context=context, proxy=proxy)) as pool:
             first = await pool.request("GET", "/x", {})
             second = await pool.request("GET", "/x", {})
-        finally:
-            await pool.aclose()
     # THEN one tunnel carried both requests, TLS end to end with the origin
     assert (first.body, second.body) == (b'{"n":1}', b'{"n":2}')
     authority = origin.removeprefix("https://")
@@ -369,11 +342,8 @@ async def test_https_through_a_proxy_goes_in_a_connect_tunnel_with_the_proxy_cre
 
 async def test_http_through_a_proxy_sends_the_absolute_url():
     async with scripted(keep_alive) as (origin, state), proxy_server() as (proxy, seen):
-        pool = Http1Pool(origin, proxy=proxy)
-        try:
+        async with opened(Http1Pool(origin, proxy=proxy)) as pool:
             answer = await pool.request("GET", "/devstoreaccount1/t", {})
-        finally:
-            await pool.aclose()
     assert answer.body == b'{"n":1}'
     assert seen == [f"GET {origin}/devstoreaccount1/t HTTP/1.1 auth=Basic dXNlcjpwQHNz"]
     assert state["requests"][0][0] == "GET /devstoreaccount1/t HTTP/1.1"
